@@ -1,0 +1,24 @@
+//! Which tasks are traced. Runs first in every program: tracepoints fire for every task on the
+//! machine, so bystanders must pay as little as one helper call and one compare.
+use aya_ebpf::{Global, helpers::bpf_get_current_pid_tgid};
+
+/// The process (thread group) being measured; set by the loader before load.
+#[unsafe(no_mangle)]
+static TARGET_TGID: Global<u32> = Global::new(0);
+
+/// Returns the current thread id when the current task belongs to the traced process.
+#[inline(always)]
+pub fn traced_tid() -> Option<u32> {
+    let id = bpf_get_current_pid_tgid();
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the upper half is the tgid"
+    )]
+    let (tgid, tid) = ((id >> 32) as u32, id as u32);
+    let target = TARGET_TGID.load();
+    if target != 0 && tgid == target {
+        Some(tid)
+    } else {
+        None
+    }
+}

@@ -1,0 +1,4 @@
+//! Hook variants: one per hook type and measurement point, each a thin wrapper over `account`.
+//! The loader loads only the variant that capability probing chose.
+mod sched;
+mod syscalls;

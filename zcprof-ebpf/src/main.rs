@@ -1,0 +1,19 @@
+//! zcprof's in-kernel side: hook programs that feed shared accounting into per-CPU maps.
+#![no_std]
+#![no_main]
+
+mod account;
+mod filter;
+mod hooks;
+mod maps;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // eBPF programs cannot unwind; the verifier proves this is unreachable.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

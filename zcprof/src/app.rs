@@ -1,0 +1,148 @@
+//! Runs a parsed command: checks privileges, measures under a Ctrl-C watch, prints the report,
+//! and maps the outcome to an exit code.
+use std::{io::Write as _, process::ExitCode};
+
+use crate::{
+    cancel,
+    caps::{self, Kernel},
+    cli::{Command, UsageError, Workload},
+    measure::{self, MeasureError, Outcome},
+    report::{self, Format},
+    workload::Method,
+};
+
+/// Exit status after Ctrl-C, as shells report a SIGINT death.
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// Runs `command` to completion; Ctrl-C or SIGTERM cancel it cleanly.
+pub fn main(command: Command) -> ExitCode {
+    let opts = match command {
+        Command::Run(run) => Workload::validate(vec![run.method], run.workload),
+        Command::Compare(cmp) => {
+            let methods = if cmp.methods.is_empty() {
+                Method::ALL.to_vec()
+            } else {
+                cmp.methods
+            };
+            Workload::validate(methods, cmp.workload)
+        }
+        Command::Transfer(_) => unreachable!("handled before the runtime starts"),
+    };
+    let opts = match opts {
+        Ok(o) => o,
+        Err(UsageError(msg)) => return fail(2, &msg),
+    };
+    if let Err(e) = caps::check_privileges() {
+        return fail(1, &e.to_string());
+    }
+    raise_memlock();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(1, &format!("cannot start the runtime: {e}")),
+    };
+    runtime.block_on(watch(opts))
+}
+
+async fn watch(opts: Workload) -> ExitCode {
+    let format = opts.format;
+    let single = opts.methods.len() == 1;
+    let mut task = tokio::task::spawn_blocking(move || measure_all(&opts));
+    let mut sigterm =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let result = loop {
+        tokio::select! {
+            r = &mut task => break r,
+            _ = tokio::signal::ctrl_c() => cancel::request(),
+            Some(()) = async { match sigterm.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => cancel::request(),
+        }
+    };
+    match result {
+        Ok(Ok(outcome)) => finish(&outcome, format, single),
+        Ok(Err(e)) if e.is_interrupt() => fail(EXIT_INTERRUPTED, "interrupted"),
+        Ok(Err(e)) => fail(
+            if matches!(e, MeasureError::Usage(_)) {
+                2
+            } else {
+                1
+            },
+            &e.to_string(),
+        ),
+        Err(e) => fail(1, &format!("internal error: {e}")),
+    }
+}
+
+fn measure_all(opts: &Workload) -> Result<Outcome, MeasureError> {
+    let kernel = Kernel::detect();
+    let source = measure::source(opts)?;
+    if opts.methods.len() == 1 {
+        // A single run reports its own error, not a failed row.
+        let mut plan = crate::probes::HookPlan::default();
+        let report = measure::run_one(&kernel, &mut plan, &source, opts.methods[0], opts)?;
+        return Ok(Outcome {
+            runs: vec![report],
+            ..Outcome::default()
+        });
+    }
+    Ok(measure::run_all(&kernel, &source, opts))
+}
+
+fn finish(outcome: &Outcome, format: Format, single: bool) -> ExitCode {
+    let text = match format {
+        Format::Table => report::table(&outcome.runs, &outcome.failed),
+        Format::Markdown => report::markdown(&outcome.runs, &outcome.failed),
+        Format::Json if single && outcome.failed.is_empty() && outcome.runs.len() == 1 => {
+            report::json_run(&outcome.runs[0]).unwrap_or_default() + "\n"
+        }
+        Format::Json => {
+            report::json_compare(&outcome.runs, &outcome.failed).unwrap_or_default() + "\n"
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return fail(1, &format!("cannot write the report: {e}"));
+    }
+    if outcome.interrupted {
+        return fail(
+            EXIT_INTERRUPTED,
+            "interrupted: the table above holds the methods that finished",
+        );
+    }
+    if let Some(f) = outcome.failed.first() {
+        return fail(
+            1,
+            &format!(
+                "{} of {} methods failed; first: {}: {}",
+                outcome.failed.len(),
+                outcome.failed.len() + outcome.runs.len(),
+                f.method,
+                f.error
+            ),
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+fn fail(code: u8, message: &str) -> ExitCode {
+    eprintln!("zcprof: {message}");
+    ExitCode::from(code)
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones ignore it.
+fn raise_memlock() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain setrlimit with a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) } != 0 {
+        log::debug!(
+            "could not raise RLIMIT_MEMLOCK: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}

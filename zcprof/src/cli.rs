@@ -1,0 +1,293 @@
+//! The command line: raw arguments (clap), then validation into a plan that the rest of zcprof
+//! runs. Usage errors are one line.
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{report::Format, units, workload::Method};
+
+const EXAMPLES: &str = "\
+EXAMPLES:
+    sudo zcprof compare                         # every method, 64 MiB in 64 KiB steps
+    sudo zcprof run --method sendfile           # one method, with its syscall breakdown
+    sudo zcprof run --method read-write --size 16M --block-size 4K
+    sudo zcprof compare --format json > costs.json
+    sudo zcprof run --method direct-io --dir /var/tmp   # O_DIRECT needs a disk-backed directory";
+
+/// Measures what a file transfer really costs the kernel: syscalls, mode switches, scheduler
+/// context switches and copies, counted with eBPF, beside the textbook's figures.
+#[derive(Debug, Parser)]
+#[command(name = "zcprof", version, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one transfer method and print its cost table.
+    Run(RunArgs),
+    /// Run every method with the same options and print one table.
+    Compare(CompareArgs),
+    /// (internal) The measured transfer process.
+    #[command(name = "__transfer", hide = true)]
+    Transfer(TransferArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Transfer technique.
+    #[arg(long, value_enum)]
+    pub method: Method,
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Methods to compare (default: all), comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub methods: Vec<Method>,
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkloadArgs {
+    /// Bytes to transfer (K/M/G suffixes). Default 64M, or the length of --file.
+    #[arg(long, value_parser = units::parse_size)]
+    pub size: Option<u64>,
+    /// Bytes moved per transfer step.
+    #[arg(long, default_value = "64K", value_parser = units::parse_size)]
+    pub block_size: u64,
+    /// Send this existing file instead of a generated temporary one.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Directory for the generated temporary file (removed at exit).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct TransferArgs {
+    #[arg(long, value_enum)]
+    pub method: Method,
+    #[arg(long)]
+    pub path: String,
+    #[arg(long)]
+    pub size: u64,
+    #[arg(long)]
+    pub block_size: u64,
+    #[arg(long)]
+    pub port: u16,
+}
+
+/// Default `--size`.
+pub const DEFAULT_SIZE: u64 = 64 << 20;
+
+/// A usage error, printed as one line with exit status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Validated workload options.
+#[derive(Clone, Debug)]
+pub struct Workload {
+    pub methods: Vec<Method>,
+    /// `None` when --file was not given and --size is the default.
+    pub size: Option<u64>,
+    pub block_size: u64,
+    pub file: Option<PathBuf>,
+    pub dir: PathBuf,
+    pub format: Format,
+}
+
+impl Workload {
+    /// Checks what can be checked without touching the kernel.
+    ///
+    /// # Errors
+    /// A one-line usage error.
+    pub fn validate(methods: Vec<Method>, args: WorkloadArgs) -> Result<Workload, UsageError> {
+        let WorkloadArgs {
+            size,
+            block_size,
+            file,
+            dir,
+            format,
+        } = args;
+        if file.is_some() && dir.is_some() {
+            return Err(UsageError(
+                "--dir is for the generated file; it cannot be combined with --file".into(),
+            ));
+        }
+        if let Some(size) = size
+            && file.is_none()
+            && block_size > size
+        {
+            return Err(UsageError(format!(
+                "--block-size {} is larger than the file (--size {})",
+                units::format_bytes(block_size),
+                units::format_bytes(size)
+            )));
+        }
+        if methods.contains(&Method::DirectIo) && block_size % 4096 != 0 {
+            return Err(UsageError(format!(
+                "direct-io needs --block-size to be a multiple of 4096 (O_DIRECT alignment), not {block_size}"
+            )));
+        }
+        let dir = dir.unwrap_or_else(std::env::temp_dir);
+        if file.is_none() && !dir.is_dir() {
+            return Err(UsageError(format!(
+                "--dir {} is not a directory",
+                dir.display()
+            )));
+        }
+        Ok(Workload {
+            methods,
+            size,
+            block_size,
+            file,
+            dir,
+            format,
+        })
+    }
+}
+
+/// Parses the command line. Help and version go to stdout with status 0; errors are one line
+/// on stderr with status 2.
+///
+/// # Errors
+/// The exit code to leave with when parsing did not produce a command.
+pub fn parse() -> Result<Cli, std::process::ExitCode> {
+    Cli::try_parse().map_err(|err| {
+        use clap::error::ErrorKind;
+        if matches!(
+            err.kind(),
+            ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        ) {
+            let _ = err.print();
+            return if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                std::process::ExitCode::from(2)
+            } else {
+                std::process::ExitCode::SUCCESS
+            };
+        }
+        eprintln!("{}", one_line(&err.render().to_string()));
+        std::process::ExitCode::from(2)
+    })
+}
+
+/// Folds clap's multi-line error into one line.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("For more information") && !l.starts_with("Usage:")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_args(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("zcprof").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn run_defaults() {
+        let cli = parse_args(&["run", "--method", "sendfile"]).unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(run.method, Method::Sendfile);
+        assert_eq!(run.workload.block_size, 64 << 10);
+        assert_eq!(run.workload.size, None);
+        assert_eq!(run.workload.format, Format::Table);
+    }
+
+    #[test]
+    fn every_method_name_parses() {
+        for m in Method::ALL {
+            let cli = parse_args(&["run", "--method", m.name()]).unwrap();
+            let Command::Run(run) = cli.command else {
+                panic!("not run")
+            };
+            assert_eq!(run.method, m);
+        }
+    }
+
+    #[test]
+    fn bad_input_is_one_line() {
+        for args in [
+            &["run", "--method", "carrier-pigeon"][..],
+            &["run", "--method", "sendfile", "--size", "0"],
+            &["run", "--method", "sendfile", "--size", "lots"],
+            &["compare", "--block-size", "0"],
+        ] {
+            let err = parse_args(args).unwrap_err();
+            let line = one_line(&err.render().to_string());
+            assert!(
+                !line.contains('\n') && line.starts_with("error:"),
+                "{args:?}: {line}"
+            );
+        }
+        let line = one_line(
+            &parse_args(&["run", "--method", "nope"])
+                .unwrap_err()
+                .render()
+                .to_string(),
+        );
+        assert!(
+            line.contains("read-write") && line.contains("tee"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn validation() {
+        let w = |size: Option<u64>, block: u64, methods: Vec<Method>| {
+            let args = WorkloadArgs {
+                size,
+                block_size: block,
+                file: None,
+                dir: None,
+                format: Format::Table,
+            };
+            Workload::validate(methods, args)
+        };
+        assert!(
+            w(Some(4096), 8192, vec![Method::Sendfile])
+                .unwrap_err()
+                .0
+                .contains("larger than the file")
+        );
+        assert!(
+            w(Some(1 << 20), 1000, vec![Method::DirectIo])
+                .unwrap_err()
+                .0
+                .contains("multiple of 4096")
+        );
+        assert!(w(Some(1 << 20), 1000, vec![Method::Sendfile]).is_ok());
+        let args = WorkloadArgs {
+            size: None,
+            block_size: 4096,
+            file: None,
+            dir: Some("/nonexistent/zcprof".into()),
+            format: Format::Table,
+        };
+        assert!(
+            Workload::validate(vec![Method::Splice], args)
+                .unwrap_err()
+                .0
+                .contains("not a directory")
+        );
+    }
+}

@@ -1,0 +1,98 @@
+//! Collection: reads the per-CPU maps once, after the measured run, and folds the CPUs.
+use std::collections::BTreeMap;
+
+use aya::{Ebpf, maps::PerCpuArray};
+use zcprof_common::{Counter, MAX_SYSCALL_NR, SyscallStat};
+
+use crate::probes::catalog::maps;
+
+/// Errors while reading maps.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    /// A map the object must have is missing or of the wrong type.
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+}
+
+/// Everything the kernel side counted, summed over CPUs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Per syscall number, only those that were entered or returned.
+    pub syscalls: BTreeMap<u32, SyscallStat>,
+    pub syscall_entries: u64,
+    pub syscall_returns: u64,
+    pub unmatched_returns: u64,
+    pub voluntary_switches: u64,
+    pub involuntary_switches: u64,
+    pub in_flight_lost: u64,
+    /// Kernel clock of the first and last traced event (0 when none).
+    pub first_event_ns: u64,
+    pub last_event_ns: u64,
+}
+
+impl Counts {
+    /// Reads the maps of a loaded object.
+    ///
+    /// # Errors
+    /// When a map is missing or unreadable.
+    pub fn read(ebpf: &Ebpf) -> Result<Counts, CollectError> {
+        let map_err = |name| move |source| CollectError::Map { name, source };
+        let counters: PerCpuArray<_, u64> = PerCpuArray::try_from(
+            ebpf.map(maps::COUNTERS)
+                .ok_or(aya::maps::MapError::InvalidName {
+                    name: maps::COUNTERS.into(),
+                })
+                .map_err(map_err(maps::COUNTERS))?,
+        )
+        .map_err(map_err(maps::COUNTERS))?;
+        let mut counts = Counts::default();
+        for counter in Counter::ALL {
+            let per_cpu = counters
+                .get(&(counter as u32), 0)
+                .map_err(map_err(maps::COUNTERS))?;
+            let values = per_cpu.iter().copied();
+            match counter {
+                Counter::FirstEventNs => {
+                    counts.first_event_ns = values.filter(|&v| v != 0).min().unwrap_or(0)
+                }
+                Counter::LastEventNs => counts.last_event_ns = values.max().unwrap_or(0),
+                Counter::SyscallEntries => counts.syscall_entries = values.sum(),
+                Counter::SyscallReturns => counts.syscall_returns = values.sum(),
+                Counter::UnmatchedReturns => counts.unmatched_returns = values.sum(),
+                Counter::VoluntarySwitches => counts.voluntary_switches = values.sum(),
+                Counter::InvoluntarySwitches => counts.involuntary_switches = values.sum(),
+                Counter::InFlightLost => counts.in_flight_lost = values.sum(),
+            }
+        }
+        let syscalls: PerCpuArray<_, SyscallStat> = PerCpuArray::try_from(
+            ebpf.map(maps::SYSCALLS)
+                .ok_or(aya::maps::MapError::InvalidName {
+                    name: maps::SYSCALLS.into(),
+                })
+                .map_err(map_err(maps::SYSCALLS))?,
+        )
+        .map_err(map_err(maps::SYSCALLS))?;
+        for nr in 0..MAX_SYSCALL_NR {
+            let per_cpu = syscalls.get(&nr, 0).map_err(map_err(maps::SYSCALLS))?;
+            let mut total = SyscallStat::default();
+            for s in per_cpu.iter() {
+                total.count += s.count;
+                total.errors += s.errors;
+                total.total_ns += s.total_ns;
+                total.ret_sum = total.ret_sum.wrapping_add(s.ret_sum);
+            }
+            if total != SyscallStat::default() {
+                counts.syscalls.insert(nr, total);
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Nanoseconds between the first and the last traced event.
+    pub fn window_ns(&self) -> u64 {
+        self.last_event_ns.saturating_sub(self.first_event_ns)
+    }
+}

@@ -1,0 +1,26 @@
+//! zcprof's entry point: parse, run, exit.
+use std::process::ExitCode;
+
+use zcprof::{
+    app,
+    cli::{self, Command},
+    workload::transfer,
+};
+
+fn main() -> ExitCode {
+    let cli = match cli::parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    if let Command::Transfer(t) = cli.command {
+        // The measured child: no runtime, no logging, nothing but the transfer.
+        transfer::child_main(&transfer::TransferArgs {
+            method: t.method,
+            path: t.path,
+            size: t.size,
+            block_size: t.block_size,
+            port: t.port,
+        });
+    }
+    app::main(cli.command)
+}

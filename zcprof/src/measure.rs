@@ -1,0 +1,151 @@
+//! A measured run: starts the workload, attaches the probes to its process only, releases it,
+//! reads the counts once, detaches, and turns it all into a report.
+use std::path::Path;
+
+use crate::{
+    caps::Kernel,
+    cli::{DEFAULT_SIZE, Workload},
+    collect::{CollectError, Counts},
+    model::{self, FileInfo, RunInput, RunReport},
+    probes::{HookPlan, ProbeError, Probes},
+    report::Failed,
+    workload::{Method, Ready, SourceError, SourceFile, WorkloadError},
+};
+
+/// Errors of a measured run.
+#[derive(Debug, thiserror::Error)]
+pub enum MeasureError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Workload(#[from] WorkloadError),
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    #[error(transparent)]
+    Collect(#[from] CollectError),
+    /// A usage problem found once the file is known.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl MeasureError {
+    /// Ctrl-C, at whatever stage.
+    pub fn is_interrupt(&self) -> bool {
+        matches!(
+            self,
+            MeasureError::Source(SourceError::Interrupted)
+                | MeasureError::Workload(WorkloadError::Interrupted)
+        )
+    }
+}
+
+/// The source file of an invocation, shared by all its methods.
+///
+/// # Errors
+/// When the file cannot be used or written.
+pub fn source(opts: &Workload) -> Result<SourceFile, MeasureError> {
+    let file = match &opts.file {
+        Some(path) => {
+            let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            let size = opts.size.unwrap_or(len);
+            let f = SourceFile::existing(path, size)?;
+            f.warm(size).map_err(|e| SourceError::Unreadable {
+                path: path.clone(),
+                source: e,
+            })?;
+            f
+        }
+        None => SourceFile::generate(
+            &opts.dir,
+            opts.size.unwrap_or(DEFAULT_SIZE),
+            crate::cancel::flag(),
+        )?,
+    };
+    let size = opts.size.unwrap_or(file.len());
+    if size == 0 {
+        return Err(MeasureError::Usage(format!(
+            "{} is empty: nothing to transfer",
+            file.path().display()
+        )));
+    }
+    if opts.block_size > size {
+        return Err(MeasureError::Usage(format!(
+            "--block-size {} is larger than the file ({})",
+            crate::units::format_bytes(opts.block_size),
+            crate::units::format_bytes(size)
+        )));
+    }
+    Ok(file)
+}
+
+/// Measures one method.
+///
+/// # Errors
+/// When the workload, the probes or the map reads fail.
+pub fn run_one(
+    kernel: &Kernel,
+    plan: &mut HookPlan,
+    source: &SourceFile,
+    method: Method,
+    opts: &Workload,
+) -> Result<RunReport, MeasureError> {
+    let size = opts.size.unwrap_or(source.len());
+    let ready = Ready::start(method, source, size, opts.block_size)?;
+    let probes = Probes::attach(kernel, plan, ready.pid())?;
+    let delivery = ready.go()?;
+    let counts = Counts::read(probes.ebpf())?;
+    drop(probes);
+    Ok(model::build(RunInput {
+        method,
+        bytes: size,
+        block_size: opts.block_size,
+        kernel_release: &kernel.release,
+        plan,
+        counts: &counts,
+        received: delivery.received,
+        usage: delivery.usage,
+        file: file_info(source.path(), source),
+    }))
+}
+
+fn file_info(path: &Path, source: &SourceFile) -> FileInfo {
+    FileInfo {
+        path: path.display().to_string(),
+        filesystem: source.fs_type.clone(),
+        block_device: source.block_backed,
+        cache: "warm",
+    }
+}
+
+/// The results of several methods: what ran, what failed, and whether Ctrl-C cut it short.
+#[derive(Default)]
+pub struct Outcome {
+    pub runs: Vec<RunReport>,
+    pub failed: Vec<Failed>,
+    pub interrupted: bool,
+}
+
+/// Measures each method in turn with one hook plan; a failing method is recorded and the rest
+/// still run.
+pub fn run_all(kernel: &Kernel, source: &SourceFile, opts: &Workload) -> Outcome {
+    let mut plan = HookPlan::default();
+    let mut outcome = Outcome::default();
+    for &method in &opts.methods {
+        if crate::cancel::requested() {
+            outcome.interrupted = true;
+            break;
+        }
+        match run_one(kernel, &mut plan, source, method, opts) {
+            Ok(report) => outcome.runs.push(report),
+            Err(e) if e.is_interrupt() => {
+                outcome.interrupted = true;
+                break;
+            }
+            Err(e) => outcome.failed.push(Failed {
+                method: method.to_string(),
+                error: e.to_string(),
+            }),
+        }
+    }
+    outcome
+}

@@ -1,0 +1,410 @@
+//! The cost report: turns raw kernel counts into figures with provenance, next to the textbook's
+//! claims, with footnotes where they differ for a known reason.
+mod figure;
+pub mod syscalls;
+pub mod textbook;
+
+use std::collections::BTreeMap;
+
+pub use figure::{Figure, Source};
+use syscalls::DataPath;
+pub use textbook::Textbook;
+
+use crate::{
+    collect::Counts,
+    probes::{HookPlan, catalog::Point},
+    workload::{ChildUsage, Method},
+};
+
+/// One syscall's line in a report.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct SyscallRow {
+    pub name: String,
+    pub count: u64,
+    pub errors: u64,
+    pub total_ns: u64,
+    /// Bytes returned, for syscalls whose return value is a byte count.
+    pub bytes: Option<u64>,
+    pub data_path: DataPath,
+}
+
+/// The source file and what its file system means for the figures.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct FileInfo {
+    pub path: String,
+    pub filesystem: String,
+    pub block_device: bool,
+    pub cache: &'static str,
+}
+
+/// One measured run: the JSON contract of `zcprof run` (and each element of `compare`'s runs).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct RunReport {
+    pub method: Method,
+    pub bytes: u64,
+    pub block_size: u64,
+    pub transfers: u64,
+    pub elapsed_ns: u64,
+    pub kernel: String,
+    /// Hook used for each measurement point, e.g. `"sys_enter": "raw_tp sys_enter"`.
+    pub hooks: BTreeMap<&'static str, String>,
+    pub syscalls_by_name: BTreeMap<String, u64>,
+    pub syscalls: Vec<SyscallRow>,
+    pub figures: BTreeMap<&'static str, Figure>,
+    pub textbook: Textbook,
+    /// Where measurement and textbook differ, and why (when the cause is known).
+    pub notes: Vec<String>,
+    /// Bytes each receiver stream got (each verified equal to `bytes`).
+    pub received: Vec<u64>,
+    /// The kernel's own rusage of the transfer process over its whole life (a cross-check).
+    pub process_rusage: ChildUsage,
+    pub file: FileInfo,
+}
+
+/// Everything a report is made from.
+pub struct RunInput<'a> {
+    pub method: Method,
+    pub bytes: u64,
+    pub block_size: u64,
+    pub kernel_release: &'a str,
+    pub plan: &'a HookPlan,
+    pub counts: &'a Counts,
+    pub received: Vec<u64>,
+    pub usage: ChildUsage,
+    pub file: FileInfo,
+}
+
+/// Transfer steps of `bytes` moved `block_size` at a time.
+pub fn transfers(bytes: u64, block_size: u64) -> u64 {
+    bytes.div_ceil(block_size.max(1))
+}
+
+fn hook(plan: &HookPlan, point: Point) -> String {
+    plan.chosen(point).map_or_else(
+        || format!("{} (not attached)", point.name()),
+        |v| v.describe(),
+    )
+}
+
+fn fmt_bytes(n: u64) -> String {
+    crate::units::format_bytes(n)
+}
+
+/// Builds the report of one run.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one figure after another, kept in one place"
+)]
+pub fn build(input: RunInput<'_>) -> RunReport {
+    let RunInput {
+        method,
+        bytes,
+        block_size,
+        kernel_release,
+        plan,
+        counts,
+        received,
+        usage,
+        file,
+    } = input;
+    let transfers = transfers(bytes, block_size);
+    let enter = hook(plan, Point::SysEnter);
+    let exit = hook(plan, Point::SysExit);
+    let sched = hook(plan, Point::SchedSwitch);
+    let hooks = Point::ALL
+        .into_iter()
+        .map(|p| (p.name(), hook(plan, p)))
+        .collect();
+
+    let mut rows = Vec::new();
+    let mut by_name = BTreeMap::new();
+    let (mut to_user, mut from_user, mut in_kernel) = (0u64, 0u64, 0u64);
+    for (&nr, stat) in &counts.syscalls {
+        let name = syscalls::name_of(nr);
+        let path = syscalls::data_path(&name);
+        match path {
+            DataPath::ToUser => to_user += stat.ret_sum,
+            DataPath::FromUser => from_user += stat.ret_sum,
+            DataPath::InKernel => in_kernel += stat.ret_sum,
+            DataPath::NoData => {}
+        }
+        by_name.insert(name.clone(), stat.count);
+        rows.push(SyscallRow {
+            name,
+            count: stat.count,
+            errors: stat.errors,
+            total_ns: stat.total_ns,
+            bytes: (path != DataPath::NoData).then_some(stat.ret_sum),
+            data_path: path,
+        });
+    }
+    rows.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
+
+    let counted_sys = Source::Counted(vec![enter.clone()]);
+    let counted_mode = Source::Counted(vec![enter.clone(), exit.clone()]);
+    let counted_sched = Source::Counted(vec![sched.clone()]);
+    let semantics = Source::SyscallSemantics(vec![enter.clone(), exit.clone()]);
+    let clock = Source::KernelClock(vec![enter.clone(), exit.clone()]);
+    let mut figures = BTreeMap::new();
+    let mut notes = Vec::new();
+
+    figures.insert(
+        "syscalls",
+        Figure::measured(
+            counts.syscall_entries,
+            transfers,
+            &counted_sys,
+            "every syscall the transfer process entered while measured, including its final exit_group",
+        ),
+    );
+    let mode = counts.syscall_entries + counts.syscall_returns;
+    figures.insert(
+        "mode_switches",
+        Figure::measured(
+            mode,
+            transfers,
+            &counted_mode,
+            format!(
+                "{} user->kernel entries and {} kernel->user returns through the syscall path; page \
+                 faults and interrupts also switch modes and are not counted here",
+                counts.syscall_entries, counts.syscall_returns
+            ),
+        ),
+    );
+    let switches = counts.voluntary_switches + counts.involuntary_switches;
+    figures.insert(
+        "context_switches",
+        Figure::measured(
+            switches,
+            transfers,
+            &counted_sched,
+            format!(
+                "scheduler switches of the transfer process: {} voluntary (it blocked), {} involuntary \
+                 (preempted); the kernel's rusage for its whole life: {} and {}",
+                counts.voluntary_switches,
+                counts.involuntary_switches,
+                usage.voluntary_switches,
+                usage.involuntary_switches
+            ),
+        ),
+    );
+    figures.insert(
+        "context_switches_voluntary",
+        Figure::measured(
+            counts.voluntary_switches,
+            transfers,
+            &counted_sched,
+            "switched out because it blocked",
+        ),
+    );
+    figures.insert(
+        "context_switches_involuntary",
+        Figure::measured(
+            counts.involuntary_switches,
+            transfers,
+            &counted_sched,
+            "switched out while still runnable",
+        ),
+    );
+
+    // O_DIRECT reads from a block device are filled by the device, not copied by the CPU.
+    let dma_reads = method == Method::DirectIo && file.block_device;
+    let cpu_to_user = if dma_reads { 0 } else { to_user };
+    let mut copy_note = format!(
+        "bytes copied between user buffers and the kernel: {} kernel->user by read-type syscalls, {} \
+         user->kernel by write-type syscalls",
+        fmt_bytes(cpu_to_user),
+        fmt_bytes(from_user)
+    );
+    if dma_reads {
+        copy_note.push_str(&format!(
+            "; the {} read with O_DIRECT from {} were written into the user buffer by the device, not \
+             copied by the CPU",
+            fmt_bytes(to_user),
+            file.filesystem
+        ));
+    }
+    if in_kernel > 0 {
+        copy_note.push_str(&format!(
+            "; {} moved inside the kernel by sendfile/splice/tee, where this source cannot see whether the \
+             CPU copied them",
+            fmt_bytes(in_kernel)
+        ));
+    }
+    figures.insert(
+        "cpu_copy_bytes",
+        Figure::measured(cpu_to_user + from_user, transfers, &semantics, copy_note),
+    );
+    figures.insert(
+        "cpu_copy_to_user_bytes",
+        Figure::measured(
+            cpu_to_user,
+            transfers,
+            &semantics,
+            "kernel->user copies (read family)",
+        ),
+    );
+    figures.insert(
+        "cpu_copy_from_user_bytes",
+        Figure::measured(
+            from_user,
+            transfers,
+            &semantics,
+            "user->kernel copies (write family)",
+        ),
+    );
+    figures.insert(
+        "in_kernel_bytes",
+        Figure::measured(
+            in_kernel,
+            transfers,
+            &semantics,
+            "payload moved by sendfile, splice, tee or copy_file_range without passing a user buffer",
+        ),
+    );
+    figures.insert(
+        "dma_bytes",
+        Figure::unavailable(
+            "device DMA is not measured by this version (block and network device tracepoints are the \
+             next step); note that the receiver is on loopback, which has no NIC and so no NIC DMA",
+        ),
+    );
+    let elapsed = counts.window_ns();
+    #[expect(clippy::cast_precision_loss, reason = "display precision")]
+    if elapsed > 0 {
+        figures.insert(
+            "elapsed_ns",
+            Figure::scalar(
+                elapsed as f64,
+                &clock,
+                "first syscall entry to last traced event of the transfer process",
+            ),
+        );
+        figures.insert(
+            "throughput_bytes_per_sec",
+            Figure::scalar(
+                bytes as f64 * 1e9 / elapsed as f64,
+                &clock,
+                "bytes delivered / elapsed_ns",
+            ),
+        );
+    } else {
+        figures.insert(
+            "elapsed_ns",
+            Figure::unavailable("no traced event was seen"),
+        );
+        figures.insert(
+            "throughput_bytes_per_sec",
+            Figure::unavailable("no traced event was seen"),
+        );
+    }
+
+    let textbook = textbook::for_method(method);
+    notes.extend(differences(
+        method, transfers, block_size, counts, &figures, &textbook, &file, to_user,
+    ));
+    if counts.in_flight_lost > 0 {
+        notes.push(format!(
+            "{} syscall entries could not be tracked to their return (in-flight map full); their \
+             latency is missing",
+            counts.in_flight_lost
+        ));
+    }
+
+    RunReport {
+        method,
+        bytes,
+        block_size,
+        transfers,
+        elapsed_ns: elapsed,
+        kernel: kernel_release.to_owned(),
+        hooks,
+        syscalls_by_name: by_name,
+        syscalls: rows,
+        figures,
+        textbook,
+        notes,
+        received,
+        process_rusage: usage,
+        file,
+    }
+}
+
+fn per(figures: &BTreeMap<&'static str, Figure>, key: &str) -> f64 {
+    figures.get(key).and_then(|f| f.per_transfer).unwrap_or(0.0)
+}
+
+/// Footnotes: where measured and textbook differ, with the cause when it is known.
+#[expect(clippy::too_many_arguments, reason = "plain inputs of one report")]
+#[expect(clippy::cast_precision_loss, reason = "display precision")]
+fn differences(
+    method: Method,
+    transfers: u64,
+    block_size: u64,
+    counts: &Counts,
+    figures: &BTreeMap<&'static str, Figure>,
+    textbook: &Textbook,
+    file: &FileInfo,
+    to_user: u64,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    let mode = per(figures, "mode_switches");
+    let ctx = per(figures, "context_switches");
+    notes.push(format!(
+        "The note's \"context switches\" are user/kernel mode switches: {mode:.2} per step measured. The \
+         scheduler really switched the sender out {ctx:.2} times per step ({} voluntary, {} involuntary \
+         in all), a different cost the note leaves out.",
+        counts.voluntary_switches, counts.involuntary_switches
+    ));
+    if let Some(tb) = textbook.syscalls {
+        let sys = per(figures, "syscalls");
+        if (sys - tb).abs() > 0.25 {
+            let why = match method {
+                Method::MmapWrite => {
+                    " because the file is mapped once for the whole transfer, not once per step, so only \
+                     write() repeats"
+                }
+                _ if sys > tb => {
+                    " because a call moved less than a block and was repeated, or the loop needed more calls \
+                     than the note counts"
+                }
+                _ => "",
+            };
+            notes.push(format!(
+                "Syscalls per step: {sys:.2} measured against the note's {tb}{why}."
+            ));
+        }
+    }
+    let copies = per(figures, "cpu_copy_bytes") / block_size.max(1) as f64;
+    match method {
+        Method::Sendfile | Method::Splice | Method::Tee => notes.push(format!(
+            "{copies:.2} block copies per step crossed a user buffer. Whether the kernel copied page cache \
+             to socket buffer inside {} is not visible to syscall semantics; on loopback the socket can \
+             take page references instead of copying.",
+            if method == Method::Sendfile { "sendfile" } else { "splice" }
+        )),
+        Method::DirectIo if file.block_device => notes.push(format!(
+            "O_DIRECT on {} bypasses the page cache: the device writes into the user buffer, so the only \
+             CPU copy per step is write() into the socket ({copies:.2} block copies per step).",
+            file.filesystem
+        )),
+        Method::DirectIo => notes.push(format!(
+            "{} has no block device: it accepts O_DIRECT but serves the read from memory, so the read is \
+             a CPU copy ({} kernel->user) and no disk DMA can happen.",
+            file.filesystem,
+            fmt_bytes(to_user)
+        )),
+        _ => {}
+    }
+    if transfers > 0 && counts.syscall_entries == 0 {
+        notes.push(
+            "No syscall of the transfer process was seen: the probes did not fire.".to_owned(),
+        );
+    }
+    notes.push(
+        "DMA is not measured yet. The receiver is on loopback, which has no NIC, so the note's NIC DMA \
+         cannot happen on this path."
+            .to_owned(),
+    );
+    notes
+}

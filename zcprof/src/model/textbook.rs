@@ -1,0 +1,72 @@
+//! The textbook's per-transfer figures (shared/TEXTBOOK.md, from the zero-copy study note), kept
+//! only for comparison: never shown as a measurement.
+use crate::workload::Method;
+
+/// The document's claims for one technique, per transfer of one buffer. `None`: not given.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Textbook {
+    pub syscalls: Option<f64>,
+    /// What the note calls "context switches": user/kernel mode switches.
+    pub mode_switches: Option<f64>,
+    pub dma_copies: Option<f64>,
+    pub cpu_copies: Option<f64>,
+    /// The note's "sendfile + SG-DMA" row: a NIC with scatter-gather removes the last CPU copy.
+    pub cpu_copies_with_sg_dma: Option<f64>,
+    /// The note's own words on the technique, condensed.
+    pub note: &'static str,
+}
+
+/// The textbook row for `method`.
+pub fn for_method(method: Method) -> Textbook {
+    let none = Textbook {
+        syscalls: None,
+        mode_switches: None,
+        dma_copies: None,
+        cpu_copies: None,
+        cpu_copies_with_sg_dma: None,
+        note: "",
+    };
+    match method {
+        Method::ReadWrite => Textbook {
+            syscalls: Some(2.0),
+            mode_switches: Some(4.0),
+            dma_copies: Some(2.0),
+            cpu_copies: Some(2.0),
+            note: "read + write: disk->page cache and socket buffer->NIC by DMA; page cache->user and \
+                   user->socket buffer by the CPU",
+            ..none
+        },
+        Method::DirectIo => Textbook {
+            note: "user-space direct I/O: the device transfers straight to the user buffer, no page-cache \
+                   copy; no figures given",
+            ..none
+        },
+        Method::MmapWrite => Textbook {
+            syscalls: Some(2.0),
+            mode_switches: Some(4.0),
+            dma_copies: Some(2.0),
+            cpu_copies: Some(1.0),
+            note: "mmap + write: user and kernel share the page-cache buffer; one CPU copy page \
+                   cache->socket buffer",
+            ..none
+        },
+        Method::Sendfile => Textbook {
+            syscalls: Some(1.0),
+            mode_switches: Some(2.0),
+            dma_copies: Some(2.0),
+            cpu_copies: Some(1.0),
+            cpu_copies_with_sg_dma: Some(0.0),
+            note: "sendfile: one CPU copy page cache->socket buffer, none with a scatter-gather NIC \
+                   (SG-DMA)",
+        },
+        Method::Splice => Textbook {
+            cpu_copies: Some(0.0),
+            note: "splice: named as zero-copy, no figures given",
+            ..none
+        },
+        Method::Tee => Textbook {
+            note: "tee: like splice, but both ends must be pipes; no figures given",
+            ..none
+        },
+    }
+}

@@ -1,0 +1,134 @@
+//! The one table of measurement points and their hook variants, by program name. The eBPF
+//! crate defines a function of each name; a test checks the built object against this table.
+
+/// Something zcprof measures in the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Point {
+    /// Syscall entry: a user-to-kernel mode switch.
+    SysEnter,
+    /// Syscall return: a kernel-to-user mode switch.
+    SysExit,
+    /// The scheduler switching a task off its CPU.
+    SchedSwitch,
+}
+
+impl Point {
+    /// Every point, in attach order.
+    pub const ALL: [Point; 3] = [Point::SysEnter, Point::SysExit, Point::SchedSwitch];
+
+    /// Name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Point::SysEnter => "sys_enter",
+            Point::SysExit => "sys_exit",
+            Point::SchedSwitch => "sched_switch",
+        }
+    }
+}
+
+/// How a program is attached to the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookKind {
+    /// BTF-typed tracepoint (BPF_TRACE_RAW_TP with BTF); needs kernel BTF.
+    TpBtf,
+    /// Raw tracepoint (BPF_PROG_TYPE_RAW_TRACEPOINT); needs no tracefs.
+    RawTp,
+    /// Classic tracepoint through perf events; needs tracefs for the event id.
+    Tracepoint,
+}
+
+impl HookKind {
+    /// Name used in reports and program names.
+    pub fn name(self) -> &'static str {
+        match self {
+            HookKind::TpBtf => "tp_btf",
+            HookKind::RawTp => "raw_tp",
+            HookKind::Tracepoint => "tracepoint",
+        }
+    }
+}
+
+/// One compiled program: a hook type for a measurement point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Variant {
+    pub point: Point,
+    pub kind: HookKind,
+    /// Program (function) name in the eBPF object.
+    pub program: &'static str,
+    /// Tracepoint name; for classic tracepoints `category/name`.
+    pub target: &'static str,
+}
+
+impl Variant {
+    /// How the figure fed by this variant was obtained, for reports.
+    pub fn describe(&self) -> String {
+        format!("{} {}", self.kind.name(), self.target)
+    }
+}
+
+/// Every variant, in order of preference within each point (cheapest first).
+pub const VARIANTS: &[Variant] = &[
+    Variant {
+        point: Point::SysEnter,
+        kind: HookKind::RawTp,
+        program: "sys_enter_raw_tp",
+        target: "sys_enter",
+    },
+    Variant {
+        point: Point::SysEnter,
+        kind: HookKind::Tracepoint,
+        program: "sys_enter_tracepoint",
+        target: "raw_syscalls/sys_enter",
+    },
+    Variant {
+        point: Point::SysExit,
+        kind: HookKind::RawTp,
+        program: "sys_exit_raw_tp",
+        target: "sys_exit",
+    },
+    Variant {
+        point: Point::SysExit,
+        kind: HookKind::Tracepoint,
+        program: "sys_exit_tracepoint",
+        target: "raw_syscalls/sys_exit",
+    },
+    Variant {
+        point: Point::SchedSwitch,
+        kind: HookKind::TpBtf,
+        program: "sched_switch_tp_btf",
+        target: "sched_switch",
+    },
+    Variant {
+        point: Point::SchedSwitch,
+        kind: HookKind::RawTp,
+        program: "sched_switch_raw_tp",
+        target: "sched_switch",
+    },
+    Variant {
+        point: Point::SchedSwitch,
+        kind: HookKind::Tracepoint,
+        program: "sched_switch_tracepoint",
+        target: "sched/sched_switch",
+    },
+];
+
+/// The variants of one point, in order of preference.
+pub fn variants_of(point: Point) -> impl Iterator<Item = &'static Variant> {
+    VARIANTS.iter().filter(move |v| v.point == point)
+}
+
+/// Map names in the eBPF object.
+pub mod maps {
+    pub const SYSCALLS: &str = "SYSCALLS";
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const IN_FLIGHT: &str = "IN_FLIGHT";
+    /// Every map, for the object check.
+    pub const ALL: [&str; 3] = [SYSCALLS, COUNTERS, IN_FLIGHT];
+}
+
+/// Loader-set globals in the eBPF object.
+pub mod globals {
+    pub const TARGET_TGID: &str = "TARGET_TGID";
+}

@@ -1,0 +1,151 @@
+//! Loading and attaching: sets the filter globals, loads only the chosen variant of each
+//! measurement point, owns the links (dropping `Probes` detaches everything).
+pub mod catalog;
+
+use std::sync::OnceLock;
+
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint},
+};
+use catalog::{HookKind, Point, Variant};
+
+use crate::caps::Kernel;
+
+/// The eBPF object built from `zcprof-ebpf` by build.rs.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/zcprof"));
+
+/// Errors while loading or attaching.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The object itself could not be loaded (maps, relocations).
+    #[error("cannot load the eBPF object: {0}")]
+    Object(#[from] aya::EbpfError),
+    /// No variant of a measurement point could be attached; every attempt's reason is kept,
+    /// including verifier logs.
+    #[error("no hook for {point} works on this kernel: {reasons}")]
+    NoVariant {
+        point: &'static str,
+        reasons: String,
+    },
+}
+
+/// The outcome of trying one variant.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Attempt {
+    pub point: Point,
+    pub kind: HookKind,
+    /// `None` when it attached.
+    pub error: Option<String>,
+}
+
+/// Which variant each point uses. Filled by the first successful attach and reused, so later
+/// runs load only what worked.
+#[derive(Clone, Debug, Default)]
+pub struct HookPlan {
+    chosen: Vec<&'static Variant>,
+    /// Every attempt made while choosing.
+    pub attempts: Vec<Attempt>,
+}
+
+impl HookPlan {
+    /// The variant chosen for `point`, once known.
+    pub fn chosen(&self, point: Point) -> Option<&'static Variant> {
+        self.chosen.iter().copied().find(|v| v.point == point)
+    }
+}
+
+/// Attached programs. Dropping this detaches them and frees the maps.
+pub struct Probes {
+    ebpf: Ebpf,
+}
+
+fn vmlinux_btf() -> Result<&'static Btf, String> {
+    static BTF: OnceLock<Result<Btf, String>> = OnceLock::new();
+    BTF.get_or_init(|| Btf::from_sys_fs().map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+fn attach_variant(ebpf: &mut Ebpf, variant: &Variant) -> Result<(), String> {
+    let program = ebpf
+        .program_mut(variant.program)
+        .ok_or_else(|| format!("program {} missing from the object", variant.program))?;
+    let err = |e: ProgramError| e.to_string();
+    match variant.kind {
+        HookKind::RawTp => {
+            let p: &mut RawTracePoint = program.try_into().map_err(err)?;
+            p.load().map_err(err)?;
+            p.attach(variant.target).map_err(err)?;
+        }
+        HookKind::TpBtf => {
+            let btf = vmlinux_btf()?;
+            let p: &mut BtfTracePoint = program.try_into().map_err(err)?;
+            p.load(variant.target, btf).map_err(err)?;
+            p.attach().map_err(err)?;
+        }
+        HookKind::Tracepoint => {
+            let (category, name) = variant
+                .target
+                .split_once('/')
+                .unwrap_or(("", variant.target));
+            let p: &mut TracePoint = program.try_into().map_err(err)?;
+            p.load().map_err(err)?;
+            p.attach(category, name).map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
+impl Probes {
+    /// Loads the object with the filter set to `tgid` and attaches one variant per point,
+    /// choosing (and recording in `plan`) the first that works when none is chosen yet.
+    ///
+    /// # Errors
+    /// When the object does not load, or a point has no working variant.
+    pub fn attach(kernel: &Kernel, plan: &mut HookPlan, tgid: u32) -> Result<Probes, ProbeError> {
+        let mut ebpf = EbpfLoader::new()
+            .override_global(catalog::globals::TARGET_TGID, &tgid, true)
+            .load(OBJECT)?;
+        for point in Point::ALL {
+            if let Some(variant) = plan.chosen(point) {
+                attach_variant(&mut ebpf, variant).map_err(|reasons| ProbeError::NoVariant {
+                    point: point.name(),
+                    reasons,
+                })?;
+                continue;
+            }
+            let mut reasons = Vec::new();
+            for variant in catalog::variants_of(point) {
+                let result = match kernel.precondition(variant.kind) {
+                    Some(missing) => Err(missing),
+                    None => attach_variant(&mut ebpf, variant),
+                };
+                plan.attempts.push(Attempt {
+                    point,
+                    kind: variant.kind,
+                    error: result.clone().err(),
+                });
+                match result {
+                    Ok(()) => {
+                        plan.chosen.push(variant);
+                        break;
+                    }
+                    Err(reason) => reasons.push(format!("{}: {reason}", variant.kind.name())),
+                }
+            }
+            if plan.chosen(point).is_none() {
+                return Err(ProbeError::NoVariant {
+                    point: point.name(),
+                    reasons: reasons.join("; "),
+                });
+            }
+        }
+        Ok(Probes { ebpf })
+    }
+
+    /// The loaded object, for reading maps.
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+}

@@ -1,0 +1,273 @@
+//! Rendering: the cost table for terminals and Markdown, and the JSON contract. Every cell is
+//! the measured figure per transfer step with the textbook's figure beside it; the sources of
+//! all figures are listed under the table.
+use std::fmt::Write as _;
+
+use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
+
+use crate::{
+    model::{Figure, RunReport},
+    units::format_bytes,
+};
+
+/// Output formats of every table-printing command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Markdown,
+}
+
+/// A method that could not be measured, shown as a row with its reason.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Failed {
+    pub method: String,
+    pub error: String,
+}
+
+const HEADERS: [&str; 8] = [
+    "method",
+    "syscalls/step",
+    "mode switches/step",
+    "sched switches/step",
+    "CPU copies/step",
+    "DMA/step",
+    "elapsed",
+    "throughput",
+];
+
+fn tb(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| format!("{v}"))
+}
+
+fn per_step(f: Option<&Figure>) -> String {
+    match f {
+        Some(Figure {
+            per_transfer: Some(v),
+            ..
+        }) => format!("{v:.2}"),
+        Some(Figure { value: None, .. }) | None => "n/a".to_owned(),
+        Some(Figure { value: Some(v), .. }) => format!("{v}"),
+    }
+}
+
+#[expect(clippy::cast_precision_loss, reason = "display precision")]
+fn cells(r: &RunReport) -> [String; 8] {
+    let fig = |k: &str| r.figures.get(k);
+    let t = &r.textbook;
+    let copies = fig("cpu_copy_bytes")
+        .and_then(|f| f.per_transfer)
+        .map_or_else(
+            || "n/a".to_owned(),
+            |b| {
+                format!(
+                    "{:.2} ({}/step)",
+                    b / r.block_size.max(1) as f64,
+                    format_bytes(b.round() as u64)
+                )
+            },
+        );
+    let copies_tb = match (t.cpu_copies, t.cpu_copies_with_sg_dma) {
+        (Some(c), Some(sg)) => format!("{c}, SG-DMA {sg}"),
+        (c, _) => tb(c),
+    };
+    let elapsed = fig("elapsed_ns").and_then(|f| f.value);
+    let throughput = fig("throughput_bytes_per_sec").and_then(|f| f.value);
+    [
+        r.method.to_string(),
+        format!("{} (tb {})", per_step(fig("syscalls")), tb(t.syscalls)),
+        format!(
+            "{} (tb {})",
+            per_step(fig("mode_switches")),
+            tb(t.mode_switches)
+        ),
+        format!(
+            "{} ({} vol, {} invol)",
+            per_step(fig("context_switches")),
+            per_step(fig("context_switches_voluntary")),
+            per_step(fig("context_switches_involuntary"))
+        ),
+        format!("{copies} (tb {copies_tb})"),
+        format!("{} (tb {})", per_step(fig("dma_bytes")), tb(t.dma_copies)),
+        elapsed.map_or_else(|| "n/a".to_owned(), |ns| format!("{:.1} ms", ns / 1e6)),
+        throughput.map_or_else(
+            || "n/a".to_owned(),
+            |b| format!("{:.2} GiB/s", b / f64::from(1u32 << 30)),
+        ),
+    ]
+}
+
+/// The column legend: what each column counts and how it was obtained (from the first report;
+/// one invocation uses one hook plan).
+fn legend(r: &RunReport) -> Vec<String> {
+    let src = |k: &str| {
+        r.figures
+            .get(k)
+            .map_or_else(String::new, |f| f.source.clone())
+    };
+    let dma = r
+        .figures
+        .get("dma_bytes")
+        .map_or_else(String::new, |f| f.note.clone());
+    vec![
+        format!(
+            "step: one transfer of --block-size {} ({} steps for {})",
+            format_bytes(r.block_size),
+            r.transfers,
+            format_bytes(r.bytes)
+        ),
+        "tb: the textbook's figure per step (shared/TEXTBOOK.md); '-' where the note gives none"
+            .to_owned(),
+        format!("syscalls: {}", src("syscalls")),
+        format!(
+            "mode switches: user->kernel entries plus kernel->user returns, {}",
+            src("mode_switches")
+        ),
+        format!(
+            "sched switches: the scheduler switching the sender off its CPU, {}",
+            src("context_switches")
+        ),
+        format!(
+            "CPU copies: bytes copied between user buffers and the kernel, in blocks per step; {}",
+            src("cpu_copy_bytes")
+        ),
+        format!("DMA: unavailable: {dma}"),
+        format!("elapsed, throughput: {}", src("elapsed_ns")),
+    ]
+}
+
+/// Notes of all runs, each said once, prefixed by the methods it applies to.
+fn notes(runs: &[RunReport]) -> Vec<String> {
+    let mut out: Vec<(Vec<String>, String)> = Vec::new();
+    for r in runs {
+        for n in &r.notes {
+            match out.iter_mut().find(|(_, text)| text == n) {
+                Some((methods, _)) => methods.push(r.method.to_string()),
+                None => out.push((vec![r.method.to_string()], n.clone())),
+            }
+        }
+    }
+    out.into_iter()
+        .map(|(methods, text)| {
+            if methods.len() == runs.len() && runs.len() > 1 {
+                format!("all: {text}")
+            } else {
+                format!("{}: {text}", methods.join(", "))
+            }
+        })
+        .collect()
+}
+
+/// The terminal table of one or more runs.
+pub fn table(runs: &[RunReport], failed: &[Failed]) -> String {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(HEADERS);
+    for r in runs {
+        t.add_row(cells(r));
+    }
+    for f in failed {
+        t.add_row(vec![f.method.clone(), format!("failed: {}", f.error)]);
+    }
+    let mut out = format!("{t}\n");
+    if let Some(first) = runs.first() {
+        let _ = writeln!(
+            out,
+            "kernel {}; file {} on {} ({}, page cache {})",
+            first.kernel,
+            first.file.path,
+            first.file.filesystem,
+            if first.file.block_device {
+                "block device"
+            } else {
+                "no block device"
+            },
+            first.file.cache
+        );
+        for line in legend(first) {
+            let _ = writeln!(out, "  {line}");
+        }
+        let _ = writeln!(out, "Notes:");
+        for (i, n) in notes(runs).iter().enumerate() {
+            let _ = writeln!(out, "  [{}] {n}", i + 1);
+        }
+    }
+    if let [only] = runs {
+        out.push_str(&syscall_table(only));
+    }
+    out
+}
+
+/// Per-syscall breakdown of one run.
+fn syscall_table(r: &RunReport) -> String {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED).set_header([
+        "syscall",
+        "calls",
+        "errors",
+        "bytes returned",
+        "time in kernel",
+    ]);
+    for s in &r.syscalls {
+        t.add_row(vec![
+            s.name.clone(),
+            s.count.to_string(),
+            s.errors.to_string(),
+            s.bytes.map_or_else(|| "-".to_owned(), format_bytes),
+            format!("{:.3} ms", s.total_ns as f64 / 1e6),
+        ]);
+    }
+    format!(
+        "Syscalls of the transfer process ({}):\n{t}\n",
+        r.hooks.get("sys_enter").cloned().unwrap_or_default()
+    )
+}
+
+/// The same table in Markdown, for docs and teaching material.
+pub fn markdown(runs: &[RunReport], failed: &[Failed]) -> String {
+    let mut out = format!(
+        "| {} |\n|{}|\n",
+        HEADERS.join(" | "),
+        "---|".repeat(HEADERS.len())
+    );
+    for r in runs {
+        let _ = writeln!(out, "| {} |", cells(r).join(" | "));
+    }
+    for f in failed {
+        let _ = writeln!(
+            out,
+            "| {} | failed: {} |{}",
+            f.method,
+            f.error.replace('|', "\\|"),
+            " |".repeat(HEADERS.len() - 2)
+        );
+    }
+    if let Some(first) = runs.first() {
+        out.push('\n');
+        for line in legend(first) {
+            let _ = writeln!(out, "- {line}");
+        }
+        out.push_str("\nNotes:\n\n");
+        for (i, n) in notes(runs).iter().enumerate() {
+            let _ = writeln!(out, "{}. {n}", i + 1);
+        }
+    }
+    out
+}
+
+/// JSON for `run`: the report object itself.
+///
+/// # Errors
+/// Never in practice (serialising owned data).
+pub fn json_run(r: &RunReport) -> serde_json::Result<String> {
+    serde_json::to_string_pretty(r)
+}
+
+/// JSON for `compare`: `{"runs": [...], "failed": [...]}`.
+///
+/// # Errors
+/// Never in practice.
+pub fn json_compare(runs: &[RunReport], failed: &[Failed]) -> serde_json::Result<String> {
+    serde_json::to_string_pretty(&serde_json::json!({ "runs": runs, "failed": failed }))
+}

@@ -1,0 +1,98 @@
+//! Byte sizes on the command line (`64M`, `4K`, `1G`) and in reports.
+
+/// Errors in a size argument.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    /// Empty, negative or not a number.
+    #[error("'{0}' is not a size (examples: 4096, 64K, 16M, 1G)")]
+    Invalid(String),
+    /// Zero bytes.
+    #[error("size must be greater than zero")]
+    Zero,
+    /// Does not fit in 64 bits.
+    #[error("'{0}' is too large")]
+    TooLarge(String),
+}
+
+/// Parses `N`, `NK`, `NM`, `NG`, `NT` (binary multiples; `KiB`/`KB`/`k` spellings too).
+///
+/// # Errors
+/// On anything that is not a positive size.
+pub fn parse_size(text: &str) -> Result<u64, SizeError> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, suffix) = t.split_at(digits);
+    if number.is_empty() {
+        return Err(SizeError::Invalid(text.to_owned()));
+    }
+    let shift = match suffix.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(SizeError::Invalid(text.to_owned())),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| SizeError::TooLarge(text.to_owned()))?;
+    let value = n
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| SizeError::TooLarge(text.to_owned()))?;
+    if value == 0 {
+        Err(SizeError::Zero)
+    } else {
+        Ok(value)
+    }
+}
+
+/// Formats a byte count with a binary unit: `64 MiB`, `1.50 KiB`, `12 B`.
+#[expect(clippy::cast_precision_loss, reason = "display precision")]
+pub fn format_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 || value.fract() == 0.0 {
+        format!("{value:.0} {}", UNITS[unit])
+    } else {
+        format!("{value:.2} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_suffixes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("2MiB"), Ok(2 << 20));
+    }
+
+    #[test]
+    fn rejects_bad_sizes() {
+        assert_eq!(parse_size("0"), Err(SizeError::Zero));
+        assert_eq!(parse_size("0K"), Err(SizeError::Zero));
+        assert!(matches!(parse_size("abc"), Err(SizeError::Invalid(_))));
+        assert!(matches!(parse_size("-4K"), Err(SizeError::Invalid(_))));
+        assert!(matches!(parse_size("12Q"), Err(SizeError::Invalid(_))));
+        assert!(matches!(
+            parse_size("99999999999999T"),
+            Err(SizeError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(format_bytes(12), "12 B");
+        assert_eq!(format_bytes(64 << 20), "64 MiB");
+        assert_eq!(format_bytes(1536), "1.50 KiB");
+    }
+}

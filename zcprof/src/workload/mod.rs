@@ -1,0 +1,260 @@
+//! Workloads: the built-in transfer techniques, each run in its own process against a receiver
+//! that drains and counts every byte. Only that process is measured.
+mod method;
+mod source;
+pub mod transfer;
+
+use std::{
+    io::{self, BufRead as _, BufReader, Read as _, Write as _},
+    net::{TcpListener, TcpStream},
+    process::{Child, ChildStderr, ChildStdin, Command, Stdio},
+    thread::JoinHandle,
+};
+
+pub use method::Method;
+pub use source::{SourceError, SourceFile};
+
+use crate::cancel;
+
+/// Errors of a workload run.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    /// The receiver socket or the child process could not be set up.
+    #[error("cannot start the {method} workload: {source}")]
+    Spawn { method: Method, source: io::Error },
+    /// The child failed before or during the transfer; its own message is kept.
+    #[error("{method} transfer failed: {message}")]
+    Transfer { method: Method, message: String },
+    /// The receiver did not get exactly the bytes that were sent.
+    #[error("{method}: receiver {stream} got {got} bytes, expected {expected}")]
+    ShortDelivery {
+        method: Method,
+        stream: usize,
+        got: u64,
+        expected: u64,
+    },
+    /// Ctrl-C.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// Scheduler counts the kernel kept for the child over its whole life (wait4's rusage): an
+/// independent upper bound for what the probes saw inside the measured window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ChildUsage {
+    pub voluntary_switches: u64,
+    pub involuntary_switches: u64,
+}
+
+/// What a finished workload delivered.
+#[derive(Debug)]
+pub struct Delivery {
+    /// Bytes each receiver stream got.
+    pub received: Vec<u64>,
+    pub usage: ChildUsage,
+}
+
+/// A workload whose child is ready and blocked before its first measured syscall.
+pub struct Ready {
+    method: Method,
+    size: u64,
+    child: Child,
+    stdin: ChildStdin,
+    stderr: ChildStderr,
+    receivers: Vec<JoinHandle<io::Result<u64>>>,
+    _registered: cancel::ChildGuard,
+}
+
+impl Ready {
+    /// Starts the child for `method` and waits until it has opened the file, connected to the
+    /// receiver and allocated its buffers.
+    ///
+    /// # Errors
+    /// When the child cannot start or fails during preparation.
+    pub fn start(
+        method: Method,
+        source: &SourceFile,
+        size: u64,
+        block_size: u64,
+    ) -> Result<Ready, WorkloadError> {
+        let spawn_err = |source| WorkloadError::Spawn { method, source };
+        let listener = TcpListener::bind(("127.0.0.1", 0)).map_err(spawn_err)?;
+        let port = listener.local_addr().map_err(spawn_err)?.port();
+        let exe = std::env::current_exe().map_err(spawn_err)?;
+        let mut child = Command::new(exe)
+            .arg("__transfer")
+            .args(["--method", method.name()])
+            .arg("--path")
+            .arg(source.path())
+            .args([
+                "--size",
+                &size.to_string(),
+                "--block-size",
+                &block_size.to_string(),
+            ])
+            .args(["--port", &port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(spawn_err)?;
+        let registered = cancel::ChildGuard::register(child.id());
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            unreachable!("all three were piped");
+        };
+        let mut ready = Ready {
+            method,
+            size,
+            child,
+            stdin,
+            stderr,
+            receivers: Vec::new(),
+            _registered: registered,
+        };
+
+        let mut line = String::new();
+        let read = BufReader::new(stdout).read_line(&mut line);
+        if !matches!(read, Ok(_) if line == "ready\n") {
+            return Err(ready.failure());
+        }
+        // The child connected before saying ready, so these accepts do not block.
+        for _ in 0..method.streams() {
+            let (stream, _) = listener.accept().map_err(spawn_err)?;
+            ready
+                .receivers
+                .push(std::thread::spawn(move || drain(stream)));
+        }
+        Ok(ready)
+    }
+
+    /// The child's process id: the tgid the probes filter on.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Releases the child, waits for it to finish and checks what the receivers got.
+    ///
+    /// # Errors
+    /// When the transfer fails, is interrupted, or delivers the wrong byte count.
+    pub fn go(mut self) -> Result<Delivery, WorkloadError> {
+        if self.stdin.write_all(b"g").is_err() {
+            return Err(self.failure());
+        }
+        let (status, usage) = wait4(self.child.id());
+        if cancel::requested() {
+            self.reap_receivers();
+            return Err(WorkloadError::Interrupted);
+        }
+        if status != Some(0) {
+            let mut message = String::new();
+            let _ = self.stderr.read_to_string(&mut message);
+            self.reap_receivers();
+            return Err(WorkloadError::Transfer {
+                method: self.method,
+                message: one_line(&message, status),
+            });
+        }
+        let received = self.reap_receivers();
+        for (stream, got) in received.iter().enumerate() {
+            if *got != self.size {
+                return Err(WorkloadError::ShortDelivery {
+                    method: self.method,
+                    stream,
+                    got: *got,
+                    expected: self.size,
+                });
+            }
+        }
+        Ok(Delivery { received, usage })
+    }
+
+    fn reap_receivers(&mut self) -> Vec<u64> {
+        self.receivers
+            .drain(..)
+            .map(|r| r.join().ok().and_then(Result::ok).unwrap_or(0))
+            .collect()
+    }
+
+    /// The child stopped early: kill and reap it, and return its own words as the error.
+    fn failure(&mut self) -> WorkloadError {
+        let _ = self.child.kill();
+        let status = self.child.wait().ok().and_then(|s| s.code());
+        if cancel::requested() {
+            return WorkloadError::Interrupted;
+        }
+        let mut message = String::new();
+        let _ = self.stderr.read_to_string(&mut message);
+        WorkloadError::Transfer {
+            method: self.method,
+            message: one_line(&message, status),
+        }
+    }
+}
+
+impl Drop for Ready {
+    fn drop(&mut self) {
+        // Never leave a child behind, whatever path got us here.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn one_line(message: &str, status: Option<i32>) -> String {
+    let text = message
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    if text.is_empty() {
+        format!("the transfer process ended with status {status:?}")
+    } else {
+        text
+    }
+}
+
+/// Reads a socket to its end, counting bytes.
+fn drain(mut stream: TcpStream) -> io::Result<u64> {
+    let mut buf = vec![0u8; 256 << 10];
+    let mut total = 0u64;
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => total += n as u64,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Waits for the child and returns its exit code (None when killed) and its rusage. std's
+/// `Child::wait` drops the rusage, which is an independent check on the probes.
+fn wait4(pid: u32) -> (Option<i32>, ChildUsage) {
+    let pid = i32::try_from(pid).unwrap_or(0);
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: valid out-pointers.
+        let ret = unsafe { libc::wait4(pid, &raw mut status, 0, &raw mut usage) };
+        if ret == pid {
+            break;
+        }
+        if ret < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return (None, ChildUsage::default());
+        }
+    }
+    let code = if libc::WIFEXITED(status) {
+        Some(libc::WEXITSTATUS(status))
+    } else {
+        None
+    };
+    let usage = ChildUsage {
+        voluntary_switches: u64::try_from(usage.ru_nvcsw).unwrap_or(0),
+        involuntary_switches: u64::try_from(usage.ru_nivcsw).unwrap_or(0),
+    };
+    (code, usage)
+}

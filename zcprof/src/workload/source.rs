@@ -1,0 +1,184 @@
+//! The file a workload sends: a generated temporary file (removed on drop, also after Ctrl-C)
+//! or the user's own, with the facts about its file system that decide what "direct" means.
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, Read as _, Write as _},
+    os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicBool, Ordering},
+};
+
+/// Errors while preparing the source file.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// `--file` names something that cannot be read.
+    #[error("cannot read --file {path}: {source}")]
+    Unreadable { path: PathBuf, source: io::Error },
+    /// `--file` is shorter than `--size`.
+    #[error("--file {path} holds {len} bytes, fewer than --size {size}")]
+    TooShort { path: PathBuf, len: u64, size: u64 },
+    /// The temporary file could not be created or written.
+    #[error("cannot write a temporary file in {dir}: {source} (choose another --dir)")]
+    Unwritable { dir: PathBuf, source: io::Error },
+    /// Ctrl-C arrived while the file was being written.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// What a workload reads from.
+#[derive(Debug)]
+pub struct SourceFile {
+    path: PathBuf,
+    len: u64,
+    /// Removed on drop when zcprof created it.
+    temporary: bool,
+    /// File system type name, as in /proc/self/mountinfo.
+    pub fs_type: String,
+    /// False for file systems with no block device (tmpfs, ...): no disk DMA can happen there.
+    pub block_backed: bool,
+}
+
+impl SourceFile {
+    /// Uses an existing file, which must hold at least `size` bytes.
+    ///
+    /// # Errors
+    /// When the file cannot be read or is too short.
+    pub fn existing(path: &Path, size: u64) -> Result<SourceFile, SourceError> {
+        let unreadable = |source| SourceError::Unreadable {
+            path: path.to_owned(),
+            source,
+        };
+        let meta = fs::metadata(path).map_err(unreadable)?;
+        if !meta.is_file() {
+            return Err(unreadable(io::Error::other("not a regular file")));
+        }
+        File::open(path).map_err(unreadable)?;
+        if meta.len() < size {
+            return Err(SourceError::TooShort {
+                path: path.to_owned(),
+                len: meta.len(),
+                size,
+            });
+        }
+        let (fs_type, block_backed) = filesystem_of(meta.dev());
+        Ok(SourceFile {
+            path: path.to_owned(),
+            len: meta.len(),
+            temporary: false,
+            fs_type,
+            block_backed,
+        })
+    }
+
+    /// Writes `size` bytes of pseudo-random data to a new file in `dir` and syncs it, so that its
+    /// pages are clean and in the page cache (a warm cache).
+    ///
+    /// # Errors
+    /// When `dir` is not writable, or on Ctrl-C (`cancel` set).
+    pub fn generate(dir: &Path, size: u64, cancel: &AtomicBool) -> Result<SourceFile, SourceError> {
+        let unwritable = |source| SourceError::Unwritable {
+            dir: dir.to_owned(),
+            source,
+        };
+        let path = dir.join(format!("zcprof-{}-{:x}.dat", std::process::id(), nanos()));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(unwritable)?;
+        // From here on the guard removes the file on every exit path.
+        let mut guard = SourceFile {
+            path,
+            len: size,
+            temporary: true,
+            fs_type: String::new(),
+            block_backed: false,
+        };
+        let mut chunk = vec![0u8; 1 << 20];
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64 ^ nanos();
+        let mut left = size;
+        while left > 0 {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(SourceError::Interrupted);
+            }
+            for word in chunk.chunks_exact_mut(8) {
+                // xorshift64: incompressible enough that nothing downstream can shortcut it.
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                word.copy_from_slice(&state.to_le_bytes());
+            }
+            let n = usize::try_from(left.min(chunk.len() as u64)).unwrap_or(chunk.len());
+            file.write_all(&chunk[..n]).map_err(unwritable)?;
+            left -= n as u64;
+        }
+        file.sync_all().map_err(unwritable)?;
+        let dev = file.metadata().map_err(unwritable)?.dev();
+        (guard.fs_type, guard.block_backed) = filesystem_of(dev);
+        Ok(guard)
+    }
+
+    /// Reads the first `size` bytes once, so that a user-given file is in the page cache too.
+    ///
+    /// # Errors
+    /// When the file cannot be read.
+    pub fn warm(&self, size: u64) -> io::Result<()> {
+        let mut file = File::open(&self.path)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut left = size;
+        while left > 0 {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            left = left.saturating_sub(n as u64);
+        }
+        Ok(())
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+impl Drop for SourceFile {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Finds the mount holding `dev` in /proc/self/mountinfo: its file system type, and whether its
+/// source is a block device (`/dev/...`). The device number alone cannot tell: btrfs uses
+/// anonymous device numbers, as tmpfs does.
+fn filesystem_of(dev: u64) -> (String, bool) {
+    let wanted = format!("{}:{}", libc::major(dev), libc::minor(dev));
+    fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|line| {
+                if line.split(' ').nth(2)? != wanted {
+                    return None;
+                }
+                let mut rest = line.split(" - ").nth(1)?.split(' ');
+                let fs_type = rest.next()?.to_owned();
+                let source = rest.next().unwrap_or_default();
+                Some((fs_type, source.starts_with("/dev/")))
+            })
+        })
+        .unwrap_or_else(|| ("unknown".to_owned(), false))
+}

@@ -1,0 +1,360 @@
+//! The measured side of a workload: runs in its own process (a re-exec of zcprof), prepares
+//! everything, reports `ready`, waits for `go`, moves the bytes and exits with `_exit`, so that
+//! the measured window holds only the transfer loop and the final `exit_group`.
+//!
+//! Raw libc calls on purpose: each line here is exactly one syscall, so what the kernel counts
+//! is what the code says.
+use std::{
+    ffi::CString,
+    io::{self, Read as _, Write as _},
+    net::TcpStream,
+    os::fd::{AsRawFd as _, RawFd},
+};
+
+use super::Method;
+
+/// What the parent asks the child to do.
+#[derive(Clone, Debug)]
+pub struct TransferArgs {
+    pub method: Method,
+    pub path: String,
+    pub size: u64,
+    pub block_size: u64,
+    pub port: u16,
+}
+
+/// Entry point of the hidden `__transfer` subcommand. Never returns.
+pub fn child_main(args: &TransferArgs) -> ! {
+    // Die with the parent: a killed zcprof must not leave a sender behind.
+    // SAFETY: prctl with constant arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    let code = match run(args) {
+        Ok(()) => 0,
+        Err(err) => {
+            eprintln!("{err}");
+            1
+        }
+    };
+    // _exit: no atexit handlers, no stdio flush, one exit_group syscall.
+    // SAFETY: terminates the process.
+    unsafe { libc::_exit(code) }
+}
+
+fn os_err(what: &str) -> io::Error {
+    let err = io::Error::last_os_error();
+    io::Error::new(err.kind(), format!("{what}: {err}"))
+}
+
+fn check(ret: isize, what: &str) -> io::Result<usize> {
+    #[expect(clippy::cast_sign_loss, reason = "checked non-negative")]
+    if ret < 0 {
+        Err(os_err(what))
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// Everything opened before `go`, so that setup costs stay outside the measured window.
+struct Prepared {
+    file: RawFd,
+    socks: Vec<TcpStream>,
+    pipes: Vec<(RawFd, RawFd)>,
+}
+
+fn open_source(args: &TransferArgs) -> io::Result<RawFd> {
+    let path =
+        CString::new(args.path.as_str()).map_err(|_| io::Error::other("path has a NUL byte"))?;
+    let mut flags = libc::O_RDONLY | libc::O_CLOEXEC;
+    if args.method == Method::DirectIo {
+        flags |= libc::O_DIRECT;
+    }
+    // SAFETY: valid C string.
+    let fd = unsafe { libc::open(path.as_ptr(), flags) };
+    if fd < 0 {
+        let err = io::Error::last_os_error();
+        if args.method == Method::DirectIo && err.raw_os_error() == Some(libc::EINVAL) {
+            return Err(io::Error::other(format!(
+                "the file system of {} refuses O_DIRECT: point --dir at a directory on a disk-backed \
+                 file system (ext4, xfs, btrfs)",
+                args.path
+            )));
+        }
+        return Err(io::Error::new(
+            err.kind(),
+            format!("open {}: {err}", args.path),
+        ));
+    }
+    Ok(fd)
+}
+
+fn make_pipe(size: u64) -> io::Result<(RawFd, RawFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(os_err("pipe2"));
+    }
+    // A pipe must hold one whole block, or splice and tee would move partial blocks.
+    let want = i32::try_from(size.next_power_of_two().max(4096)).unwrap_or(i32::MAX);
+    // SAFETY: fcntl on a descriptor we own.
+    if unsafe { libc::fcntl(fds[1], libc::F_SETPIPE_SZ, want) } < 0 {
+        return Err(os_err(
+            "F_SETPIPE_SZ (the block size needs a pipe that large)",
+        ));
+    }
+    Ok((fds[0], fds[1]))
+}
+
+fn prepare(args: &TransferArgs) -> io::Result<Prepared> {
+    let file = open_source(args)?;
+    let mut socks = Vec::new();
+    for _ in 0..args.method.streams() {
+        let sock = TcpStream::connect(("127.0.0.1", args.port))
+            .map_err(|e| io::Error::new(e.kind(), format!("connect to the receiver: {e}")))?;
+        socks.push(sock);
+    }
+    let pipes = match args.method {
+        Method::Splice => vec![make_pipe(args.block_size)?],
+        Method::Tee => vec![make_pipe(args.block_size)?, make_pipe(args.block_size)?],
+        _ => Vec::new(),
+    };
+    Ok(Prepared { file, socks, pipes })
+}
+
+fn run(args: &TransferArgs) -> io::Result<()> {
+    let prep = prepare(args)?;
+    let block = usize::try_from(args.block_size).map_err(io::Error::other)?;
+    let size = usize::try_from(args.size).map_err(io::Error::other)?;
+    // Buffers are allocated and touched before `go`: first-touch page faults are setup cost.
+    let mut buffer = match args.method {
+        Method::ReadWrite | Method::DirectIo => Some(AlignedBuf::new(block)?),
+        _ => None,
+    };
+
+    let mut out = io::stdout().lock();
+    out.write_all(b"ready\n")?;
+    out.flush()?;
+    drop(out);
+    let mut go = [0u8; 1];
+    io::stdin().read_exact(&mut go)?;
+
+    // ---- measured window starts here ----
+    let sock = prep.socks[0].as_raw_fd();
+    let result = match args.method {
+        Method::ReadWrite | Method::DirectIo => {
+            let buf = buffer
+                .as_mut()
+                .map(AlignedBuf::as_mut_slice)
+                .unwrap_or_default();
+            read_write(prep.file, sock, buf, size)
+        }
+        Method::MmapWrite => mmap_write(prep.file, sock, size, block),
+        Method::Sendfile => sendfile(prep.file, sock, size, block),
+        Method::Splice => splice(prep.file, prep.pipes[0], sock, size, block),
+        Method::Tee => tee(
+            prep.file,
+            prep.pipes[0],
+            prep.pipes[1],
+            sock,
+            prep.socks[1].as_raw_fd(),
+            size,
+            block,
+        ),
+    };
+    // exit_group closes everything; dropping here would add close() calls (and, in debug
+    // builds, std's fcntl check of each descriptor) to the measured window.
+    std::mem::forget(prep);
+    std::mem::forget(buffer);
+    result
+}
+
+fn write_all(sock: RawFd, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        // SAFETY: data is a valid slice.
+        let n = check(
+            unsafe { libc::write(sock, data.as_ptr().cast(), data.len()) },
+            "write to socket",
+        )?;
+        data = &data[n..];
+    }
+    Ok(())
+}
+
+fn read_write(file: RawFd, sock: RawFd, buf: &mut [u8], size: usize) -> io::Result<()> {
+    let mut left = size;
+    while left > 0 {
+        // O_DIRECT needs whole aligned blocks, so always ask for the full buffer and send only
+        // what is still owed.
+        // SAFETY: buf is a valid mutable slice.
+        let n = check(
+            unsafe { libc::read(file, buf.as_mut_ptr().cast(), buf.len()) },
+            "read",
+        )?;
+        if n == 0 {
+            return Err(io::Error::other(
+                "the file ended before --size bytes were read",
+            ));
+        }
+        let n = n.min(left);
+        write_all(sock, &buf[..n])?;
+        left -= n;
+    }
+    Ok(())
+}
+
+fn mmap_write(file: RawFd, sock: RawFd, size: usize, block: usize) -> io::Result<()> {
+    // One mapping for the whole file, as real programs do; the textbook's `mmap(file, len)`.
+    // SAFETY: read-only shared mapping of a file we own.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file,
+            0,
+        )
+    };
+    if map == libc::MAP_FAILED {
+        return Err(os_err("mmap"));
+    }
+    // SAFETY: the mapping is `size` bytes long and stays mapped until munmap below.
+    let data = unsafe { std::slice::from_raw_parts(map.cast::<u8>(), size) };
+    let result = data
+        .chunks(block)
+        .try_for_each(|chunk| write_all(sock, chunk));
+    // SAFETY: unmapping what we mapped.
+    unsafe { libc::munmap(map, size) };
+    result
+}
+
+fn sendfile(file: RawFd, sock: RawFd, size: usize, block: usize) -> io::Result<()> {
+    let mut left = size;
+    while left > 0 {
+        // SAFETY: null offset: the file position advances.
+        let n = check(
+            unsafe { libc::sendfile(sock, file, std::ptr::null_mut(), block.min(left)) },
+            "sendfile",
+        )?;
+        if n == 0 {
+            return Err(io::Error::other(
+                "the file ended before --size bytes were sent",
+            ));
+        }
+        left -= n;
+    }
+    Ok(())
+}
+
+fn splice_fd(from: RawFd, to: RawFd, len: usize, what: &str) -> io::Result<usize> {
+    // SAFETY: null offsets: file positions advance.
+    let n = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE,
+        )
+    };
+    check(n, what)
+}
+
+/// Moves exactly `len` bytes that are already in a pipe onward.
+fn drain(pipe_r: RawFd, to: RawFd, mut len: usize, what: &str) -> io::Result<()> {
+    while len > 0 {
+        let n = splice_fd(pipe_r, to, len, what)?;
+        if n == 0 {
+            return Err(io::Error::other(format!("{what}: pipe emptied early")));
+        }
+        len -= n;
+    }
+    Ok(())
+}
+
+fn splice(
+    file: RawFd,
+    pipe: (RawFd, RawFd),
+    sock: RawFd,
+    size: usize,
+    block: usize,
+) -> io::Result<()> {
+    let mut left = size;
+    while left > 0 {
+        let n = splice_fd(file, pipe.1, block.min(left), "splice file to pipe")?;
+        if n == 0 {
+            return Err(io::Error::other(
+                "the file ended before --size bytes were spliced",
+            ));
+        }
+        drain(pipe.0, sock, n, "splice pipe to socket")?;
+        left -= n;
+    }
+    Ok(())
+}
+
+fn tee(
+    file: RawFd,
+    first: (RawFd, RawFd),
+    second: (RawFd, RawFd),
+    sock: RawFd,
+    copy_sock: RawFd,
+    size: usize,
+    block: usize,
+) -> io::Result<()> {
+    let mut left = size;
+    while left > 0 {
+        let n = splice_fd(file, first.1, block.min(left), "splice file to pipe")?;
+        if n == 0 {
+            return Err(io::Error::other(
+                "the file ended before --size bytes were spliced",
+            ));
+        }
+        // tee does not consume its input, so a partial tee cannot be resumed: the second pipe is
+        // empty and as large as the first, so it takes everything at once.
+        // SAFETY: plain syscall on descriptors we own.
+        let t = check(unsafe { libc::tee(first.0, second.1, n, 0) }, "tee")?;
+        if t != n {
+            return Err(io::Error::other(format!("tee duplicated {t} of {n} bytes")));
+        }
+        drain(first.0, sock, n, "splice pipe to socket")?;
+        drain(second.0, copy_sock, n, "splice tee copy to socket")?;
+        left -= n;
+    }
+    Ok(())
+}
+
+/// A page-aligned, pre-touched buffer (O_DIRECT needs the alignment).
+struct AlignedBuf {
+    ptr: *mut u8,
+    layout: std::alloc::Layout,
+}
+
+impl AlignedBuf {
+    fn new(len: usize) -> io::Result<Self> {
+        let layout =
+            std::alloc::Layout::from_size_align(len.max(1), 4096).map_err(io::Error::other)?;
+        // SAFETY: non-zero size.
+        let ptr = unsafe { std::alloc::alloc(layout) };
+        if ptr.is_null() {
+            return Err(io::Error::other("out of memory for the transfer buffer"));
+        }
+        // Touch every page now (a large allocation is lazily mapped), so first-touch faults
+        // stay outside the measured window.
+        // SAFETY: ptr is valid for layout.size() bytes.
+        unsafe { std::ptr::write_bytes(ptr, 0x5a, layout.size()) };
+        Ok(Self { ptr, layout })
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: ptr is valid for layout.size() bytes and uniquely borrowed.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.layout.size()) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated with this layout.
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) };
+    }
+}
