@@ -1,1 +1,86 @@
+//! Helpers for the privileged tests: finding the zcprof binary, skipping loudly without root,
+//! running zcprof and reading its JSON.
+use std::{
+    path::PathBuf,
+    process::{Command, Output},
+};
 
+/// The zcprof binary under test: `$ZCPROF_BIN`, else the one cargo built beside this test.
+///
+/// # Panics
+/// When no binary can be found (run through `cargo xtask test`).
+pub fn zcprof_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("ZCPROF_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<test> -> target/<profile>/zcprof
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .map(|d| d.join("zcprof"))
+        .expect("target dir");
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo build -p zcprof` first, or `cargo xtask test`",
+        bin.display()
+    );
+    bin
+}
+
+/// True when the test may load eBPF; otherwise says why on stderr. Tests return early on false.
+pub fn privileged(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        true
+    } else {
+        eprintln!(
+            "skipping {test}: loading eBPF programs needs root (run `sudo -E cargo xtask test`)"
+        );
+        false
+    }
+}
+
+/// A fresh directory under cargo's target tmp dir: on the project's disk, so O_DIRECT and block
+/// devices behave as on a real file system.
+pub fn scratch_dir(name: &str, tmp: &str) -> PathBuf {
+    let dir = PathBuf::from(tmp).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// Runs zcprof with `args`.
+pub fn run(args: &[&str]) -> Output {
+    Command::new(zcprof_bin())
+        .args(args)
+        .output()
+        .expect("zcprof runs")
+}
+
+/// Runs zcprof with `args` plus `--format json` and parses its output, panicking with stderr on
+/// failure.
+pub fn run_json(args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.extend(["--format", "json"]);
+    let out = run(&all);
+    assert!(
+        out.status.success(),
+        "zcprof {all:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("valid JSON")
+}
+
+/// Program names of zcprof's eBPF programs currently loaded anywhere (kernel names are cut to
+/// 15 bytes).
+pub fn zcprof_programs_loaded(catalog: &[&str]) -> Vec<String> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|p| p.name_as_str().map(str::to_owned))
+        .filter(|name| {
+            catalog
+                .iter()
+                .any(|c| c.starts_with(name.as_str()) && !name.is_empty())
+        })
+        .collect()
+}

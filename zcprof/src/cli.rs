@@ -138,6 +138,14 @@ impl Workload {
                 "direct-io needs --block-size to be a multiple of 4096 (O_DIRECT alignment), not {block_size}"
             )));
         }
+        if let Some(path) = &file
+            && let Err(e) = std::fs::File::open(path)
+        {
+            return Err(UsageError(format!(
+                "cannot read --file {}: {e}",
+                path.display()
+            )));
+        }
         let dir = dir.unwrap_or_else(std::env::temp_dir);
         if file.is_none() && !dir.is_dir() {
             return Err(UsageError(format!(

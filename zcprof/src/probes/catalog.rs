@@ -132,3 +132,56 @@ pub mod maps {
 pub mod globals {
     pub const TARGET_TGID: &str = "TARGET_TGID";
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table and the built object agree: every program, map and global named here exists,
+    /// and every program in the object is in the table.
+    #[test]
+    fn every_name_exists_in_the_built_object() {
+        let object =
+            aya_obj::Object::parse(crate::probes::OBJECT).expect("the embedded object parses");
+        for v in VARIANTS {
+            assert!(
+                object.programs.contains_key(v.program),
+                "program {} missing from the object",
+                v.program
+            );
+        }
+        for name in object.programs.keys() {
+            assert!(
+                VARIANTS.iter().any(|v| v.program == name),
+                "program {name} is not in the catalog"
+            );
+        }
+        for name in maps::ALL {
+            assert!(
+                object.maps.contains_key(name),
+                "map {name} missing from the object"
+            );
+        }
+        // Globals are symbols of .rodata; the symbol table is private to aya-obj, the string
+        // table is not.
+        let wanted = globals::TARGET_TGID.as_bytes();
+        assert!(
+            crate::probes::OBJECT
+                .windows(wanted.len())
+                .any(|w| w == wanted),
+            "global {} missing",
+            globals::TARGET_TGID
+        );
+    }
+
+    #[test]
+    fn every_point_has_a_variant_without_btf_or_tracefs() {
+        // raw tracepoints need neither BTF nor tracefs: the last resort exists for every point.
+        for p in Point::ALL {
+            assert!(
+                variants_of(p).any(|v| v.kind == HookKind::RawTp),
+                "{p:?} has no raw_tp variant"
+            );
+        }
+    }
+}

@@ -271,3 +271,50 @@ pub fn json_run(r: &RunReport) -> serde_json::Result<String> {
 pub fn json_compare(runs: &[RunReport], failed: &[Failed]) -> serde_json::Result<String> {
     serde_json::to_string_pretty(&serde_json::json!({ "runs": runs, "failed": failed }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        model::tests::{read_write_counts, report},
+        workload::Method,
+    };
+
+    #[test]
+    fn table_shows_measured_beside_textbook_and_sources() {
+        let runs = [
+            report(Method::ReadWrite, &read_write_counts(), true),
+            report(Method::Sendfile, &read_write_counts(), true),
+        ];
+        let t = table(
+            &runs,
+            &[Failed {
+                method: "tee".into(),
+                error: "boom".into(),
+            }],
+        );
+        assert!(t.contains("2.06 (tb 2)"), "{t}");
+        assert!(t.contains("4.06 (tb 4)"), "{t}");
+        assert!(t.contains("tb 1, SG-DMA 0"), "{t}");
+        assert!(t.contains("failed: boom"));
+        assert!(t.contains("counted in the kernel"));
+        assert!(t.contains("derived from syscall semantics"));
+        assert!(t.contains("DMA: unavailable"));
+    }
+
+    #[test]
+    fn markdown_has_a_row_per_run() {
+        let runs = [report(Method::Splice, &read_write_counts(), true)];
+        let md = markdown(&runs, &[]);
+        assert!(md.lines().any(|l| l.starts_with("| splice |")), "{md}");
+        assert!(md.contains("Notes:"));
+    }
+
+    #[test]
+    fn compare_json_has_runs() {
+        let runs = [report(Method::Tee, &read_write_counts(), true)];
+        let v: serde_json::Value =
+            serde_json::from_str(&json_compare(&runs, &[]).unwrap()).unwrap();
+        assert_eq!(v["runs"][0]["method"], "tee");
+    }
+}

@@ -1,0 +1,394 @@
+//! Privileged tests: load the real eBPF programs, run every method, and assert facts the kernel
+//! must show. Without root they skip, saying so on stderr.
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+};
+
+use serde_json::Value;
+use zcprof_tests::{privileged, run, run_json, scratch_dir, zcprof_bin, zcprof_programs_loaded};
+
+const SIZE: u64 = 8 << 20;
+const BLOCK: u64 = 64 << 10;
+const STEPS: u64 = SIZE / BLOCK;
+/// Program names of the catalog (zcprof/src/probes/catalog.rs).
+const PROGRAMS: [&str; 7] = [
+    "sys_enter_raw_tp",
+    "sys_enter_tracepoint",
+    "sys_exit_raw_tp",
+    "sys_exit_tracepoint",
+    "sched_switch_tp_btf",
+    "sched_switch_raw_tp",
+    "sched_switch_tracepoint",
+];
+
+fn measure(method: &str, dir: &Path) -> Value {
+    let dir = dir.to_str().unwrap();
+    let r = run_json(&[
+        "run",
+        "--method",
+        method,
+        "--size",
+        "8M",
+        "--block-size",
+        "64K",
+        "--dir",
+        dir,
+    ]);
+    check_common(&r);
+    r
+}
+
+fn calls(r: &Value, name: &str) -> u64 {
+    r["syscalls_by_name"]
+        .get(name)
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+}
+
+fn fig(r: &Value, key: &str) -> u64 {
+    r["figures"][key]["value"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("figure {key} is not a whole number: {}", r["figures"][key]))
+}
+
+/// Facts every run must show, whatever the method.
+fn check_common(r: &Value) {
+    let method = r["method"].as_str().unwrap();
+    // The receiver got exactly what was sent, on every stream.
+    for got in r["received"].as_array().unwrap() {
+        assert_eq!(got.as_u64(), Some(SIZE), "{method}: receiver byte count");
+    }
+    // Every syscall entered in the window returned, except the final exit_group.
+    let entries = fig(r, "syscalls");
+    assert_eq!(calls(r, "exit_group"), 1, "{method}: one exit_group");
+    let returns = fig(r, "mode_switches") - entries;
+    assert_eq!(
+        returns,
+        entries - 1,
+        "{method}: returns = entries - exit_group"
+    );
+    // The per-syscall counts add up to the entries counted separately.
+    let sum: u64 = r["syscalls_by_name"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(sum, entries, "{method}: per-syscall counts add up");
+    // Scheduler switches inside the window cannot exceed the kernel's own rusage for the whole
+    // process life, which also includes at least one voluntary sleep before the window (waiting
+    // for the go signal).
+    let vol = fig(r, "context_switches_voluntary");
+    let invol = fig(r, "context_switches_involuntary");
+    let usage = &r["process_rusage"];
+    assert!(
+        vol < usage["voluntary_switches"].as_u64().unwrap(),
+        "{method}: voluntary {vol} vs rusage {usage}"
+    );
+    assert!(
+        invol <= usage["involuntary_switches"].as_u64().unwrap(),
+        "{method}: involuntary {invol} vs rusage {usage}"
+    );
+    assert!(r["elapsed_ns"].as_u64().unwrap() > 0, "{method}: elapsed");
+    assert_eq!(r["transfers"].as_u64(), Some(STEPS));
+    for (key, f) in r["figures"].as_object().unwrap() {
+        assert!(
+            f["source"].as_str().is_some_and(|s| !s.is_empty()),
+            "{method}: {key} has no source"
+        );
+        if f["value"].is_null() {
+            assert!(
+                f["note"].as_str().is_some_and(|s| !s.is_empty()),
+                "{method}: {key} null without a reason"
+            );
+        }
+    }
+}
+
+#[test]
+fn read_write_copies_every_byte_through_a_user_buffer_twice() {
+    if !privileged("read_write") {
+        return;
+    }
+    let dir = scratch_dir("rw", env!("CARGO_TARGET_TMPDIR"));
+    let r = measure("read-write", &dir);
+    assert!(
+        calls(&r, "read") >= STEPS && calls(&r, "write") >= STEPS,
+        "{}",
+        r["syscalls_by_name"]
+    );
+    assert_eq!(fig(&r, "cpu_copy_to_user_bytes"), SIZE);
+    assert_eq!(fig(&r, "cpu_copy_from_user_bytes"), SIZE);
+    assert_eq!(fig(&r, "cpu_copy_bytes"), 2 * SIZE);
+    let read = r["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "read")
+        .unwrap();
+    assert!(
+        read["total_ns"].as_u64().unwrap() > 0,
+        "time in read was measured"
+    );
+}
+
+#[test]
+fn direct_io_reads_bypass_the_page_cache_copy() {
+    if !privileged("direct_io") {
+        return;
+    }
+    let dir = scratch_dir("dio", env!("CARGO_TARGET_TMPDIR"));
+    let r = measure("direct-io", &dir);
+    assert!(calls(&r, "read") >= STEPS);
+    if r["file"]["block_device"].as_bool().unwrap() {
+        assert_eq!(
+            fig(&r, "cpu_copy_to_user_bytes"),
+            0,
+            "O_DIRECT from a disk is DMA, not a CPU copy"
+        );
+    } else {
+        assert_eq!(fig(&r, "cpu_copy_to_user_bytes"), SIZE);
+    }
+    assert_eq!(fig(&r, "cpu_copy_from_user_bytes"), SIZE);
+}
+
+#[test]
+fn mmap_write_copies_once() {
+    if !privileged("mmap_write") {
+        return;
+    }
+    let dir = scratch_dir("mmap", env!("CARGO_TARGET_TMPDIR"));
+    let r = measure("mmap-write", &dir);
+    assert_eq!(calls(&r, "mmap"), 1);
+    assert_eq!(calls(&r, "read"), 0);
+    assert!(calls(&r, "write") >= STEPS);
+    assert_eq!(fig(&r, "cpu_copy_to_user_bytes"), 0);
+    assert_eq!(fig(&r, "cpu_copy_from_user_bytes"), SIZE);
+}
+
+#[test]
+fn sendfile_moves_the_payload_without_user_buffers() {
+    if !privileged("sendfile") {
+        return;
+    }
+    let dir = scratch_dir("sendfile", env!("CARGO_TARGET_TMPDIR"));
+    let r = measure("sendfile", &dir);
+    assert!(calls(&r, "sendfile") >= STEPS);
+    assert_eq!(
+        calls(&r, "read") + calls(&r, "write"),
+        0,
+        "{}",
+        r["syscalls_by_name"]
+    );
+    assert_eq!(fig(&r, "cpu_copy_bytes"), 0);
+    assert_eq!(fig(&r, "in_kernel_bytes"), SIZE);
+}
+
+#[test]
+fn splice_makes_two_calls_per_step_and_no_user_copies() {
+    if !privileged("splice") {
+        return;
+    }
+    let dir = scratch_dir("splice", env!("CARGO_TARGET_TMPDIR"));
+    let r = measure("splice", &dir);
+    let splices = calls(&r, "splice");
+    assert!(
+        splices >= 2 * STEPS,
+        "{splices} splice calls for {STEPS} steps"
+    );
+    assert_eq!(fig(&r, "cpu_copy_bytes"), 0);
+    // Every byte crosses the pipe twice: file -> pipe, pipe -> socket.
+    assert_eq!(fig(&r, "in_kernel_bytes"), 2 * SIZE);
+}
+
+#[test]
+fn tee_duplicates_each_step_once() {
+    if !privileged("tee") {
+        return;
+    }
+    let dir = scratch_dir("tee", env!("CARGO_TARGET_TMPDIR"));
+    let r = measure("tee", &dir);
+    assert_eq!(calls(&r, "tee"), STEPS);
+    assert!(calls(&r, "splice") >= 3 * STEPS);
+    assert_eq!(r["received"].as_array().unwrap().len(), 2, "two consumers");
+    assert_eq!(fig(&r, "cpu_copy_bytes"), 0);
+}
+
+#[test]
+fn compare_runs_every_method() {
+    if !privileged("compare") {
+        return;
+    }
+    let dir = scratch_dir("compare", env!("CARGO_TARGET_TMPDIR"));
+    let d = run_json(&[
+        "compare",
+        "--size",
+        "4M",
+        "--block-size",
+        "64K",
+        "--dir",
+        dir.to_str().unwrap(),
+    ]);
+    let methods: Vec<_> = d["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["method"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            "read-write",
+            "direct-io",
+            "mmap-write",
+            "sendfile",
+            "splice",
+            "tee"
+        ]
+    );
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "the temporary file is removed"
+    );
+    assert!(
+        programs_left().is_empty(),
+        "programs detached after the run"
+    );
+}
+
+#[test]
+fn unwritable_dir_is_one_line() {
+    if !privileged("unwritable_dir") {
+        return;
+    }
+    let out = run(&[
+        "run", "--method", "sendfile", "--size", "1M", "--dir", "/proc",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("cannot write a temporary file in /proc"),
+        "{err}"
+    );
+}
+
+/// Children of every thread of `pid` (the transfer process is spawned from a worker thread).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(Result::ok)
+        .flat_map(|t| {
+            std::fs::read_to_string(t.path().join("children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+/// The kernel frees a program after its last reference goes, in deferred work: wait a bounded
+/// while for that, then report what is still there.
+fn programs_left() -> Vec<String> {
+    for _ in 0..500 {
+        let left = zcprof_programs_loaded(&PROGRAMS);
+        if left.is_empty() {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    zcprof_programs_loaded(&PROGRAMS)
+}
+
+/// Kills zcprof if the test fails midway, so one failure does not leave programs for the next.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn ctrl_c_during(stage: &str, wait_for: impl Fn(u32, &Path) -> bool) {
+    let dir = scratch_dir(&format!("ctrlc-{stage}"), env!("CARGO_TARGET_TMPDIR"));
+    let child = Command::new(zcprof_bin())
+        .args([
+            "run",
+            "--method",
+            "read-write",
+            "--size",
+            "1G",
+            "--block-size",
+            "4K",
+            "--dir",
+            dir.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = KillOnDrop(child);
+    let pid = guard.0.id();
+    while !wait_for(pid, &dir) {
+        assert!(
+            guard.0.try_wait().unwrap().is_none(),
+            "zcprof ended before the {stage} stage"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let workers = children_of(pid);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = guard.0.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(guard.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "{stage}: exit status; stderr: {err}"
+    );
+    assert!(err.contains("interrupted"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "{stage}: temporary file removed"
+    );
+    for w in workers {
+        assert!(!alive(w), "{stage}: transfer process {w} still alive");
+    }
+    assert!(programs_left().is_empty(), "{stage}: programs still loaded");
+}
+
+#[test]
+fn ctrl_c_while_writing_the_file_leaves_nothing() {
+    if !privileged("ctrl_c_file") {
+        return;
+    }
+    ctrl_c_during("file", |_, dir| std::fs::read_dir(dir).unwrap().count() > 0);
+}
+
+#[test]
+fn ctrl_c_during_the_transfer_leaves_nothing() {
+    if !privileged("ctrl_c_transfer") {
+        return;
+    }
+    // Wait until the probes are really attached, which also proves the leftover check can see
+    // zcprof's programs at all.
+    ctrl_c_during("transfer", |pid, _| {
+        !children_of(pid).is_empty() && !zcprof_programs_loaded(&PROGRAMS).is_empty()
+    });
+}

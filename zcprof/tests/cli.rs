@@ -1,0 +1,178 @@
+//! The command line as a user meets it, without root: bad input gets one clear line and a
+//! non-zero exit, and leaves nothing behind.
+use std::{path::PathBuf, process::Command};
+
+fn zcprof() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_zcprof"))
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// A fresh empty directory for --dir, so leftovers can be seen.
+fn empty_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs zcprof, expects failure with `code`, and returns its single stderr line.
+fn fails(cmd: &mut Command, code: i32) -> String {
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "nothing on stdout on failure: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let lines: Vec<_> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line, got: {stderr}");
+    lines[0].to_owned()
+}
+
+#[test]
+fn unknown_method() {
+    let line = fails(zcprof().args(["run", "--method", "carrier-pigeon"]), 2);
+    assert!(
+        line.contains("carrier-pigeon") && line.contains("sendfile"),
+        "{line}"
+    );
+}
+
+#[test]
+fn zero_and_unparsable_sizes() {
+    let line = fails(
+        zcprof().args(["run", "--method", "sendfile", "--size", "0"]),
+        2,
+    );
+    assert!(line.contains("greater than zero"), "{line}");
+    let line = fails(
+        zcprof().args(["run", "--method", "sendfile", "--size", "lots"]),
+        2,
+    );
+    assert!(line.contains("not a size"), "{line}");
+    let line = fails(zcprof().args(["compare", "--block-size", "0"]), 2);
+    assert!(line.contains("greater than zero"), "{line}");
+}
+
+#[test]
+fn block_larger_than_the_file() {
+    let dir = empty_dir("block");
+    let line = fails(
+        zcprof()
+            .args([
+                "run",
+                "--method",
+                "splice",
+                "--size",
+                "4K",
+                "--block-size",
+                "64K",
+                "--dir",
+            ])
+            .arg(&dir),
+        2,
+    );
+    assert!(line.contains("larger than the file"), "{line}");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "no file left behind"
+    );
+}
+
+#[test]
+fn missing_file() {
+    let line = fails(
+        zcprof().args([
+            "run",
+            "--method",
+            "sendfile",
+            "--file",
+            "/nonexistent/zcprof.dat",
+        ]),
+        2,
+    );
+    assert!(
+        line.contains("/nonexistent/zcprof.dat") && line.contains("No such file"),
+        "{line}"
+    );
+}
+
+#[test]
+fn direct_io_alignment() {
+    let line = fails(
+        zcprof().args([
+            "run",
+            "--method",
+            "direct-io",
+            "--size",
+            "1M",
+            "--block-size",
+            "1000",
+        ]),
+        2,
+    );
+    assert!(line.contains("multiple of 4096"), "{line}");
+}
+
+#[test]
+fn missing_dir() {
+    let line = fails(
+        zcprof().args(["run", "--method", "tee", "--dir", "/nonexistent/zcprof"]),
+        2,
+    );
+    assert!(line.contains("not a directory"), "{line}");
+}
+
+/// Without privileges: a clear line, exit 1, and no temporary file created.
+#[test]
+fn no_privileges() {
+    let dir = empty_dir("nopriv");
+    let mut cmd = if is_root() {
+        // Drop to nobody, which also clears every capability.
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_zcprof"));
+        // nobody must be able to reach the directory to prove nothing is written there.
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .unwrap();
+        c
+    } else {
+        zcprof()
+    };
+    let line = fails(
+        cmd.args(["run", "--method", "sendfile", "--size", "1M", "--dir"])
+            .arg(&dir),
+        1,
+    );
+    assert!(line.contains("needs root"), "{line}");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "no file left behind"
+    );
+}
+
+#[test]
+fn help_lists_examples_and_methods() {
+    let out = zcprof().args(["run", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for m in [
+        "read-write",
+        "direct-io",
+        "mmap-write",
+        "sendfile",
+        "splice",
+        "tee",
+    ] {
+        assert!(text.contains(m), "--help lacks {m}");
+    }
+    let top = zcprof().arg("--help").output().unwrap();
+    assert!(String::from_utf8_lossy(&top.stdout).contains("EXAMPLES"));
+}
