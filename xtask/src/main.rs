@@ -84,7 +84,14 @@ fn main() -> Result<()> {
             setup::setup()?;
             // The privileged tests drive the zcprof binary, so build it first.
             run(cargo().args(["build", "--package", "zcprof"]))?;
-            run(cargo().args(["test", "--workspace", "--exclude", "zcprof-tests"]))?;
+            run(cargo().args([
+                "test",
+                "--workspace",
+                "--exclude",
+                "zcprof-tests",
+                "--exclude",
+                "zcprof-ebpf",
+            ]))?;
             // Kernel state is shared: one test at a time, as aya's integration tests do.
             let mut kernel = cargo();
             kernel.args([
