@@ -12,7 +12,13 @@ const SIZE: u64 = 8 << 20;
 const BLOCK: u64 = 64 << 10;
 const STEPS: u64 = SIZE / BLOCK;
 /// Program names of the catalog (zcprof/src/probes/catalog.rs).
-const PROGRAMS: [&str; 7] = [
+const PROGRAMS: [&str; 13] = [
+    "page_fault_user_raw_tp",
+    "page_fault_user_tracepoint",
+    "page_fault_kernel_raw_tp",
+    "page_fault_kernel_tracepoint",
+    "block_rq_complete_tracepoint",
+    "net_dev_xmit_tracepoint",
     "sys_enter_raw_tp",
     "sys_enter_tracepoint",
     "sys_exit_raw_tp",
@@ -23,6 +29,10 @@ const PROGRAMS: [&str; 7] = [
 ];
 
 fn measure(method: &str, dir: &Path) -> Value {
+    measure_with(method, dir, "warm")
+}
+
+fn measure_with(method: &str, dir: &Path, cache: &str) -> Value {
     let dir = dir.to_str().unwrap();
     let r = run_json(&[
         "run",
@@ -34,9 +44,16 @@ fn measure(method: &str, dir: &Path) -> Value {
         "64K",
         "--dir",
         dir,
+        "--cache",
+        cache,
     ]);
     check_common(&r);
     r
+}
+
+/// Bytes read from disk while measuring, when the block tracepoint could be attached here.
+fn disk_read(r: &Value) -> Option<u64> {
+    r["figures"]["disk_read_bytes"]["value"].as_u64()
 }
 
 fn calls(r: &Value, name: &str) -> u64 {
@@ -151,6 +168,54 @@ fn direct_io_reads_bypass_the_page_cache_copy() {
         assert_eq!(fig(&r, "cpu_copy_to_user_bytes"), SIZE);
     }
     assert_eq!(fig(&r, "cpu_copy_from_user_bytes"), SIZE);
+    // O_DIRECT bypasses the page cache, so even a warm file comes from the disk again.
+    if r["file"]["block_device"].as_bool().unwrap() {
+        let read = disk_read(&r).expect("block_rq_complete attaches on this kernel");
+        assert!(
+            read >= SIZE,
+            "disk read {read} for an O_DIRECT transfer of {SIZE}"
+        );
+    }
+}
+
+#[test]
+fn cold_cache_makes_the_disk_deliver_the_file() {
+    if !privileged("cold_cache") {
+        return;
+    }
+    let dir = scratch_dir("cold", env!("CARGO_TARGET_TMPDIR"));
+    let r = measure_with("sendfile", &dir, "cold");
+    assert_eq!(r["file"]["cache"], "cold");
+    if !r["file"]["block_device"].as_bool().unwrap() {
+        eprintln!(
+            "skipping the disk check: {} has no block device",
+            r["file"]["filesystem"]
+        );
+        return;
+    }
+    let read = disk_read(&r).expect("block_rq_complete attaches on this kernel");
+    // Readahead may read a little past the end, never less than the file.
+    assert!(
+        read >= SIZE,
+        "cold sendfile read {read} bytes from disk for {SIZE}"
+    );
+}
+
+#[test]
+fn loopback_is_a_virtual_device_without_dma() {
+    if !privileged("loopback") {
+        return;
+    }
+    let dir = scratch_dir("lo", env!("CARGO_TARGET_TMPDIR"));
+    let r = measure("read-write", &dir);
+    let net = r["devices"]["net"].as_array().unwrap();
+    let lo = net
+        .iter()
+        .find(|n| n["device"] == "lo")
+        .unwrap_or_else(|| panic!("no transmit on lo: {net:?}"));
+    assert_eq!(lo["physical"], false);
+    assert!(lo["bytes"].as_u64().unwrap() > 0);
+    assert_eq!(fig(&r, "nic_dma_bytes"), 0);
 }
 
 #[test]
@@ -165,6 +230,11 @@ fn mmap_write_copies_once() {
     assert!(calls(&r, "write") >= STEPS);
     assert_eq!(fig(&r, "cpu_copy_to_user_bytes"), 0);
     assert_eq!(fig(&r, "cpu_copy_from_user_bytes"), SIZE);
+    // write() copies from pages that are not mapped yet: the kernel faults them in itself.
+    assert!(
+        fig(&r, "page_faults_kernel") > 0,
+        "kernel-mode faults while copying from the mapping"
+    );
 }
 
 #[test]

@@ -57,11 +57,16 @@ pub enum Counter {
     LastEventNs = 6,
     /// Entries that could not be remembered because the in-flight map refused the insert.
     InFlightLost = 7,
+    /// Page faults taken in user mode by a traced task (each one a user-to-kernel entry).
+    PageFaultsUser = 8,
+    /// Page faults taken in kernel mode while serving a traced task (e.g. copying from an
+    /// mmap'd file that is not mapped in yet).
+    PageFaultsKernel = 9,
 }
 
 impl Counter {
     /// Every slot, for readers that want them all.
-    pub const ALL: [Counter; 8] = [
+    pub const ALL: [Counter; 10] = [
         Counter::SyscallEntries,
         Counter::SyscallReturns,
         Counter::UnmatchedReturns,
@@ -70,7 +75,31 @@ impl Counter {
         Counter::FirstEventNs,
         Counter::LastEventNs,
         Counter::InFlightLost,
+        Counter::PageFaultsUser,
+        Counter::PageFaultsKernel,
     ];
+}
+
+/// Block I/O completed on one device (kernel `dev_t` encoding: major << 20 | minor).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct DiskIo {
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    /// Discards, flushes and anything else that is neither read nor write.
+    pub other_bytes: u64,
+    pub requests: u64,
+}
+
+/// Length of the device-name key of `NET_XMIT` (IFNAMSIZ).
+pub const IFNAMSIZ: usize = 16;
+
+/// Packets a traced task handed to one network device.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct NetXmit {
+    pub bytes: u64,
+    pub packets: u64,
 }
 
 #[cfg(feature = "user")]
@@ -79,4 +108,8 @@ mod pod {
     unsafe impl aya::Pod for super::SyscallStat {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::InFlight {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DiskIo {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::NetXmit {}
 }

@@ -1,9 +1,9 @@
 //! Shared accounting: every hook variant of a measurement point ends up here, so a kernel that
 //! forces another hook type changes where the data comes from, never what is counted.
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use zcprof_common::{Counter, InFlight, MAX_SYSCALL_NR};
+use zcprof_common::{Counter, DiskIo, IFNAMSIZ, InFlight, MAX_SYSCALL_NR, NetXmit};
 
-use crate::maps::{COUNTERS, IN_FLIGHT, SYSCALLS};
+use crate::maps::{COUNTERS, DISK_IO, IN_FLIGHT, NET_XMIT, SYSCALLS};
 
 #[inline(always)]
 fn add(slot: Counter, n: u64) {
@@ -96,5 +96,52 @@ pub fn context_switch(voluntary: bool) {
         add(Counter::VoluntarySwitches, 1);
     } else {
         add(Counter::InvoluntarySwitches, 1);
+    }
+}
+
+/// A traced task took a page fault, in user mode (`user`) or in kernel mode on its behalf.
+#[inline(always)]
+pub fn page_fault(user: bool) {
+    add(
+        if user {
+            Counter::PageFaultsUser
+        } else {
+            Counter::PageFaultsKernel
+        },
+        1,
+    );
+}
+
+/// A block request completed on `dev`; `op` is the first rwbs letter (R, W, D, F, ...).
+#[inline(always)]
+pub fn disk_io(dev: u32, bytes: u64, op: u8) {
+    if DISK_IO.get_ptr_mut(&dev).is_none() {
+        let _ = DISK_IO.insert(&dev, &DiskIo::default(), 0);
+    }
+    if let Some(io) = DISK_IO.get_ptr_mut(&dev) {
+        // SAFETY: per-CPU entry.
+        unsafe {
+            match op {
+                b'R' => (*io).read_bytes += bytes,
+                b'W' => (*io).write_bytes += bytes,
+                _ => (*io).other_bytes += bytes,
+            }
+            (*io).requests += 1;
+        }
+    }
+}
+
+/// A traced task handed a packet of `len` bytes to the device called `name`.
+#[inline(always)]
+pub fn net_xmit(name: &[u8; IFNAMSIZ], len: u64) {
+    if NET_XMIT.get_ptr_mut(name).is_none() {
+        let _ = NET_XMIT.insert(name, &NetXmit::default(), 0);
+    }
+    if let Some(x) = NET_XMIT.get_ptr_mut(name) {
+        // SAFETY: per-CPU entry.
+        unsafe {
+            (*x).bytes += len;
+            (*x).packets += 1;
+        }
     }
 }

@@ -1,9 +1,11 @@
 //! Every map zcprof's programs write. User space reads them once, after the measured run.
 use aya_ebpf::{
     macros::map,
-    maps::{LruHashMap, PerCpuArray},
+    maps::{LruHashMap, PerCpuArray, PerCpuHashMap},
 };
-use zcprof_common::{COUNTER_SLOTS, InFlight, MAX_SYSCALL_NR, SyscallStat};
+use zcprof_common::{
+    COUNTER_SLOTS, DiskIo, IFNAMSIZ, InFlight, MAX_SYSCALL_NR, NetXmit, SyscallStat,
+};
 
 /// Per-syscall totals, indexed by syscall number.
 #[map]
@@ -17,3 +19,13 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SL
 /// cannot fill it up during a long attach.
 #[map]
 pub static IN_FLIGHT: LruHashMap<u32, InFlight> = LruHashMap::with_max_entries(16384, 0);
+
+/// Block I/O completed while measuring, by device. Device-wide: completions run in interrupt or
+/// kworker context, not in the task that caused them.
+#[map]
+pub static DISK_IO: PerCpuHashMap<u32, DiskIo> = PerCpuHashMap::with_max_entries(64, 0);
+
+/// Packets the traced task transmitted, by network device name.
+#[map]
+pub static NET_XMIT: PerCpuHashMap<[u8; IFNAMSIZ], NetXmit> =
+    PerCpuHashMap::with_max_entries(64, 0);

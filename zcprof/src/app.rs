@@ -36,6 +36,10 @@ pub fn main(command: Command) -> ExitCode {
         return fail(1, &e.to_string());
     }
     raise_memlock();
+    if let Err(why) = caps::ensure_tracefs() {
+        // Not fatal: raw tracepoints need no tracefs; the points that do say why they are missing.
+        log::debug!("tracefs unavailable: {why}");
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

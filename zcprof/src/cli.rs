@@ -66,9 +66,30 @@ pub struct WorkloadArgs {
     /// Directory for the generated temporary file (removed at exit).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Page cache state of the file when each run starts: warm (cached) or cold (evicted first,
+    /// so the disk must deliver it).
+    #[arg(long, value_enum, default_value = "warm")]
+    pub cache: Cache,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
+}
+
+/// Page cache state at the start of each run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Cache {
+    Warm,
+    Cold,
+}
+
+impl Cache {
+    /// Name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cache::Warm => "warm",
+            Cache::Cold => "cold",
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -102,6 +123,7 @@ pub struct Workload {
     pub block_size: u64,
     pub file: Option<PathBuf>,
     pub dir: PathBuf,
+    pub cache: Cache,
     pub format: Format,
 }
 
@@ -116,6 +138,7 @@ impl Workload {
             block_size,
             file,
             dir,
+            cache,
             format,
         } = args;
         if file.is_some() && dir.is_some() {
@@ -159,6 +182,7 @@ impl Workload {
             block_size,
             file,
             dir,
+            cache,
             format,
         })
     }
@@ -267,6 +291,7 @@ mod tests {
                 block_size: block,
                 file: None,
                 dir: None,
+                cache: Cache::Warm,
                 format: Format::Table,
             };
             Workload::validate(methods, args)
@@ -289,6 +314,7 @@ mod tests {
             block_size: 4096,
             file: None,
             dir: Some("/nonexistent/zcprof".into()),
+            cache: Cache::Warm,
             format: Format::Table,
         };
         assert!(

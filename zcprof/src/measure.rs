@@ -4,9 +4,9 @@ use std::path::Path;
 
 use crate::{
     caps::Kernel,
-    cli::{DEFAULT_SIZE, Workload},
+    cli::{Cache, DEFAULT_SIZE, Workload},
     collect::{CollectError, Counts},
-    model::{self, FileInfo, RunInput, RunReport},
+    model::{self, Devices, DiskRow, FileInfo, NetRow, RunInput, RunReport},
     probes::{HookPlan, ProbeError, Probes},
     report::Failed,
     workload::{Method, Ready, SourceError, SourceFile, WorkloadError},
@@ -90,6 +90,14 @@ pub fn run_one(
     opts: &Workload,
 ) -> Result<RunReport, MeasureError> {
     let size = opts.size.unwrap_or(source.len());
+    if opts.cache == Cache::Cold {
+        source.evict().map_err(|e| {
+            MeasureError::Usage(format!(
+                "cannot evict {} from the page cache: {e}",
+                source.path().display()
+            ))
+        })?;
+    }
     let ready = Ready::start(method, source, size, opts.block_size)?;
     let probes = Probes::attach(kernel, plan, ready.pid())?;
     let delivery = ready.go()?;
@@ -104,17 +112,57 @@ pub fn run_one(
         counts: &counts,
         received: delivery.received,
         usage: delivery.usage,
-        file: file_info(source.path(), source),
+        file: file_info(source, opts.cache),
+        devices: devices(&counts),
     }))
 }
 
-fn file_info(path: &Path, source: &SourceFile) -> FileInfo {
+fn file_info(source: &SourceFile, cache: Cache) -> FileInfo {
     FileInfo {
-        path: path.display().to_string(),
+        path: source.path().display().to_string(),
         filesystem: source.fs_type.clone(),
         block_device: source.block_backed,
-        cache: "warm",
+        cache: cache.name(),
     }
+}
+
+/// Names the devices the kernel reported by number, from sysfs.
+fn devices(counts: &Counts) -> Devices {
+    let disk = counts
+        .disk_io
+        .iter()
+        .map(|(&dev, io)| {
+            // Kernel dev_t: major << 20 | minor.
+            let (major, minor) = (dev >> 20, dev & 0xf_ffff);
+            let device = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent"))
+                .ok()
+                .and_then(|u| {
+                    u.lines()
+                        .find_map(|l| l.strip_prefix("DEVNAME=").map(str::to_owned))
+                })
+                .unwrap_or_else(|| format!("{major}:{minor}"));
+            DiskRow {
+                device,
+                read_bytes: io.read_bytes,
+                write_bytes: io.write_bytes,
+                requests: io.requests,
+            }
+        })
+        .collect();
+    let net = counts
+        .net_xmit
+        .iter()
+        .map(|(name, x)| NetRow {
+            device: name.clone(),
+            bytes: x.bytes,
+            packets: x.packets,
+            physical: Path::new("/sys/class/net")
+                .join(name)
+                .join("device")
+                .exists(),
+        })
+        .collect();
+    Devices { disk, net }
 }
 
 /// The results of several methods: what ran, what failed, and whether Ctrl-C cut it short.

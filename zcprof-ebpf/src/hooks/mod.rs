@@ -1,4 +1,6 @@
 //! Hook variants: one per hook type and measurement point, each a thin wrapper over `account`.
 //! The loader loads only the variant that capability probing chose.
+mod device;
+mod faults;
 mod sched;
 mod syscalls;

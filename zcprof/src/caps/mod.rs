@@ -43,6 +43,20 @@ impl Kernel {
         }
     }
 
+    /// Offset of `field` in the record of the classic tracepoint `event` ("group/name"), from
+    /// its format file.
+    pub fn field_offset(&self, event: &str, field: &str) -> Option<u32> {
+        let text = fs::read_to_string(
+            self.tracefs
+                .as_ref()?
+                .join("events")
+                .join(event)
+                .join("format"),
+        )
+        .ok()?;
+        parse_field_offset(&text, field)
+    }
+
     /// Why `kind` cannot work here, if a precondition is missing. `None` means: try it.
     pub fn precondition(&self, kind: HookKind) -> Option<String> {
         match kind {
@@ -78,5 +92,79 @@ pub fn check_privileges() -> Result<(), CapsError> {
         Ok(())
     } else {
         Err(CapsError::NotPrivileged)
+    }
+}
+
+/// Finds `field`'s offset in a tracefs format file: lines like
+/// `field:unsigned int nr_sector;	offset:24;	size:4;	signed:0;`.
+fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
+    format.lines().find_map(|line| {
+        let decl = line.trim().strip_prefix("field:")?.split(';').next()?;
+        // The name is the last word of the declaration, before any array suffix.
+        let name = decl.split_whitespace().last()?.split('[').next()?;
+        if name != field {
+            return None;
+        }
+        line.split("offset:")
+            .nth(1)?
+            .split(';')
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Classic tracepoints need tracefs for their event ids. When it is not mounted, mount it in a
+/// mount namespace of zcprof's own, so that nothing stays mounted after zcprof exits. Must run
+/// before any thread is started (unshare(CLONE_NEWNS) refuses multi-threaded callers).
+///
+/// # Errors
+/// The reason, when tracefs cannot be made available.
+pub fn ensure_tracefs() -> Result<(), String> {
+    use nix::mount::{MsFlags, mount};
+    if Kernel::detect().tracefs.is_some() {
+        return Ok(());
+    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))?;
+    // Keep our mounts from propagating back to the host's namespace.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("making / private: {e}"))?;
+    mount(
+        Some("nodev"),
+        "/sys/kernel/tracing",
+        Some("tracefs"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| format!("mount tracefs: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_offsets() {
+        let format = "name: block_rq_complete
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:dev_t dev;\toffset:8;\tsize:4;\tsigned:0;
+\tfield:unsigned int nr_sector;\toffset:24;\tsize:4;\tsigned:0;
+\tfield:char rwbs[10];\toffset:34;\tsize:10;\tsigned:0;
+\tfield:__data_loc char[] cmd;\toffset:44;\tsize:4;\tsigned:0;
+";
+        assert_eq!(parse_field_offset(&format, "dev"), Some(8));
+        assert_eq!(parse_field_offset(&format, "nr_sector"), Some(24));
+        assert_eq!(parse_field_offset(&format, "rwbs"), Some(34));
+        assert_eq!(parse_field_offset(&format, "cmd"), Some(44));
+        assert_eq!(parse_field_offset(&format, "sector"), None);
     }
 }

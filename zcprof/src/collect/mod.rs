@@ -1,8 +1,11 @@
 //! Collection: reads the per-CPU maps once, after the measured run, and folds the CPUs.
 use std::collections::BTreeMap;
 
-use aya::{Ebpf, maps::PerCpuArray};
-use zcprof_common::{Counter, MAX_SYSCALL_NR, SyscallStat};
+use aya::{
+    Ebpf,
+    maps::{PerCpuArray, PerCpuHashMap},
+};
+use zcprof_common::{Counter, DiskIo, IFNAMSIZ, MAX_SYSCALL_NR, NetXmit, SyscallStat};
 
 use crate::probes::catalog::maps;
 
@@ -28,6 +31,12 @@ pub struct Counts {
     pub voluntary_switches: u64,
     pub involuntary_switches: u64,
     pub in_flight_lost: u64,
+    pub page_faults_user: u64,
+    pub page_faults_kernel: u64,
+    /// Block I/O completed while measuring, by kernel dev_t (major << 20 | minor).
+    pub disk_io: BTreeMap<u32, DiskIo>,
+    /// Bytes the traced process handed to each network device, by name.
+    pub net_xmit: BTreeMap<String, NetXmit>,
     /// Kernel clock of the first and last traced event (0 when none).
     pub first_event_ns: u64,
     pub last_event_ns: u64,
@@ -65,6 +74,8 @@ impl Counts {
                 Counter::VoluntarySwitches => counts.voluntary_switches = values.sum(),
                 Counter::InvoluntarySwitches => counts.involuntary_switches = values.sum(),
                 Counter::InFlightLost => counts.in_flight_lost = values.sum(),
+                Counter::PageFaultsUser => counts.page_faults_user = values.sum(),
+                Counter::PageFaultsKernel => counts.page_faults_kernel = values.sum(),
             }
         }
         let syscalls: PerCpuArray<_, SyscallStat> = PerCpuArray::try_from(
@@ -87,6 +98,43 @@ impl Counts {
             if total != SyscallStat::default() {
                 counts.syscalls.insert(nr, total);
             }
+        }
+        let disk: PerCpuHashMap<_, u32, DiskIo> = PerCpuHashMap::try_from(
+            ebpf.map(maps::DISK_IO)
+                .ok_or(aya::maps::MapError::InvalidName {
+                    name: maps::DISK_IO.into(),
+                })
+                .map_err(map_err(maps::DISK_IO))?,
+        )
+        .map_err(map_err(maps::DISK_IO))?;
+        for entry in disk.iter() {
+            let (dev, per_cpu) = entry.map_err(map_err(maps::DISK_IO))?;
+            let total = per_cpu.iter().fold(DiskIo::default(), |a, b| DiskIo {
+                read_bytes: a.read_bytes + b.read_bytes,
+                write_bytes: a.write_bytes + b.write_bytes,
+                other_bytes: a.other_bytes + b.other_bytes,
+                requests: a.requests + b.requests,
+            });
+            counts.disk_io.insert(dev, total);
+        }
+        let net: PerCpuHashMap<_, [u8; IFNAMSIZ], NetXmit> = PerCpuHashMap::try_from(
+            ebpf.map(maps::NET_XMIT)
+                .ok_or(aya::maps::MapError::InvalidName {
+                    name: maps::NET_XMIT.into(),
+                })
+                .map_err(map_err(maps::NET_XMIT))?,
+        )
+        .map_err(map_err(maps::NET_XMIT))?;
+        for entry in net.iter() {
+            let (name, per_cpu) = entry.map_err(map_err(maps::NET_XMIT))?;
+            let end = name.iter().position(|&b| b == 0).unwrap_or(IFNAMSIZ);
+            let total = per_cpu.iter().fold(NetXmit::default(), |a, b| NetXmit {
+                bytes: a.bytes + b.bytes,
+                packets: a.packets + b.packets,
+            });
+            counts
+                .net_xmit
+                .insert(String::from_utf8_lossy(&name[..end]).into_owned(), total);
         }
         Ok(counts)
     }

@@ -28,12 +28,39 @@ pub struct SyscallRow {
     pub data_path: DataPath,
 }
 
+/// Block I/O completed on one device while measuring (device-wide).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DiskRow {
+    pub device: String,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    pub requests: u64,
+}
+
+/// Bytes the measured process handed to one network device.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct NetRow {
+    pub device: String,
+    pub bytes: u64,
+    pub packets: u64,
+    /// Backed by hardware (has a /sys/class/net/<dev>/device): its transmits are DMA.
+    pub physical: bool,
+}
+
+/// Device activity seen while measuring.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Devices {
+    pub disk: Vec<DiskRow>,
+    pub net: Vec<NetRow>,
+}
+
 /// The source file and what its file system means for the figures.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct FileInfo {
     pub path: String,
     pub filesystem: String,
     pub block_device: bool,
+    /// "warm" (pages already cached) or "cold" (evicted before the run).
     pub cache: &'static str,
 }
 
@@ -59,6 +86,7 @@ pub struct RunReport {
     /// The kernel's own rusage of the transfer process over its whole life (a cross-check).
     pub process_rusage: ChildUsage,
     pub file: FileInfo,
+    pub devices: Devices,
 }
 
 /// Everything a report is made from.
@@ -72,6 +100,7 @@ pub struct RunInput<'a> {
     pub received: Vec<u64>,
     pub usage: ChildUsage,
     pub file: FileInfo,
+    pub devices: Devices,
 }
 
 /// Transfer steps of `bytes` moved `block_size` at a time.
@@ -106,6 +135,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         received,
         usage,
         file,
+        devices,
     } = input;
     let transfers = transfers(bytes, block_size);
     let enter = hook(plan, Point::SysEnter);
@@ -165,9 +195,10 @@ pub fn build(input: RunInput<'_>) -> RunReport {
             transfers,
             &counted_mode,
             format!(
-                "{} user->kernel entries and {} kernel->user returns through the syscall path; page \
-                 faults and interrupts also switch modes and are not counted here",
-                counts.syscall_entries, counts.syscall_returns
+                "{} user->kernel entries and {} kernel->user returns through the syscall path; {} page \
+                 faults in user mode (see page_faults_user) and interrupts also switch modes and are \
+                 not included",
+                counts.syscall_entries, counts.syscall_returns, counts.page_faults_user
             ),
         ),
     );
@@ -262,13 +293,8 @@ pub fn build(input: RunInput<'_>) -> RunReport {
             "payload moved by sendfile, splice, tee or copy_file_range without passing a user buffer",
         ),
     );
-    figures.insert(
-        "dma_bytes",
-        Figure::unavailable(
-            "device DMA is not measured by this version (block and network device tracepoints are the \
-             next step); note that the receiver is on loopback, which has no NIC and so no NIC DMA",
-        ),
-    );
+    dma_figures(plan, &devices, transfers, &mut figures);
+    page_fault_figures(plan, counts, transfers, &mut figures);
     let elapsed = counts.window_ns();
     #[expect(clippy::cast_precision_loss, reason = "display precision")]
     if elapsed > 0 {
@@ -327,6 +353,180 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         received,
         process_rusage: usage,
         file,
+        devices,
+    }
+}
+
+/// Why a point is not measured, for an unavailable figure.
+fn missing(plan: &HookPlan, point: Point) -> String {
+    plan.unavailable(point).map_or_else(
+        || format!("{} was not attached", point.name()),
+        |why| format!("no hook for {} works on this kernel: {why}", point.name()),
+    )
+}
+
+fn page_fault_figures(
+    plan: &HookPlan,
+    counts: &Counts,
+    transfers: u64,
+    figures: &mut BTreeMap<&'static str, Figure>,
+) {
+    for (key, point, value, what) in [
+        (
+            "page_faults_user",
+            Point::PageFaultUser,
+            counts.page_faults_user,
+            "page faults taken in user mode: each is a user->kernel entry and return besides the syscalls",
+        ),
+        (
+            "page_faults_kernel",
+            Point::PageFaultKernel,
+            counts.page_faults_kernel,
+            "page faults taken in kernel mode on the process's behalf, e.g. while copying from a mapping",
+        ),
+    ] {
+        let figure = match plan.chosen(point) {
+            Some(v) => {
+                Figure::measured(value, transfers, &Source::Counted(vec![v.describe()]), what)
+            }
+            None => Figure::unavailable(missing(plan, point)),
+        };
+        figures.insert(key, figure);
+    }
+}
+
+/// Device transfers: disk bytes (device-wide, while measuring) and transmits to physical NICs.
+fn dma_figures(
+    plan: &HookPlan,
+    devices: &Devices,
+    transfers: u64,
+    figures: &mut BTreeMap<&'static str, Figure>,
+) {
+    let block = plan.chosen(Point::BlockComplete);
+    let net = plan.chosen(Point::NetXmit);
+    let disk_read: u64 = devices.disk.iter().map(|d| d.read_bytes).sum();
+    let disk_write: u64 = devices.disk.iter().map(|d| d.write_bytes).sum();
+    let nic: u64 = devices
+        .net
+        .iter()
+        .filter(|n| n.physical)
+        .map(|n| n.bytes)
+        .sum();
+    let mut hooks = Vec::new();
+    let mut parts = Vec::new();
+    match block {
+        Some(v) => {
+            hooks.push(format!("{} (device-wide)", v.describe()));
+            let per_dev: Vec<_> = devices
+                .disk
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{} read {}, wrote {}",
+                        d.device,
+                        fmt_bytes(d.read_bytes),
+                        fmt_bytes(d.write_bytes)
+                    )
+                })
+                .collect();
+            parts.push(if per_dev.is_empty() {
+                "disk: no block I/O completed while measuring".to_owned()
+            } else {
+                format!(
+                    "disk: {} (device-wide: I/O of any process counts)",
+                    per_dev.join("; ")
+                )
+            });
+        }
+        None => parts.push(format!(
+            "disk: unmeasured ({})",
+            missing(plan, Point::BlockComplete)
+        )),
+    }
+    match net {
+        Some(v) => {
+            hooks.push(v.describe());
+            let per_dev: Vec<_> = devices
+                .net
+                .iter()
+                .map(|n| {
+                    let kind = if n.physical {
+                        "a physical NIC: DMA"
+                    } else {
+                        "a virtual device: no DMA"
+                    };
+                    format!(
+                        "{} in {} packets to {} ({kind})",
+                        fmt_bytes(n.bytes),
+                        n.packets,
+                        n.device
+                    )
+                })
+                .collect();
+            parts.push(format!(
+                "network, as transmitted from the process's own context (TCP also sends from ACK \
+                 processing in other contexts, which is not attributed): {}",
+                if per_dev.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    per_dev.join("; ")
+                }
+            ));
+        }
+        None => parts.push(format!(
+            "network: unmeasured ({})",
+            missing(plan, Point::NetXmit)
+        )),
+    }
+    let note = parts.join("; ");
+    if block.is_none() && net.is_none() {
+        figures.insert("dma_bytes", Figure::unavailable(note));
+        figures.insert(
+            "disk_read_bytes",
+            Figure::unavailable(missing(plan, Point::BlockComplete)),
+        );
+        return;
+    }
+    let source = Source::Counted(hooks);
+    figures.insert(
+        "dma_bytes",
+        Figure::measured(disk_read + disk_write + nic, transfers, &source, note),
+    );
+    match block {
+        Some(v) => {
+            let src = Source::Counted(vec![format!("{} (device-wide)", v.describe())]);
+            figures.insert(
+                "disk_read_bytes",
+                Figure::measured(disk_read, transfers, &src, "bytes read from block devices"),
+            );
+            figures.insert(
+                "disk_write_bytes",
+                Figure::measured(
+                    disk_write,
+                    transfers,
+                    &src,
+                    "bytes written to block devices",
+                ),
+            );
+        }
+        None => {
+            figures.insert(
+                "disk_read_bytes",
+                Figure::unavailable(missing(plan, Point::BlockComplete)),
+            );
+        }
+    }
+    if let Some(v) = net {
+        let src = Source::Counted(vec![v.describe()]);
+        figures.insert(
+            "nic_dma_bytes",
+            Figure::measured(
+                nic,
+                transfers,
+                &src,
+                "bytes handed to physical network devices",
+            ),
+        );
     }
 }
 
@@ -401,11 +601,42 @@ fn differences(
             "No syscall of the transfer process was seen: the probes did not fire.".to_owned(),
         );
     }
-    notes.push(
-        "DMA is not measured yet. The receiver is on loopback, which has no NIC, so the note's NIC DMA \
-         cannot happen on this path."
-            .to_owned(),
-    );
+    if let Some(Figure {
+        value: Some(dma),
+        per_transfer: Some(dma_step),
+        ..
+    }) = figures.get("disk_read_bytes")
+    {
+        let (dma, dma_step) = (*dma, *dma_step);
+        let size = transfers as f64 * block_size as f64;
+        if method == Method::DirectIo || file.cache == "cold" {
+            notes.push(format!(
+                "Disk DMA: {} read from disk, {:.2} blocks per step{}.",
+                fmt_bytes(dma as u64),
+                dma_step / block_size.max(1) as f64,
+                if file.block_device {
+                    ""
+                } else {
+                    " (the file system has no block device, so nothing can come from a disk)"
+                }
+            ));
+        } else if dma < size / 100.0 {
+            notes.push(format!(
+                "The page cache was warm: the file was already in memory, so the disk did no DMA for it \
+                 ({} read from disk while measuring). Use --cache cold to see the note's disk DMA.",
+                fmt_bytes(dma as u64)
+            ));
+        }
+    }
+    if figures.get("nic_dma_bytes").and_then(|f| f.value) == Some(0.0)
+        && textbook.dma_copies.is_some()
+    {
+        notes.push(
+            "The receiver is on loopback, a virtual device without a NIC, so the note's socket->NIC DMA \
+             cannot happen on this path."
+                .to_owned(),
+        );
+    }
     notes
 }
 
@@ -466,6 +697,7 @@ pub(crate) mod tests {
                 block_device,
                 cache: "warm",
             },
+            devices: Devices::default(),
         })
     }
 

@@ -11,11 +11,32 @@ pub enum Point {
     SysExit,
     /// The scheduler switching a task off its CPU.
     SchedSwitch,
+    /// A page fault in user mode.
+    PageFaultUser,
+    /// A page fault in kernel mode.
+    PageFaultKernel,
+    /// A block request completing on a device.
+    BlockComplete,
+    /// A packet handed to a network device.
+    NetXmit,
 }
 
 impl Point {
     /// Every point, in attach order.
-    pub const ALL: [Point; 3] = [Point::SysEnter, Point::SysExit, Point::SchedSwitch];
+    pub const ALL: [Point; 7] = [
+        Point::SysEnter,
+        Point::SysExit,
+        Point::SchedSwitch,
+        Point::PageFaultUser,
+        Point::PageFaultKernel,
+        Point::BlockComplete,
+        Point::NetXmit,
+    ];
+
+    /// Without these no report makes sense; the others are shown as unavailable when missing.
+    pub fn required(self) -> bool {
+        matches!(self, Point::SysEnter | Point::SysExit | Point::SchedSwitch)
+    }
 
     /// Name used in reports.
     pub fn name(self) -> &'static str {
@@ -23,6 +44,10 @@ impl Point {
             Point::SysEnter => "sys_enter",
             Point::SysExit => "sys_exit",
             Point::SchedSwitch => "sched_switch",
+            Point::PageFaultUser => "page_fault_user",
+            Point::PageFaultKernel => "page_fault_kernel",
+            Point::BlockComplete => "block_rq_complete",
+            Point::NetXmit => "net_dev_xmit",
         }
     }
 }
@@ -112,6 +137,42 @@ pub const VARIANTS: &[Variant] = &[
         program: "sched_switch_tracepoint",
         target: "sched/sched_switch",
     },
+    Variant {
+        point: Point::PageFaultUser,
+        kind: HookKind::RawTp,
+        program: "page_fault_user_raw_tp",
+        target: "page_fault_user",
+    },
+    Variant {
+        point: Point::PageFaultUser,
+        kind: HookKind::Tracepoint,
+        program: "page_fault_user_tracepoint",
+        target: "exceptions/page_fault_user",
+    },
+    Variant {
+        point: Point::PageFaultKernel,
+        kind: HookKind::RawTp,
+        program: "page_fault_kernel_raw_tp",
+        target: "page_fault_kernel",
+    },
+    Variant {
+        point: Point::PageFaultKernel,
+        kind: HookKind::Tracepoint,
+        program: "page_fault_kernel_tracepoint",
+        target: "exceptions/page_fault_kernel",
+    },
+    Variant {
+        point: Point::BlockComplete,
+        kind: HookKind::Tracepoint,
+        program: "block_rq_complete_tracepoint",
+        target: "block/block_rq_complete",
+    },
+    Variant {
+        point: Point::NetXmit,
+        kind: HookKind::Tracepoint,
+        program: "net_dev_xmit_tracepoint",
+        target: "net/net_dev_xmit",
+    },
 ];
 
 /// The variants of one point, in order of preference.
@@ -124,13 +185,23 @@ pub mod maps {
     pub const SYSCALLS: &str = "SYSCALLS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const IN_FLIGHT: &str = "IN_FLIGHT";
+    pub const DISK_IO: &str = "DISK_IO";
+    pub const NET_XMIT: &str = "NET_XMIT";
     /// Every map, for the object check.
-    pub const ALL: [&str; 3] = [SYSCALLS, COUNTERS, IN_FLIGHT];
+    pub const ALL: [&str; 5] = [SYSCALLS, COUNTERS, IN_FLIGHT, DISK_IO, NET_XMIT];
 }
 
 /// Loader-set globals in the eBPF object.
 pub mod globals {
     pub const TARGET_TGID: &str = "TARGET_TGID";
+    /// Record offsets of classic tracepoints: (global, event, field).
+    pub const OFFSETS: [(&str, &str, &str); 5] = [
+        ("BLK_OFF_DEV", "block/block_rq_complete", "dev"),
+        ("BLK_OFF_NR_SECTOR", "block/block_rq_complete", "nr_sector"),
+        ("BLK_OFF_RWBS", "block/block_rq_complete", "rwbs"),
+        ("NET_OFF_LEN", "net/net_dev_xmit", "len"),
+        ("NET_OFF_NAME", "net/net_dev_xmit", "name"),
+    ];
 }
 
 #[cfg(test)]
@@ -176,8 +247,9 @@ mod tests {
 
     #[test]
     fn every_point_has_a_variant_without_btf_or_tracefs() {
-        // raw tracepoints need neither BTF nor tracefs: the last resort exists for every point.
-        for p in Point::ALL {
+        // raw tracepoints need neither BTF nor tracefs: the last resort exists for every point
+        // a report cannot do without.
+        for p in Point::ALL.into_iter().filter(|p| p.required()) {
             assert!(
                 variants_of(p).any(|v| v.kind == HookKind::RawTp),
                 "{p:?} has no raw_tp variant"

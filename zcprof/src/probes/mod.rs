@@ -44,6 +44,8 @@ pub struct Attempt {
 #[derive(Clone, Debug, Default)]
 pub struct HookPlan {
     chosen: Vec<&'static Variant>,
+    /// Optional points that no variant could serve, with every reason.
+    unavailable: Vec<(Point, String)>,
     /// Every attempt made while choosing.
     pub attempts: Vec<Attempt>,
 }
@@ -52,6 +54,14 @@ impl HookPlan {
     /// The variant chosen for `point`, once known.
     pub fn chosen(&self, point: Point) -> Option<&'static Variant> {
         self.chosen.iter().copied().find(|v| v.point == point)
+    }
+
+    /// Why an optional point is not measured, once known.
+    pub fn unavailable(&self, point: Point) -> Option<&str> {
+        self.unavailable
+            .iter()
+            .find(|(p, _)| *p == point)
+            .map(|(_, why)| why.as_str())
     }
 }
 

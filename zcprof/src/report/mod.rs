@@ -51,7 +51,26 @@ fn per_step(f: Option<&Figure>) -> String {
     }
 }
 
-#[expect(clippy::cast_precision_loss, reason = "display precision")]
+/// Bytes per step, shown as whole-block equivalents (what the textbook counts as "copies").
+#[expect(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "display"
+)]
+fn blocks(f: Option<&Figure>, block_size: u64) -> String {
+    f.and_then(|f| f.per_transfer).map_or_else(
+        || "n/a".to_owned(),
+        |b| {
+            format!(
+                "{:.2} ({}/step)",
+                b / block_size.max(1) as f64,
+                format_bytes(b.round() as u64)
+            )
+        },
+    )
+}
+
 fn cells(r: &RunReport) -> [String; 8] {
     let fig = |k: &str| r.figures.get(k);
     let t = &r.textbook;
@@ -88,7 +107,11 @@ fn cells(r: &RunReport) -> [String; 8] {
             per_step(fig("context_switches_involuntary"))
         ),
         format!("{copies} (tb {copies_tb})"),
-        format!("{} (tb {})", per_step(fig("dma_bytes")), tb(t.dma_copies)),
+        format!(
+            "{} (tb {})",
+            blocks(fig("dma_bytes"), r.block_size),
+            tb(t.dma_copies)
+        ),
         elapsed.map_or_else(|| "n/a".to_owned(), |ns| format!("{:.1} ms", ns / 1e6)),
         throughput.map_or_else(
             || "n/a".to_owned(),
@@ -105,10 +128,14 @@ fn legend(r: &RunReport) -> Vec<String> {
             .get(k)
             .map_or_else(String::new, |f| f.source.clone())
     };
-    let dma = r
-        .figures
-        .get("dma_bytes")
-        .map_or_else(String::new, |f| f.note.clone());
+    // A measured DMA figure names its hooks; an unavailable one says why.
+    let dma = r.figures.get("dma_bytes").map_or_else(String::new, |f| {
+        if f.value.is_some() {
+            format!("{}; {}", f.source, f.note)
+        } else {
+            format!("unavailable: {}", f.note)
+        }
+    });
     vec![
         format!(
             "step: one transfer of --block-size {} ({} steps for {})",
@@ -131,7 +158,7 @@ fn legend(r: &RunReport) -> Vec<String> {
             "CPU copies: bytes copied between user buffers and the kernel, in blocks per step; {}",
             src("cpu_copy_bytes")
         ),
-        format!("DMA: unavailable: {dma}"),
+        format!("DMA: device transfers in blocks per step: {dma}"),
         format!("elapsed, throughput: {}", src("elapsed_ns")),
     ]
 }
@@ -299,7 +326,7 @@ mod tests {
         assert!(t.contains("failed: boom"));
         assert!(t.contains("counted in the kernel"));
         assert!(t.contains("derived from syscall semantics"));
-        assert!(t.contains("DMA: unavailable"));
+        assert!(t.contains("DMA: device transfers in blocks per step: unavailable"));
     }
 
     #[test]

@@ -137,6 +137,23 @@ impl SourceFile {
         Ok(())
     }
 
+    /// Writes back and drops the file's pages from the page cache, so the next read must come
+    /// from the device. Has no effect on file systems without one (tmpfs keeps its pages).
+    ///
+    /// # Errors
+    /// When the file cannot be opened or synced.
+    pub fn evict(&self) -> io::Result<()> {
+        use std::os::fd::AsRawFd as _;
+        let file = File::open(&self.path)?;
+        file.sync_all()?;
+        // SAFETY: fadvise on a descriptor we own; offset 0 and length 0 mean the whole file.
+        let ret = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        if ret != 0 {
+            return Err(io::Error::from_raw_os_error(ret));
+        }
+        Ok(())
+    }
+
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path

@@ -1,0 +1,73 @@
+//! Device transfers: block requests completed (disk DMA) and packets handed to network devices
+//! (NIC DMA, unless the device is virtual). Field offsets come from this kernel's tracepoint
+//! format files, set by the loader, because these records changed shape across versions.
+use aya_ebpf::{Global, macros::tracepoint, programs::TracePointContext};
+use zcprof_common::IFNAMSIZ;
+
+use crate::{account, filter::traced_tid};
+
+#[unsafe(no_mangle)]
+static BLK_OFF_DEV: Global<u32> = Global::new(8);
+#[unsafe(no_mangle)]
+static BLK_OFF_NR_SECTOR: Global<u32> = Global::new(24);
+#[unsafe(no_mangle)]
+static BLK_OFF_RWBS: Global<u32> = Global::new(34);
+#[unsafe(no_mangle)]
+static NET_OFF_LEN: Global<u32> = Global::new(16);
+#[unsafe(no_mangle)]
+static NET_OFF_NAME: Global<u32> = Global::new(24);
+
+const SECTOR_BYTES: u64 = 512;
+
+/// Classic tracepoint `block:block_rq_complete`. Not filtered by task: completions run in
+/// interrupt or kworker context. The loader only attaches it while a run is measured.
+#[tracepoint(category = "block", name = "block_rq_complete")]
+pub fn block_rq_complete_tracepoint(ctx: TracePointContext) -> u32 {
+    // SAFETY: offsets from the tracepoint's format file.
+    let (dev, sectors, op) = unsafe {
+        (
+            ctx.read_at::<u32>(BLK_OFF_DEV.load() as usize),
+            ctx.read_at::<u32>(BLK_OFF_NR_SECTOR.load() as usize),
+            ctx.read_at::<u8>(BLK_OFF_RWBS.load() as usize),
+        )
+    };
+    if let (Ok(dev), Ok(sectors), Ok(op)) = (dev, sectors, op) {
+        account::disk_io(dev, u64::from(sectors) * SECTOR_BYTES, op);
+    }
+    0
+}
+
+/// Classic tracepoint `net:net_dev_xmit`, in the sending task's context for loopback and for
+/// most drivers' transmit path.
+#[tracepoint(category = "net", name = "net_dev_xmit")]
+pub fn net_dev_xmit_tracepoint(ctx: TracePointContext) -> u32 {
+    if traced_tid().is_none() {
+        return 0;
+    }
+    // SAFETY: offsets from the tracepoint's format file.
+    let (len, loc) = unsafe {
+        (
+            ctx.read_at::<u32>(NET_OFF_LEN.load() as usize),
+            ctx.read_at::<u32>(NET_OFF_NAME.load() as usize),
+        )
+    };
+    let (Ok(len), Ok(loc)) = (len, loc) else {
+        return 0;
+    };
+    // __data_loc: low 16 bits are the string's offset in the record.
+    let offset = (loc & 0xffff) as usize;
+    // SAFETY: the string lies inside the record; at most IFNAMSIZ bytes are read.
+    let mut name = unsafe { ctx.read_at::<[u8; IFNAMSIZ]>(offset) }.unwrap_or([0; IFNAMSIZ]);
+    // What follows the string's NUL is whatever the buffer holds: clear it, or one device would
+    // show up under many keys.
+    let mut ended = false;
+    for byte in &mut name {
+        if ended {
+            *byte = 0;
+        } else if *byte == 0 {
+            ended = true;
+        }
+    }
+    account::net_xmit(&name, u64::from(len));
+    0
+}
