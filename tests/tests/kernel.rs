@@ -12,7 +12,9 @@ const SIZE: u64 = 8 << 20;
 const BLOCK: u64 = 64 << 10;
 const STEPS: u64 = SIZE / BLOCK;
 /// Program names of the catalog (zcprof/src/probes/catalog.rs).
-const PROGRAMS: [&str; 13] = [
+const PROGRAMS: [&str; 15] = [
+    "filemap_read_fentry",
+    "filemap_read_kprobe",
     "page_fault_user_raw_tp",
     "page_fault_user_tracepoint",
     "page_fault_kernel_raw_tp",
@@ -461,4 +463,60 @@ fn ctrl_c_during_the_transfer_leaves_nothing() {
     ctrl_c_during("transfer", |pid, _| {
         !children_of(pid).is_empty() && !zcprof_programs_loaded(&PROGRAMS).is_empty()
     });
+}
+
+#[test]
+fn doctor_tries_every_hook_and_explains_refusals() {
+    if !privileged("doctor") {
+        return;
+    }
+    let out = run(&["doctor", "--format", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for p in d["points"].as_array().unwrap() {
+        if p["required"] == true {
+            assert!(!p["chosen"].is_null(), "required point without a hook: {p}");
+        }
+        for c in p["checks"].as_array().unwrap() {
+            // Every refusal carries a reason; every success none.
+            assert_eq!(c["works"] == false, c["reason"].is_string(), "{c}");
+        }
+        // The chosen hook is the first that works, in order of preference.
+        let first = p["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["works"] == true)
+            .map(|c| c["hook"].clone());
+        assert_eq!(p["chosen"], first.unwrap_or(Value::Null));
+    }
+    // The page-cache probe point is tried with fentry and kprobe.
+    let filemap = d["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["point"] == "filemap_read")
+        .unwrap();
+    let hooks: Vec<_> = filemap["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["hook"].as_str().unwrap())
+        .collect();
+    assert_eq!(hooks, ["fentry", "kprobe"]);
+    if d["kernel"]["kprobes"] == false {
+        let kprobe = &filemap["checks"][1];
+        assert!(
+            kprobe["reason"]
+                .as_str()
+                .unwrap()
+                .contains("without kprobes"),
+            "{kprobe}"
+        );
+    }
+    assert!(programs_left().is_empty(), "doctor detaches everything");
 }

@@ -26,6 +26,7 @@ pub fn main(command: Command) -> ExitCode {
             };
             Workload::validate(methods, cmp.workload)
         }
+        Command::Doctor { format } => return doctor(format),
         Command::Transfer(_) => unreachable!("handled before the runtime starts"),
     };
     let opts = match opts {
@@ -129,6 +130,31 @@ fn finish(outcome: &Outcome, format: Format, single: bool) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+fn doctor(format: Format) -> ExitCode {
+    if caps::check_privileges().is_ok() {
+        raise_memlock();
+        if let Err(why) = caps::ensure_tracefs() {
+            log::debug!("tracefs unavailable: {why}");
+        }
+    }
+    let diagnosis = crate::doctor::diagnose();
+    let text = match format {
+        Format::Json => serde_json::to_string_pretty(&diagnosis).unwrap_or_default() + "\n",
+        Format::Table | Format::Markdown => crate::doctor::render(&diagnosis),
+    };
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    if diagnosis.usable() {
+        ExitCode::SUCCESS
+    } else if !diagnosis.privileged {
+        fail(1, &caps::CapsError::NotPrivileged.to_string())
+    } else {
+        fail(
+            1,
+            "no usable hook for a required measurement point (see above)",
+        )
+    }
 }
 
 fn fail(code: u8, message: &str) -> ExitCode {

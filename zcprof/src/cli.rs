@@ -29,6 +29,12 @@ pub enum Command {
     Run(RunArgs),
     /// Run every method with the same options and print one table.
     Compare(CompareArgs),
+    /// Show what this kernel allows: each hook type per measurement point, tried for real.
+    Doctor {
+        /// Output format (table or json).
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
     /// (internal) The measured transfer process.
     #[command(name = "__transfer", hide = true)]
     Transfer(TransferArgs),

@@ -8,6 +8,7 @@ pub mod cancel;
 pub mod caps;
 pub mod cli;
 pub mod collect;
+pub mod doctor;
 pub mod measure;
 pub mod model;
 pub mod probes;

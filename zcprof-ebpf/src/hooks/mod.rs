@@ -2,5 +2,6 @@
 //! The loader loads only the variant that capability probing chose.
 mod device;
 mod faults;
+mod probe;
 mod sched;
 mod syscalls;

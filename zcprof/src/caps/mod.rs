@@ -23,6 +23,8 @@ pub struct Kernel {
     pub btf: bool,
     /// Where tracefs is mounted, if anywhere (classic tracepoints need it for event ids).
     pub tracefs: Option<PathBuf>,
+    /// The kernel offers kprobes (the kprobe PMU or tracefs kprobe_events).
+    pub kprobes: bool,
 }
 
 impl Kernel {
@@ -36,10 +38,15 @@ impl Kernel {
             .into_iter()
             .map(PathBuf::from)
             .find(|p| p.join("events").is_dir());
+        let kprobes = fs::metadata("/sys/bus/event_source/devices/kprobe").is_ok()
+            || tracefs
+                .as_ref()
+                .is_some_and(|t| t.join("kprobe_events").exists());
         Kernel {
             release,
             btf,
             tracefs,
+            kprobes,
         }
     }
 
@@ -60,8 +67,11 @@ impl Kernel {
     /// Why `kind` cannot work here, if a precondition is missing. `None` means: try it.
     pub fn precondition(&self, kind: HookKind) -> Option<String> {
         match kind {
-            HookKind::TpBtf if !self.btf => {
+            HookKind::TpBtf | HookKind::Fentry if !self.btf => {
                 Some("the kernel has no BTF (/sys/kernel/btf/vmlinux)".to_owned())
+            }
+            HookKind::Kprobe if !self.kprobes => {
+                Some("kernel built without kprobes (no kprobe PMU, no kprobe_events)".to_owned())
             }
             HookKind::Tracepoint if self.tracefs.is_none() => Some(
                 "tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)".to_owned(),

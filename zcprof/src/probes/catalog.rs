@@ -19,6 +19,8 @@ pub enum Point {
     BlockComplete,
     /// A packet handed to a network device.
     NetXmit,
+    /// The page-cache read path (`filemap_read`): probed by `doctor` for fentry and kprobe.
+    FilemapRead,
 }
 
 impl Point {
@@ -48,6 +50,7 @@ impl Point {
             Point::PageFaultKernel => "page_fault_kernel",
             Point::BlockComplete => "block_rq_complete",
             Point::NetXmit => "net_dev_xmit",
+            Point::FilemapRead => "filemap_read",
         }
     }
 }
@@ -56,6 +59,10 @@ impl Point {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HookKind {
+    /// BPF trampoline on a kernel function; needs BTF and a kernel that allows it.
+    Fentry,
+    /// kprobe on a kernel function; needs a kernel built with kprobes.
+    Kprobe,
     /// BTF-typed tracepoint (BPF_TRACE_RAW_TP with BTF); needs kernel BTF.
     TpBtf,
     /// Raw tracepoint (BPF_PROG_TYPE_RAW_TRACEPOINT); needs no tracefs.
@@ -68,6 +75,8 @@ impl HookKind {
     /// Name used in reports and program names.
     pub fn name(self) -> &'static str {
         match self {
+            HookKind::Fentry => "fentry",
+            HookKind::Kprobe => "kprobe",
             HookKind::TpBtf => "tp_btf",
             HookKind::RawTp => "raw_tp",
             HookKind::Tracepoint => "tracepoint",
@@ -175,6 +184,22 @@ pub const VARIANTS: &[Variant] = &[
     },
 ];
 
+/// Programs that only probe whether a hook type works here (`zcprof doctor`).
+pub const CAPABILITY_PROBES: &[Variant] = &[
+    Variant {
+        point: Point::FilemapRead,
+        kind: HookKind::Fentry,
+        program: "filemap_read_fentry",
+        target: "filemap_read",
+    },
+    Variant {
+        point: Point::FilemapRead,
+        kind: HookKind::Kprobe,
+        program: "filemap_read_kprobe",
+        target: "filemap_read",
+    },
+];
+
 /// The variants of one point, in order of preference.
 pub fn variants_of(point: Point) -> impl Iterator<Item = &'static Variant> {
     VARIANTS.iter().filter(move |v| v.point == point)
@@ -214,7 +239,7 @@ mod tests {
     fn every_name_exists_in_the_built_object() {
         let object =
             aya_obj::Object::parse(crate::probes::OBJECT).expect("the embedded object parses");
-        for v in VARIANTS {
+        for v in VARIANTS.iter().chain(CAPABILITY_PROBES) {
             assert!(
                 object.programs.contains_key(v.program),
                 "program {} missing from the object",
@@ -222,6 +247,9 @@ mod tests {
             );
         }
         for name in object.programs.keys() {
+            if CAPABILITY_PROBES.iter().any(|v| v.program == name) {
+                continue;
+            }
             assert!(
                 VARIANTS.iter().any(|v| v.program == name),
                 "program {name} is not in the catalog"

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, FEntry, KProbe, ProgramError, RawTracePoint, TracePoint},
 };
 use catalog::{HookKind, Point, Variant};
 
@@ -77,7 +77,12 @@ fn vmlinux_btf() -> Result<&'static Btf, String> {
         .map_err(Clone::clone)
 }
 
-fn attach_variant(ebpf: &mut Ebpf, variant: &Variant) -> Result<(), String> {
+/// Loads and attaches one variant; the error text keeps the kernel's answer (and the verifier
+/// log, for load failures).
+///
+/// # Errors
+/// The reason the variant does not work here.
+pub fn attach_variant(ebpf: &mut Ebpf, variant: &Variant) -> Result<(), String> {
     let program = ebpf
         .program_mut(variant.program)
         .ok_or_else(|| format!("program {} missing from the object", variant.program))?;
@@ -93,6 +98,17 @@ fn attach_variant(ebpf: &mut Ebpf, variant: &Variant) -> Result<(), String> {
             let p: &mut BtfTracePoint = program.try_into().map_err(err)?;
             p.load(variant.target, btf).map_err(err)?;
             p.attach().map_err(err)?;
+        }
+        HookKind::Fentry => {
+            let btf = vmlinux_btf()?;
+            let p: &mut FEntry = program.try_into().map_err(err)?;
+            p.load(variant.target, btf).map_err(err)?;
+            p.attach().map_err(err)?;
+        }
+        HookKind::Kprobe => {
+            let p: &mut KProbe = program.try_into().map_err(err)?;
+            p.load().map_err(err)?;
+            p.attach(variant.target, 0).map_err(err)?;
         }
         HookKind::Tracepoint => {
             let (category, name) = variant

@@ -1,0 +1,179 @@
+//! `zcprof doctor`: what this kernel allows, point by point. Each hook variant is loaded and
+//! attached on its own, so every answer is the kernel's, not a guess from its version.
+use aya::EbpfLoader;
+
+use crate::{
+    caps::{self, Kernel},
+    probes::{
+        self,
+        catalog::{self, HookKind, Point, Variant},
+    },
+};
+
+/// One variant's outcome.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Check {
+    pub hook: HookKind,
+    pub target: &'static str,
+    pub works: bool,
+    /// Why not, in the kernel's words plus what they usually mean.
+    pub reason: Option<String>,
+}
+
+/// One measurement point: what works, and what a run would use.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PointReport {
+    pub point: Point,
+    pub required: bool,
+    pub chosen: Option<HookKind>,
+    pub checks: Vec<Check>,
+}
+
+/// The whole diagnosis.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Diagnosis {
+    pub kernel: Kernel,
+    pub privileged: bool,
+    pub points: Vec<PointReport>,
+}
+
+impl Diagnosis {
+    /// True when every point a report needs has a working hook.
+    pub fn usable(&self) -> bool {
+        self.privileged
+            && self
+                .points
+                .iter()
+                .all(|p| !p.required || p.chosen.is_some())
+    }
+}
+
+/// Adds the usual meaning of an errno to the kernel's answer.
+fn explain(error: &str) -> String {
+    if error.contains("os error 1)") || error.contains("Operation not permitted") {
+        format!("EPERM from the kernel's security policy (lockdown or an LSM): {error}")
+    } else if error.contains("os error 2)") || error.contains("No such file") {
+        format!("not available on this kernel: {error}")
+    } else {
+        error.to_owned()
+    }
+}
+
+fn check(kernel: &Kernel, variant: &Variant) -> Check {
+    let result = match kernel.precondition(variant.kind) {
+        Some(missing) => Err(missing),
+        None => EbpfLoader::new()
+            .override_global(catalog::globals::TARGET_TGID, &0u32, true)
+            .load(probes::OBJECT)
+            .map_err(|e| e.to_string())
+            .and_then(|mut ebpf| {
+                probes::attach_variant(&mut ebpf, variant).map_err(|e| explain(&e))
+            }),
+    };
+    Check {
+        hook: variant.kind,
+        target: variant.target,
+        works: result.is_ok(),
+        reason: result.err(),
+    }
+}
+
+/// Probes every variant of every point.
+pub fn diagnose() -> Diagnosis {
+    let kernel = Kernel::detect();
+    let privileged = caps::check_privileges().is_ok();
+    let mut points = Vec::new();
+    let all = Point::ALL.into_iter().chain([Point::FilemapRead]);
+    for point in all {
+        let checks: Vec<Check> = if privileged {
+            catalog::VARIANTS
+                .iter()
+                .chain(catalog::CAPABILITY_PROBES)
+                .filter(|v| v.point == point)
+                .map(|v| check(&kernel, v))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let chosen = checks.iter().find(|c| c.works).map(|c| c.hook);
+        points.push(PointReport {
+            point,
+            required: point.required(),
+            chosen,
+            checks,
+        });
+    }
+    Diagnosis {
+        kernel,
+        privileged,
+        points,
+    }
+}
+
+/// The terminal rendering.
+pub fn render(d: &Diagnosis) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let k = &d.kernel;
+    let _ = writeln!(out, "kernel      {}", k.release);
+    let _ = writeln!(
+        out,
+        "BTF         {}",
+        if k.btf {
+            "yes (/sys/kernel/btf/vmlinux)"
+        } else {
+            "no"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "tracefs     {}",
+        k.tracefs
+            .as_ref()
+            .map_or_else(|| "not mounted".to_owned(), |p| format!("{}", p.display()))
+    );
+    let _ = writeln!(
+        out,
+        "kprobes     {}",
+        if k.kprobes {
+            "offered by the kernel"
+        } else {
+            "kernel built without kprobes"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "privileges  {}",
+        if d.privileged {
+            "ok"
+        } else {
+            "missing: run as root to probe hooks"
+        }
+    );
+    for p in &d.points {
+        let chosen = p.chosen.map_or("none", HookKind::name);
+        let role = if p.point == Point::FilemapRead {
+            " (probe for hooked copy accounting)"
+        } else if p.required {
+            ""
+        } else {
+            " (optional)"
+        };
+        let _ = writeln!(out, "\n{}{role}: chosen {chosen}", p.point.name());
+        for c in &p.checks {
+            match &c.reason {
+                None => {
+                    let _ = writeln!(out, "  {:<10} works   ({})", c.hook.name(), c.target);
+                }
+                Some(why) => {
+                    let _ = writeln!(out, "  {:<10} refused ({}): {why}", c.hook.name(), c.target);
+                }
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nNIC scatter-gather and checksum offload: not read yet (needs the ethtool ioctl); loopback has no NIC."
+    );
+    out
+}
