@@ -42,6 +42,14 @@ pub struct Counts {
     pub last_event_ns: u64,
 }
 
+/// A map of the loaded object by name.
+fn map<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a aya::maps::Map, CollectError> {
+    ebpf.map(name).ok_or(CollectError::Map {
+        name,
+        source: aya::maps::MapError::InvalidName { name: name.into() },
+    })
+}
+
 impl Counts {
     /// Reads the maps of a loaded object.
     ///
@@ -49,14 +57,8 @@ impl Counts {
     /// When a map is missing or unreadable.
     pub fn read(ebpf: &Ebpf) -> Result<Counts, CollectError> {
         let map_err = |name| move |source| CollectError::Map { name, source };
-        let counters: PerCpuArray<_, u64> = PerCpuArray::try_from(
-            ebpf.map(maps::COUNTERS)
-                .ok_or(aya::maps::MapError::InvalidName {
-                    name: maps::COUNTERS.into(),
-                })
-                .map_err(map_err(maps::COUNTERS))?,
-        )
-        .map_err(map_err(maps::COUNTERS))?;
+        let counters: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(map(ebpf, maps::COUNTERS)?).map_err(map_err(maps::COUNTERS))?;
         let mut counts = Counts::default();
         for counter in Counter::ALL {
             let per_cpu = counters
@@ -78,14 +80,8 @@ impl Counts {
                 Counter::PageFaultsKernel => counts.page_faults_kernel = values.sum(),
             }
         }
-        let syscalls: PerCpuArray<_, SyscallStat> = PerCpuArray::try_from(
-            ebpf.map(maps::SYSCALLS)
-                .ok_or(aya::maps::MapError::InvalidName {
-                    name: maps::SYSCALLS.into(),
-                })
-                .map_err(map_err(maps::SYSCALLS))?,
-        )
-        .map_err(map_err(maps::SYSCALLS))?;
+        let syscalls: PerCpuArray<_, SyscallStat> =
+            PerCpuArray::try_from(map(ebpf, maps::SYSCALLS)?).map_err(map_err(maps::SYSCALLS))?;
         for nr in 0..MAX_SYSCALL_NR {
             let per_cpu = syscalls.get(&nr, 0).map_err(map_err(maps::SYSCALLS))?;
             let mut total = SyscallStat::default();
@@ -99,14 +95,8 @@ impl Counts {
                 counts.syscalls.insert(nr, total);
             }
         }
-        let disk: PerCpuHashMap<_, u32, DiskIo> = PerCpuHashMap::try_from(
-            ebpf.map(maps::DISK_IO)
-                .ok_or(aya::maps::MapError::InvalidName {
-                    name: maps::DISK_IO.into(),
-                })
-                .map_err(map_err(maps::DISK_IO))?,
-        )
-        .map_err(map_err(maps::DISK_IO))?;
+        let disk: PerCpuHashMap<_, u32, DiskIo> =
+            PerCpuHashMap::try_from(map(ebpf, maps::DISK_IO)?).map_err(map_err(maps::DISK_IO))?;
         for entry in disk.iter() {
             let (dev, per_cpu) = entry.map_err(map_err(maps::DISK_IO))?;
             let total = per_cpu.iter().fold(DiskIo::default(), |a, b| DiskIo {
@@ -117,14 +107,8 @@ impl Counts {
             });
             counts.disk_io.insert(dev, total);
         }
-        let net: PerCpuHashMap<_, [u8; IFNAMSIZ], NetXmit> = PerCpuHashMap::try_from(
-            ebpf.map(maps::NET_XMIT)
-                .ok_or(aya::maps::MapError::InvalidName {
-                    name: maps::NET_XMIT.into(),
-                })
-                .map_err(map_err(maps::NET_XMIT))?,
-        )
-        .map_err(map_err(maps::NET_XMIT))?;
+        let net: PerCpuHashMap<_, [u8; IFNAMSIZ], NetXmit> =
+            PerCpuHashMap::try_from(map(ebpf, maps::NET_XMIT)?).map_err(map_err(maps::NET_XMIT))?;
         for entry in net.iter() {
             let (name, per_cpu) = entry.map_err(map_err(maps::NET_XMIT))?;
             let end = name.iter().position(|&b| b == 0).unwrap_or(IFNAMSIZ);
