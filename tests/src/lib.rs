@@ -33,11 +33,19 @@ pub fn privileged(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         true
     } else {
-        eprintln!(
-            "skipping {test}: loading eBPF programs needs root (run `sudo -E cargo xtask test`)"
+        skip(
+            test,
+            "loading eBPF programs needs root (run `sudo -E cargo xtask test`)",
         );
         false
     }
+}
+
+/// Says on the real stderr that `test` skips (part of) its checks, and why. `eprintln!` inside a
+/// test is captured and hidden when the test passes; a direct write is not.
+pub fn skip(test: &str, why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "skipping {test}: {why}");
 }
 
 /// A fresh directory under cargo's target tmp dir: on the project's disk, so O_DIRECT and block

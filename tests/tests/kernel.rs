@@ -6,15 +6,22 @@ use std::{
 };
 
 use serde_json::Value;
-use zcprof_tests::{privileged, run, run_json, scratch_dir, zcprof_bin, zcprof_programs_loaded};
+use zcprof_tests::{
+    privileged, run, run_json, scratch_dir, skip, zcprof_bin, zcprof_programs_loaded,
+};
 
 const SIZE: u64 = 8 << 20;
 const BLOCK: u64 = 64 << 10;
 const STEPS: u64 = SIZE / BLOCK;
 /// Program names of the catalog (zcprof/src/probes/catalog.rs).
-const PROGRAMS: [&str; 15] = [
-    "filemap_read_fentry",
-    "filemap_read_kprobe",
+const PROGRAMS: [&str; 20] = [
+    "filemap_read_fexit",
+    "filemap_read_kretprobe",
+    "copy_to_iter_fexit",
+    "copy_to_iter_kretprobe",
+    "copy_from_iter_fexit",
+    "copy_from_iter_kretprobe",
+    "copy_sample_perf_event",
     "page_fault_user_raw_tp",
     "page_fault_user_tracepoint",
     "page_fault_kernel_raw_tp",
@@ -189,9 +196,9 @@ fn cold_cache_makes_the_disk_deliver_the_file() {
     let r = measure_with("sendfile", &dir, "cold");
     assert_eq!(r["file"]["cache"], "cold");
     if !r["file"]["block_device"].as_bool().unwrap() {
-        eprintln!(
-            "skipping the disk check: {} has no block device",
-            r["file"]["filesystem"]
+        skip(
+            "cold_cache disk check",
+            &format!("{} has no block device", r["file"]["filesystem"]),
         );
         return;
     }
@@ -507,7 +514,7 @@ fn doctor_tries_every_hook_and_explains_refusals() {
         .iter()
         .map(|c| c["hook"].as_str().unwrap())
         .collect();
-    assert_eq!(hooks, ["fentry", "kprobe"]);
+    assert_eq!(hooks, ["fexit", "kretprobe"]);
     if d["kernel"]["kprobes"] == false {
         let kprobe = &filemap["checks"][1];
         assert!(
@@ -519,4 +526,104 @@ fn doctor_tries_every_hook_and_explains_refusals() {
         );
     }
     assert!(programs_left().is_empty(), "doctor detaches everything");
+}
+
+/// The hooked copy tier, where the kernel allows fexit or kretprobe. The VM runner sets
+/// ZCPROF_EXPECT_HOOKED=1 on kernels where it must be there.
+fn hooked(r: &Value, key: &str) -> Option<u64> {
+    let value = r["figures"][key]["value"].as_u64();
+    if value.is_none() && std::env::var_os("ZCPROF_EXPECT_HOOKED").is_some() {
+        panic!(
+            "{key} must be hooked on this kernel: {}",
+            r["figures"][key]["note"]
+        );
+    }
+    value
+}
+
+#[test]
+fn hooked_copy_routines_count_the_page_cache_copy() {
+    if !privileged("hooked_copies") {
+        return;
+    }
+    let dir = scratch_dir("hooked", env!("CARGO_TARGET_TMPDIR"));
+    let rw = measure("read-write", &dir);
+    let Some(from_cache) = hooked(&rw, "filemap_read_bytes") else {
+        skip(
+            "hooked copy checks",
+            &rw["figures"]["filemap_read_bytes"]["note"].to_string(),
+        );
+        return;
+    };
+    let hook = rw["hooks"]["filemap_read"].as_str().unwrap();
+    assert!(
+        hook.starts_with("fexit") || hook.starts_with("kretprobe"),
+        "{hook}"
+    );
+    // read() returned exactly SIZE bytes, all of them copied from the page cache.
+    assert_eq!(from_cache, SIZE, "filemap_read bytes for read-write");
+    if let Some(from_user) = hooked(&rw, "copy_from_iter_bytes") {
+        assert!(
+            from_user >= SIZE,
+            "write() copied {from_user} of {SIZE} bytes from user memory"
+        );
+    }
+    // sendfile reads the page cache by splice, never through filemap_read's copy.
+    let sf = measure("sendfile", &dir);
+    assert_eq!(
+        hooked(&sf, "filemap_read_bytes"),
+        Some(0),
+        "sendfile copies nothing to user memory"
+    );
+    if let Some(to_user) = hooked(&sf, "copy_to_iter_bytes") {
+        assert!(
+            to_user < SIZE / 10,
+            "sendfile: {to_user} bytes through _copy_to_iter"
+        );
+    }
+}
+
+#[test]
+fn sampling_sees_copies_in_read_write_and_none_in_sendfile() {
+    if !privileged("sampled_copies") {
+        return;
+    }
+    let dir = scratch_dir("sampled", env!("CARGO_TARGET_TMPDIR"));
+    let args = |m: &'static str| {
+        [
+            "run",
+            "--method",
+            m,
+            "--size",
+            "64M",
+            "--dir",
+            dir.to_str().unwrap(),
+        ]
+    };
+    let rw = run_json(&args("read-write"));
+    let sf = run_json(&args("sendfile"));
+    let share = |r: &Value| r["figures"]["copy_cpu_share"]["value"].as_f64();
+    let (Some(rw_share), Some(sf_share)) = (share(&rw), share(&sf)) else {
+        skip(
+            "sampled copy checks",
+            &rw["figures"]["copy_cpu_share"]["note"].to_string(),
+        );
+        return;
+    };
+    // read-write copies every byte twice through the CPU; sendfile over loopback (a device with
+    // scatter-gather) hands page references to the socket.
+    assert!(
+        rw_share > 0.10,
+        "read-write copy share {rw_share}: {}",
+        rw["figures"]["copy_cpu_share"]["note"]
+    );
+    assert!(
+        sf_share < rw_share / 2.0,
+        "sendfile {sf_share} vs read-write {rw_share}"
+    );
+    let note = rw["figures"]["copy_cpu_share"]["note"].as_str().unwrap();
+    assert!(
+        note.contains("filemap_read") || note.contains("tcp_sendmsg"),
+        "{note}"
+    );
 }

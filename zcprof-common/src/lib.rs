@@ -62,11 +62,23 @@ pub enum Counter {
     /// Page faults taken in kernel mode while serving a traced task (e.g. copying from an
     /// mmap'd file that is not mapped in yet).
     PageFaultsKernel = 9,
+    /// Perf samples of a traced task taken in user mode (no kernel stack).
+    SamplesUser = 10,
+    /// Perf samples of a traced task taken in kernel mode (a kernel stack was recorded).
+    SamplesKernel = 11,
+    /// Kernel-mode samples whose stack could not be stored (stack map full or busy).
+    SamplesLost = 12,
+    /// Bytes `filemap_read` returned: page cache copied to the reader's iov_iter.
+    FilemapReadBytes = 13,
+    /// Bytes `_copy_to_iter` copied (kernel memory to an iov_iter, usually user memory).
+    CopyToIterBytes = 14,
+    /// Bytes `_copy_from_iter` copied (an iov_iter, usually user memory, into the kernel).
+    CopyFromIterBytes = 15,
 }
 
 impl Counter {
     /// Every slot, for readers that want them all.
-    pub const ALL: [Counter; 10] = [
+    pub const ALL: [Counter; 16] = [
         Counter::SyscallEntries,
         Counter::SyscallReturns,
         Counter::UnmatchedReturns,
@@ -77,6 +89,12 @@ impl Counter {
         Counter::InFlightLost,
         Counter::PageFaultsUser,
         Counter::PageFaultsKernel,
+        Counter::SamplesUser,
+        Counter::SamplesKernel,
+        Counter::SamplesLost,
+        Counter::FilemapReadBytes,
+        Counter::CopyToIterBytes,
+        Counter::CopyFromIterBytes,
     ];
 }
 
@@ -90,6 +108,9 @@ pub struct DiskIo {
     pub other_bytes: u64,
     pub requests: u64,
 }
+
+/// Depth of stored kernel stacks (PERF_MAX_STACK_DEPTH).
+pub const STACK_DEPTH: usize = 127;
 
 /// Length of the device-name key of `NET_XMIT` (IFNAMSIZ).
 pub const IFNAMSIZ: usize = 16;

@@ -3,7 +3,7 @@
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use zcprof_common::{Counter, DiskIo, IFNAMSIZ, InFlight, MAX_SYSCALL_NR, NetXmit};
 
-use crate::maps::{COUNTERS, DISK_IO, IN_FLIGHT, NET_XMIT, SYSCALLS};
+use crate::maps::{COUNTERS, DISK_IO, IN_FLIGHT, NET_XMIT, STACK_SAMPLES, SYSCALLS};
 
 #[inline(always)]
 fn add(slot: Counter, n: u64) {
@@ -143,5 +143,40 @@ pub fn net_xmit(name: &[u8; IFNAMSIZ], len: u64) {
             (*x).bytes += len;
             (*x).packets += 1;
         }
+    }
+}
+
+/// A hooked copy routine (or `filemap_read`) returned `ret` bytes for a traced task.
+#[inline(always)]
+pub fn copied(slot: Counter, ret: i64) {
+    if ret > 0 {
+        #[expect(clippy::cast_sign_loss, reason = "checked positive")]
+        add(slot, ret as u64);
+    }
+}
+
+/// A perf sample of a traced task: in user mode (`stack` is an error, there is no kernel
+/// stack) or in kernel mode with the id of its stored stack.
+#[inline(always)]
+pub fn sample(stack: Result<i64, i32>, in_kernel: bool) {
+    match stack {
+        Ok(id) if id >= 0 => {
+            add(Counter::SamplesKernel, 1);
+            #[expect(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "stack ids are u32"
+            )]
+            let id = id as u32;
+            match STACK_SAMPLES.get_ptr_mut(&id) {
+                // SAFETY: per-CPU entry.
+                Some(n) => unsafe { *n += 1 },
+                None => {
+                    let _ = STACK_SAMPLES.insert(&id, &1, 0);
+                }
+            }
+        }
+        _ if in_kernel => add(Counter::SamplesLost, 1),
+        _ => add(Counter::SamplesUser, 1),
     }
 }

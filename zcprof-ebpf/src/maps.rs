@@ -1,7 +1,7 @@
 //! Every map zcprof's programs write. User space reads them once, after the measured run.
 use aya_ebpf::{
     macros::map,
-    maps::{LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{LruHashMap, PerCpuArray, PerCpuHashMap, StackTrace},
 };
 use zcprof_common::{
     COUNTER_SLOTS, DiskIo, IFNAMSIZ, InFlight, MAX_SYSCALL_NR, NetXmit, SyscallStat,
@@ -29,3 +29,11 @@ pub static DISK_IO: PerCpuHashMap<u32, DiskIo> = PerCpuHashMap::with_max_entries
 #[map]
 pub static NET_XMIT: PerCpuHashMap<[u8; IFNAMSIZ], NetXmit> =
     PerCpuHashMap::with_max_entries(64, 0);
+
+/// Kernel stacks of sampled traced tasks.
+#[map]
+pub static STACKS: StackTrace = StackTrace::with_max_entries(8192, 0);
+
+/// Kernel-mode samples of traced tasks, by stack id in `STACKS`.
+#[map]
+pub static STACK_SAMPLES: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entries(8192, 0);

@@ -67,7 +67,7 @@ fn check(kernel: &Kernel, variant: &Variant) -> Check {
             .load(probes::OBJECT)
             .map_err(|e| e.to_string())
             .and_then(|mut ebpf| {
-                probes::attach_variant(&mut ebpf, variant).map_err(|e| explain(&e))
+                probes::attach_variant(&mut ebpf, variant, 0).map_err(|e| explain(&e))
             }),
     };
     Check {
@@ -83,12 +83,10 @@ pub fn diagnose() -> Diagnosis {
     let kernel = Kernel::detect();
     let privileged = caps::check_privileges().is_ok();
     let mut points = Vec::new();
-    let all = Point::ALL.into_iter().chain([Point::FilemapRead]);
-    for point in all {
+    for point in Point::ALL {
         let checks: Vec<Check> = if privileged {
             catalog::VARIANTS
                 .iter()
-                .chain(catalog::CAPABILITY_PROBES)
                 .filter(|v| v.point == point)
                 .map(|v| check(&kernel, v))
                 .collect()
@@ -152,13 +150,7 @@ pub fn render(d: &Diagnosis) -> String {
     );
     for p in &d.points {
         let chosen = p.chosen.map_or("none", HookKind::name);
-        let role = if p.point == Point::FilemapRead {
-            " (probe for hooked copy accounting)"
-        } else if p.required {
-            ""
-        } else {
-            " (optional)"
-        };
+        let role = if p.required { "" } else { " (optional)" };
         let _ = writeln!(out, "\n{}{role}: chosen {chosen}", p.point.name());
         for c in &p.checks {
             match &c.reason {

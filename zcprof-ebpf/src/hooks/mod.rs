@@ -1,7 +1,7 @@
 //! Hook variants: one per hook type and measurement point, each a thin wrapper over `account`.
 //! The loader loads only the variant that capability probing chose.
+mod copy;
 mod device;
 mod faults;
-mod probe;
 mod sched;
 mod syscalls;

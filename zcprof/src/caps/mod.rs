@@ -67,10 +67,10 @@ impl Kernel {
     /// Why `kind` cannot work here, if a precondition is missing. `None` means: try it.
     pub fn precondition(&self, kind: HookKind) -> Option<String> {
         match kind {
-            HookKind::TpBtf | HookKind::Fentry if !self.btf => {
+            HookKind::TpBtf | HookKind::Fexit if !self.btf => {
                 Some("the kernel has no BTF (/sys/kernel/btf/vmlinux)".to_owned())
             }
-            HookKind::Kprobe if !self.kprobes => {
+            HookKind::Kretprobe if !self.kprobes => {
                 Some("kernel built without kprobes (no kprobe PMU, no kprobe_events)".to_owned())
             }
             HookKind::Tracepoint if self.tracefs.is_none() => Some(

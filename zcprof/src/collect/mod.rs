@@ -1,4 +1,7 @@
 //! Collection: reads the per-CPU maps once, after the measured run, and folds the CPUs.
+mod kallsyms;
+
+pub use kallsyms::Kallsyms;
 use std::collections::BTreeMap;
 
 use aya::{
@@ -33,6 +36,14 @@ pub struct Counts {
     pub in_flight_lost: u64,
     pub page_faults_user: u64,
     pub page_faults_kernel: u64,
+    pub samples_user: u64,
+    pub samples_kernel: u64,
+    pub samples_lost: u64,
+    /// Kernel-mode samples by stack, symbolized leaf first.
+    pub kernel_stacks: Vec<(Vec<String>, u64)>,
+    pub filemap_read_bytes: u64,
+    pub copy_to_iter_bytes: u64,
+    pub copy_from_iter_bytes: u64,
     /// Block I/O completed while measuring, by kernel dev_t (major << 20 | minor).
     pub disk_io: BTreeMap<u32, DiskIo>,
     /// Bytes the traced process handed to each network device, by name.
@@ -48,6 +59,46 @@ fn map<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a aya::maps::Map, Col
         name,
         source: aya::maps::MapError::InvalidName { name: name.into() },
     })
+}
+
+/// Reads the sampled kernel stacks and symbolizes them (only when there are samples: loading
+/// kallsyms costs tens of milliseconds).
+fn read_stacks(ebpf: &Ebpf) -> Result<Vec<(Vec<String>, u64)>, CollectError> {
+    let err = |name| move |source| CollectError::Map { name, source };
+    let samples: PerCpuHashMap<_, u32, u64> =
+        PerCpuHashMap::try_from(map(ebpf, maps::STACK_SAMPLES)?)
+            .map_err(err(maps::STACK_SAMPLES))?;
+    let mut by_id = Vec::new();
+    for entry in samples.iter() {
+        let (id, per_cpu) = entry.map_err(err(maps::STACK_SAMPLES))?;
+        by_id.push((id, per_cpu.iter().sum::<u64>()));
+    }
+    if by_id.is_empty() {
+        return Ok(Vec::new());
+    }
+    let stacks =
+        aya::maps::StackTraceMap::try_from(map(ebpf, maps::STACKS)?).map_err(err(maps::STACKS))?;
+    let symbols = Kallsyms::load();
+    let mut out = Vec::new();
+    for (id, count) in by_id {
+        // A stack evicted by a hash collision still counts, as an unknown stack.
+        let frames = stacks.get(&id, 0).map_or_else(
+            |_| vec!["[stack lost]".to_owned()],
+            |trace| {
+                trace
+                    .frames()
+                    .iter()
+                    .map(|f| {
+                        symbols
+                            .resolve(f.ip)
+                            .map_or_else(|| format!("{:#x}", f.ip), str::to_owned)
+                    })
+                    .collect()
+            },
+        );
+        out.push((frames, count));
+    }
+    Ok(out)
 }
 
 impl Counts {
@@ -78,6 +129,12 @@ impl Counts {
                 Counter::InFlightLost => counts.in_flight_lost = values.sum(),
                 Counter::PageFaultsUser => counts.page_faults_user = values.sum(),
                 Counter::PageFaultsKernel => counts.page_faults_kernel = values.sum(),
+                Counter::SamplesUser => counts.samples_user = values.sum(),
+                Counter::SamplesKernel => counts.samples_kernel = values.sum(),
+                Counter::SamplesLost => counts.samples_lost = values.sum(),
+                Counter::FilemapReadBytes => counts.filemap_read_bytes = values.sum(),
+                Counter::CopyToIterBytes => counts.copy_to_iter_bytes = values.sum(),
+                Counter::CopyFromIterBytes => counts.copy_from_iter_bytes = values.sum(),
             }
         }
         let syscalls: PerCpuArray<_, SyscallStat> =
@@ -120,6 +177,7 @@ impl Counts {
                 .net_xmit
                 .insert(String::from_utf8_lossy(&name[..end]).into_owned(), total);
         }
+        counts.kernel_stacks = read_stacks(ebpf)?;
         Ok(counts)
     }
 

@@ -7,6 +7,8 @@ pub enum Source {
     Counted(Vec<String>),
     /// Computed from counted syscalls and what those syscalls mean.
     SyscallSemantics(Vec<String>),
+    /// Estimated from periodic samples of the measured process.
+    Sampled(Vec<String>),
     /// Measured by the kernel clock of the traced events.
     KernelClock(Vec<String>),
     /// Not measured on this kernel or by this version.
@@ -24,6 +26,10 @@ impl Source {
                     hooks.join(" + ")
                 )
             }
+            Source::Sampled(hooks) => format!(
+                "sampled: {}, kernel stacks symbolized from /proc/kallsyms",
+                hooks.join(" + ")
+            ),
             Source::KernelClock(hooks) => {
                 format!("kernel clock at traced events ({})", hooks.join(" + "))
             }

@@ -1,5 +1,6 @@
 //! The cost report: turns raw kernel counts into figures with provenance, next to the textbook's
 //! claims, with footnotes where they differ for a known reason.
+mod copies;
 mod figure;
 pub mod syscalls;
 pub mod textbook;
@@ -292,6 +293,14 @@ pub fn build(input: RunInput<'_>) -> RunReport {
             &semantics,
             "payload moved by sendfile, splice, tee or copy_file_range without passing a user buffer",
         ),
+    );
+    copies::figures(
+        plan,
+        counts,
+        transfers,
+        cpu_to_user + from_user,
+        &mut figures,
+        &mut notes,
     );
     dma_figures(plan, &devices, transfers, &mut figures);
     page_fault_figures(plan, counts, transfers, &mut figures);

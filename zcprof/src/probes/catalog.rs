@@ -19,13 +19,19 @@ pub enum Point {
     BlockComplete,
     /// A packet handed to a network device.
     NetXmit,
-    /// The page-cache read path (`filemap_read`): probed by `doctor` for fentry and kprobe.
+    /// `filemap_read` returning: bytes copied from the page cache to the reader.
     FilemapRead,
+    /// `_copy_to_iter` returning: bytes the CPU copied out of the kernel (usually to user memory).
+    CopyToIter,
+    /// `_copy_from_iter` returning: bytes the CPU copied into the kernel (usually from user memory).
+    CopyFromIter,
+    /// cpu-clock samples of the measured process with kernel stacks.
+    CopySample,
 }
 
 impl Point {
     /// Every point, in attach order.
-    pub const ALL: [Point; 7] = [
+    pub const ALL: [Point; 11] = [
         Point::SysEnter,
         Point::SysExit,
         Point::SchedSwitch,
@@ -33,6 +39,10 @@ impl Point {
         Point::PageFaultKernel,
         Point::BlockComplete,
         Point::NetXmit,
+        Point::FilemapRead,
+        Point::CopyToIter,
+        Point::CopyFromIter,
+        Point::CopySample,
     ];
 
     /// Without these no report makes sense; the others are shown as unavailable when missing.
@@ -51,6 +61,9 @@ impl Point {
             Point::BlockComplete => "block_rq_complete",
             Point::NetXmit => "net_dev_xmit",
             Point::FilemapRead => "filemap_read",
+            Point::CopyToIter => "copy_to_iter",
+            Point::CopyFromIter => "copy_from_iter",
+            Point::CopySample => "copy_sample",
         }
     }
 }
@@ -59,10 +72,12 @@ impl Point {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HookKind {
-    /// BPF trampoline on a kernel function; needs BTF and a kernel that allows it.
-    Fentry,
-    /// kprobe on a kernel function; needs a kernel built with kprobes.
-    Kprobe,
+    /// BPF trampoline on a kernel function's return; needs BTF and a kernel that allows it.
+    Fexit,
+    /// kretprobe on a kernel function; needs a kernel built with kprobes.
+    Kretprobe,
+    /// A perf event (cpu-clock sampling) running the program on each sample.
+    PerfEvent,
     /// BTF-typed tracepoint (BPF_TRACE_RAW_TP with BTF); needs kernel BTF.
     TpBtf,
     /// Raw tracepoint (BPF_PROG_TYPE_RAW_TRACEPOINT); needs no tracefs.
@@ -75,8 +90,9 @@ impl HookKind {
     /// Name used in reports and program names.
     pub fn name(self) -> &'static str {
         match self {
-            HookKind::Fentry => "fentry",
-            HookKind::Kprobe => "kprobe",
+            HookKind::Fexit => "fexit",
+            HookKind::Kretprobe => "kretprobe",
+            HookKind::PerfEvent => "perf_event",
             HookKind::TpBtf => "tp_btf",
             HookKind::RawTp => "raw_tp",
             HookKind::Tracepoint => "tracepoint",
@@ -182,21 +198,47 @@ pub const VARIANTS: &[Variant] = &[
         program: "net_dev_xmit_tracepoint",
         target: "net/net_dev_xmit",
     },
-];
-
-/// Programs that only probe whether a hook type works here (`zcprof doctor`).
-pub const CAPABILITY_PROBES: &[Variant] = &[
     Variant {
         point: Point::FilemapRead,
-        kind: HookKind::Fentry,
-        program: "filemap_read_fentry",
+        kind: HookKind::Fexit,
+        program: "filemap_read_fexit",
         target: "filemap_read",
     },
     Variant {
         point: Point::FilemapRead,
-        kind: HookKind::Kprobe,
-        program: "filemap_read_kprobe",
+        kind: HookKind::Kretprobe,
+        program: "filemap_read_kretprobe",
         target: "filemap_read",
+    },
+    Variant {
+        point: Point::CopyToIter,
+        kind: HookKind::Fexit,
+        program: "copy_to_iter_fexit",
+        target: "_copy_to_iter",
+    },
+    Variant {
+        point: Point::CopyToIter,
+        kind: HookKind::Kretprobe,
+        program: "copy_to_iter_kretprobe",
+        target: "_copy_to_iter",
+    },
+    Variant {
+        point: Point::CopyFromIter,
+        kind: HookKind::Fexit,
+        program: "copy_from_iter_fexit",
+        target: "_copy_from_iter",
+    },
+    Variant {
+        point: Point::CopyFromIter,
+        kind: HookKind::Kretprobe,
+        program: "copy_from_iter_kretprobe",
+        target: "_copy_from_iter",
+    },
+    Variant {
+        point: Point::CopySample,
+        kind: HookKind::PerfEvent,
+        program: "copy_sample_perf_event",
+        target: "cpu-clock",
     },
 ];
 
@@ -212,8 +254,18 @@ pub mod maps {
     pub const IN_FLIGHT: &str = "IN_FLIGHT";
     pub const DISK_IO: &str = "DISK_IO";
     pub const NET_XMIT: &str = "NET_XMIT";
+    pub const STACKS: &str = "STACKS";
+    pub const STACK_SAMPLES: &str = "STACK_SAMPLES";
     /// Every map, for the object check.
-    pub const ALL: [&str; 5] = [SYSCALLS, COUNTERS, IN_FLIGHT, DISK_IO, NET_XMIT];
+    pub const ALL: [&str; 7] = [
+        SYSCALLS,
+        COUNTERS,
+        IN_FLIGHT,
+        DISK_IO,
+        NET_XMIT,
+        STACKS,
+        STACK_SAMPLES,
+    ];
 }
 
 /// Loader-set globals in the eBPF object.
@@ -239,7 +291,7 @@ mod tests {
     fn every_name_exists_in_the_built_object() {
         let object =
             aya_obj::Object::parse(crate::probes::OBJECT).expect("the embedded object parses");
-        for v in VARIANTS.iter().chain(CAPABILITY_PROBES) {
+        for v in VARIANTS.iter() {
             assert!(
                 object.programs.contains_key(v.program),
                 "program {} missing from the object",
@@ -247,9 +299,6 @@ mod tests {
             );
         }
         for name in object.programs.keys() {
-            if CAPABILITY_PROBES.iter().any(|v| v.program == name) {
-                continue;
-            }
             assert!(
                 VARIANTS.iter().any(|v| v.program == name),
                 "program {name} is not in the catalog"

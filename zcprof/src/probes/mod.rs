@@ -6,7 +6,10 @@ use std::sync::OnceLock;
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    programs::{BtfTracePoint, FEntry, KProbe, ProgramError, RawTracePoint, TracePoint},
+    programs::{
+        BtfTracePoint, FExit, KProbe, PerfEvent, ProgramError, RawTracePoint, TracePoint,
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+    },
 };
 use catalog::{HookKind, Point, Variant};
 
@@ -14,6 +17,10 @@ use crate::caps::Kernel;
 
 /// The eBPF object built from `zcprof-ebpf` by build.rs.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/zcprof"));
+
+/// cpu-clock sampling frequency: high enough for a few hundred samples in a 50 ms transfer,
+/// below the kernel's default perf_event_max_sample_rate (100000).
+pub const SAMPLE_HZ: u64 = 9_973;
 
 /// Errors while loading or attaching.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +89,7 @@ fn vmlinux_btf() -> Result<&'static Btf, String> {
 ///
 /// # Errors
 /// The reason the variant does not work here.
-pub fn attach_variant(ebpf: &mut Ebpf, variant: &Variant) -> Result<(), String> {
+pub fn attach_variant(ebpf: &mut Ebpf, variant: &Variant, tgid: u32) -> Result<(), String> {
     let program = ebpf
         .program_mut(variant.program)
         .ok_or_else(|| format!("program {} missing from the object", variant.program))?;
@@ -99,13 +106,33 @@ pub fn attach_variant(ebpf: &mut Ebpf, variant: &Variant) -> Result<(), String> 
             p.load(variant.target, btf).map_err(err)?;
             p.attach().map_err(err)?;
         }
-        HookKind::Fentry => {
+        HookKind::Fexit => {
             let btf = vmlinux_btf()?;
-            let p: &mut FEntry = program.try_into().map_err(err)?;
+            let p: &mut FExit = program.try_into().map_err(err)?;
             p.load(variant.target, btf).map_err(err)?;
             p.attach().map_err(err)?;
         }
-        HookKind::Kprobe => {
+        HookKind::PerfEvent => {
+            let p: &mut PerfEvent = program.try_into().map_err(err)?;
+            p.load().map_err(err)?;
+            // Scoped to the measured process: nobody else is sampled, so bystanders pay nothing.
+            let scope = if tgid == 0 {
+                PerfEventScope::CallingProcess { cpu: None }
+            } else {
+                PerfEventScope::OneProcess {
+                    pid: tgid,
+                    cpu: None,
+                }
+            };
+            p.attach(
+                PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                scope,
+                SamplePolicy::Frequency(SAMPLE_HZ),
+                false,
+            )
+            .map_err(err)?;
+        }
+        HookKind::Kretprobe => {
             let p: &mut KProbe = program.try_into().map_err(err)?;
             p.load().map_err(err)?;
             p.attach(variant.target, 0).map_err(err)?;
@@ -135,9 +162,11 @@ impl Probes {
             .load(OBJECT)?;
         for point in Point::ALL {
             if let Some(variant) = plan.chosen(point) {
-                attach_variant(&mut ebpf, variant).map_err(|reasons| ProbeError::NoVariant {
-                    point: point.name(),
-                    reasons,
+                attach_variant(&mut ebpf, variant, tgid).map_err(|reasons| {
+                    ProbeError::NoVariant {
+                        point: point.name(),
+                        reasons,
+                    }
                 })?;
                 continue;
             }
@@ -145,7 +174,7 @@ impl Probes {
             for variant in catalog::variants_of(point) {
                 let result = match kernel.precondition(variant.kind) {
                     Some(missing) => Err(missing),
-                    None => attach_variant(&mut ebpf, variant),
+                    None => attach_variant(&mut ebpf, variant, tgid),
                 };
                 plan.attempts.push(Attempt {
                     point,
@@ -161,10 +190,14 @@ impl Probes {
                 }
             }
             if plan.chosen(point).is_none() {
-                return Err(ProbeError::NoVariant {
-                    point: point.name(),
-                    reasons: reasons.join("; "),
-                });
+                if point.required() {
+                    return Err(ProbeError::NoVariant {
+                        point: point.name(),
+                        reasons: reasons.join("; "),
+                    });
+                }
+                // Optional: the report shows it as unavailable, with these reasons.
+                plan.unavailable.push((point, reasons.join("; ")));
             }
         }
         Ok(Probes { ebpf })

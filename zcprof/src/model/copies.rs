@@ -1,0 +1,242 @@
+//! CPU copy evidence beyond syscall semantics: bytes returned by hooked copy routines, and the
+//! share of sampled kernel time spent in copy routines. Disagreements with syscall semantics
+//! are reported, not hidden.
+use std::collections::BTreeMap;
+
+use super::{Figure, Source, fmt_bytes, hook};
+use crate::{
+    collect::Counts,
+    probes::{HookPlan, SAMPLE_HZ, catalog::Point},
+};
+
+/// Kernel functions whose own time is copying bytes (the `rep movs` of copy_to/from_user is
+/// inlined into the iov_iter routines, or lives in `rep_movs_alternative`).
+const COPY_ROUTINES: &[&str] = &[
+    "_copy_to_iter",
+    "_copy_from_iter",
+    "_copy_from_iter_nocache",
+    "_copy_from_iter_flushcache",
+    "copy_page_to_iter",
+    "copy_page_from_iter",
+    "copy_page_from_iter_atomic",
+    "_copy_to_user",
+    "_copy_from_user",
+    "rep_movs_alternative",
+    "copy_user_generic_string",
+    "copy_user_enhanced_fast_string",
+    "copy_user_generic_unrolled",
+    "__copy_user_nocache",
+    "__copy_user_flushcache",
+    "memcpy",
+    "__memcpy",
+    "memcpy_orig",
+    "memmove",
+    "__memmove",
+    "copy_page",
+    "copy_mc_to_user",
+    "copy_mc_to_kernel",
+    "csum_partial_copy_generic",
+    "__arch_copy_to_user",
+    "__arch_copy_from_user",
+];
+
+/// True when `name` is a copy routine.
+pub fn is_copy_routine(name: &str) -> bool {
+    COPY_ROUTINES.contains(&name)
+}
+
+/// "leaf <- first caller that is not a copy routine", for a stack stored leaf first.
+fn copy_path(frames: &[String]) -> Option<String> {
+    let leaf = frames.first()?;
+    if !is_copy_routine(leaf) {
+        return None;
+    }
+    let caller = frames.iter().find(|f| !is_copy_routine(f));
+    Some(caller.map_or_else(|| leaf.clone(), |c| format!("{leaf} <- {c}")))
+}
+
+/// Figures from hooks and samples; `semantic_bytes` is the syscall-semantics copy figure they
+/// are checked against.
+pub fn figures(
+    plan: &HookPlan,
+    counts: &Counts,
+    transfers: u64,
+    semantic_bytes: u64,
+    figures: &mut BTreeMap<&'static str, Figure>,
+    notes: &mut Vec<String>,
+) {
+    hooked(plan, counts, transfers, semantic_bytes, figures, notes);
+    sampled(plan, counts, semantic_bytes, figures, notes);
+}
+
+fn hooked(
+    plan: &HookPlan,
+    counts: &Counts,
+    transfers: u64,
+    semantic_bytes: u64,
+    figures: &mut BTreeMap<&'static str, Figure>,
+    notes: &mut Vec<String>,
+) {
+    let mut one = |key, point, value, what: &str| {
+        let figure = match plan.chosen(point) {
+            Some(v) => {
+                Figure::measured(value, transfers, &Source::Counted(vec![v.describe()]), what)
+            }
+            None => Figure::unavailable(super::missing(plan, point)),
+        };
+        figures.insert(key, figure);
+    };
+    one(
+        "filemap_read_bytes",
+        Point::FilemapRead,
+        counts.filemap_read_bytes,
+        "bytes filemap_read returned: copied from the page cache to the reader",
+    );
+    one(
+        "copy_to_iter_bytes",
+        Point::CopyToIter,
+        counts.copy_to_iter_bytes,
+        "bytes _copy_to_iter copied out of the kernel (to user memory or another iov_iter)",
+    );
+    one(
+        "copy_from_iter_bytes",
+        Point::CopyFromIter,
+        counts.copy_from_iter_bytes,
+        "bytes _copy_from_iter copied into the kernel (from user memory or another iov_iter)",
+    );
+    // With both directions hooked, the kernel's own copy routines are the best evidence.
+    if let (Some(to), Some(from)) = (
+        plan.chosen(Point::CopyToIter),
+        plan.chosen(Point::CopyFromIter),
+    ) {
+        let hooked = counts.copy_to_iter_bytes + counts.copy_from_iter_bytes;
+        let note = format!(
+            "{} copied out of and {} into the kernel by its iov_iter copy routines; syscall semantics \
+             gives {}",
+            fmt_bytes(counts.copy_to_iter_bytes),
+            fmt_bytes(counts.copy_from_iter_bytes),
+            fmt_bytes(semantic_bytes)
+        );
+        figures.insert(
+            "cpu_copy_bytes",
+            Figure::measured(
+                hooked,
+                transfers,
+                &Source::Counted(vec![to.describe(), from.describe()]),
+                note,
+            ),
+        );
+        #[expect(clippy::cast_precision_loss, reason = "ratio")]
+        let off = hooked.abs_diff(semantic_bytes) as f64 / hooked.max(semantic_bytes).max(1) as f64;
+        if off > 0.05 {
+            notes.push(format!(
+                "The hooked copy routines counted {} of CPU copies where syscall semantics gives {}: \
+                 the kernel copied {} than the syscalls' user buffers suggest.",
+                fmt_bytes(hooked),
+                fmt_bytes(semantic_bytes),
+                if hooked > semantic_bytes { "more" } else { "less" }
+            ));
+        }
+    }
+}
+
+fn sampled(
+    plan: &HookPlan,
+    counts: &Counts,
+    semantic_bytes: u64,
+    figures: &mut BTreeMap<&'static str, Figure>,
+    notes: &mut Vec<String>,
+) {
+    if plan.chosen(Point::CopySample).is_none() {
+        figures.insert(
+            "copy_cpu_share",
+            Figure::unavailable(super::missing(plan, Point::CopySample)),
+        );
+        return;
+    }
+    let source = Source::Sampled(vec![format!(
+        "{} at {SAMPLE_HZ} Hz",
+        hook(plan, Point::CopySample)
+    )]);
+    let kernel = counts.samples_kernel;
+    if kernel == 0 {
+        figures.insert(
+            "copy_cpu_share",
+            Figure::unavailable(format!(
+                "no kernel-mode sample ({} user-mode): the run was too short for {SAMPLE_HZ} Hz sampling",
+                counts.samples_user
+            )),
+        );
+        return;
+    }
+    let mut paths: BTreeMap<String, u64> = BTreeMap::new();
+    let mut copying = 0;
+    for (frames, n) in &counts.kernel_stacks {
+        if let Some(path) = copy_path(frames) {
+            copying += n;
+            *paths.entry(path).or_default() += n;
+        }
+    }
+    let mut top: Vec<_> = paths.into_iter().collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1));
+    #[expect(clippy::cast_precision_loss, reason = "ratio")]
+    let share = copying as f64 / kernel as f64;
+    let top_text = top
+        .iter()
+        .take(3)
+        .map(|(p, n)| format!("{p} {}%", n * 100 / kernel))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let note = format!(
+        "{copying} of {kernel} kernel-mode samples were in a copy routine ({} user-mode, {} lost){}",
+        counts.samples_user,
+        counts.samples_lost,
+        if top_text.is_empty() {
+            String::new()
+        } else {
+            format!("; top: {top_text}")
+        }
+    );
+    figures.insert("copy_cpu_share", Figure::scalar(share, &source, note));
+    if semantic_bytes == 0 && share > 0.10 {
+        notes.push(format!(
+            "Sampling found the kernel copying for {:.0}% of its time although no byte crossed a user \
+             buffer: these copies are kernel-internal ({top_text}).",
+            share * 100.0
+        ));
+    } else if semantic_bytes > 0 && copying == 0 && kernel >= 50 {
+        notes.push(format!(
+            "Syscall semantics counts {} of user-buffer copies, yet none of {kernel} kernel samples was \
+             in a known copy routine: the copy routine may have another name on this kernel.",
+            fmt_bytes(semantic_bytes)
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_paths_name_the_caller() {
+        let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            copy_path(&s(&[
+                "rep_movs_alternative",
+                "_copy_to_iter",
+                "copy_page_to_iter",
+                "filemap_read"
+            ])),
+            Some("rep_movs_alternative <- filemap_read".to_owned())
+        );
+        assert_eq!(
+            copy_path(&s(&["_copy_from_iter", "tcp_sendmsg_locked"])),
+            Some("_copy_from_iter <- tcp_sendmsg_locked".to_owned())
+        );
+        assert_eq!(
+            copy_path(&s(&["tcp_sendmsg_locked", "_copy_from_iter"])),
+            None
+        );
+        assert_eq!(copy_path(&[]), None);
+    }
+}
