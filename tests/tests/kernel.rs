@@ -26,7 +26,7 @@ const PROGRAMS: [&str; 20] = [
     "page_fault_user_tracepoint",
     "page_fault_kernel_raw_tp",
     "page_fault_kernel_tracepoint",
-    "block_rq_complete_tracepoint",
+    "block_rq_issue_tracepoint",
     "net_dev_xmit_tracepoint",
     "sys_enter_raw_tp",
     "sys_enter_tracepoint",
@@ -103,13 +103,13 @@ fn check_common(r: &Value) {
         .sum();
     assert_eq!(sum, entries, "{method}: per-syscall counts add up");
     // Scheduler switches inside the window cannot exceed the kernel's own rusage for the whole
-    // process life, which also includes at least one voluntary sleep before the window (waiting
-    // for the go signal).
+    // process life. (Not strictly fewer: under emulation the child may find the go byte already
+    // there and never sleep before the window.)
     let vol = fig(r, "context_switches_voluntary");
     let invol = fig(r, "context_switches_involuntary");
     let usage = &r["process_rusage"];
     assert!(
-        vol < usage["voluntary_switches"].as_u64().unwrap(),
+        vol <= usage["voluntary_switches"].as_u64().unwrap(),
         "{method}: voluntary {vol} vs rusage {usage}"
     );
     assert!(
@@ -179,7 +179,7 @@ fn direct_io_reads_bypass_the_page_cache_copy() {
     assert_eq!(fig(&r, "cpu_copy_from_user_bytes"), SIZE);
     // O_DIRECT bypasses the page cache, so even a warm file comes from the disk again.
     if r["file"]["block_device"].as_bool().unwrap() {
-        let read = disk_read(&r).expect("block_rq_complete attaches on this kernel");
+        let read = disk_read(&r).expect("block_rq_issue attaches on this kernel");
         assert!(
             read >= SIZE,
             "disk read {read} for an O_DIRECT transfer of {SIZE}"
@@ -202,7 +202,7 @@ fn cold_cache_makes_the_disk_deliver_the_file() {
         );
         return;
     }
-    let read = disk_read(&r).expect("block_rq_complete attaches on this kernel");
+    let read = disk_read(&r).expect("block_rq_issue attaches on this kernel");
     // Readahead may read a little past the end, never less than the file.
     assert!(
         read >= SIZE,
@@ -532,7 +532,12 @@ fn doctor_tries_every_hook_and_explains_refusals() {
 /// ZCPROF_EXPECT_HOOKED=1 on kernels where it must be there.
 fn hooked(r: &Value, key: &str) -> Option<u64> {
     let value = r["figures"][key]["value"].as_u64();
-    if value.is_none() && std::env::var_os("ZCPROF_EXPECT_HOOKED").is_some() {
+    // filemap_read is ftrace-traceable on the matrix's kernels; the iov_iter copy routines are
+    // not on all of them (Debian 6.1 refuses both fexit and kretprobe there).
+    if value.is_none()
+        && matches!(key, "filemap_read_bytes" | "page_cache_to_user_bytes")
+        && std::env::var_os("ZCPROF_EXPECT_HOOKED").is_some()
+    {
         panic!(
             "{key} must be hooked on this kernel: {}",
             r["figures"][key]["note"]
@@ -548,7 +553,7 @@ fn hooked_copy_routines_count_the_page_cache_copy() {
     }
     let dir = scratch_dir("hooked", env!("CARGO_TARGET_TMPDIR"));
     let rw = measure("read-write", &dir);
-    let Some(from_cache) = hooked(&rw, "filemap_read_bytes") else {
+    let Some(from_cache) = hooked(&rw, "page_cache_to_user_bytes") else {
         skip(
             "hooked copy checks",
             &rw["figures"]["filemap_read_bytes"]["note"].to_string(),
@@ -571,7 +576,7 @@ fn hooked_copy_routines_count_the_page_cache_copy() {
     // sendfile reads the page cache by splice, never through filemap_read's copy.
     let sf = measure("sendfile", &dir);
     assert_eq!(
-        hooked(&sf, "filemap_read_bytes"),
+        hooked(&sf, "page_cache_to_user_bytes"),
         Some(0),
         "sendfile copies nothing to user memory"
     );

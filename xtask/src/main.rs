@@ -1,5 +1,6 @@
 //! Developer tasks: toolchain setup, the Quick-start commands, and the test suite.
 mod setup;
+mod vm;
 
 use std::process::Command;
 
@@ -23,8 +24,15 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up and run every test: unit tests, CLI tests, and the privileged kernel tests.
+    /// Set up and run every test: unit tests, CLI tests, the privileged kernel tests, and (as
+    /// root) the kernel matrix in VMs.
     Test,
+    /// Run the privileged kernel tests inside VMs booting Debian's cloud kernels.
+    VmTest {
+        /// Only the kernels whose label contains this (e.g. `bookworm`).
+        #[arg(long)]
+        only: Option<String>,
+    },
 }
 
 /// Runs a command, failing on a non-zero exit.
@@ -102,14 +110,18 @@ fn main() -> Result<()> {
                 "--test-threads=1",
             ]);
             kernel.env("ZCPROF_BIN", workspace_root().join("target/debug/zcprof"));
-            if is_root() {
-                run(&mut kernel)
-            } else {
+            if !is_root() {
                 eprintln!(
-                    "xtask: not root; the kernel tests will skip (run `sudo -E cargo xtask test` to run them)"
+                    "xtask: not root: the kernel tests skip and the VM matrix does not run (run `sudo -E cargo xtask test`)"
                 );
-                run(&mut kernel)
+                return run(&mut kernel);
             }
+            run(&mut kernel)?;
+            vm::vm_test(&workspace_root(), None)
+        }
+        Task::VmTest { only } => {
+            setup::setup()?;
+            vm::vm_test(&workspace_root(), only.as_deref())
         }
     }
 }

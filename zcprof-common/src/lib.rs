@@ -109,6 +109,16 @@ pub struct DiskIo {
     pub requests: u64,
 }
 
+/// Bytes the hooked copy routines returned while a traced thread was inside one syscall
+/// (indexed by that syscall's number), so user space can tell a read() copy from a sendfile().
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct HookedBytes {
+    pub filemap_read: u64,
+    pub copy_to_iter: u64,
+    pub copy_from_iter: u64,
+}
+
 /// Depth of stored kernel stacks (PERF_MAX_STACK_DEPTH).
 pub const STACK_DEPTH: usize = 127;
 
@@ -133,4 +143,6 @@ mod pod {
     unsafe impl aya::Pod for super::DiskIo {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::NetXmit {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::HookedBytes {}
 }

@@ -3,7 +3,9 @@
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use zcprof_common::{Counter, DiskIo, IFNAMSIZ, InFlight, MAX_SYSCALL_NR, NetXmit};
 
-use crate::maps::{COUNTERS, DISK_IO, IN_FLIGHT, NET_XMIT, STACK_SAMPLES, SYSCALLS};
+use crate::maps::{
+    COUNTERS, DISK_IO, HOOKED_BY_SYSCALL, IN_FLIGHT, NET_XMIT, STACK_SAMPLES, SYSCALLS,
+};
 
 #[inline(always)]
 fn add(slot: Counter, n: u64) {
@@ -146,12 +148,29 @@ pub fn net_xmit(name: &[u8; IFNAMSIZ], len: u64) {
     }
 }
 
-/// A hooked copy routine (or `filemap_read`) returned `ret` bytes for a traced task.
+/// A hooked copy routine (or `filemap_read`) returned `ret` bytes for traced thread `tid`;
+/// the bytes are also kept under the syscall the thread is in.
 #[inline(always)]
-pub fn copied(slot: Counter, ret: i64) {
-    if ret > 0 {
-        #[expect(clippy::cast_sign_loss, reason = "checked positive")]
-        add(slot, ret as u64);
+pub fn copied(tid: u32, slot: Counter, ret: i64) {
+    if ret <= 0 {
+        return;
+    }
+    #[expect(clippy::cast_sign_loss, reason = "checked positive")]
+    let bytes = ret as u64;
+    add(slot, bytes);
+    // SAFETY: the value is copied out.
+    let Some(nr) = (unsafe { IN_FLIGHT.get(&tid) }).map(|f| f.nr) else {
+        return;
+    };
+    if let Some(by) = HOOKED_BY_SYSCALL.get_ptr_mut(nr) {
+        // SAFETY: per-CPU entry.
+        unsafe {
+            match slot {
+                Counter::FilemapReadBytes => (*by).filemap_read += bytes,
+                Counter::CopyToIterBytes => (*by).copy_to_iter += bytes,
+                _ => (*by).copy_from_iter += bytes,
+            }
+        }
     }
 }
 

@@ -4,7 +4,7 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuArray, PerCpuHashMap, StackTrace},
 };
 use zcprof_common::{
-    COUNTER_SLOTS, DiskIo, IFNAMSIZ, InFlight, MAX_SYSCALL_NR, NetXmit, SyscallStat,
+    COUNTER_SLOTS, DiskIo, HookedBytes, IFNAMSIZ, InFlight, MAX_SYSCALL_NR, NetXmit, SyscallStat,
 };
 
 /// Per-syscall totals, indexed by syscall number.
@@ -37,3 +37,8 @@ pub static STACKS: StackTrace = StackTrace::with_max_entries(8192, 0);
 /// Kernel-mode samples of traced tasks, by stack id in `STACKS`.
 #[map]
 pub static STACK_SAMPLES: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entries(8192, 0);
+
+/// Hooked copy bytes by the syscall the traced thread was in.
+#[map]
+pub static HOOKED_BY_SYSCALL: PerCpuArray<HookedBytes> =
+    PerCpuArray::with_max_entries(MAX_SYSCALL_NR, 0);

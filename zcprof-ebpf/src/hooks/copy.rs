@@ -21,8 +21,8 @@ macro_rules! copy_exit {
         #[doc = concat!("fexit on `", $function, "`.")]
         #[fexit(function = $function)]
         pub fn $fexit(ctx: FExitContext) -> i32 {
-            if traced_tid().is_some() {
-                account::copied($slot, ctx.arg::<i64>(FEXIT_RET));
+            if let Some(tid) = traced_tid() {
+                account::copied(tid, $slot, ctx.arg::<i64>(FEXIT_RET));
             }
             0
         }
@@ -30,8 +30,8 @@ macro_rules! copy_exit {
         #[doc = concat!("kretprobe on `", $function, "`.")]
         #[kretprobe]
         pub fn $kretprobe(ctx: RetProbeContext) -> u32 {
-            if traced_tid().is_some() {
-                account::copied($slot, ctx.ret::<i64>());
+            if let Some(tid) = traced_tid() {
+                account::copied(tid, $slot, ctx.ret::<i64>());
             }
             0
         }

@@ -9,7 +9,7 @@ use crate::{account, filter::traced_tid};
 #[unsafe(no_mangle)]
 static BLK_OFF_DEV: Global<u32> = Global::new(8);
 #[unsafe(no_mangle)]
-static BLK_OFF_NR_SECTOR: Global<u32> = Global::new(24);
+static BLK_OFF_BYTES: Global<u32> = Global::new(28);
 #[unsafe(no_mangle)]
 static BLK_OFF_RWBS: Global<u32> = Global::new(34);
 #[unsafe(no_mangle)]
@@ -17,22 +17,23 @@ static NET_OFF_LEN: Global<u32> = Global::new(16);
 #[unsafe(no_mangle)]
 static NET_OFF_NAME: Global<u32> = Global::new(24);
 
-const SECTOR_BYTES: u64 = 512;
-
-/// Classic tracepoint `block:block_rq_complete`. Not filtered by task: completions run in
-/// interrupt or kworker context. The loader only attaches it while a run is measured.
-#[tracepoint(category = "block", name = "block_rq_complete")]
-pub fn block_rq_complete_tracepoint(ctx: TracePointContext) -> u32 {
+/// Classic tracepoint `block:block_rq_issue`: a request handed to the device driver, with the
+/// bytes the device is to transfer. Issue rather than completion: some kernels (6.1 with
+/// virtio-blk's batched completions) report completions without their byte count. Not filtered
+/// by task: requests are often issued from kworkers; the loader attaches it only while a run is
+/// measured.
+#[tracepoint(category = "block", name = "block_rq_issue")]
+pub fn block_rq_issue_tracepoint(ctx: TracePointContext) -> u32 {
     // SAFETY: offsets from the tracepoint's format file.
-    let (dev, sectors, op) = unsafe {
+    let (dev, bytes, op) = unsafe {
         (
             ctx.read_at::<u32>(BLK_OFF_DEV.load() as usize),
-            ctx.read_at::<u32>(BLK_OFF_NR_SECTOR.load() as usize),
+            ctx.read_at::<u32>(BLK_OFF_BYTES.load() as usize),
             ctx.read_at::<u8>(BLK_OFF_RWBS.load() as usize),
         )
     };
-    if let (Ok(dev), Ok(sectors), Ok(op)) = (dev, sectors, op) {
-        account::disk_io(dev, u64::from(sectors) * SECTOR_BYTES, op);
+    if let (Ok(dev), Ok(bytes), Ok(op)) = (dev, bytes, op) {
+        account::disk_io(dev, u64::from(bytes), op);
     }
     0
 }

@@ -8,7 +8,7 @@ use aya::{
     Ebpf,
     maps::{PerCpuArray, PerCpuHashMap},
 };
-use zcprof_common::{Counter, DiskIo, IFNAMSIZ, MAX_SYSCALL_NR, NetXmit, SyscallStat};
+use zcprof_common::{Counter, DiskIo, HookedBytes, IFNAMSIZ, MAX_SYSCALL_NR, NetXmit, SyscallStat};
 
 use crate::probes::catalog::maps;
 
@@ -44,6 +44,8 @@ pub struct Counts {
     pub filemap_read_bytes: u64,
     pub copy_to_iter_bytes: u64,
     pub copy_from_iter_bytes: u64,
+    /// Hooked copy bytes by the syscall the thread was in (syscall number), non-zero only.
+    pub hooked_by_syscall: BTreeMap<u32, HookedBytes>,
     /// Block I/O completed while measuring, by kernel dev_t (major << 20 | minor).
     pub disk_io: BTreeMap<u32, DiskIo>,
     /// Bytes the traced process handed to each network device, by name.
@@ -178,6 +180,24 @@ impl Counts {
                 .insert(String::from_utf8_lossy(&name[..end]).into_owned(), total);
         }
         counts.kernel_stacks = read_stacks(ebpf)?;
+        let hooked: PerCpuArray<_, HookedBytes> =
+            PerCpuArray::try_from(map(ebpf, maps::HOOKED_BY_SYSCALL)?)
+                .map_err(map_err(maps::HOOKED_BY_SYSCALL))?;
+        for nr in 0..MAX_SYSCALL_NR {
+            let per_cpu = hooked
+                .get(&nr, 0)
+                .map_err(map_err(maps::HOOKED_BY_SYSCALL))?;
+            let total = per_cpu
+                .iter()
+                .fold(HookedBytes::default(), |a, b| HookedBytes {
+                    filemap_read: a.filemap_read + b.filemap_read,
+                    copy_to_iter: a.copy_to_iter + b.copy_to_iter,
+                    copy_from_iter: a.copy_from_iter + b.copy_from_iter,
+                });
+            if total != HookedBytes::default() {
+                counts.hooked_by_syscall.insert(nr, total);
+            }
+        }
         Ok(counts)
     }
 

@@ -3,7 +3,10 @@
 //! are reported, not hidden.
 use std::collections::BTreeMap;
 
-use super::{Figure, Source, fmt_bytes, hook};
+use super::{
+    Figure, Source, fmt_bytes, hook,
+    syscalls::{self, DataPath},
+};
 use crate::{
     collect::Counts,
     probes::{HookPlan, SAMPLE_HZ, catalog::Point},
@@ -86,11 +89,42 @@ fn hooked(
         };
         figures.insert(key, figure);
     };
+    // filemap_read serves read() (a copy into the user buffer) and, on kernels before 6.5,
+    // splice reads too (page references into a pipe, no copy): split by the syscall.
+    let by_syscall: Vec<(String, u64)> = counts
+        .hooked_by_syscall
+        .iter()
+        .filter(|(_, b)| b.filemap_read > 0)
+        .map(|(&nr, b)| (syscalls::name_of(nr), b.filemap_read))
+        .collect();
+    let to_user: u64 = by_syscall
+        .iter()
+        .filter(|(name, _)| syscalls::data_path(name) == DataPath::ToUser)
+        .map(|(_, b)| b)
+        .sum();
+    let breakdown = by_syscall
+        .iter()
+        .map(|(name, b)| format!("{} in {name}", fmt_bytes(*b)))
+        .collect::<Vec<_>>()
+        .join(", ");
     one(
         "filemap_read_bytes",
         Point::FilemapRead,
         counts.filemap_read_bytes,
-        "bytes filemap_read returned: copied from the page cache to the reader",
+        &format!(
+            "bytes filemap_read returned, by syscall: {}",
+            if breakdown.is_empty() {
+                "none"
+            } else {
+                &breakdown
+            }
+        ),
+    );
+    one(
+        "page_cache_to_user_bytes",
+        Point::FilemapRead,
+        to_user,
+        "bytes filemap_read copied from the page cache into user buffers (during read-type syscalls)",
     );
     one(
         "copy_to_iter_bytes",

@@ -411,7 +411,7 @@ fn dma_figures(
     transfers: u64,
     figures: &mut BTreeMap<&'static str, Figure>,
 ) {
-    let block = plan.chosen(Point::BlockComplete);
+    let block = plan.chosen(Point::BlockIssue);
     let net = plan.chosen(Point::NetXmit);
     let disk_read: u64 = devices.disk.iter().map(|d| d.read_bytes).sum();
     let disk_write: u64 = devices.disk.iter().map(|d| d.write_bytes).sum();
@@ -449,7 +449,7 @@ fn dma_figures(
         }
         None => parts.push(format!(
             "disk: unmeasured ({})",
-            missing(plan, Point::BlockComplete)
+            missing(plan, Point::BlockIssue)
         )),
     }
     match net {
@@ -492,7 +492,7 @@ fn dma_figures(
         figures.insert("dma_bytes", Figure::unavailable(note));
         figures.insert(
             "disk_read_bytes",
-            Figure::unavailable(missing(plan, Point::BlockComplete)),
+            Figure::unavailable(missing(plan, Point::BlockIssue)),
         );
         return;
     }
@@ -521,7 +521,7 @@ fn dma_figures(
         None => {
             figures.insert(
                 "disk_read_bytes",
-                Figure::unavailable(missing(plan, Point::BlockComplete)),
+                Figure::unavailable(missing(plan, Point::BlockIssue)),
             );
         }
     }

@@ -16,7 +16,7 @@ pub enum Point {
     /// A page fault in kernel mode.
     PageFaultKernel,
     /// A block request completing on a device.
-    BlockComplete,
+    BlockIssue,
     /// A packet handed to a network device.
     NetXmit,
     /// `filemap_read` returning: bytes copied from the page cache to the reader.
@@ -37,7 +37,7 @@ impl Point {
         Point::SchedSwitch,
         Point::PageFaultUser,
         Point::PageFaultKernel,
-        Point::BlockComplete,
+        Point::BlockIssue,
         Point::NetXmit,
         Point::FilemapRead,
         Point::CopyToIter,
@@ -58,7 +58,7 @@ impl Point {
             Point::SchedSwitch => "sched_switch",
             Point::PageFaultUser => "page_fault_user",
             Point::PageFaultKernel => "page_fault_kernel",
-            Point::BlockComplete => "block_rq_complete",
+            Point::BlockIssue => "block_rq_issue",
             Point::NetXmit => "net_dev_xmit",
             Point::FilemapRead => "filemap_read",
             Point::CopyToIter => "copy_to_iter",
@@ -187,10 +187,10 @@ pub const VARIANTS: &[Variant] = &[
         target: "exceptions/page_fault_kernel",
     },
     Variant {
-        point: Point::BlockComplete,
+        point: Point::BlockIssue,
         kind: HookKind::Tracepoint,
-        program: "block_rq_complete_tracepoint",
-        target: "block/block_rq_complete",
+        program: "block_rq_issue_tracepoint",
+        target: "block/block_rq_issue",
     },
     Variant {
         point: Point::NetXmit,
@@ -256,8 +256,9 @@ pub mod maps {
     pub const NET_XMIT: &str = "NET_XMIT";
     pub const STACKS: &str = "STACKS";
     pub const STACK_SAMPLES: &str = "STACK_SAMPLES";
+    pub const HOOKED_BY_SYSCALL: &str = "HOOKED_BY_SYSCALL";
     /// Every map, for the object check.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 8] = [
         SYSCALLS,
         COUNTERS,
         IN_FLIGHT,
@@ -265,6 +266,7 @@ pub mod maps {
         NET_XMIT,
         STACKS,
         STACK_SAMPLES,
+        HOOKED_BY_SYSCALL,
     ];
 }
 
@@ -273,9 +275,9 @@ pub mod globals {
     pub const TARGET_TGID: &str = "TARGET_TGID";
     /// Record offsets of classic tracepoints: (global, event, field).
     pub const OFFSETS: [(&str, &str, &str); 5] = [
-        ("BLK_OFF_DEV", "block/block_rq_complete", "dev"),
-        ("BLK_OFF_NR_SECTOR", "block/block_rq_complete", "nr_sector"),
-        ("BLK_OFF_RWBS", "block/block_rq_complete", "rwbs"),
+        ("BLK_OFF_DEV", "block/block_rq_issue", "dev"),
+        ("BLK_OFF_BYTES", "block/block_rq_issue", "bytes"),
+        ("BLK_OFF_RWBS", "block/block_rq_issue", "rwbs"),
         ("NET_OFF_LEN", "net/net_dev_xmit", "len"),
         ("NET_OFF_NAME", "net/net_dev_xmit", "name"),
     ];

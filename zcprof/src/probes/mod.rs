@@ -93,7 +93,19 @@ pub fn attach_variant(ebpf: &mut Ebpf, variant: &Variant, tgid: u32) -> Result<(
     let program = ebpf
         .program_mut(variant.program)
         .ok_or_else(|| format!("program {} missing from the object", variant.program))?;
-    let err = |e: ProgramError| e.to_string();
+    // aya's messages name the failing call; the errno is in the source chain.
+    let err = |e: ProgramError| {
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            let cause = s.to_string();
+            if !text.contains(&cause) {
+                text.push_str(&format!(": {cause}"));
+            }
+            source = s.source();
+        }
+        text
+    };
     match variant.kind {
         HookKind::RawTp => {
             let p: &mut RawTracePoint = program.try_into().map_err(err)?;
@@ -157,10 +169,25 @@ impl Probes {
     /// # Errors
     /// When the object does not load, or a point has no working variant.
     pub fn attach(kernel: &Kernel, plan: &mut HookPlan, tgid: u32) -> Result<Probes, ProbeError> {
-        let mut ebpf = EbpfLoader::new()
-            .override_global(catalog::globals::TARGET_TGID, &tgid, true)
-            .load(OBJECT)?;
+        // Record offsets of classic tracepoints, read from this kernel's format files (the
+        // programs' defaults are one kernel's layout; others differ).
+        let offsets: Vec<(&str, u32)> = catalog::globals::OFFSETS
+            .iter()
+            .filter_map(|(global, event, field)| {
+                Some((*global, kernel.field_offset(event, field)?))
+            })
+            .collect();
+        let mut loader = EbpfLoader::new();
+        loader.override_global(catalog::globals::TARGET_TGID, &tgid, true);
+        for (global, offset) in &offsets {
+            loader.override_global(global, offset, true);
+        }
+        let mut ebpf = loader.load(OBJECT)?;
         for point in Point::ALL {
+            // Known not to work here: the report already has the reasons.
+            if plan.unavailable(point).is_some() {
+                continue;
+            }
             if let Some(variant) = plan.chosen(point) {
                 attach_variant(&mut ebpf, variant, tgid).map_err(|reasons| {
                     ProbeError::NoVariant {

@@ -1,0 +1,571 @@
+//! Kernel matrix: boots Debian's cloud kernels under QEMU (TCG) with an initramfs holding
+//! busybox, zcprof and the privileged kernel tests, runs them inside, and reads `init: success`
+//! or `init: failure` from the serial console, as aya's own xtask does.
+use std::{
+    fs,
+    io::{BufRead as _, BufReader, Write as _},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{cargo, run};
+
+/// The kernels of the matrix: a label and the Debian suite whose cloud kernel it is.
+const KERNELS: [(&str, &str); 2] = [("debian-bookworm", "bookworm"), ("debian-trixie", "trixie")];
+
+/// A VM that has not finished by then is stopped and counts as failed.
+const VM_DEADLINE: Duration = Duration::from_secs(20 * 60);
+
+/// Tests that need more than a small VM offers (a 1 GiB file in RAM, under emulation).
+const SKIPPED_IN_VM: [&str; 1] = ["ctrl_c"];
+
+fn cache_dir() -> PathBuf {
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    home.join(".cache/zcprof/vm")
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Installs QEMU, cpio and a static busybox from the distribution when missing.
+fn ensure_tools() -> Result<()> {
+    let missing: Vec<_> = [
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("cpio", "cpio"),
+        ("dpkg-deb", "dpkg"),
+    ]
+    .into_iter()
+    .filter(|(tool, _)| !have(tool))
+    .map(|(_, pkg)| pkg)
+    .chain(
+        (!Path::new("/bin/busybox").exists() || !is_static("/bin/busybox"))
+            .then_some("busybox-static"),
+    )
+    .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("vm-test: installing {}", missing.join(" "));
+    run(Command::new("apt-get").arg("update").stdout(Stdio::null()))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(Stdio::null()))
+}
+
+fn is_static(path: &str) -> bool {
+    Command::new("ldd").arg(path).output().is_ok_and(|o| {
+        !o.status.success() || String::from_utf8_lossy(&o.stdout).contains("not a dynamic")
+    })
+}
+
+/// The Debian archive URI this machine's apt already uses, so that the matrix reaches the same
+/// mirror without naming one.
+fn archive_uri() -> Result<String> {
+    let mut texts = Vec::new();
+    if let Ok(dir) = fs::read_dir("/etc/apt/sources.list.d") {
+        for e in dir.flatten() {
+            texts.push(fs::read_to_string(e.path()).unwrap_or_default());
+        }
+    }
+    texts.push(fs::read_to_string("/etc/apt/sources.list").unwrap_or_default());
+    // Debian's own archive: signed by its archive keyring, or at a path ending in /debian.
+    let debian = |uri: &str, signed_by: &str| {
+        signed_by.contains("debian-archive-keyring")
+            || uri.trim_end_matches('/').ends_with("/debian")
+    };
+    for text in &texts {
+        // deb822 stanzas.
+        for stanza in text.split("\n\n") {
+            let field = |name: &str| {
+                stanza
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(str::trim)
+            };
+            if let (Some(uris), Some(suites)) = (field("URIs:"), field("Suites:"))
+                && !suites.contains("security")
+                && let Some(uri) = uris.split_whitespace().next()
+                && debian(uri, field("Signed-By:").unwrap_or_default())
+            {
+                return Ok(uri.to_owned());
+            }
+        }
+        // One-line format: deb [options] URI suite components
+        for line in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("deb "))
+        {
+            let words: Vec<_> = line
+                .split_whitespace()
+                .filter(|w| !w.starts_with('[') && !w.ends_with(']'))
+                .collect();
+            if words.len() >= 3 && !words[2].contains("security") && debian(words[1], line) {
+                return Ok(words[1].to_owned());
+            }
+        }
+    }
+    bail!("no Debian archive found in this machine's apt sources")
+}
+
+/// apt options for a private package list of one suite, leaving the system's untouched.
+fn apt_options(dir: &Path) -> Vec<String> {
+    vec![
+        "-o".into(),
+        format!(
+            "Dir::Etc::SourceList={}",
+            dir.join("sources.list").display()
+        ),
+        "-o".into(),
+        "Dir::Etc::SourceParts=/dev/null".into(),
+        "-o".into(),
+        format!("Dir::State::Lists={}", dir.join("lists").display()),
+        "-o".into(),
+        format!("Dir::Cache={}", dir.join("cache").display()),
+        // The private directories belong to root; apt's _apt sandbox user cannot write them.
+        "-o".into(),
+        "APT::Sandbox::User=root".into(),
+    ]
+}
+
+/// A kernel of the matrix, unpacked: its image and the modules the VM loads, in load order.
+struct Kernel {
+    release: String,
+    vmlinuz: PathBuf,
+    modules: Vec<PathBuf>,
+}
+
+/// Drivers the VM needs for its disk, when the kernel builds them as modules.
+const DISK_MODULES: [&str; 2] = ["virtio_pci", "virtio_blk"];
+
+/// Downloads (once) the suite's current cloud kernel package and unpacks what the VM needs.
+fn fetch_kernel(suite: &str, uri: &str) -> Result<Kernel> {
+    let dir = cache_dir().join(suite);
+    fs::create_dir_all(dir.join("lists/partial"))?;
+    fs::create_dir_all(dir.join("cache/archives/partial"))?;
+    fs::write(
+        dir.join("sources.list"),
+        format!(
+            "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {uri} {suite} main\n"
+        ),
+    )?;
+    let opts = apt_options(&dir);
+    run(Command::new("apt-get")
+        .args(&opts)
+        .arg("update")
+        .stdout(Stdio::null()))?;
+    // The metapackage names the current ABI; security updates change it.
+    let out = Command::new("apt-cache")
+        .args(&opts)
+        .args(["depends", "linux-image-cloud-amd64"])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let image = text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Depends: ")
+                .filter(|d| d.starts_with("linux-image-"))
+        })
+        .with_context(|| format!("no cloud kernel in {suite}: {text}"))?
+        .to_owned();
+    let release = image.trim_start_matches("linux-image-").to_owned();
+    let unpacked = dir.join(&release);
+    let vmlinuz = unpacked.join("vmlinuz");
+    let order = unpacked.join("modules.order");
+    if !order.exists() {
+        let unsigned = format!("{image}-unsigned");
+        let has_unsigned = Command::new("apt-cache")
+            .args(&opts)
+            .args(["show", &unsigned])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?
+            .success();
+        let package = if has_unsigned { unsigned } else { image };
+        eprintln!("vm-test: downloading {package}");
+        let _ = fs::remove_dir_all(&unpacked);
+        let tree = unpacked.join("tree");
+        fs::create_dir_all(&tree)?;
+        run(Command::new("apt-get")
+            .args(&opts)
+            .args(["download", &package])
+            .current_dir(&unpacked)
+            .stdout(Stdio::null()))?;
+        let deb = fs::read_dir(&unpacked)?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "deb"))
+            .context("downloaded .deb not found")?;
+        let script = format!(
+            // Modules sit in /lib or (merged /usr) /usr/lib; drivers built in have none, so a
+            // pattern may match nothing: tar's status is not the judge, the image's presence is.
+            "dpkg-deb --fsys-tarfile '{}' | tar -xf - -C '{}' --wildcards './boot/vmlinuz-*' \
+             '*/modules/*/kernel/drivers/virtio/*' '*/modules/*/kernel/drivers/block/*' 2>/dev/null; true",
+            deb.display(),
+            tree.display()
+        );
+        run(Command::new("sh").args(["-c", &script]))?;
+        let image = fs::read_dir(tree.join("boot"))?
+            .flatten()
+            .next()
+            .context("no vmlinuz in the package")?;
+        fs::rename(image.path(), &vmlinuz)?;
+        let modules = resolve_modules(&tree, &unpacked)?;
+        let list: Vec<String> = modules.iter().map(|m| m.display().to_string()).collect();
+        fs::remove_file(&deb)?;
+        fs::remove_dir_all(&tree)?;
+        fs::write(&order, list.join("\n"))?;
+    }
+    let modules = fs::read_to_string(&order)?
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(PathBuf::from)
+        .collect();
+    Ok(Kernel {
+        release,
+        vmlinuz,
+        modules,
+    })
+}
+
+/// Module bytes, decompressed when the package ships them compressed.
+fn module_bytes(path: &Path) -> Result<Vec<u8>> {
+    let name = path.to_string_lossy();
+    let tool = if name.ends_with(".xz") {
+        "xz"
+    } else if name.ends_with(".zst") {
+        "zstd"
+    } else {
+        return Ok(fs::read(path)?);
+    };
+    let out = Command::new(tool)
+        .arg("-dc")
+        .arg(path)
+        .output()
+        .with_context(|| format!("{tool} is needed"))?;
+    if !out.status.success() {
+        bail!("{tool} -dc {name} failed");
+    }
+    Ok(out.stdout)
+}
+
+/// A module's `depends=` list, from its .modinfo section.
+fn depends(bytes: &[u8]) -> Vec<String> {
+    let key = b"\0depends=";
+    bytes
+        .windows(key.len())
+        .position(|w| w == key)
+        .map(|at| {
+            let rest = &bytes[at + key.len()..];
+            let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+            String::from_utf8_lossy(&rest[..end])
+                .split(',')
+                .filter(|d| !d.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Finds DISK_MODULES and their dependencies under `tree`, writes them decompressed to `out`,
+/// and returns them in load order (dependencies first). Built-in drivers are simply absent.
+fn resolve_modules(tree: &Path, out: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = std::collections::HashMap::new();
+    let listing = Command::new("find")
+        .arg(tree)
+        .args(["-name", "*.ko*"])
+        .output()?;
+    for path in String::from_utf8_lossy(&listing.stdout).lines() {
+        let file = Path::new(path)
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = file
+            .split(".ko")
+            .next()
+            .unwrap_or_default()
+            .replace('-', "_");
+        found.insert(name, PathBuf::from(path));
+    }
+    let mut order = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    // Depth-first: a module is written once all its dependencies are.
+    let mut stack: Vec<(String, bool)> = DISK_MODULES
+        .iter()
+        .rev()
+        .map(|m| ((*m).to_owned(), false))
+        .collect();
+    while let Some((name, deps_done)) = stack.pop() {
+        let Some(path) = found.get(&name) else {
+            continue;
+        };
+        if deps_done {
+            let dest = out.join(format!("{:02}-{name}.ko", order.len()));
+            fs::write(&dest, module_bytes(path)?)?;
+            order.push(dest);
+            continue;
+        }
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        stack.push((name.clone(), true));
+        for dep in depends(&module_bytes(path)?) {
+            let dep = dep.replace('-', "_");
+            if !seen.contains(&dep) {
+                stack.push((dep, false));
+            }
+        }
+    }
+    Ok(order)
+}
+
+/// The zcprof binary and the kernel test executable, built for the host.
+fn build_test_binaries(root: &Path) -> Result<(PathBuf, PathBuf)> {
+    run(cargo().args(["build", "--package", "zcprof"]))?;
+    let out = cargo()
+        .args([
+            "test",
+            "--package",
+            "zcprof-tests",
+            "--test",
+            "kernel",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        bail!("building the kernel tests failed");
+    }
+    let tests = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["target"]["name"] == "kernel")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .context("no kernel test executable in cargo's output")?;
+    Ok((root.join("target/debug/zcprof"), tests))
+}
+
+/// Copies `bin` and the shared libraries it needs into `root`, at the same paths.
+fn install_with_libs(bin: &Path, dest: &Path, root: &Path) -> Result<()> {
+    fs::copy(bin, dest).with_context(|| format!("copying {}", bin.display()))?;
+    let ldd = Command::new("ldd").arg(bin).output()?;
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        let path = line
+            .split("=>")
+            .last()
+            .and_then(|p| p.split_whitespace().next())
+            .filter(|p| p.starts_with('/'));
+        if let Some(path) = path {
+            let target = root.join(path.trim_start_matches('/'));
+            fs::create_dir_all(target.parent().context("lib path")?)?;
+            fs::copy(path, &target).with_context(|| format!("copying {path}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Builds the initramfs: busybox, zcprof, the kernel tests and their libraries, the kernel's
+/// disk modules, and an init that mounts the test disk, runs `zcprof doctor` and the tests, and
+/// prints the verdict.
+fn build_initramfs(
+    work: &Path,
+    kernel: &Kernel,
+    zcprof: &Path,
+    tests: &Path,
+    tmpdir: &Path,
+) -> Result<PathBuf> {
+    let root = work.join("root");
+    let _ = fs::remove_dir_all(&root);
+    for d in [
+        "bin", "proc", "sys", "dev", "tmp", "sbin", "usr/bin", "usr/sbin", "modules",
+    ] {
+        fs::create_dir_all(root.join(d))?;
+    }
+    for module in &kernel.modules {
+        fs::copy(
+            module,
+            root.join("modules")
+                .join(module.file_name().context("module name")?),
+        )?;
+    }
+    fs::copy("/bin/busybox", root.join("bin/busybox"))?;
+    install_with_libs(zcprof, &root.join("zcprof"), &root)?;
+    install_with_libs(tests, &root.join("kernel-tests"), &root)?;
+    if let Some(debug) = std::env::var_os("ZCPROF_VM_DEBUG") {
+        fs::copy(debug, root.join("debug.sh"))?;
+    }
+    let skips: String = SKIPPED_IN_VM
+        .iter()
+        .map(|s| format!(" --skip {s}"))
+        .collect();
+    let init = format!(
+        r#"#!/bin/busybox sh
+/bin/busybox --install -s
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs dev /dev
+mount -t tmpfs tmp /tmp
+ip link set lo up
+mkdir -p {tmp}
+# The scratch directory lives on ext4 on a virtio disk, so O_DIRECT, the block tracepoints and
+# filemap_read behave as on a real machine (tmpfs would show none of them).
+for m in /modules/*.ko; do [ -e "$m" ] && insmod "$m"; done
+for i in $(seq 100); do [ -b /dev/vda ] && break; sleep 0.1; done
+mount -t ext4 /dev/vda {tmp} || echo "init: no disk: the scratch directory stays on rootfs"
+echo "init: kernel $(uname -r)"
+export ZCPROF_BIN=/zcprof ZCPROF_EXPECT_HOOKED=1 HOME=/tmp PATH=/bin:/sbin:/usr/bin:/usr/sbin
+/zcprof doctor
+if [ -e /debug.sh ]; then . /debug.sh; fi
+if /kernel-tests --test-threads=1{skips}; then echo "init: success"; else echo "init: failure"; fi
+poweroff -f
+"#,
+        tmp = tmpdir.display()
+    );
+    let init_path = root.join("init");
+    fs::write(&init_path, init)?;
+    fs::set_permissions(
+        &init_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    let initrd = work.join(format!("initrd-{}.gz", kernel.release));
+    run(Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "find . | cpio -o -H newc --quiet | gzip -1 > '{}'",
+                initrd.display()
+            ),
+        ])
+        .current_dir(&root))?;
+    Ok(initrd)
+}
+
+/// Boots one kernel with a fresh ext4 disk and returns whether its tests passed; the console is
+/// echoed with a prefix.
+fn boot(label: &str, kernel: &Kernel, initrd: &Path, disk: &Path) -> Result<bool> {
+    let _ = fs::remove_file(disk);
+    run(Command::new("truncate").args(["-s", "1G"]).arg(disk))?;
+    run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(disk))?;
+    let mut qemu = Command::new("qemu-system-x86_64")
+        .args([
+            "-accel",
+            "tcg",
+            "-cpu",
+            "max",
+            "-m",
+            "2048",
+            "-smp",
+            "2",
+            "-nographic",
+            "-no-reboot",
+        ])
+        .arg("-kernel")
+        .arg(&kernel.vmlinuz)
+        .arg("-initrd")
+        .arg(initrd)
+        .arg("-drive")
+        .arg(format!(
+            "file={},format=raw,if=virtio,cache=unsafe",
+            disk.display()
+        ))
+        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting qemu-system-x86_64")?;
+    let stdout = qemu.stdout.take().context("qemu stdout")?;
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let start = Instant::now();
+    let mut verdict = None;
+    let mut out = std::io::stdout();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(line) => {
+                let line = line.trim_end_matches('\r');
+                let _ = writeln!(out, "[{label}] {line}");
+                if line.contains("init: success") {
+                    verdict = Some(true);
+                } else if line.contains("init: failure") {
+                    verdict = Some(false);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if start.elapsed() > VM_DEADLINE {
+            let _ = writeln!(
+                out,
+                "[{label}] vm-test: no verdict after {VM_DEADLINE:?}, stopping the VM"
+            );
+            break;
+        }
+    }
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    let _ = reader.join();
+    let _ = fs::remove_file(disk);
+    Ok(verdict == Some(true))
+}
+
+/// Runs the kernel tests on every kernel of the matrix (or those whose label contains `only`).
+///
+/// # Errors
+/// When a kernel cannot be fetched or booted, or its tests fail.
+pub fn vm_test(root: &Path, only: Option<&str>) -> Result<()> {
+    ensure_tools()?;
+    let uri = archive_uri()?;
+    let (zcprof, tests) = build_test_binaries(root)?;
+    let work = root.join("target/vm");
+    fs::create_dir_all(&work)?;
+    let mut failed = Vec::new();
+    let mut booted = 0;
+    for (label, suite) in KERNELS
+        .into_iter()
+        .filter(|(l, _)| only.is_none_or(|o| l.contains(o)))
+    {
+        let kernel = fetch_kernel(suite, &uri)?;
+        let initrd = build_initramfs(&work, &kernel, &zcprof, &tests, &root.join("target/tmp"))?;
+        let label = format!("{label} {}", kernel.release);
+        eprintln!("vm-test: booting {label}");
+        booted += 1;
+        if boot(&label, &kernel, &initrd, &work.join("disk.img"))? {
+            eprintln!("vm-test: {label}: passed");
+        } else {
+            eprintln!("vm-test: {label}: FAILED");
+            failed.push(label);
+        }
+    }
+    // A plain closing line, the form CI reads in any language.
+    println!(
+        "kernels: {} passed, {} failed",
+        booted - failed.len(),
+        failed.len()
+    );
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        bail!("kernel tests failed on: {}", failed.join(", "))
+    }
+}
