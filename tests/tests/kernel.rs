@@ -14,7 +14,10 @@ const SIZE: u64 = 8 << 20;
 const BLOCK: u64 = 64 << 10;
 const STEPS: u64 = SIZE / BLOCK;
 /// Program names of the catalog (zcprof/src/probes/catalog.rs).
-const PROGRAMS: [&str; 20] = [
+const PROGRAMS: [&str; 23] = [
+    "dma_map_phys_tracepoint",
+    "dma_map_page_tracepoint",
+    "dma_map_sg_tracepoint",
     "filemap_read_fexit",
     "filemap_read_kretprobe",
     "copy_to_iter_fexit",

@@ -74,11 +74,13 @@ pub enum Counter {
     CopyToIterBytes = 14,
     /// Bytes `_copy_from_iter` copied (an iov_iter, usually user memory, into the kernel).
     CopyFromIterBytes = 15,
+    /// Buffers mapped for device DMA through the DMA API, by any driver (device-wide).
+    DmaMaps = 16,
 }
 
 impl Counter {
     /// Every slot, for readers that want them all.
-    pub const ALL: [Counter; 16] = [
+    pub const ALL: [Counter; 17] = [
         Counter::SyscallEntries,
         Counter::SyscallReturns,
         Counter::UnmatchedReturns,
@@ -95,6 +97,7 @@ impl Counter {
         Counter::FilemapReadBytes,
         Counter::CopyToIterBytes,
         Counter::CopyFromIterBytes,
+        Counter::DmaMaps,
     ];
 }
 

@@ -199,3 +199,9 @@ pub fn sample(stack: Result<i64, i32>, in_kernel: bool) {
         _ => add(Counter::SamplesUser, 1),
     }
 }
+
+/// A buffer was mapped for device DMA.
+#[inline(always)]
+pub fn dma_map() {
+    add(Counter::DmaMaps, 1);
+}

@@ -35,6 +35,8 @@ pub struct Diagnosis {
     pub kernel: Kernel,
     pub privileged: bool,
     pub points: Vec<PointReport>,
+    /// Network interfaces: physical or virtual, scatter-gather and checksum offload.
+    pub interfaces: Vec<caps::nic::Nic>,
 }
 
 impl Diagnosis {
@@ -105,6 +107,7 @@ pub fn diagnose() -> Diagnosis {
         kernel,
         privileged,
         points,
+        interfaces: caps::nic::interfaces(),
     }
 }
 
@@ -165,7 +168,22 @@ pub fn render(d: &Diagnosis) -> String {
     }
     let _ = writeln!(
         out,
-        "\nNIC scatter-gather and checksum offload: not read yet (needs the ethtool ioctl); loopback has no NIC."
+        "\ninterfaces (sendfile skips the last CPU copy only with scatter-gather):"
     );
+    let onoff = |v: Option<bool>| match v {
+        Some(true) => "on",
+        Some(false) => "off",
+        None => "unknown",
+    };
+    for nic in &d.interfaces {
+        let _ = writeln!(
+            out,
+            "  {:<12} {:<8} scatter-gather {:<7} tx-checksum {}",
+            nic.name,
+            if nic.physical { "physical" } else { "virtual" },
+            onoff(nic.scatter_gather),
+            onoff(nic.tx_checksum)
+        );
+    }
     out
 }

@@ -160,6 +160,7 @@ fn devices(counts: &Counts) -> Devices {
                 .join(name)
                 .join("device")
                 .exists(),
+            scatter_gather: crate::caps::nic::nic(name).scatter_gather,
         })
         .collect();
     Devices { disk, net }

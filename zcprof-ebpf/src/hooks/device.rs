@@ -72,3 +72,20 @@ pub fn net_dev_xmit_tracepoint(ctx: TracePointContext) -> u32 {
     account::net_xmit(&name, u64::from(len));
     0
 }
+
+/// The DMA API mapped a buffer for a device (dma:* events, where the kernel has them). Counted
+/// device-wide, like block I/O: drivers map in interrupt and worker context.
+macro_rules! dma_map {
+    ($name:ident, $event:literal) => {
+        #[doc = concat!("Classic tracepoint `dma:", $event, "`.")]
+        #[tracepoint(category = "dma", name = $event)]
+        pub fn $name(_ctx: TracePointContext) -> u32 {
+            account::dma_map();
+            0
+        }
+    };
+}
+
+dma_map!(dma_map_phys_tracepoint, "dma_map_phys");
+dma_map!(dma_map_page_tracepoint, "dma_map_page");
+dma_map!(dma_map_sg_tracepoint, "dma_map_sg");

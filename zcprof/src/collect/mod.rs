@@ -44,6 +44,8 @@ pub struct Counts {
     pub filemap_read_bytes: u64,
     pub copy_to_iter_bytes: u64,
     pub copy_from_iter_bytes: u64,
+    /// DMA API mappings by any driver while measuring.
+    pub dma_maps: u64,
     /// Hooked copy bytes by the syscall the thread was in (syscall number), non-zero only.
     pub hooked_by_syscall: BTreeMap<u32, HookedBytes>,
     /// Block I/O completed while measuring, by kernel dev_t (major << 20 | minor).
@@ -137,6 +139,7 @@ impl Counts {
                 Counter::FilemapReadBytes => counts.filemap_read_bytes = values.sum(),
                 Counter::CopyToIterBytes => counts.copy_to_iter_bytes = values.sum(),
                 Counter::CopyFromIterBytes => counts.copy_from_iter_bytes = values.sum(),
+                Counter::DmaMaps => counts.dma_maps = values.sum(),
             }
         }
         let syscalls: PerCpuArray<_, SyscallStat> =

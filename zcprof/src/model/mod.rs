@@ -46,6 +46,8 @@ pub struct NetRow {
     pub packets: u64,
     /// Backed by hardware (has a /sys/class/net/<dev>/device): its transmits are DMA.
     pub physical: bool,
+    /// Scatter-gather on the device (ethtool): with it, spliced pages go out by reference.
+    pub scatter_gather: Option<bool>,
 }
 
 /// Device activity seen while measuring.
@@ -303,6 +305,25 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         &mut notes,
     );
     dma_figures(plan, &devices, transfers, &mut figures);
+    let dma_api: Vec<String> = [Point::DmaMap, Point::DmaMapSg]
+        .into_iter()
+        .filter_map(|p| plan.chosen(p))
+        .map(|v| format!("{} (device-wide)", v.describe()))
+        .collect();
+    figures.insert(
+        "dma_api_maps",
+        if dma_api.is_empty() {
+            Figure::unavailable(missing(plan, Point::DmaMap))
+        } else {
+            Figure::measured(
+                counts.dma_maps,
+                transfers,
+                &Source::Counted(dma_api),
+                "buffers mapped for device DMA through the DMA API while measuring, by any driver; \
+                 drivers that bypass it (virtio without an IOMMU) do not show here",
+            )
+        },
+    );
     page_fault_figures(plan, counts, transfers, &mut figures);
     let elapsed = counts.window_ns();
     #[expect(clippy::cast_precision_loss, reason = "display precision")]
@@ -336,7 +357,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
 
     let textbook = textbook::for_method(method);
     notes.extend(differences(
-        method, transfers, block_size, counts, &figures, &textbook, &file, to_user,
+        method, transfers, block_size, counts, &figures, &textbook, &file, to_user, &devices,
     ));
     if counts.in_flight_lost > 0 {
         notes.push(format!(
@@ -555,6 +576,7 @@ fn differences(
     textbook: &Textbook,
     file: &FileInfo,
     to_user: u64,
+    devices: &Devices,
 ) -> Vec<String> {
     let mut notes = Vec::new();
     let mode = per(figures, "mode_switches");
@@ -586,12 +608,40 @@ fn differences(
     }
     let copies = per(figures, "cpu_copy_bytes") / block_size.max(1) as f64;
     match method {
-        Method::Sendfile | Method::Splice | Method::Tee => notes.push(format!(
-            "{copies:.2} block copies per step crossed a user buffer. Whether the kernel copied page cache \
-             to socket buffer inside {} is not visible to syscall semantics; on loopback the socket can \
-             take page references instead of copying.",
-            if method == Method::Sendfile { "sendfile" } else { "splice" }
-        )),
+        Method::Sendfile | Method::Splice | Method::Tee => {
+            let call = if method == Method::Sendfile { "sendfile" } else { "splice" };
+            let mut note = format!("{copies:.2} block copies per step crossed a user buffer.");
+            // Scatter-gather on the sending device is what lets the socket take page-cache pages
+            // by reference; the sampled share says whether the kernel copied anyway.
+            let sg: Vec<_> = devices
+                .net
+                .iter()
+                .filter(|n| n.scatter_gather == Some(true))
+                .map(|n| n.device.as_str())
+                .collect();
+            if !sg.is_empty() {
+                note.push_str(&format!(
+                    " {} has scatter-gather on, so {call} can hand the socket page-cache pages by \
+                     reference: the note's \"SG-DMA\" case, without a NIC.",
+                    sg.join(", ")
+                ));
+            }
+            match figures.get("copy_cpu_share").and_then(|f| f.value) {
+                Some(share) if share < 0.02 => note.push_str(&format!(
+                    " Sampling found {:.1}% of the kernel's time in copy routines: no page-cache -> \
+                     socket copy.",
+                    share * 100.0
+                )),
+                Some(share) => note.push_str(&format!(
+                    " Sampling found {:.0}% of the kernel's time in copy routines.",
+                    share * 100.0
+                )),
+                None => note.push_str(&format!(
+                    " Whether the kernel copied inside {call} is not visible to syscall semantics here."
+                )),
+            }
+            notes.push(note);
+        }
         Method::DirectIo if file.block_device => notes.push(format!(
             "O_DIRECT on {} bypasses the page cache: the device writes into the user buffer, so the only \
              CPU copy per step is write() into the socket ({copies:.2} block copies per step).",

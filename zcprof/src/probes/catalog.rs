@@ -27,11 +27,15 @@ pub enum Point {
     CopyFromIter,
     /// cpu-clock samples of the measured process with kernel stacks.
     CopySample,
+    /// A page or physical range mapped for device DMA through the DMA API.
+    DmaMap,
+    /// A scatter-gather list mapped for device DMA through the DMA API.
+    DmaMapSg,
 }
 
 impl Point {
     /// Every point, in attach order.
-    pub const ALL: [Point; 11] = [
+    pub const ALL: [Point; 13] = [
         Point::SysEnter,
         Point::SysExit,
         Point::SchedSwitch,
@@ -43,6 +47,8 @@ impl Point {
         Point::CopyToIter,
         Point::CopyFromIter,
         Point::CopySample,
+        Point::DmaMap,
+        Point::DmaMapSg,
     ];
 
     /// Without these no report makes sense; the others are shown as unavailable when missing.
@@ -64,6 +70,8 @@ impl Point {
             Point::CopyToIter => "copy_to_iter",
             Point::CopyFromIter => "copy_from_iter",
             Point::CopySample => "copy_sample",
+            Point::DmaMap => "dma_map",
+            Point::DmaMapSg => "dma_map_sg",
         }
     }
 }
@@ -239,6 +247,25 @@ pub const VARIANTS: &[Variant] = &[
         kind: HookKind::PerfEvent,
         program: "copy_sample_perf_event",
         target: "cpu-clock",
+    },
+    // dma_map_page became dma_map_phys in 6.18: same point, the first that exists wins.
+    Variant {
+        point: Point::DmaMap,
+        kind: HookKind::Tracepoint,
+        program: "dma_map_phys_tracepoint",
+        target: "dma/dma_map_phys",
+    },
+    Variant {
+        point: Point::DmaMap,
+        kind: HookKind::Tracepoint,
+        program: "dma_map_page_tracepoint",
+        target: "dma/dma_map_page",
+    },
+    Variant {
+        point: Point::DmaMapSg,
+        kind: HookKind::Tracepoint,
+        program: "dma_map_sg_tracepoint",
+        target: "dma/dma_map_sg",
     },
 ];
 

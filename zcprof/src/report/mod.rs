@@ -74,18 +74,11 @@ fn blocks(f: Option<&Figure>, block_size: u64) -> String {
 fn cells(r: &RunReport) -> [String; 8] {
     let fig = |k: &str| r.figures.get(k);
     let t = &r.textbook;
-    let copies = fig("cpu_copy_bytes")
-        .and_then(|f| f.per_transfer)
-        .map_or_else(
-            || "n/a".to_owned(),
-            |b| {
-                format!(
-                    "{:.2} ({}/step)",
-                    b / r.block_size.max(1) as f64,
-                    format_bytes(b.round() as u64)
-                )
-            },
-        );
+    // Bytes per step, and where sampling ran, the share of kernel time spent copying.
+    let mut copies = blocks(fig("cpu_copy_bytes"), r.block_size);
+    if let Some(share) = fig("copy_cpu_share").and_then(|f| f.value) {
+        copies.push_str(&format!(", {:.0}% of kernel time", share * 100.0));
+    }
     let copies_tb = match (t.cpu_copies, t.cpu_copies_with_sg_dma) {
         (Some(c), Some(sg)) => format!("{c}, SG-DMA {sg}"),
         (c, _) => tb(c),
@@ -155,8 +148,10 @@ fn legend(r: &RunReport) -> Vec<String> {
             src("context_switches")
         ),
         format!(
-            "CPU copies: bytes copied between user buffers and the kernel, in blocks per step; {}",
-            src("cpu_copy_bytes")
+            "CPU copies: bytes copied between user buffers and the kernel, in blocks per step; {}. \
+             Share of the sender's kernel time in copy routines: {}",
+            src("cpu_copy_bytes"),
+            src("copy_cpu_share")
         ),
         format!("DMA: device transfers in blocks per step: {dma}"),
         format!("elapsed, throughput: {}", src("elapsed_ns")),
