@@ -14,7 +14,10 @@ const SIZE: u64 = 8 << 20;
 const BLOCK: u64 = 64 << 10;
 const STEPS: u64 = SIZE / BLOCK;
 /// Program names of the catalog (zcprof/src/probes/catalog.rs).
-const PROGRAMS: [&str; 23] = [
+const PROGRAMS: [&str; 26] = [
+    "tcp_sendmsg_fexit",
+    "tcp_sendmsg_kretprobe",
+    "sock_send_length_tracepoint",
     "dma_map_phys_tracepoint",
     "dma_map_page_tracepoint",
     "dma_map_sg_tracepoint",
@@ -633,5 +636,29 @@ fn sampling_sees_copies_in_read_write_and_none_in_sendfile() {
     assert!(
         note.contains("filemap_read") || note.contains("tcp_sendmsg"),
         "{note}"
+    );
+}
+
+#[test]
+fn the_socket_copies_what_write_hands_it_and_not_what_sendfile_does() {
+    if !privileged("socket_copies") {
+        return;
+    }
+    let dir = scratch_dir("socket", env!("CARGO_TARGET_TMPDIR"));
+    let rw = measure("read-write", &dir);
+    let Some(copied) = rw["figures"]["socket_copy_bytes"]["value"].as_u64() else {
+        skip(
+            "socket copy checks",
+            &rw["figures"]["socket_copy_bytes"]["note"].to_string(),
+        );
+        return;
+    };
+    // Every byte write() handed to the TCP socket was copied into its buffers.
+    assert_eq!(copied, SIZE, "{}", rw["hooks"]["sock_send"]);
+    let sf = measure("sendfile", &dir);
+    assert_eq!(
+        sf["figures"]["socket_copy_bytes"]["value"].as_u64(),
+        Some(0),
+        "sendfile copies nothing from user memory"
     );
 }

@@ -76,11 +76,13 @@ pub enum Counter {
     CopyFromIterBytes = 15,
     /// Buffers mapped for device DMA through the DMA API, by any driver (device-wide).
     DmaMaps = 16,
+    /// Bytes a traced task's socket sends accepted (`tcp_sendmsg` / `sock_sendmsg` return).
+    SockSendBytes = 17,
 }
 
 impl Counter {
     /// Every slot, for readers that want them all.
-    pub const ALL: [Counter; 17] = [
+    pub const ALL: [Counter; 18] = [
         Counter::SyscallEntries,
         Counter::SyscallReturns,
         Counter::UnmatchedReturns,
@@ -98,6 +100,7 @@ impl Counter {
         Counter::CopyToIterBytes,
         Counter::CopyFromIterBytes,
         Counter::DmaMaps,
+        Counter::SockSendBytes,
     ];
 }
 
@@ -120,6 +123,7 @@ pub struct HookedBytes {
     pub filemap_read: u64,
     pub copy_to_iter: u64,
     pub copy_from_iter: u64,
+    pub sock_send: u64,
 }
 
 /// Depth of stored kernel stacks (PERF_MAX_STACK_DEPTH).

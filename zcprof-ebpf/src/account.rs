@@ -168,6 +168,7 @@ pub fn copied(tid: u32, slot: Counter, ret: i64) {
             match slot {
                 Counter::FilemapReadBytes => (*by).filemap_read += bytes,
                 Counter::CopyToIterBytes => (*by).copy_to_iter += bytes,
+                Counter::SockSendBytes => (*by).sock_send += bytes,
                 _ => (*by).copy_from_iter += bytes,
             }
         }

@@ -2,10 +2,13 @@
 //! kretprobe: the return value is the bytes copied), and from perf sampling of kernel stacks
 //! where it does not (the share of time spent in copy routines).
 use aya_ebpf::{
-    EbpfContext as _,
+    EbpfContext as _, Global,
     bindings::bpf_perf_event_data,
-    macros::{fexit, kretprobe, perf_event},
-    programs::{FExitContext, PerfEventContext, RetProbeContext, tracing::StackIdContext as _},
+    macros::{fexit, kretprobe, perf_event, tracepoint},
+    programs::{
+        FExitContext, PerfEventContext, RetProbeContext, TracePointContext,
+        tracing::StackIdContext as _,
+    },
 };
 use zcprof_common::Counter;
 
@@ -86,4 +89,29 @@ fn instruction_pointer(data: &bpf_perf_event_data) -> u64 {
 #[cfg(bpf_target_arch = "aarch64")]
 fn instruction_pointer(data: &bpf_perf_event_data) -> u64 {
     data.regs.pc
+}
+
+// tcp_sendmsg(sk, msg, size) returns the bytes the socket took: copied into socket buffers
+// during write-type syscalls, taken as page references during sendfile/splice (6.5+, with SG).
+copy_exit!(
+    tcp_sendmsg_fexit,
+    tcp_sendmsg_kretprobe,
+    "tcp_sendmsg",
+    Counter::SockSendBytes
+);
+
+/// `sock:sock_send_length` record offset of `int ret`, from the format file (Linux >= 6.3).
+#[unsafe(no_mangle)]
+static SOCK_OFF_RET: Global<u32> = Global::new(20);
+
+/// Classic tracepoint `sock:sock_send_length`, fired as every sendmsg on a socket returns.
+#[tracepoint(category = "sock", name = "sock_send_length")]
+pub fn sock_send_length_tracepoint(ctx: TracePointContext) -> u32 {
+    if let Some(tid) = traced_tid() {
+        // SAFETY: offset from the tracepoint's format file.
+        if let Ok(ret) = unsafe { ctx.read_at::<i32>(SOCK_OFF_RET.load() as usize) } {
+            account::copied(tid, Counter::SockSendBytes, i64::from(ret));
+        }
+    }
+    0
 }

@@ -46,6 +46,8 @@ pub struct Counts {
     pub copy_from_iter_bytes: u64,
     /// DMA API mappings by any driver while measuring.
     pub dma_maps: u64,
+    /// Bytes the traced process's socket sends accepted.
+    pub sock_send_bytes: u64,
     /// Hooked copy bytes by the syscall the thread was in (syscall number), non-zero only.
     pub hooked_by_syscall: BTreeMap<u32, HookedBytes>,
     /// Block I/O completed while measuring, by kernel dev_t (major << 20 | minor).
@@ -140,6 +142,7 @@ impl Counts {
                 Counter::CopyToIterBytes => counts.copy_to_iter_bytes = values.sum(),
                 Counter::CopyFromIterBytes => counts.copy_from_iter_bytes = values.sum(),
                 Counter::DmaMaps => counts.dma_maps = values.sum(),
+                Counter::SockSendBytes => counts.sock_send_bytes = values.sum(),
             }
         }
         let syscalls: PerCpuArray<_, SyscallStat> =
@@ -196,6 +199,7 @@ impl Counts {
                     filemap_read: a.filemap_read + b.filemap_read,
                     copy_to_iter: a.copy_to_iter + b.copy_to_iter,
                     copy_from_iter: a.copy_from_iter + b.copy_from_iter,
+                    sock_send: a.sock_send + b.sock_send,
                 });
             if total != HookedBytes::default() {
                 counts.hooked_by_syscall.insert(nr, total);

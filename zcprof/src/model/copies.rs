@@ -138,6 +138,29 @@ fn hooked(
         counts.copy_from_iter_bytes,
         "bytes _copy_from_iter copied into the kernel (from user memory or another iov_iter)",
     );
+    // The socket's own count, split by the syscall it happened in: TCP copies what write-type
+    // syscalls hand it into socket buffers; sendfile/splice hand it page references.
+    let sock = |path: DataPath| -> u64 {
+        counts
+            .hooked_by_syscall
+            .iter()
+            .filter(|(nr, _)| syscalls::data_path(&syscalls::name_of(**nr)) == path)
+            .map(|(_, b)| b.sock_send)
+            .sum()
+    };
+    one(
+        "socket_copy_bytes",
+        Point::SockSend,
+        sock(DataPath::FromUser),
+        "bytes sockets took during write-type syscalls: copied from user memory into socket buffers",
+    );
+    one(
+        "socket_splice_bytes",
+        Point::SockSend,
+        sock(DataPath::InKernel),
+        "bytes sockets took during sendfile/splice: page-cache pages passed by reference where the \
+         device has scatter-gather (before 6.5 sendfile bypasses this hook: 0)",
+    );
     // With both directions hooked, the kernel's own copy routines are the best evidence.
     if let (Some(to), Some(from)) = (
         plan.chosen(Point::CopyToIter),

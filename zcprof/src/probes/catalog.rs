@@ -31,11 +31,13 @@ pub enum Point {
     DmaMap,
     /// A scatter-gather list mapped for device DMA through the DMA API.
     DmaMapSg,
+    /// A socket send returning: bytes the socket took.
+    SockSend,
 }
 
 impl Point {
     /// Every point, in attach order.
-    pub const ALL: [Point; 13] = [
+    pub const ALL: [Point; 14] = [
         Point::SysEnter,
         Point::SysExit,
         Point::SchedSwitch,
@@ -49,6 +51,7 @@ impl Point {
         Point::CopySample,
         Point::DmaMap,
         Point::DmaMapSg,
+        Point::SockSend,
     ];
 
     /// Without these no report makes sense; the others are shown as unavailable when missing.
@@ -72,6 +75,7 @@ impl Point {
             Point::CopySample => "copy_sample",
             Point::DmaMap => "dma_map",
             Point::DmaMapSg => "dma_map_sg",
+            Point::SockSend => "sock_send",
         }
     }
 }
@@ -267,6 +271,24 @@ pub const VARIANTS: &[Variant] = &[
         program: "dma_map_sg_tracepoint",
         target: "dma/dma_map_sg",
     },
+    Variant {
+        point: Point::SockSend,
+        kind: HookKind::Fexit,
+        program: "tcp_sendmsg_fexit",
+        target: "tcp_sendmsg",
+    },
+    Variant {
+        point: Point::SockSend,
+        kind: HookKind::Kretprobe,
+        program: "tcp_sendmsg_kretprobe",
+        target: "tcp_sendmsg",
+    },
+    Variant {
+        point: Point::SockSend,
+        kind: HookKind::Tracepoint,
+        program: "sock_send_length_tracepoint",
+        target: "sock/sock_send_length",
+    },
 ];
 
 /// The variants of one point, in order of preference.
@@ -301,12 +323,13 @@ pub mod maps {
 pub mod globals {
     pub const TARGET_TGID: &str = "TARGET_TGID";
     /// Record offsets of classic tracepoints: (global, event, field).
-    pub const OFFSETS: [(&str, &str, &str); 5] = [
+    pub const OFFSETS: [(&str, &str, &str); 6] = [
         ("BLK_OFF_DEV", "block/block_rq_issue", "dev"),
         ("BLK_OFF_BYTES", "block/block_rq_issue", "bytes"),
         ("BLK_OFF_RWBS", "block/block_rq_issue", "rwbs"),
         ("NET_OFF_LEN", "net/net_dev_xmit", "len"),
         ("NET_OFF_NAME", "net/net_dev_xmit", "name"),
+        ("SOCK_OFF_RET", "sock/sock_send_length", "ret"),
     ];
 }
 
