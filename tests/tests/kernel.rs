@@ -14,7 +14,8 @@ const SIZE: u64 = 8 << 20;
 const BLOCK: u64 = 64 << 10;
 const STEPS: u64 = SIZE / BLOCK;
 /// Program names of the catalog (zcprof/src/probes/catalog.rs).
-const PROGRAMS: [&str; 26] = [
+const PROGRAMS: [&str; 27] = [
+    "sched_process_fork_tracepoint",
     "tcp_sendmsg_fexit",
     "tcp_sendmsg_kretprobe",
     "sock_send_length_tracepoint",
@@ -661,4 +662,222 @@ fn the_socket_copies_what_write_hands_it_and_not_what_sendfile_does() {
         Some(0),
         "sendfile copies nothing from user memory"
     );
+}
+
+/// An 8 MiB file of random bytes in `dir`.
+fn data_file(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("data.bin");
+    let mut bytes = vec![0u8; usize::try_from(SIZE).unwrap()];
+    let mut x = 0x2545_f491_4f6c_dd1d_u64;
+    for b in &mut bytes {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x.to_le_bytes()[0];
+    }
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn exec_json(args: &[&str]) -> (Value, Option<i32>) {
+    let mut all = vec!["exec", "--format", "json"];
+    all.extend(args);
+    let out = run(&all);
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "zcprof {all:?}: {e}; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (report, out.status.code())
+}
+
+#[test]
+fn exec_counts_what_strace_counts() {
+    if !privileged("exec_dd") {
+        return;
+    }
+    let dir = scratch_dir("exec-dd", env!("CARGO_TARGET_TMPDIR"));
+    let file = data_file(&dir);
+    let input = format!("if={}", file.display());
+    let dd = ["dd", input.as_str(), "of=/dev/null", "bs=64k"];
+    let mut args = vec!["--"];
+    args.extend(dd);
+    let (r, code) = exec_json(&args);
+    assert_eq!(code, Some(0));
+    assert_eq!(r["kind"], "program");
+    let (reads, writes) = (calls(&r, "read"), calls(&r, "write"));
+    assert!(
+        reads >= STEPS && writes >= STEPS,
+        "{}",
+        r["syscalls_by_name"]
+    );
+    // The file, plus dd's few-line summary on stderr.
+    let written = fig(&r, "cpu_copy_from_user_bytes");
+    assert!(
+        (SIZE..SIZE + 4096).contains(&written),
+        "dd wrote {written} bytes"
+    );
+    let strace = Command::new("strace")
+        .args(["-c", "-f", "-o"])
+        .arg(dir.join("strace.txt"))
+        .args(dd)
+        .output();
+    let Ok(out) = strace else {
+        skip("exec_dd strace comparison", "strace is not installed");
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = std::fs::read_to_string(dir.join("strace.txt")).unwrap();
+    let strace_calls = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.split_whitespace().last() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        reads,
+        strace_calls("read"),
+        "read calls, zcprof vs strace -c -f"
+    );
+    assert_eq!(
+        writes,
+        strace_calls("write"),
+        "write calls, zcprof vs strace -c -f"
+    );
+}
+
+#[test]
+fn exec_cp_shows_how_the_installed_cp_copies() {
+    if !privileged("exec_cp") {
+        return;
+    }
+    let dir = scratch_dir("exec-cp", env!("CARGO_TARGET_TMPDIR"));
+    let file = data_file(&dir);
+    let copy = dir.join("copy.bin");
+    let (r, code) = exec_json(&["--", "cp", file.to_str().unwrap(), copy.to_str().unwrap()]);
+    assert_eq!(code, Some(0));
+    assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&file).unwrap());
+    let moved_in_kernel = fig(&r, "in_kernel_bytes");
+    if calls(&r, "copy_file_range") > 0 {
+        // The file never passes through user memory; cp reads only its own small files.
+        assert_eq!(moved_in_kernel, SIZE, "{}", r["syscalls_by_name"]);
+        let copied = fig(&r, "cpu_copy_bytes");
+        assert!(
+            copied < SIZE / 100,
+            "cp copied {copied} bytes through user buffers"
+        );
+    } else {
+        skip(
+            "exec_cp copy_file_range check",
+            &format!("this cp copies with {}", r["syscalls_by_name"]),
+        );
+        assert!(fig(&r, "cpu_copy_bytes") >= 2 * SIZE || moved_in_kernel >= SIZE);
+    }
+}
+
+#[test]
+fn exec_follows_forks_unless_told_not_to() {
+    if !privileged("exec_follow") {
+        return;
+    }
+    let dir = scratch_dir("exec-follow", env!("CARGO_TARGET_TMPDIR"));
+    let file = data_file(&dir);
+    // "; true" makes the shell fork dd instead of exec'ing it.
+    let script = format!(
+        "dd if={} of=/dev/null bs=64k 2>/dev/null; true",
+        file.display()
+    );
+    let (followed, code) = exec_json(&["--", "sh", "-c", &script]);
+    assert_eq!(code, Some(0));
+    assert!(
+        calls(&followed, "read") >= STEPS,
+        "dd's reads are followed: {}",
+        followed["syscalls_by_name"]
+    );
+    let (alone, _) = exec_json(&["--no-follow", "--", "sh", "-c", &script]);
+    assert!(
+        calls(&alone, "read") < STEPS,
+        "only the shell is measured: {}",
+        alone["syscalls_by_name"]
+    );
+    // The shell forked in both runs; the fork counter and wait4 agree on one child at least.
+    assert!(
+        calls(&alone, "wait4") >= 1 || calls(&alone, "waitid") >= 1,
+        "{}",
+        alone["syscalls_by_name"]
+    );
+}
+
+#[test]
+fn exec_exits_with_the_commands_status() {
+    if !privileged("exec_status") {
+        return;
+    }
+    let out = run(&["exec", "--format", "json", "--", "sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    let out = run(&["exec", "--", "zcprof-no-such-command"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("command not found"), "{err}");
+}
+
+#[test]
+fn attach_measures_a_running_process_and_leaves_it_running() {
+    if !privileged("attach") {
+        return;
+    }
+    let mut dd = Command::new("dd")
+        .args(["if=/dev/zero", "of=/dev/null", "bs=4k"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = dd.id().to_string();
+    let out = run(&[
+        "attach",
+        "--pid",
+        &pid,
+        "--duration",
+        "1s",
+        "--format",
+        "json",
+    ]);
+    let still_running = dd.try_wait().unwrap().is_none();
+    let _ = dd.kill();
+    let _ = dd.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        still_running,
+        "attach must not stop the process it measures"
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["method"], format!("pid {pid}"));
+    assert!(
+        calls(&r, "read") > 0 && calls(&r, "write") > 0,
+        "{}",
+        r["syscalls_by_name"]
+    );
+    // dd copies /dev/zero to /dev/null through its buffer: read and write bytes match closely.
+    let to_user = fig(&r, "cpu_copy_to_user_bytes");
+    let from_user = fig(&r, "cpu_copy_from_user_bytes");
+    assert!(
+        to_user.abs_diff(from_user) <= 4096,
+        "{to_user} vs {from_user}"
+    );
+    assert!(programs_left().is_empty(), "attach detaches everything");
+
+    let out = run(&["attach", "--pid", "999999999"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no process with PID 999999999"));
 }

@@ -78,11 +78,13 @@ pub enum Counter {
     DmaMaps = 16,
     /// Bytes a traced task's socket sends accepted (`tcp_sendmsg` / `sock_sendmsg` return).
     SockSendBytes = 17,
+    /// Forks (processes and threads) made by traced processes.
+    Forks = 18,
 }
 
 impl Counter {
     /// Every slot, for readers that want them all.
-    pub const ALL: [Counter; 18] = [
+    pub const ALL: [Counter; 19] = [
         Counter::SyscallEntries,
         Counter::SyscallReturns,
         Counter::UnmatchedReturns,
@@ -101,6 +103,7 @@ impl Counter {
         Counter::CopyFromIterBytes,
         Counter::DmaMaps,
         Counter::SockSendBytes,
+        Counter::Forks,
     ];
 }
 

@@ -206,3 +206,9 @@ pub fn sample(stack: Result<i64, i32>, in_kernel: bool) {
 pub fn dma_map() {
     add(Counter::DmaMaps, 1);
 }
+
+/// One more event of a plain counter.
+#[inline(always)]
+pub fn count(slot: Counter) {
+    add(slot, 1);
+}

@@ -2,11 +2,18 @@
 //! machine, so bystanders must pay as little as one helper call and one compare.
 use aya_ebpf::{Global, helpers::bpf_get_current_pid_tgid};
 
+use crate::maps::TRACED;
+
 /// The process (thread group) being measured; set by the loader before load.
 #[unsafe(no_mangle)]
 static TARGET_TGID: Global<u32> = Global::new(0);
 
-/// Returns the current thread id when the current task belongs to the traced process.
+/// Non-zero: also trace the processes in `TRACED` (descendants forked while measured). Off for
+/// the built-in workloads, so bystanders pay one compare, not a hash lookup.
+#[unsafe(no_mangle)]
+static FOLLOW: Global<u32> = Global::new(0);
+
+/// Returns the current thread id when the current task belongs to a traced process.
 #[inline(always)]
 pub fn traced_tid() -> Option<u32> {
     let id = bpf_get_current_pid_tgid();
@@ -17,8 +24,17 @@ pub fn traced_tid() -> Option<u32> {
     let (tgid, tid) = ((id >> 32) as u32, id as u32);
     let target = TARGET_TGID.load();
     if target != 0 && tgid == target {
-        Some(tid)
-    } else {
-        None
+        return Some(tid);
     }
+    // SAFETY: only the presence of the key is used.
+    if FOLLOW.load() != 0 && unsafe { TRACED.get(&tgid) }.is_some() {
+        return Some(tid);
+    }
+    None
+}
+
+/// Whether descendants are followed.
+#[inline(always)]
+pub fn following() -> bool {
+    FOLLOW.load() != 0
 }

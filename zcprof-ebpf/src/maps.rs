@@ -42,3 +42,8 @@ pub static STACK_SAMPLES: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entr
 #[map]
 pub static HOOKED_BY_SYSCALL: PerCpuArray<HookedBytes> =
     PerCpuArray::with_max_entries(MAX_SYSCALL_NR, 0);
+
+/// Descendants of the target forked while measured (tgid -> 1), when following is on.
+#[map]
+pub static TRACED: aya_ebpf::maps::HashMap<u32, u32> =
+    aya_ebpf::maps::HashMap::with_max_entries(8192, 0);

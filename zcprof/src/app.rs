@@ -7,6 +7,7 @@ use crate::{
     caps::{self, Kernel},
     cli::{Command, UsageError, Workload},
     measure::{self, MeasureError, Outcome},
+    model::RunReport,
     report::{self, Format},
     workload::Method,
 };
@@ -27,12 +28,32 @@ pub fn main(command: Command) -> ExitCode {
             Workload::validate(methods, cmp.workload)
         }
         Command::Doctor { format } => return doctor(format),
+        Command::Exec {
+            no_follow,
+            format,
+            command,
+        } => {
+            return privileged(move || exec(&command, !no_follow, format));
+        }
+        Command::Attach {
+            pid,
+            duration,
+            no_follow,
+            format,
+        } => {
+            return privileged(move || attach(pid, duration, !no_follow, format));
+        }
         Command::Transfer(_) => unreachable!("handled before the runtime starts"),
     };
-    let opts = match opts {
-        Ok(o) => o,
-        Err(UsageError(msg)) => return fail(2, &msg),
-    };
+    match opts {
+        Ok(opts) => privileged(move || workloads(&opts)),
+        Err(UsageError(msg)) => fail(2, &msg),
+    }
+}
+
+/// The preamble of every measuring command: privileges, memlock, tracefs (before any thread
+/// starts: see `caps::ensure_tracefs`), then `job` under a Ctrl-C watch.
+fn privileged(job: impl FnOnce() -> ExitCode + Send + 'static) -> ExitCode {
     if let Err(e) = caps::check_privileges() {
         return fail(1, &e.to_string());
     }
@@ -48,13 +69,13 @@ pub fn main(command: Command) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(1, &format!("cannot start the runtime: {e}")),
     };
-    runtime.block_on(watch(opts))
+    runtime.block_on(under_watch(job))
 }
 
-async fn watch(opts: Workload) -> ExitCode {
-    let format = opts.format;
-    let single = opts.methods.len() == 1;
-    let mut task = tokio::task::spawn_blocking(move || measure_all(&opts));
+/// Runs the blocking `job` while Ctrl-C and SIGTERM request cancellation; the job notices,
+/// cleans up and returns normally.
+async fn under_watch(job: impl FnOnce() -> ExitCode + Send + 'static) -> ExitCode {
+    let mut task = tokio::task::spawn_blocking(job);
     let mut sigterm =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let result = loop {
@@ -64,10 +85,16 @@ async fn watch(opts: Workload) -> ExitCode {
             Some(()) = async { match sigterm.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => cancel::request(),
         }
     };
-    match result {
-        Ok(Ok(outcome)) => finish(&outcome, format, single),
-        Ok(Err(e)) if e.is_interrupt() => fail(EXIT_INTERRUPTED, "interrupted"),
-        Ok(Err(e)) => fail(
+    result.unwrap_or_else(|e| fail(1, &format!("internal error: {e}")))
+}
+
+fn workloads(opts: &Workload) -> ExitCode {
+    let format = opts.format;
+    let single = opts.methods.len() == 1;
+    match measure_all(opts) {
+        Ok(outcome) => finish(&outcome, format, single),
+        Err(e) if e.is_interrupt() => fail(EXIT_INTERRUPTED, "interrupted"),
+        Err(e) => fail(
             if matches!(e, MeasureError::Usage(_)) {
                 2
             } else {
@@ -75,7 +102,71 @@ async fn watch(opts: Workload) -> ExitCode {
             },
             &e.to_string(),
         ),
-        Err(e) => fail(1, &format!("internal error: {e}")),
+    }
+}
+
+/// Prints one program's report: JSON on stdout, tables on stderr (as perf stat does) so that
+/// the measured command's own output stays clean.
+fn emit_program(report: &RunReport, format: Format) {
+    let _ = match format {
+        Format::Json => std::io::stdout()
+            .lock()
+            .write_all((report::json_run(report).unwrap_or_default() + "\n").as_bytes()),
+        Format::Table => std::io::stderr()
+            .lock()
+            .write_all(report::table(std::slice::from_ref(report), &[]).as_bytes()),
+        Format::Markdown => std::io::stderr()
+            .lock()
+            .write_all(report::markdown(std::slice::from_ref(report), &[]).as_bytes()),
+    };
+}
+
+fn exec(argv: &[String], follow: bool, format: Format) -> ExitCode {
+    let kernel = Kernel::detect();
+    match measure::exec(&kernel, argv, follow) {
+        Ok((report, status)) => {
+            emit_program(&report, format);
+            if cancel::requested() {
+                fail(
+                    EXIT_INTERRUPTED,
+                    "interrupted: the command was stopped; the table holds what ran",
+                )
+            } else {
+                ExitCode::from(status)
+            }
+        }
+        Err(e) => fail(
+            if matches!(e, MeasureError::Usage(_)) {
+                2
+            } else {
+                1
+            },
+            &e.to_string(),
+        ),
+    }
+}
+
+fn attach(
+    pid: u32,
+    duration: Option<std::time::Duration>,
+    follow: bool,
+    format: Format,
+) -> ExitCode {
+    let kernel = Kernel::detect();
+    match measure::attach(&kernel, pid, follow, duration) {
+        // Ctrl-C is the ordinary way to end an attach (as with perf and bcc tools): exit 0.
+        Ok((report, _)) => {
+            emit_program(&report, format);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(
+            if matches!(e, MeasureError::Usage(_)) {
+                2
+            } else {
+                1
+            },
+            &e.to_string(),
+        ),
     }
 }
 

@@ -12,7 +12,9 @@ EXAMPLES:
     sudo zcprof run --method sendfile           # one method, with its syscall breakdown
     sudo zcprof run --method read-write --size 16M --block-size 4K
     sudo zcprof compare --format json > costs.json
-    sudo zcprof run --method direct-io --dir /var/tmp   # O_DIRECT needs a disk-backed directory";
+    sudo zcprof run --method direct-io --dir /var/tmp   # O_DIRECT needs a disk-backed directory
+    sudo zcprof exec -- dd if=big.dat of=/dev/null bs=64k
+    sudo zcprof attach --pid 1234 --duration 10s";
 
 /// Measures what a file transfer really costs the kernel: syscalls, mode switches, scheduler
 /// context switches and copies, counted with eBPF, beside the textbook's figures.
@@ -29,6 +31,36 @@ pub enum Command {
     Run(RunArgs),
     /// Run every method with the same options and print one table.
     Compare(CompareArgs),
+    /// Measure a running process (all its threads, and what it forks meanwhile) until the
+    /// duration ends, it exits, or Ctrl-C.
+    Attach {
+        /// Process to measure (a PID as this namespace sees it).
+        #[arg(long)]
+        pid: u32,
+        /// Stop after this long (10s, 500ms, 2m); default: until it exits or Ctrl-C.
+        #[arg(long, value_parser = units::parse_duration)]
+        duration: Option<std::time::Duration>,
+        /// Do not follow the processes it forks.
+        #[arg(long)]
+        no_follow: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Start a command and measure it and its descendants from its first instruction; exit with
+    /// its exit status.
+    Exec {
+        /// Do not follow the processes it forks.
+        #[arg(long)]
+        no_follow: bool,
+        /// Output format (the report goes to stderr for table and markdown, so the command's
+        /// own output stays on stdout).
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        /// The command and its arguments, after `--`.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
     /// Show what this kernel allows: each hook type per measurement point, tried for real.
     Doctor {
         /// Output format (table or json).

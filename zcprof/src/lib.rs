@@ -12,6 +12,7 @@ pub mod doctor;
 pub mod measure;
 pub mod model;
 pub mod probes;
+pub mod process;
 pub mod report;
 pub mod units;
 pub mod workload;

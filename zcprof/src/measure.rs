@@ -6,7 +6,7 @@ use crate::{
     caps::Kernel,
     cli::{Cache, DEFAULT_SIZE, Workload},
     collect::{CollectError, Counts},
-    model::{self, Devices, DiskRow, FileInfo, NetRow, RunInput, RunReport},
+    model::{self, Devices, DiskRow, FileInfo, NetRow, RunInput, RunReport, Subject},
     probes::{HookPlan, ProbeError, Probes},
     report::Failed,
     workload::{Method, Ready, SourceError, SourceFile, WorkloadError},
@@ -99,20 +99,19 @@ pub fn run_one(
         })?;
     }
     let ready = Ready::start(method, source, size, opts.block_size)?;
-    let probes = Probes::attach(kernel, plan, ready.pid())?;
+    let probes = Probes::attach(kernel, plan, ready.pid(), false)?;
     let delivery = ready.go()?;
-    let counts = Counts::read(probes.ebpf())?;
-    drop(probes);
+    let counts = Counts::read(&probes.detach())?;
     Ok(model::build(RunInput {
-        method,
+        subject: Subject::Workload(method),
         bytes: size,
         block_size: opts.block_size,
         kernel_release: &kernel.release,
         plan,
         counts: &counts,
         received: delivery.received,
-        usage: delivery.usage,
-        file: file_info(source, opts.cache),
+        usage: Some(delivery.usage),
+        file: Some(file_info(source, opts.cache)),
         devices: devices(&counts),
     }))
 }
@@ -197,4 +196,73 @@ pub fn run_all(kernel: &Kernel, source: &SourceFile, opts: &Workload) -> Outcome
         }
     }
     outcome
+}
+
+/// Builds the report of a measured program from its counts.
+fn program_report(
+    kernel: &Kernel,
+    plan: &HookPlan,
+    name: String,
+    counts: &Counts,
+    usage: Option<crate::workload::ChildUsage>,
+) -> RunReport {
+    model::build(RunInput {
+        subject: Subject::Program(name),
+        bytes: 0,
+        block_size: 0,
+        kernel_release: &kernel.release,
+        plan,
+        counts,
+        received: Vec::new(),
+        usage,
+        file: None,
+        devices: devices(counts),
+    })
+}
+
+/// Runs `argv` under measurement from its first instruction, following its children unless
+/// `follow` is off. Returns the report and the command's exit status.
+///
+/// # Errors
+/// When the command cannot start, or the probes cannot attach.
+pub fn exec(
+    kernel: &Kernel,
+    argv: &[String],
+    follow: bool,
+) -> Result<(RunReport, u8), MeasureError> {
+    let stopped =
+        crate::process::Stopped::spawn(argv).map_err(|e| MeasureError::Usage(e.to_string()))?;
+    let mut plan = HookPlan::default();
+    let probes = Probes::attach(kernel, &mut plan, stopped.pid(), follow)?;
+    let ended = stopped.run();
+    let counts = Counts::read(&probes.detach())?;
+    let name = Path::new(&argv[0])
+        .file_name()
+        .map_or_else(|| argv[0].clone(), |n| n.to_string_lossy().into_owned());
+    Ok((
+        program_report(kernel, &plan, name, &counts, Some(ended.usage)),
+        ended.status,
+    ))
+}
+
+/// Measures the running process `pid` (and, with `follow`, what it forks meanwhile) until
+/// `duration` ends, it exits, or Ctrl-C. The process itself is never signalled.
+///
+/// # Errors
+/// When the PID does not exist or the probes cannot attach.
+pub fn attach(
+    kernel: &Kernel,
+    pid: u32,
+    follow: bool,
+    duration: Option<std::time::Duration>,
+) -> Result<(RunReport, crate::process::WatchEnd), MeasureError> {
+    crate::process::check_pid(pid).map_err(|e| MeasureError::Usage(e.to_string()))?;
+    let mut plan = HookPlan::default();
+    let probes = Probes::attach(kernel, &mut plan, pid, follow)?;
+    let end = crate::process::watch(pid, duration);
+    let counts = Counts::read(&probes.detach())?;
+    Ok((
+        program_report(kernel, &plan, format!("pid {pid}"), &counts, None),
+        end,
+    ))
 }

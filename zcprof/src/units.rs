@@ -46,6 +46,36 @@ pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     }
 }
 
+/// Parses a duration: `10s`, `500ms`, `2m`, or a plain number of seconds.
+///
+/// # Errors
+/// On anything else, or zero.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let (number, unit) = t.split_at(
+        t.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(t.len()),
+    );
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration (examples: 10s, 500ms, 2m)"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => {
+            return Err(format!(
+                "'{text}' is not a duration (examples: 10s, 500ms, 2m)"
+            ));
+        }
+    };
+    if seconds <= 0.0 || !seconds.is_finite() {
+        return Err("duration must be greater than zero".to_owned());
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
+}
+
 /// Formats a byte count with a binary unit: `64 MiB`, `1.50 KiB`, `12 B`.
 #[expect(clippy::cast_precision_loss, reason = "display precision")]
 pub fn format_bytes(n: u64) -> String {
@@ -87,6 +117,26 @@ mod tests {
             parse_size("99999999999999T"),
             Err(SizeError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("10s"),
+            Ok(std::time::Duration::from_secs(10))
+        );
+        assert_eq!(
+            parse_duration("500ms"),
+            Ok(std::time::Duration::from_millis(500))
+        );
+        assert_eq!(
+            parse_duration("2m"),
+            Ok(std::time::Duration::from_secs(120))
+        );
+        assert_eq!(parse_duration("3"), Ok(std::time::Duration::from_secs(3)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
     }
 
     #[test]

@@ -3,5 +3,6 @@
 mod copy;
 mod device;
 mod faults;
+mod process;
 mod sched;
 mod syscalls;

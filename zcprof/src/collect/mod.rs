@@ -4,13 +4,10 @@ mod kallsyms;
 pub use kallsyms::Kallsyms;
 use std::collections::BTreeMap;
 
-use aya::{
-    Ebpf,
-    maps::{PerCpuArray, PerCpuHashMap},
-};
+use aya::maps::{PerCpuArray, PerCpuHashMap};
 use zcprof_common::{Counter, DiskIo, HookedBytes, IFNAMSIZ, MAX_SYSCALL_NR, NetXmit, SyscallStat};
 
-use crate::probes::catalog::maps;
+use crate::probes::{Maps, catalog::maps};
 
 /// Errors while reading maps.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +45,8 @@ pub struct Counts {
     pub dma_maps: u64,
     /// Bytes the traced process's socket sends accepted.
     pub sock_send_bytes: u64,
+    /// Forks made by traced processes.
+    pub forks: u64,
     /// Hooked copy bytes by the syscall the thread was in (syscall number), non-zero only.
     pub hooked_by_syscall: BTreeMap<u32, HookedBytes>,
     /// Block I/O completed while measuring, by kernel dev_t (major << 20 | minor).
@@ -60,8 +59,8 @@ pub struct Counts {
 }
 
 /// A map of the loaded object by name.
-fn map<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a aya::maps::Map, CollectError> {
-    ebpf.map(name).ok_or(CollectError::Map {
+fn map<'a>(ebpf: &'a Maps, name: &'static str) -> Result<&'a aya::maps::Map, CollectError> {
+    ebpf.get(name).ok_or(CollectError::Map {
         name,
         source: aya::maps::MapError::InvalidName { name: name.into() },
     })
@@ -69,7 +68,7 @@ fn map<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a aya::maps::Map, Col
 
 /// Reads the sampled kernel stacks and symbolizes them (only when there are samples: loading
 /// kallsyms costs tens of milliseconds).
-fn read_stacks(ebpf: &Ebpf) -> Result<Vec<(Vec<String>, u64)>, CollectError> {
+fn read_stacks(ebpf: &Maps) -> Result<Vec<(Vec<String>, u64)>, CollectError> {
     let err = |name| move |source| CollectError::Map { name, source };
     let samples: PerCpuHashMap<_, u32, u64> =
         PerCpuHashMap::try_from(map(ebpf, maps::STACK_SAMPLES)?)
@@ -108,11 +107,11 @@ fn read_stacks(ebpf: &Ebpf) -> Result<Vec<(Vec<String>, u64)>, CollectError> {
 }
 
 impl Counts {
-    /// Reads the maps of a loaded object.
+    /// Reads the maps of a detached object.
     ///
     /// # Errors
     /// When a map is missing or unreadable.
-    pub fn read(ebpf: &Ebpf) -> Result<Counts, CollectError> {
+    pub fn read(ebpf: &Maps) -> Result<Counts, CollectError> {
         let map_err = |name| move |source| CollectError::Map { name, source };
         let counters: PerCpuArray<_, u64> =
             PerCpuArray::try_from(map(ebpf, maps::COUNTERS)?).map_err(map_err(maps::COUNTERS))?;
@@ -143,6 +142,7 @@ impl Counts {
                 Counter::CopyFromIterBytes => counts.copy_from_iter_bytes = values.sum(),
                 Counter::DmaMaps => counts.dma_maps = values.sum(),
                 Counter::SockSendBytes => counts.sock_send_bytes = values.sum(),
+                Counter::Forks => counts.forks = values.sum(),
             }
         }
         let syscalls: PerCpuArray<_, SyscallStat> =

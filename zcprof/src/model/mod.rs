@@ -67,10 +67,34 @@ pub struct FileInfo {
     pub cache: &'static str,
 }
 
+/// What was measured: a built-in transfer method, or a real program (`exec`, `attach`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Subject {
+    Workload(Method),
+    /// A program, by the name the report shows (`dd`, `pid 1234`).
+    Program(String),
+}
+
+impl Subject {
+    /// The built-in method, if this is one.
+    pub fn method(&self) -> Option<Method> {
+        match self {
+            Subject::Workload(m) => Some(*m),
+            Subject::Program(_) => None,
+        }
+    }
+}
+
+/// A program has no transfer step: its figures are given per MiB of payload.
+pub const PROGRAM_STEP: u64 = 1 << 20;
+
 /// One measured run: the JSON contract of `zcprof run` (and each element of `compare`'s runs).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct RunReport {
-    pub method: Method,
+    /// The method's name, or the program's for `exec` and `attach`.
+    pub method: String,
+    /// "workload" (a built-in method) or "program".
+    pub kind: &'static str,
     pub bytes: u64,
     pub block_size: u64,
     pub transfers: u64,
@@ -86,23 +110,25 @@ pub struct RunReport {
     pub notes: Vec<String>,
     /// Bytes each receiver stream got (each verified equal to `bytes`).
     pub received: Vec<u64>,
-    /// The kernel's own rusage of the transfer process over its whole life (a cross-check).
-    pub process_rusage: ChildUsage,
-    pub file: FileInfo,
+    /// The kernel's own rusage of the measured process over its whole life (a cross-check),
+    /// where zcprof is its parent.
+    pub process_rusage: Option<ChildUsage>,
+    /// The source file of a built-in workload.
+    pub file: Option<FileInfo>,
     pub devices: Devices,
 }
 
 /// Everything a report is made from.
 pub struct RunInput<'a> {
-    pub method: Method,
+    pub subject: Subject,
     pub bytes: u64,
     pub block_size: u64,
     pub kernel_release: &'a str,
     pub plan: &'a HookPlan,
     pub counts: &'a Counts,
     pub received: Vec<u64>,
-    pub usage: ChildUsage,
-    pub file: FileInfo,
+    pub usage: Option<ChildUsage>,
+    pub file: Option<FileInfo>,
     pub devices: Devices,
 }
 
@@ -129,7 +155,7 @@ fn fmt_bytes(n: u64) -> String {
 )]
 pub fn build(input: RunInput<'_>) -> RunReport {
     let RunInput {
-        method,
+        subject,
         bytes,
         block_size,
         kernel_release,
@@ -140,7 +166,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         file,
         devices,
     } = input;
-    let transfers = transfers(bytes, block_size);
+    let method = subject.method();
     let enter = hook(plan, Point::SysEnter);
     let exit = hook(plan, Point::SysExit);
     let sched = hook(plan, Point::SchedSwitch);
@@ -172,6 +198,12 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         });
     }
     rows.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
+    // A program has no step of its own: its figures are per MiB of the payload it moved.
+    let (bytes, block_size) = match subject {
+        Subject::Workload(_) => (bytes, block_size),
+        Subject::Program(_) => (to_user.max(from_user).max(in_kernel), PROGRAM_STEP),
+    };
+    let transfers = transfers(bytes, block_size);
 
     let counted_sys = Source::Counted(vec![enter.clone()]);
     let counted_mode = Source::Counted(vec![enter.clone(), exit.clone()]);
@@ -217,8 +249,8 @@ pub fn build(input: RunInput<'_>) -> RunReport {
                  (preempted); the kernel's rusage for its whole life: {} and {}",
                 counts.voluntary_switches,
                 counts.involuntary_switches,
-                usage.voluntary_switches,
-                usage.involuntary_switches
+                usage.map_or_else(|| "unknown".to_owned(), |u| u.voluntary_switches.to_string()),
+                usage.map_or_else(|| "unknown".to_owned(), |u| u.involuntary_switches.to_string())
             ),
         ),
     );
@@ -242,7 +274,8 @@ pub fn build(input: RunInput<'_>) -> RunReport {
     );
 
     // O_DIRECT reads from a block device are filled by the device, not copied by the CPU.
-    let dma_reads = method == Method::DirectIo && file.block_device;
+    let dma_reads =
+        method == Some(Method::DirectIo) && file.as_ref().is_some_and(|f| f.block_device);
     let cpu_to_user = if dma_reads { 0 } else { to_user };
     let mut copy_note = format!(
         "bytes copied between user buffers and the kernel: {} kernel->user by read-type syscalls, {} \
@@ -255,7 +288,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
             "; the {} read with O_DIRECT from {} were written into the user buffer by the device, not \
              copied by the CPU",
             fmt_bytes(to_user),
-            file.filesystem
+            file.as_ref().map_or("?", |f| f.filesystem.as_str())
         ));
     }
     if in_kernel > 0 {
@@ -355,9 +388,17 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         );
     }
 
-    let textbook = textbook::for_method(method);
+    let textbook = method.map_or_else(textbook::program, textbook::for_method);
     notes.extend(differences(
-        method, transfers, block_size, counts, &figures, &textbook, &file, to_user, &devices,
+        method,
+        transfers,
+        block_size,
+        counts,
+        &figures,
+        &textbook,
+        file.as_ref(),
+        to_user,
+        &devices,
     ));
     if counts.in_flight_lost > 0 {
         notes.push(format!(
@@ -367,8 +408,26 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         ));
     }
 
+    if let Subject::Program(_) = &subject {
+        notes.push(format!(
+            "No built-in workload: a step is 1 MiB of payload ({} moved in all: {} read into user \
+             buffers, {} written from them, {} moved inside the kernel).",
+            fmt_bytes(bytes),
+            fmt_bytes(to_user),
+            fmt_bytes(from_user),
+            fmt_bytes(in_kernel)
+        ));
+    }
     RunReport {
-        method,
+        method: match &subject {
+            Subject::Workload(m) => m.to_string(),
+            Subject::Program(name) => name.clone(),
+        },
+        kind: if method.is_some() {
+            "workload"
+        } else {
+            "program"
+        },
         bytes,
         block_size,
         transfers,
@@ -568,13 +627,13 @@ fn per(figures: &BTreeMap<&'static str, Figure>, key: &str) -> f64 {
 #[expect(clippy::too_many_arguments, reason = "plain inputs of one report")]
 #[expect(clippy::cast_precision_loss, reason = "display precision")]
 fn differences(
-    method: Method,
+    method: Option<Method>,
     transfers: u64,
     block_size: u64,
     counts: &Counts,
     figures: &BTreeMap<&'static str, Figure>,
     textbook: &Textbook,
-    file: &FileInfo,
+    file: Option<&FileInfo>,
     to_user: u64,
     devices: &Devices,
 ) -> Vec<String> {
@@ -591,7 +650,7 @@ fn differences(
         let sys = per(figures, "syscalls");
         if (sys - tb).abs() > 0.25 {
             let why = match method {
-                Method::MmapWrite => {
+                Some(Method::MmapWrite) => {
                     " because the file is mapped once for the whole transfer, not once per step, so only \
                      write() repeats"
                 }
@@ -608,8 +667,8 @@ fn differences(
     }
     let copies = per(figures, "cpu_copy_bytes") / block_size.max(1) as f64;
     match method {
-        Method::Sendfile | Method::Splice | Method::Tee => {
-            let call = if method == Method::Sendfile { "sendfile" } else { "splice" };
+        Some(Method::Sendfile | Method::Splice | Method::Tee) => {
+            let call = if method == Some(Method::Sendfile) { "sendfile" } else { "splice" };
             let mut note = format!("{copies:.2} block copies per step crossed a user buffer.");
             // Scatter-gather on the sending device is what lets the socket take page-cache pages
             // by reference; the sampled share says whether the kernel copied anyway.
@@ -642,15 +701,15 @@ fn differences(
             }
             notes.push(note);
         }
-        Method::DirectIo if file.block_device => notes.push(format!(
+        Some(Method::DirectIo) if file.is_some_and(|f| f.block_device) => notes.push(format!(
             "O_DIRECT on {} bypasses the page cache: the device writes into the user buffer, so the only \
              CPU copy per step is write() into the socket ({copies:.2} block copies per step).",
-            file.filesystem
+            file.map_or("?", |f| f.filesystem.as_str())
         )),
-        Method::DirectIo => notes.push(format!(
+        Some(Method::DirectIo) => notes.push(format!(
             "{} has no block device: it accepts O_DIRECT but serves the read from memory, so the read is \
              a CPU copy ({} kernel->user) and no disk DMA can happen.",
-            file.filesystem,
+            file.map_or("?", |f| f.filesystem.as_str()),
             fmt_bytes(to_user)
         )),
         _ => {}
@@ -668,18 +727,18 @@ fn differences(
     {
         let (dma, dma_step) = (*dma, *dma_step);
         let size = transfers as f64 * block_size as f64;
-        if method == Method::DirectIo || file.cache == "cold" {
+        if method == Some(Method::DirectIo) || file.is_some_and(|f| f.cache == "cold") {
             notes.push(format!(
                 "Disk DMA: {} read from disk, {:.2} blocks per step{}.",
                 fmt_bytes(dma as u64),
                 dma_step / block_size.max(1) as f64,
-                if file.block_device {
+                if file.is_some_and(|f| f.block_device) {
                     ""
                 } else {
                     " (the file system has no block device, so nothing can come from a disk)"
                 }
             ));
-        } else if dma < size / 100.0 {
+        } else if file.is_some() && dma < size / 100.0 {
             notes.push(format!(
                 "The page cache was warm: the file was already in memory, so the disk did no DMA for it \
                  ({} read from disk while measuring). Use --cache cold to see the note's disk DMA.",
@@ -739,23 +798,23 @@ pub(crate) mod tests {
 
     pub(crate) fn report(method: Method, counts: &Counts, block_device: bool) -> RunReport {
         build(RunInput {
-            method,
+            subject: Subject::Workload(method),
             bytes: 1 << 20,
             block_size: 64 << 10,
             kernel_release: "6.18.0-test",
             plan: &HookPlan::default(),
             counts,
             received: vec![1 << 20],
-            usage: ChildUsage {
+            usage: Some(ChildUsage {
                 voluntary_switches: 5,
                 involuntary_switches: 2,
-            },
-            file: FileInfo {
+            }),
+            file: Some(FileInfo {
                 path: "/tmp/x".into(),
                 filesystem: "ext4".into(),
                 block_device,
                 cache: "warm",
-            },
+            }),
             devices: Devices::default(),
         })
     }
@@ -815,6 +874,30 @@ pub(crate) mod tests {
             Some(f64::from(1 << 20))
         );
         assert!(memory.notes.iter().any(|n| n.contains("no block device")));
+    }
+
+    #[test]
+    fn programs_are_measured_per_mib_of_payload() {
+        let r = build(RunInput {
+            subject: Subject::Program("dd".into()),
+            bytes: 0,
+            block_size: 0,
+            kernel_release: "6.18.0-test",
+            plan: &HookPlan::default(),
+            counts: &read_write_counts(),
+            received: Vec::new(),
+            usage: None,
+            file: None,
+            devices: Devices::default(),
+        });
+        assert_eq!(r.method, "dd");
+        assert_eq!(r.kind, "program");
+        // 1 MiB read and written: the payload is 1 MiB, one step.
+        assert_eq!(r.bytes, 1 << 20);
+        assert_eq!(r.block_size, PROGRAM_STEP);
+        assert_eq!(r.transfers, 1);
+        assert_eq!(r.textbook.cpu_copies, None);
+        assert!(r.notes.iter().any(|n| n.contains("1 MiB of payload")));
     }
 
     #[test]

@@ -16,6 +16,18 @@ pub struct Textbook {
     pub note: &'static str,
 }
 
+/// A real program: the note's table has no row for it.
+pub fn program() -> Textbook {
+    Textbook {
+        syscalls: None,
+        mode_switches: None,
+        dma_copies: None,
+        cpu_copies: None,
+        cpu_copies_with_sg_dma: None,
+        note: "a real program: the note gives figures per technique, not per program",
+    }
+}
+
 /// The textbook row for `method`.
 pub fn for_method(method: Method) -> Textbook {
     let none = Textbook {

@@ -33,11 +33,13 @@ pub enum Point {
     DmaMapSg,
     /// A socket send returning: bytes the socket took.
     SockSend,
+    /// A traced process forking (followed into the child when following is on).
+    ProcessFork,
 }
 
 impl Point {
     /// Every point, in attach order.
-    pub const ALL: [Point; 14] = [
+    pub const ALL: [Point; 15] = [
         Point::SysEnter,
         Point::SysExit,
         Point::SchedSwitch,
@@ -52,6 +54,7 @@ impl Point {
         Point::DmaMap,
         Point::DmaMapSg,
         Point::SockSend,
+        Point::ProcessFork,
     ];
 
     /// Without these no report makes sense; the others are shown as unavailable when missing.
@@ -76,6 +79,7 @@ impl Point {
             Point::DmaMap => "dma_map",
             Point::DmaMapSg => "dma_map_sg",
             Point::SockSend => "sock_send",
+            Point::ProcessFork => "sched_process_fork",
         }
     }
 }
@@ -289,6 +293,12 @@ pub const VARIANTS: &[Variant] = &[
         program: "sock_send_length_tracepoint",
         target: "sock/sock_send_length",
     },
+    Variant {
+        point: Point::ProcessFork,
+        kind: HookKind::Tracepoint,
+        program: "sched_process_fork_tracepoint",
+        target: "sched/sched_process_fork",
+    },
 ];
 
 /// The variants of one point, in order of preference.
@@ -306,8 +316,9 @@ pub mod maps {
     pub const STACKS: &str = "STACKS";
     pub const STACK_SAMPLES: &str = "STACK_SAMPLES";
     pub const HOOKED_BY_SYSCALL: &str = "HOOKED_BY_SYSCALL";
+    pub const TRACED: &str = "TRACED";
     /// Every map, for the object check.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 9] = [
         SYSCALLS,
         COUNTERS,
         IN_FLIGHT,
@@ -316,20 +327,27 @@ pub mod maps {
         STACKS,
         STACK_SAMPLES,
         HOOKED_BY_SYSCALL,
+        TRACED,
     ];
 }
 
 /// Loader-set globals in the eBPF object.
 pub mod globals {
     pub const TARGET_TGID: &str = "TARGET_TGID";
+    pub const FOLLOW: &str = "FOLLOW";
     /// Record offsets of classic tracepoints: (global, event, field).
-    pub const OFFSETS: [(&str, &str, &str); 6] = [
+    pub const OFFSETS: [(&str, &str, &str); 7] = [
         ("BLK_OFF_DEV", "block/block_rq_issue", "dev"),
         ("BLK_OFF_BYTES", "block/block_rq_issue", "bytes"),
         ("BLK_OFF_RWBS", "block/block_rq_issue", "rwbs"),
         ("NET_OFF_LEN", "net/net_dev_xmit", "len"),
         ("NET_OFF_NAME", "net/net_dev_xmit", "name"),
         ("SOCK_OFF_RET", "sock/sock_send_length", "ret"),
+        (
+            "FORK_OFF_CHILD_PID",
+            "sched/sched_process_fork",
+            "child_pid",
+        ),
     ];
 }
 

@@ -72,6 +72,16 @@ impl HookPlan {
     }
 }
 
+/// The maps of a detached object, by name.
+pub struct Maps(std::collections::HashMap<&'static str, aya::maps::Map>);
+
+impl Maps {
+    /// The map called `name`.
+    pub fn get(&self, name: &str) -> Option<&aya::maps::Map> {
+        self.0.get(name)
+    }
+}
+
 /// Attached programs. Dropping this detaches them and frees the maps.
 pub struct Probes {
     ebpf: Ebpf,
@@ -163,12 +173,18 @@ pub fn attach_variant(ebpf: &mut Ebpf, variant: &Variant, tgid: u32) -> Result<(
 }
 
 impl Probes {
-    /// Loads the object with the filter set to `tgid` and attaches one variant per point,
+    /// Loads the object with the filter set to `tgid` (and, with `follow`, the processes it
+    /// forks while measured) and attaches one variant per point,
     /// choosing (and recording in `plan`) the first that works when none is chosen yet.
     ///
     /// # Errors
     /// When the object does not load, or a point has no working variant.
-    pub fn attach(kernel: &Kernel, plan: &mut HookPlan, tgid: u32) -> Result<Probes, ProbeError> {
+    pub fn attach(
+        kernel: &Kernel,
+        plan: &mut HookPlan,
+        tgid: u32,
+        follow: bool,
+    ) -> Result<Probes, ProbeError> {
         // Record offsets of classic tracepoints, read from this kernel's format files (the
         // programs' defaults are one kernel's layout; others differ).
         let offsets: Vec<(&str, u32)> = catalog::globals::OFFSETS
@@ -178,7 +194,9 @@ impl Probes {
             })
             .collect();
         let mut loader = EbpfLoader::new();
+        let follow = u32::from(follow);
         loader.override_global(catalog::globals::TARGET_TGID, &tgid, true);
+        loader.override_global(catalog::globals::FOLLOW, &follow, true);
         for (global, offset) in &offsets {
             loader.override_global(global, offset, true);
         }
@@ -230,8 +248,14 @@ impl Probes {
         Ok(Probes { ebpf })
     }
 
-    /// The loaded object, for reading maps.
-    pub fn ebpf(&self) -> &Ebpf {
-        &self.ebpf
+    /// Detaches every program and returns the maps, which outlive the programs: counts read
+    /// afterwards no longer move, even when the measured process is still running (attach).
+    pub fn detach(mut self) -> Maps {
+        let maps = catalog::maps::ALL
+            .iter()
+            .filter_map(|name| Some((*name, self.ebpf.take_map(name)?)))
+            .collect();
+        drop(self);
+        Maps(maps)
     }
 }

@@ -130,12 +130,21 @@ fn legend(r: &RunReport) -> Vec<String> {
         }
     });
     vec![
-        format!(
-            "step: one transfer of --block-size {} ({} steps for {})",
-            format_bytes(r.block_size),
-            r.transfers,
-            format_bytes(r.bytes)
-        ),
+        if r.kind == "program" {
+            format!(
+                "step: 1 MiB of payload moved by the program ({} steps for {}); the textbook has no row \
+                 for a program",
+                r.transfers,
+                format_bytes(r.bytes)
+            )
+        } else {
+            format!(
+                "step: one transfer of --block-size {} ({} steps for {})",
+                format_bytes(r.block_size),
+                r.transfers,
+                format_bytes(r.bytes)
+            )
+        },
         "tb: the textbook's figure per step (shared/TEXTBOOK.md); '-' where the note gives none"
             .to_owned(),
         format!("syscalls: {}", src("syscalls")),
@@ -144,12 +153,12 @@ fn legend(r: &RunReport) -> Vec<String> {
             src("mode_switches")
         ),
         format!(
-            "sched switches: the scheduler switching the sender off its CPU, {}",
+            "sched switches: the scheduler switching the measured process off its CPU, {}",
             src("context_switches")
         ),
         format!(
             "CPU copies: bytes copied between user buffers and the kernel, in blocks per step; {}. \
-             Share of the sender's kernel time in copy routines: {}",
+             Share of the measured process's kernel time in copy routines: {}",
             src("cpu_copy_bytes"),
             src("copy_cpu_share")
         ),
@@ -194,19 +203,26 @@ pub fn table(runs: &[RunReport], failed: &[Failed]) -> String {
     }
     let mut out = format!("{t}\n");
     if let Some(first) = runs.first() {
-        let _ = writeln!(
-            out,
-            "kernel {}; file {} on {} ({}, page cache {})",
-            first.kernel,
-            first.file.path,
-            first.file.filesystem,
-            if first.file.block_device {
-                "block device"
-            } else {
-                "no block device"
-            },
-            first.file.cache
-        );
+        match &first.file {
+            Some(file) => {
+                let _ = writeln!(
+                    out,
+                    "kernel {}; file {} on {} ({}, page cache {})",
+                    first.kernel,
+                    file.path,
+                    file.filesystem,
+                    if file.block_device {
+                        "block device"
+                    } else {
+                        "no block device"
+                    },
+                    file.cache
+                );
+            }
+            None => {
+                let _ = writeln!(out, "kernel {}", first.kernel);
+            }
+        }
         for line in legend(first) {
             let _ = writeln!(out, "  {line}");
         }
@@ -241,7 +257,7 @@ fn syscall_table(r: &RunReport) -> String {
         ]);
     }
     format!(
-        "Syscalls of the transfer process ({}):\n{t}\n",
+        "Syscalls of the measured process ({}):\n{t}\n",
         r.hooks.get("sys_enter").cloned().unwrap_or_default()
     )
 }
