@@ -881,3 +881,100 @@ fn attach_measures_a_running_process_and_leaves_it_running() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no process with PID 999999999"));
 }
+
+/// Waits (bounded) until zcprof's programs are attached, so a signal lands while measuring.
+fn wait_attached(zcprof: &mut std::process::Child) {
+    for _ in 0..2000 {
+        if !zcprof_programs_loaded(&PROGRAMS).is_empty() {
+            return;
+        }
+        assert!(
+            zcprof.try_wait().unwrap().is_none(),
+            "zcprof ended before attaching"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    panic!("zcprof never attached");
+}
+
+fn sigint(child: &std::process::Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+}
+
+#[test]
+fn ctrl_c_during_exec_prints_the_summary_and_stops_the_command() {
+    if !privileged("ctrl_c_exec") {
+        return;
+    }
+    let zcprof = Command::new(zcprof_bin())
+        .args(["exec", "--", "sleep", "30"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = KillOnDrop(zcprof);
+    wait_attached(&mut guard.0);
+    // Released and running: the child has exec'd sleep and sleeps in it.
+    let sleeping = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains("(sleep) S"))
+    };
+    for _ in 0..2000 {
+        if children_of(guard.0.id()).into_iter().any(sleeping) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let command = children_of(guard.0.id());
+    assert!(command.iter().copied().any(sleeping), "sleep never started");
+    sigint(&guard.0);
+    let status = guard.0.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(guard.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("nanosleep") || err.contains("clock_nanosleep"),
+        "the summary so far: {err}"
+    );
+    assert!(
+        err.lines()
+            .last()
+            .unwrap_or_default()
+            .contains("interrupted"),
+        "{err}"
+    );
+    for pid in command {
+        assert!(!alive(pid), "the command {pid} is gone");
+    }
+    assert!(programs_left().is_empty(), "programs detached");
+}
+
+#[test]
+fn ctrl_c_during_attach_prints_the_summary_and_leaves_the_process() {
+    if !privileged("ctrl_c_attach") {
+        return;
+    }
+    let mut target = Command::new("sleep").arg("30").spawn().unwrap();
+    let zcprof = Command::new(zcprof_bin())
+        .args(["attach", "--pid", &target.id().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = KillOnDrop(zcprof);
+    wait_attached(&mut guard.0);
+    sigint(&guard.0);
+    let status = guard.0.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(guard.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let untouched = target.try_wait().unwrap().is_none();
+    let _ = target.kill();
+    let _ = target.wait();
+    assert!(status.success(), "Ctrl-C ends an attach normally: {err}");
+    assert!(err.contains("pid "), "the summary: {err}");
+    assert!(untouched, "the attached process keeps running");
+    assert!(programs_left().is_empty(), "programs detached");
+}
