@@ -978,3 +978,216 @@ fn ctrl_c_during_attach_prints_the_summary_and_leaves_the_process() {
     assert!(untouched, "the attached process keeps running");
     assert!(programs_left().is_empty(), "programs detached");
 }
+
+/// What Kafka and Netty do for zero-copy: FileChannel.transferTo to a socket.
+const JAVA_SENDER: &str = r#"
+import java.io.InputStream;
+import java.net.*;
+import java.nio.channels.*;
+import java.nio.file.*;
+
+public class TransferTo {
+    public static void main(String[] args) throws Exception {
+        Path file = Paths.get(args[0]);
+        try (ServerSocket server = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
+            Thread drain = new Thread(() -> {
+                try (Socket s = server.accept(); InputStream in = s.getInputStream()) {
+                    byte[] buf = new byte[1 << 16];
+                    while (in.read(buf) >= 0) { }
+                } catch (Exception e) { throw new RuntimeException(e); }
+            });
+            drain.start();
+            try (FileChannel ch = FileChannel.open(file);
+                 SocketChannel out = SocketChannel.open(server.getLocalSocketAddress())) {
+                long sent = 0, size = ch.size();
+                while (sent < size) sent += ch.transferTo(sent, size - sent, out);
+            }
+            drain.join();
+        }
+    }
+}
+"#;
+
+#[test]
+fn java_transfer_to_uses_sendfile() {
+    if !privileged("java_transfer_to") {
+        return;
+    }
+    if Command::new("javac").arg("-version").output().is_err() {
+        skip("java_transfer_to", "no JDK (javac) on this machine");
+        return;
+    }
+    let dir = scratch_dir("java", env!("CARGO_TARGET_TMPDIR"));
+    let file = data_file(&dir);
+    std::fs::write(dir.join("TransferTo.java"), JAVA_SENDER).unwrap();
+    let javac = Command::new("javac")
+        .arg("-d")
+        .arg(&dir)
+        .arg(dir.join("TransferTo.java"))
+        .output()
+        .unwrap();
+    assert!(
+        javac.status.success(),
+        "{}",
+        String::from_utf8_lossy(&javac.stderr)
+    );
+    let (r, code) = exec_json(&[
+        "--",
+        "java",
+        "-cp",
+        dir.to_str().unwrap(),
+        "TransferTo",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{}", r["syscalls_by_name"]);
+    // The JVM's transferTo is sendfile underneath: the file never enters the Java heap.
+    assert!(calls(&r, "sendfile") >= 1, "{}", r["syscalls_by_name"]);
+    let sendfile_bytes = r["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "sendfile")
+        .unwrap()["bytes"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(sendfile_bytes, SIZE, "sendfile moved the whole file");
+}
+
+/// Stops an nginx master the way nginx wants (SIGTERM: it stops its workers, then exits), so
+/// no worker outlives the test, whether it passes or panics.
+struct StopNginx(std::process::Child);
+
+impl Drop for StopNginx {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).unwrap_or(0));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.0.wait();
+    }
+}
+
+/// Serves a 16 MiB file from an nginx of the test's own (loopback port, private prefix), with
+/// `sendfile` on or off, and measures its worker by PID while curl fetches the file.
+fn nginx_serving(sendfile: bool) -> Option<Value> {
+    if Command::new("nginx").arg("-v").output().is_err() {
+        skip(
+            "nginx tests",
+            "nginx is not installed (cargo xtask test installs it as root)",
+        );
+        return None;
+    }
+    let dir = scratch_dir(
+        if sendfile { "nginx-on" } else { "nginx-off" },
+        env!("CARGO_TARGET_TMPDIR"),
+    );
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let size = 16 << 20;
+    std::fs::write(www.join("file.bin"), vec![7u8; size]).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let d = dir.display();
+    let conf = format!(
+        "daemon off; master_process on; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;
+events {{}}
+http {{
+  access_log off; sendfile {}; tcp_nopush off;
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  server {{ listen 127.0.0.1:{port}; root {d}/www; }}
+}}
+",
+        if sendfile { "on" } else { "off" }
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let master = Command::new("nginx")
+        .arg("-p")
+        .arg(&dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let master = StopNginx(master);
+    let mut worker = None;
+    for _ in 0..2000 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && let Some(&w) = children_of(master.0.id()).first()
+        {
+            worker = Some(w);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let worker = worker.expect("nginx started a worker");
+    let zcprof = Command::new(zcprof_bin())
+        .args(["attach", "--pid", &worker.to_string(), "--format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut zcprof = KillOnDrop(zcprof);
+    wait_attached(&mut zcprof.0);
+    // A moment for the last program to attach after the first is seen.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let curl = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{size_download}"])
+        .arg(format!("http://127.0.0.1:{port}/file.bin"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&curl.stdout),
+        size.to_string(),
+        "curl got the whole file"
+    );
+    sigint(&zcprof.0);
+    let status = zcprof.0.wait().unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(zcprof.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert!(status.success());
+    Some(serde_json::from_str(&out).unwrap())
+}
+
+#[test]
+fn nginx_with_sendfile_on_moves_the_file_without_user_copies() {
+    if !privileged("nginx_sendfile_on") {
+        return;
+    }
+    let Some(r) = nginx_serving(true) else { return };
+    assert!(calls(&r, "sendfile") >= 1, "{}", r["syscalls_by_name"]);
+    assert!(
+        fig(&r, "in_kernel_bytes") >= 16 << 20,
+        "{}",
+        r["figures"]["in_kernel_bytes"]
+    );
+    // Only the request and the response headers pass through user buffers.
+    assert!(
+        fig(&r, "cpu_copy_bytes") < 64 << 10,
+        "{}",
+        r["figures"]["cpu_copy_bytes"]
+    );
+}
+
+#[test]
+fn nginx_with_sendfile_off_reads_the_file_into_user_space() {
+    if !privileged("nginx_sendfile_off") {
+        return;
+    }
+    let Some(r) = nginx_serving(false) else {
+        return;
+    };
+    assert_eq!(calls(&r, "sendfile"), 0, "{}", r["syscalls_by_name"]);
+    assert!(
+        fig(&r, "cpu_copy_to_user_bytes") >= 16 << 20,
+        "read into user space: {}",
+        r["syscalls_by_name"]
+    );
+    assert!(
+        fig(&r, "cpu_copy_from_user_bytes") >= 16 << 20,
+        "written out of user space"
+    );
+}

@@ -110,6 +110,17 @@ fn main() -> Result<()> {
                 "--test-threads=1",
             ]);
             kernel.env("ZCPROF_BIN", workspace_root().join("target/debug/zcprof"));
+            // Programs the kernel tests measure (they skip, saying so, where one is missing).
+            if is_root() {
+                setup::install_packages(
+                    "test",
+                    &setup::missing_packages(&[
+                        ("nginx", "nginx"),
+                        ("strace", "strace"),
+                        ("curl", "curl"),
+                    ]),
+                )?;
+            }
             if !is_root() {
                 eprintln!(
                     "xtask: not root: the kernel tests skip and the VM matrix does not run (run `sudo -E cargo xtask test`)"

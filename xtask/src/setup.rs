@@ -178,3 +178,39 @@ fn ensure_bpf_linker(llvm: &NightlyLlvm) -> Result<()> {
     }
     Ok(())
 }
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Debian packages of the (command, package) pairs whose command is not on PATH.
+pub fn missing_packages(tools: &[(&str, &'static str)]) -> Vec<&'static str> {
+    tools
+        .iter()
+        .filter(|(tool, _)| !have(tool))
+        .map(|(_, pkg)| *pkg)
+        .collect()
+}
+
+/// Installs Debian packages (as root; the test and VM steps only run as root).
+///
+/// # Errors
+/// When apt-get fails.
+pub fn install_packages(who: &str, packages: &[&str]) -> Result<()> {
+    if packages.is_empty() {
+        return Ok(());
+    }
+    eprintln!("{who}: installing {}", packages.join(" "));
+    run(Command::new("apt-get")
+        .arg("update")
+        .stdout(std::process::Stdio::null()))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(std::process::Stdio::null()))
+}

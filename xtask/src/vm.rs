@@ -28,39 +28,18 @@ fn cache_dir() -> PathBuf {
     home.join(".cache/zcprof/vm")
 }
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// Installs QEMU, cpio and a static busybox from the distribution when missing.
 fn ensure_tools() -> Result<()> {
-    let missing: Vec<_> = [
+    let mut missing = crate::setup::missing_packages(&[
         ("qemu-system-x86_64", "qemu-system-x86"),
         ("cpio", "cpio"),
         ("dpkg-deb", "dpkg"),
-    ]
-    .into_iter()
-    .filter(|(tool, _)| !have(tool))
-    .map(|(_, pkg)| pkg)
-    .chain(
-        (!Path::new("/bin/busybox").exists() || !is_static("/bin/busybox"))
-            .then_some("busybox-static"),
-    )
-    .collect();
-    if missing.is_empty() {
-        return Ok(());
+        ("mkfs.ext4", "e2fsprogs"),
+    ]);
+    if !Path::new("/bin/busybox").exists() || !is_static("/bin/busybox") {
+        missing.push("busybox-static");
     }
-    eprintln!("vm-test: installing {}", missing.join(" "));
-    run(Command::new("apt-get").arg("update").stdout(Stdio::null()))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdout(Stdio::null()))
+    crate::setup::install_packages("vm-test", &missing)
 }
 
 fn is_static(path: &str) -> bool {
