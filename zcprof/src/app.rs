@@ -105,7 +105,7 @@ fn workloads(opts: &Workload) -> ExitCode {
     }
 }
 
-/// Prints one program's report: JSON on stdout, tables on stderr (as perf stat does) so that
+/// Prints one program's report: JSON and CSV on stdout, tables on stderr (as perf stat does) so that
 /// the measured command's own output stays clean.
 fn emit_program(report: &RunReport, format: Format) {
     let _ = match format {
@@ -118,6 +118,9 @@ fn emit_program(report: &RunReport, format: Format) {
         Format::Markdown => std::io::stderr()
             .lock()
             .write_all(report::markdown(std::slice::from_ref(report), &[]).as_bytes()),
+        Format::Csv => std::io::stdout()
+            .lock()
+            .write_all(report::csv(std::slice::from_ref(report), &[]).as_bytes()),
     };
 }
 
@@ -189,6 +192,7 @@ fn finish(outcome: &Outcome, format: Format, single: bool) -> ExitCode {
     let text = match format {
         Format::Table => report::table(&outcome.runs, &outcome.failed),
         Format::Markdown => report::markdown(&outcome.runs, &outcome.failed),
+        Format::Csv => report::csv(&outcome.runs, &outcome.failed),
         Format::Json if single && outcome.failed.is_empty() && outcome.runs.len() == 1 => {
             report::json_run(&outcome.runs[0]).unwrap_or_default() + "\n"
         }
@@ -233,7 +237,8 @@ fn doctor(format: Format) -> ExitCode {
     let diagnosis = crate::doctor::diagnose();
     let text = match format {
         Format::Json => serde_json::to_string_pretty(&diagnosis).unwrap_or_default() + "\n",
-        Format::Table | Format::Markdown => crate::doctor::render(&diagnosis),
+        // Doctor's answer is a list, not a table of runs: csv and markdown get the plain text.
+        Format::Table | Format::Markdown | Format::Csv => crate::doctor::render(&diagnosis),
     };
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
     if diagnosis.usable() {

@@ -16,6 +16,8 @@ pub enum Format {
     Table,
     Json,
     Markdown,
+    /// One row per run; each figure as `<name>_value` and `<name>_per_step` columns.
+    Csv,
 }
 
 /// A method that could not be measured, shown as a row with its reason.
@@ -294,6 +296,64 @@ pub fn markdown(runs: &[RunReport], failed: &[Failed]) -> String {
     out
 }
 
+/// A CSV field, quoted when it needs to be.
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
+}
+
+/// CSV: one row per run (failed runs carry only their method and error).
+pub fn csv(runs: &[RunReport], failed: &[Failed]) -> String {
+    let mut keys: Vec<&str> = runs
+        .iter()
+        .flat_map(|r| r.figures.keys().copied())
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut header = vec![
+        "method".to_owned(),
+        "kind".into(),
+        "bytes".into(),
+        "block_size".into(),
+        "transfers".into(),
+        "elapsed_ns".into(),
+    ];
+    for k in &keys {
+        header.push(format!("{k}_value"));
+        header.push(format!("{k}_per_step"));
+    }
+    header.push("error".into());
+    let mut out = header.join(",") + "\n";
+    let num = |v: Option<f64>| v.map_or_else(String::new, |v| format!("{v}"));
+    for r in runs {
+        let mut row = vec![
+            csv_field(&r.method),
+            r.kind.to_owned(),
+            r.bytes.to_string(),
+            r.block_size.to_string(),
+            r.transfers.to_string(),
+            r.elapsed_ns.to_string(),
+        ];
+        for k in &keys {
+            let f = r.figures.get(k);
+            row.push(num(f.and_then(|f| f.value)));
+            row.push(num(f.and_then(|f| f.per_transfer)));
+        }
+        row.push(String::new());
+        out.push_str(&(row.join(",") + "\n"));
+    }
+    for f in failed {
+        let mut row = vec![csv_field(&f.method)];
+        row.extend(std::iter::repeat_n(String::new(), header.len() - 2));
+        row.push(csv_field(&f.error));
+        out.push_str(&(row.join(",") + "\n"));
+    }
+    out
+}
+
 /// JSON for `run`: the report object itself.
 ///
 /// # Errors
@@ -346,6 +406,26 @@ mod tests {
         let md = markdown(&runs, &[]);
         assert!(md.lines().any(|l| l.starts_with("| splice |")), "{md}");
         assert!(md.contains("Notes:"));
+    }
+
+    #[test]
+    fn csv_has_a_header_and_a_row_per_run() {
+        let runs = [report(Method::ReadWrite, &read_write_counts(), true)];
+        let text = csv(
+            &runs,
+            &[Failed {
+                method: "tee".into(),
+                error: "a, b".into(),
+            }],
+        );
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        let header: Vec<_> = lines[0].split(',').collect();
+        let row: Vec<_> = lines[1].split(',').collect();
+        assert_eq!(header.len(), row.len());
+        let col = header.iter().position(|h| *h == "syscalls_value").unwrap();
+        assert_eq!(row[col], "33");
+        assert!(lines[2].starts_with("tee,") && lines[2].ends_with("\"a, b\""));
     }
 
     #[test]
