@@ -9,6 +9,7 @@ use std::{
 ///
 /// # Panics
 /// When no binary can be found (run through `cargo xtask test`).
+#[must_use]
 pub fn zcprof_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("ZCPROF_BIN") {
         return PathBuf::from(p);
@@ -29,6 +30,7 @@ pub fn zcprof_bin() -> PathBuf {
 }
 
 /// True when the test may load eBPF; otherwise says why on stderr. Tests return early on false.
+#[must_use]
 pub fn privileged(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         true
@@ -48,8 +50,9 @@ pub fn skip(test: &str, why: &str) {
     let _ = writeln!(std::io::stderr(), "skipping {test}: {why}");
 }
 
-/// A fresh directory under cargo's target tmp dir: on the project's disk, so O_DIRECT and block
+/// A fresh directory under cargo's target tmp dir: on the project's disk, so `O_DIRECT` and block
 /// devices behave as on a real file system.
+#[must_use]
 pub fn scratch_dir(name: &str, tmp: &str) -> PathBuf {
     let dir = PathBuf::from(tmp).join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -58,6 +61,7 @@ pub fn scratch_dir(name: &str, tmp: &str) -> PathBuf {
 }
 
 /// Runs zcprof with `args`.
+#[must_use]
 pub fn run(args: &[&str]) -> Output {
     Command::new(zcprof_bin())
         .args(args)
@@ -67,6 +71,7 @@ pub fn run(args: &[&str]) -> Output {
 
 /// Runs zcprof with `args` plus `--format json` and parses its output, panicking with stderr on
 /// failure.
+#[must_use]
 pub fn run_json(args: &[&str]) -> serde_json::Value {
     let mut all = args.to_vec();
     all.extend(["--format", "json"]);

@@ -536,7 +536,7 @@ fn doctor_tries_every_hook_and_explains_refusals() {
 }
 
 /// The hooked copy tier, where the kernel allows fexit or kretprobe. The VM runner sets
-/// ZCPROF_EXPECT_HOOKED=1 on kernels where it must be there.
+/// `ZCPROF_EXPECT_HOOKED=1` on kernels where it must be there.
 fn hooked(r: &Value, key: &str) -> Option<u64> {
     let value = r["figures"][key]["value"].as_u64();
     // filemap_read is ftrace-traceable on the matrix's kernels; the iov_iter copy routines are
@@ -980,7 +980,7 @@ fn ctrl_c_during_attach_prints_the_summary_and_leaves_the_process() {
 }
 
 /// What Kafka and Netty do for zero-copy: FileChannel.transferTo to a socket.
-const JAVA_SENDER: &str = r#"
+const JAVA_SENDER: &str = r"
 import java.io.InputStream;
 import java.net.*;
 import java.nio.channels.*;
@@ -1006,7 +1006,7 @@ public class TransferTo {
         }
     }
 }
-"#;
+";
 
 #[test]
 fn java_transfer_to_uses_sendfile() {

@@ -258,7 +258,7 @@ fn depends(bytes: &[u8]) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Finds DISK_MODULES and their dependencies under `tree`, writes them decompressed to `out`,
+/// Finds `DISK_MODULES` and their dependencies under `tree`, writes them decompressed to `out`,
 /// and returns them in load order (dependencies first). Built-in drivers are simply absent.
 fn resolve_modules(tree: &Path, out: &Path) -> Result<Vec<PathBuf>> {
     let mut found = std::collections::HashMap::new();

@@ -68,11 +68,11 @@ pub enum Counter {
     SamplesKernel = 11,
     /// Kernel-mode samples whose stack could not be stored (stack map full or busy).
     SamplesLost = 12,
-    /// Bytes `filemap_read` returned: page cache copied to the reader's iov_iter.
+    /// Bytes `filemap_read` returned: page cache copied to the reader's `iov_iter`.
     FilemapReadBytes = 13,
-    /// Bytes `_copy_to_iter` copied (kernel memory to an iov_iter, usually user memory).
+    /// Bytes `_copy_to_iter` copied (kernel memory to an `iov_iter`, usually user memory).
     CopyToIterBytes = 14,
-    /// Bytes `_copy_from_iter` copied (an iov_iter, usually user memory, into the kernel).
+    /// Bytes `_copy_from_iter` copied (an `iov_iter`, usually user memory, into the kernel).
     CopyFromIterBytes = 15,
     /// Buffers mapped for device DMA through the DMA API, by any driver (device-wide).
     DmaMaps = 16,
@@ -119,7 +119,7 @@ pub struct DiskIo {
 }
 
 /// Bytes the hooked copy routines returned while a traced thread was inside one syscall
-/// (indexed by that syscall's number), so user space can tell a read() copy from a sendfile().
+/// (indexed by that syscall's number), so user space can tell a `read()` copy from a `sendfile()`.
 #[repr(C)]
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct HookedBytes {
@@ -129,7 +129,7 @@ pub struct HookedBytes {
     pub sock_send: u64,
 }
 
-/// Depth of stored kernel stacks (PERF_MAX_STACK_DEPTH).
+/// Depth of stored kernel stacks (`PERF_MAX_STACK_DEPTH`).
 pub const STACK_DEPTH: usize = 127;
 
 /// Length of the device-name key of `NET_XMIT` (IFNAMSIZ).

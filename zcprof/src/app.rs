@@ -16,6 +16,7 @@ use crate::{
 const EXIT_INTERRUPTED: u8 = 130;
 
 /// Runs `command` to completion; Ctrl-C or SIGTERM cancel it cleanly.
+#[must_use]
 pub fn main(command: Command) -> ExitCode {
     let opts = match command {
         Command::Run(run) => Workload::validate(vec![run.method], run.workload),
@@ -258,7 +259,7 @@ fn fail(code: u8, message: &str) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones ignore it.
+/// Kernels before 5.11 charge BPF maps to `RLIMIT_MEMLOCK`; newer ones ignore it.
 fn raise_memlock() {
     let unlimited = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,

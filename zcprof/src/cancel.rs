@@ -6,6 +6,7 @@ static CANCELLED: AtomicBool = AtomicBool::new(false);
 static CHILD: AtomicI32 = AtomicI32::new(0);
 
 /// The flag that long loops poll.
+#[must_use]
 pub fn flag() -> &'static AtomicBool {
     &CANCELLED
 }

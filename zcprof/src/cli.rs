@@ -122,6 +122,7 @@ pub enum Cache {
 
 impl Cache {
     /// Name used in reports.
+    #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             Cache::Warm => "warm",

@@ -41,6 +41,7 @@ pub struct Diagnosis {
 
 impl Diagnosis {
     /// True when every point a report needs has a working hook.
+    #[must_use]
     pub fn usable(&self) -> bool {
         self.privileged
             && self
@@ -81,6 +82,7 @@ fn check(kernel: &Kernel, variant: &Variant) -> Check {
 }
 
 /// Probes every variant of every point.
+#[must_use]
 pub fn diagnose() -> Diagnosis {
     let kernel = Kernel::detect();
     let privileged = caps::check_privileges().is_ok();

@@ -30,6 +30,7 @@ pub enum MeasureError {
 
 impl MeasureError {
     /// Ctrl-C, at whatever stage.
+    #[must_use]
     pub fn is_interrupt(&self) -> bool {
         matches!(
             self,
@@ -46,7 +47,7 @@ impl MeasureError {
 pub fn source(opts: &Workload) -> Result<SourceFile, MeasureError> {
     let file = match &opts.file {
         Some(path) => {
-            let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            let len = std::fs::metadata(path).map_or(0, |m| m.len());
             let size = opts.size.unwrap_or(len);
             let f = SourceFile::existing(path, size)?;
             f.warm(size).map_err(|e| SourceError::Unreadable {
@@ -175,6 +176,7 @@ pub struct Outcome {
 
 /// Measures each method in turn with one hook plan; a failing method is recorded and the rest
 /// still run.
+#[must_use]
 pub fn run_all(kernel: &Kernel, source: &SourceFile, opts: &Workload) -> Outcome {
     let mut plan = HookPlan::default();
     let mut outcome = Outcome::default();

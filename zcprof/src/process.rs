@@ -117,11 +117,13 @@ impl Stopped {
     }
 
     /// The process id the probes filter on.
+    #[must_use]
     pub fn pid(&self) -> u32 {
         u32::try_from(self.pid).unwrap_or(0)
     }
 
     /// Lets the command run and waits for it to end.
+    #[must_use]
     pub fn run(self) -> Ended {
         // SAFETY: signalling our own stopped child.
         unsafe { libc::kill(self.pid, libc::SIGCONT) };
@@ -183,6 +185,7 @@ pub enum WatchEnd {
 }
 
 /// Waits until `duration` passes, the process exits, or Ctrl-C.
+#[must_use]
 pub fn watch(pid: u32, duration: Option<Duration>) -> WatchEnd {
     let start = Instant::now();
     loop {

@@ -78,6 +78,7 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 
 /// Formats a byte count with a binary unit: `64 MiB`, `1.50 KiB`, `12 B`.
 #[expect(clippy::cast_precision_loss, reason = "display precision")]
+#[must_use]
 pub fn format_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = n as f64;

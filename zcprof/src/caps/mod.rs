@@ -21,20 +21,21 @@ pub enum CapsError {
 pub struct Kernel {
     /// `uname -r`.
     pub release: String,
-    /// /sys/kernel/btf/vmlinux exists (needed by tp_btf and fentry).
+    /// /sys/kernel/btf/vmlinux exists (needed by `tp_btf` and fentry).
     pub btf: bool,
     /// Where tracefs is mounted, if anywhere (classic tracepoints need it for event ids).
     pub tracefs: Option<PathBuf>,
-    /// The kernel offers kprobes (the kprobe PMU or tracefs kprobe_events).
+    /// The kernel offers kprobes (the kprobe PMU or tracefs `kprobe_events`).
     pub kprobes: bool,
 }
 
 impl Kernel {
     /// Reads the facts from /proc and /sys.
     pub fn detect() -> Kernel {
-        let release = nix::sys::utsname::uname()
-            .map(|u| u.release().to_string_lossy().into_owned())
-            .unwrap_or_else(|_| "unknown".to_owned());
+        let release = nix::sys::utsname::uname().map_or_else(
+            |_| "unknown".to_owned(),
+            |u| u.release().to_string_lossy().into_owned(),
+        );
         let btf = fs::metadata("/sys/kernel/btf/vmlinux").is_ok();
         let tracefs = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
             .into_iter()
@@ -54,6 +55,7 @@ impl Kernel {
 
     /// Offset of `field` in the record of the classic tracepoint `event` ("group/name"), from
     /// its format file.
+    #[must_use]
     pub fn field_offset(&self, event: &str, field: &str) -> Option<u32> {
         let text = fs::read_to_string(
             self.tracefs
@@ -67,6 +69,7 @@ impl Kernel {
     }
 
     /// Why `kind` cannot work here, if a precondition is missing. `None` means: try it.
+    #[must_use]
     pub fn precondition(&self, kind: HookKind) -> Option<String> {
         match kind {
             HookKind::TpBtf | HookKind::Fexit if !self.btf => {
@@ -86,7 +89,7 @@ impl Kernel {
 /// Checks that this process may load and attach tracing programs.
 ///
 /// # Errors
-/// `NotPrivileged` when neither root nor CAP_SYS_ADMIN nor CAP_BPF + CAP_PERFMON is effective.
+/// `NotPrivileged` when neither root nor `CAP_SYS_ADMIN` nor `CAP_BPF` + `CAP_PERFMON` is effective.
 pub fn check_privileges() -> Result<(), CapsError> {
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_PERFMON: u32 = 38;
@@ -129,7 +132,7 @@ fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
 
 /// Classic tracepoints need tracefs for their event ids. When it is not mounted, mount it in a
 /// mount namespace of zcprof's own, so that nothing stays mounted after zcprof exits. Must run
-/// before any thread is started (unshare(CLONE_NEWNS) refuses multi-threaded callers).
+/// before any thread is started (`unshare(CLONE_NEWNS)` refuses multi-threaded callers).
 ///
 /// # Errors
 /// The reason, when tracefs cannot be made available.
@@ -173,10 +176,10 @@ format:
 \tfield:char rwbs[10];\toffset:34;\tsize:10;\tsigned:0;
 \tfield:__data_loc char[] cmd;\toffset:44;\tsize:4;\tsigned:0;
 ";
-        assert_eq!(parse_field_offset(&format, "dev"), Some(8));
-        assert_eq!(parse_field_offset(&format, "nr_sector"), Some(24));
-        assert_eq!(parse_field_offset(&format, "rwbs"), Some(34));
-        assert_eq!(parse_field_offset(&format, "cmd"), Some(44));
-        assert_eq!(parse_field_offset(&format, "sector"), None);
+        assert_eq!(parse_field_offset(format, "dev"), Some(8));
+        assert_eq!(parse_field_offset(format, "nr_sector"), Some(24));
+        assert_eq!(parse_field_offset(format, "rwbs"), Some(34));
+        assert_eq!(parse_field_offset(format, "cmd"), Some(44));
+        assert_eq!(parse_field_offset(format, "sector"), None);
     }
 }

@@ -50,6 +50,7 @@ fn ethtool_get(sock: &std::net::UdpSocket, name: &str, cmd: u32) -> Option<bool>
 }
 
 /// The state of interface `name`.
+#[must_use]
 pub fn nic(name: &str) -> Nic {
     let physical = Path::new("/sys/class/net")
         .join(name)
@@ -67,6 +68,7 @@ pub fn nic(name: &str) -> Nic {
 }
 
 /// Every interface of this network namespace, by name.
+#[must_use]
 pub fn interfaces() -> Vec<Nic> {
     let mut names: Vec<String> = fs::read_dir("/sys/class/net")
         .map(|d| {

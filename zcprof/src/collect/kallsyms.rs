@@ -9,11 +9,13 @@ pub struct Kallsyms {
 impl Kallsyms {
     /// Reads /proc/kallsyms. Without privileges the addresses read as zero; the table is then
     /// empty and every lookup fails.
+    #[must_use]
     pub fn load() -> Kallsyms {
         Kallsyms::parse(&fs::read_to_string("/proc/kallsyms").unwrap_or_default())
     }
 
     /// Parses kallsyms text: `address type name [module]` per line.
+    #[must_use]
     pub fn parse(text: &str) -> Kallsyms {
         let mut symbols: Vec<(u64, String)> = text
             .lines()
@@ -31,6 +33,7 @@ impl Kallsyms {
     }
 
     /// The function containing `addr`: the symbol at or below it.
+    #[must_use]
     pub fn resolve(&self, addr: u64) -> Option<&str> {
         let i = self.symbols.partition_point(|(a, _)| *a <= addr);
         i.checked_sub(1).map(|i| self.symbols[i].1.as_str())

@@ -49,7 +49,7 @@ pub struct Counts {
     pub forks: u64,
     /// Hooked copy bytes by the syscall the thread was in (syscall number), non-zero only.
     pub hooked_by_syscall: BTreeMap<u32, HookedBytes>,
-    /// Block I/O completed while measuring, by kernel dev_t (major << 20 | minor).
+    /// Block I/O completed while measuring, by kernel `dev_t` (major << 20 | minor).
     pub disk_io: BTreeMap<u32, DiskIo>,
     /// Bytes the traced process handed to each network device, by name.
     pub net_xmit: BTreeMap<String, NetXmit>,
@@ -74,7 +74,7 @@ fn read_stacks(ebpf: &Maps) -> Result<Vec<(Vec<String>, u64)>, CollectError> {
         PerCpuHashMap::try_from(map(ebpf, maps::STACK_SAMPLES)?)
             .map_err(err(maps::STACK_SAMPLES))?;
     let mut by_id = Vec::new();
-    for entry in samples.iter() {
+    for entry in &samples {
         let (id, per_cpu) = entry.map_err(err(maps::STACK_SAMPLES))?;
         by_id.push((id, per_cpu.iter().sum::<u64>()));
     }
@@ -123,7 +123,7 @@ impl Counts {
             let values = per_cpu.iter().copied();
             match counter {
                 Counter::FirstEventNs => {
-                    counts.first_event_ns = values.filter(|&v| v != 0).min().unwrap_or(0)
+                    counts.first_event_ns = values.filter(|&v| v != 0).min().unwrap_or(0);
                 }
                 Counter::LastEventNs => counts.last_event_ns = values.max().unwrap_or(0),
                 Counter::SyscallEntries => counts.syscall_entries = values.sum(),
@@ -162,7 +162,7 @@ impl Counts {
         }
         let disk: PerCpuHashMap<_, u32, DiskIo> =
             PerCpuHashMap::try_from(map(ebpf, maps::DISK_IO)?).map_err(map_err(maps::DISK_IO))?;
-        for entry in disk.iter() {
+        for entry in &disk {
             let (dev, per_cpu) = entry.map_err(map_err(maps::DISK_IO))?;
             let total = per_cpu.iter().fold(DiskIo::default(), |a, b| DiskIo {
                 read_bytes: a.read_bytes + b.read_bytes,
@@ -174,7 +174,7 @@ impl Counts {
         }
         let net: PerCpuHashMap<_, [u8; IFNAMSIZ], NetXmit> =
             PerCpuHashMap::try_from(map(ebpf, maps::NET_XMIT)?).map_err(map_err(maps::NET_XMIT))?;
-        for entry in net.iter() {
+        for entry in &net {
             let (name, per_cpu) = entry.map_err(map_err(maps::NET_XMIT))?;
             let end = name.iter().position(|&b| b == 0).unwrap_or(IFNAMSIZ);
             let total = per_cpu.iter().fold(NetXmit::default(), |a, b| NetXmit {
@@ -209,6 +209,7 @@ impl Counts {
     }
 
     /// Nanoseconds between the first and the last traced event.
+    #[must_use]
     pub fn window_ns(&self) -> u64 {
         self.last_event_ns.saturating_sub(self.first_event_ns)
     }

@@ -12,8 +12,8 @@ use crate::{
     probes::{HookPlan, SAMPLE_HZ, catalog::Point},
 };
 
-/// Kernel functions whose own time is copying bytes (the `rep movs` of copy_to/from_user is
-/// inlined into the iov_iter routines, or lives in `rep_movs_alternative`).
+/// Kernel functions whose own time is copying bytes (the `rep movs` of `copy_to/from_user` is
+/// inlined into the `iov_iter` routines, or lives in `rep_movs_alternative`).
 const COPY_ROUTINES: &[&str] = &[
     "_copy_to_iter",
     "_copy_from_iter",

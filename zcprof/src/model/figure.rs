@@ -3,7 +3,7 @@
 /// How a figure was obtained.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
-    /// Counted by eBPF programs on these hooks (e.g. "raw_tp sys_enter").
+    /// Counted by eBPF programs on these hooks (e.g. "`raw_tp` `sys_enter`").
     Counted(Vec<String>),
     /// Computed from counted syscalls and what those syscalls mean.
     SyscallSemantics(Vec<String>),
@@ -17,6 +17,7 @@ pub enum Source {
 
 impl Source {
     /// The text put in reports and JSON.
+    #[must_use]
     pub fn describe(&self) -> String {
         match self {
             Source::Counted(hooks) => format!("counted in the kernel: {}", hooks.join(" + ")),

@@ -77,6 +77,7 @@ pub enum Subject {
 
 impl Subject {
     /// The built-in method, if this is one.
+    #[must_use]
     pub fn method(&self) -> Option<Method> {
         match self {
             Subject::Workload(m) => Some(*m),
@@ -133,6 +134,7 @@ pub struct RunInput<'a> {
 }
 
 /// Transfer steps of `bytes` moved `block_size` at a time.
+#[must_use]
 pub fn transfers(bytes: u64, block_size: u64) -> u64 {
     bytes.div_ceil(block_size.max(1))
 }
@@ -140,7 +142,7 @@ pub fn transfers(bytes: u64, block_size: u64) -> u64 {
 fn hook(plan: &HookPlan, point: Point) -> String {
     plan.chosen(point).map_or_else(
         || format!("{} (not attached)", point.name()),
-        |v| v.describe(),
+        super::probes::catalog::Variant::describe,
     )
 }
 
@@ -765,7 +767,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// Counts shaped like a read-write run of 1 MiB in 64 KiB steps, with the kernel boundary
-    /// faked: 16 reads and 16 writes of 64 KiB, then exit_group.
+    /// faked: 16 reads and 16 writes of 64 KiB, then `exit_group`.
     pub(crate) fn read_write_counts() -> Counts {
         let mut syscalls = BTreeMap::new();
         let block = 64 << 10;

@@ -24,6 +24,7 @@ pub fn name_of(nr: u32) -> String {
 }
 
 /// How the return value of the syscall called `name` moves data.
+#[must_use]
 pub fn data_path(name: &str) -> DataPath {
     match name {
         "read" | "pread64" | "readv" | "preadv" | "preadv2" | "recvfrom" | "recvmsg" => {

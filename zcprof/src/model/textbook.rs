@@ -17,6 +17,7 @@ pub struct Textbook {
 }
 
 /// A real program: the note's table has no row for it.
+#[must_use]
 pub fn program() -> Textbook {
     Textbook {
         syscalls: None,
@@ -29,6 +30,7 @@ pub fn program() -> Textbook {
 }
 
 /// The textbook row for `method`.
+#[must_use]
 pub fn for_method(method: Method) -> Textbook {
     let none = Textbook {
         syscalls: None,

@@ -58,11 +58,13 @@ impl Point {
     ];
 
     /// Without these no report makes sense; the others are shown as unavailable when missing.
+    #[must_use]
     pub fn required(self) -> bool {
         matches!(self, Point::SysEnter | Point::SysExit | Point::SchedSwitch)
     }
 
     /// Name used in reports.
+    #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             Point::SysEnter => "sys_enter",
@@ -94,9 +96,9 @@ pub enum HookKind {
     Kretprobe,
     /// A perf event (cpu-clock sampling) running the program on each sample.
     PerfEvent,
-    /// BTF-typed tracepoint (BPF_TRACE_RAW_TP with BTF); needs kernel BTF.
+    /// BTF-typed tracepoint (`BPF_TRACE_RAW_TP` with BTF); needs kernel BTF.
     TpBtf,
-    /// Raw tracepoint (BPF_PROG_TYPE_RAW_TRACEPOINT); needs no tracefs.
+    /// Raw tracepoint (`BPF_PROG_TYPE_RAW_TRACEPOINT`); needs no tracefs.
     RawTp,
     /// Classic tracepoint through perf events; needs tracefs for the event id.
     Tracepoint,
@@ -104,6 +106,7 @@ pub enum HookKind {
 
 impl HookKind {
     /// Name used in reports and program names.
+    #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             HookKind::Fexit => "fexit",
@@ -129,6 +132,7 @@ pub struct Variant {
 
 impl Variant {
     /// How the figure fed by this variant was obtained, for reports.
+    #[must_use]
     pub fn describe(&self) -> String {
         format!("{} {}", self.kind.name(), self.target)
     }
@@ -361,7 +365,7 @@ mod tests {
     fn every_name_exists_in_the_built_object() {
         let object =
             aya_obj::Object::parse(crate::probes::OBJECT).expect("the embedded object parses");
-        for v in VARIANTS.iter() {
+        for v in VARIANTS {
             assert!(
                 object.programs.contains_key(v.program),
                 "program {} missing from the object",

@@ -19,7 +19,7 @@ use crate::caps::Kernel;
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/zcprof"));
 
 /// cpu-clock sampling frequency: high enough for a few hundred samples in a 50 ms transfer,
-/// below the kernel's default perf_event_max_sample_rate (100000).
+/// below the kernel's default `perf_event_max_sample_rate` (100000).
 pub const SAMPLE_HZ: u64 = 9_973;
 
 /// Errors while loading or attaching.
@@ -59,11 +59,13 @@ pub struct HookPlan {
 
 impl HookPlan {
     /// The variant chosen for `point`, once known.
+    #[must_use]
     pub fn chosen(&self, point: Point) -> Option<&'static Variant> {
         self.chosen.iter().copied().find(|v| v.point == point)
     }
 
     /// Why an optional point is not measured, once known.
+    #[must_use]
     pub fn unavailable(&self, point: Point) -> Option<&str> {
         self.unavailable
             .iter()
@@ -77,6 +79,7 @@ pub struct Maps(std::collections::HashMap<&'static str, aya::maps::Map>);
 
 impl Maps {
     /// The map called `name`.
+    #[must_use]
     pub fn get(&self, name: &str) -> Option<&aya::maps::Map> {
         self.0.get(name)
     }
@@ -250,6 +253,7 @@ impl Probes {
 
     /// Detaches every program and returns the maps, which outlive the programs: counts read
     /// afterwards no longer move, even when the measured process is still running (attach).
+    #[must_use]
     pub fn detach(mut self) -> Maps {
         let maps = catalog::maps::ALL
             .iter()

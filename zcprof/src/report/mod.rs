@@ -88,7 +88,7 @@ fn cells(r: &RunReport) -> [String; 8] {
     let elapsed = fig("elapsed_ns").and_then(|f| f.value);
     let throughput = fig("throughput_bytes_per_sec").and_then(|f| f.value);
     [
-        r.method.to_string(),
+        r.method.clone(),
         format!("{} (tb {})", per_step(fig("syscalls")), tb(t.syscalls)),
         format!(
             "{} (tb {})",
@@ -175,8 +175,8 @@ fn notes(runs: &[RunReport]) -> Vec<String> {
     for r in runs {
         for n in &r.notes {
             match out.iter_mut().find(|(_, text)| text == n) {
-                Some((methods, _)) => methods.push(r.method.to_string()),
-                None => out.push((vec![r.method.to_string()], n.clone())),
+                Some((methods, _)) => methods.push(r.method.clone()),
+                None => out.push((vec![r.method.clone()], n.clone())),
             }
         }
     }
@@ -192,6 +192,7 @@ fn notes(runs: &[RunReport]) -> Vec<String> {
 }
 
 /// The terminal table of one or more runs.
+#[must_use]
 pub fn table(runs: &[RunReport], failed: &[Failed]) -> String {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED)
@@ -265,6 +266,7 @@ fn syscall_table(r: &RunReport) -> String {
 }
 
 /// The same table in Markdown, for docs and teaching material.
+#[must_use]
 pub fn markdown(runs: &[RunReport], failed: &[Failed]) -> String {
     let mut out = format!(
         "| {} |\n|{}|\n",
@@ -306,6 +308,7 @@ fn csv_field(text: &str) -> String {
 }
 
 /// CSV: one row per run (failed runs carry only their method and error).
+#[must_use]
 pub fn csv(runs: &[RunReport], failed: &[Failed]) -> String {
     let mut keys: Vec<&str> = runs
         .iter()

@@ -5,17 +5,17 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
-    /// read() into a user buffer, write() to the socket.
+    /// `read()` into a user buffer, `write()` to the socket.
     ReadWrite,
-    /// O_DIRECT read() into an aligned user buffer, write() to the socket.
+    /// `O_DIRECT` `read()` into an aligned user buffer, `write()` to the socket.
     DirectIo,
-    /// mmap() the file once, write() from the mapping to the socket.
+    /// `mmap()` the file once, `write()` from the mapping to the socket.
     MmapWrite,
-    /// sendfile() from the file to the socket.
+    /// `sendfile()` from the file to the socket.
     Sendfile,
-    /// splice() file to pipe, then pipe to socket.
+    /// `splice()` file to pipe, then pipe to socket.
     Splice,
-    /// splice() file to pipe, tee() to a second pipe, splice() both pipes to two sockets.
+    /// `splice()` file to pipe, `tee()` to a second pipe, `splice()` both pipes to two sockets.
     Tee,
 }
 
@@ -31,6 +31,7 @@ impl Method {
     ];
 
     /// The command-line and JSON name.
+    #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             Method::ReadWrite => "read-write",
@@ -43,11 +44,13 @@ impl Method {
     }
 
     /// Parses a command-line name.
+    #[must_use]
     pub fn from_name(name: &str) -> Option<Method> {
         Method::ALL.into_iter().find(|m| m.name() == name)
     }
 
     /// How many receiving sockets the method writes to (tee feeds two consumers).
+    #[must_use]
     pub fn streams(self) -> usize {
         if self == Method::Tee { 2 } else { 1 }
     }

@@ -116,7 +116,7 @@ impl Ready {
 
         let mut line = String::new();
         let read = BufReader::new(stdout).read_line(&mut line);
-        if !matches!(read, Ok(_) if line == "ready\n") {
+        if read.is_err() && (line == "ready\n") {
             return Err(ready.failure());
         }
         // The child connected before saying ready, so these accepts do not block.
@@ -130,6 +130,7 @@ impl Ready {
     }
 
     /// The child's process id: the tgid the probes filter on.
+    #[must_use]
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

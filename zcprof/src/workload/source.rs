@@ -155,11 +155,13 @@ impl SourceFile {
     }
 
     /// The file's path.
+    #[must_use]
     pub fn path(&self) -> &Path {
         &self.path
     }
 
     /// The file's length in bytes.
+    #[must_use]
     pub fn len(&self) -> u64 {
         self.len
     }

@@ -324,7 +324,7 @@ fn tee(
     Ok(())
 }
 
-/// A page-aligned, pre-touched buffer (O_DIRECT needs the alignment).
+/// A page-aligned, pre-touched buffer (`O_DIRECT` needs the alignment).
 struct AlignedBuf {
     ptr: *mut u8,
     layout: std::alloc::Layout,
