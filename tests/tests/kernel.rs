@@ -1191,3 +1191,40 @@ fn nginx_with_sendfile_off_reads_the_file_into_user_space() {
         "written out of user space"
     );
 }
+
+#[test]
+fn attach_with_an_interval_shows_the_table_while_measuring() {
+    if !privileged("attach_interval") {
+        return;
+    }
+    let mut dd = Command::new("dd")
+        .args(["if=/dev/zero", "of=/dev/null", "bs=4k"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = run(&[
+        "attach",
+        "--pid",
+        &dd.id().to_string(),
+        "--duration",
+        "1s",
+        "--interval",
+        "200ms",
+        "--format",
+        "json",
+    ]);
+    let _ = dd.kill();
+    let _ = dd.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let live = String::from_utf8_lossy(&out.stderr);
+    // At least one refresh happens inside a one-second attach at 200 ms; each shows the cost row.
+    assert!(live.lines().any(|l| l.starts_with("--- ")), "{live}");
+    assert!(live.contains(&format!("pid {}", dd.id())), "{live}");
+    // The final report is the usual JSON on stdout.
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(calls(&r, "read") > 0);
+}

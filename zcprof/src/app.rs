@@ -31,18 +31,20 @@ pub fn main(command: Command) -> ExitCode {
         Command::Doctor { format } => return doctor(format),
         Command::Exec {
             no_follow,
+            interval,
             format,
             command,
         } => {
-            return privileged(move || exec(&command, !no_follow, format));
+            return privileged(move || exec(&command, !no_follow, interval, format));
         }
         Command::Attach {
             pid,
             duration,
             no_follow,
+            interval,
             format,
         } => {
-            return privileged(move || attach(pid, duration, !no_follow, format));
+            return privileged(move || attach(pid, duration, !no_follow, interval, format));
         }
         Command::Transfer(_) => unreachable!("handled before the runtime starts"),
     };
@@ -125,9 +127,14 @@ fn emit_program(report: &RunReport, format: Format) {
     };
 }
 
-fn exec(argv: &[String], follow: bool, format: Format) -> ExitCode {
+fn exec(
+    argv: &[String],
+    follow: bool,
+    interval: Option<std::time::Duration>,
+    format: Format,
+) -> ExitCode {
     let kernel = Kernel::detect();
-    match measure::exec(&kernel, argv, follow) {
+    match measure::exec(&kernel, argv, follow, interval) {
         Ok((report, status)) => {
             emit_program(&report, format);
             if cancel::requested() {
@@ -154,10 +161,11 @@ fn attach(
     pid: u32,
     duration: Option<std::time::Duration>,
     follow: bool,
+    interval: Option<std::time::Duration>,
     format: Format,
 ) -> ExitCode {
     let kernel = Kernel::detect();
-    match measure::attach(&kernel, pid, follow, duration) {
+    match measure::attach(&kernel, pid, follow, duration, interval) {
         // Ctrl-C is the ordinary way to end an attach (as with perf and bcc tools): exit 0.
         Ok((report, _)) => {
             emit_program(&report, format);

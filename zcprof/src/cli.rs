@@ -43,6 +43,9 @@ pub enum Command {
         /// Do not follow the processes it forks.
         #[arg(long)]
         no_follow: bool,
+        /// Print the table so far on stderr at this interval (1s, 500ms) while measuring.
+        #[arg(long, value_parser = units::parse_duration)]
+        interval: Option<std::time::Duration>,
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
@@ -53,6 +56,9 @@ pub enum Command {
         /// Do not follow the processes it forks.
         #[arg(long)]
         no_follow: bool,
+        /// Print the table so far on stderr at this interval (1s, 500ms) while measuring.
+        #[arg(long, value_parser = units::parse_duration)]
+        interval: Option<std::time::Duration>,
         /// Output format (the report goes to stderr for table and markdown, so the command's
         /// own output stays on stdout).
         #[arg(long, value_enum, default_value = "table")]

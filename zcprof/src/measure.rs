@@ -231,16 +231,18 @@ pub fn exec(
     kernel: &Kernel,
     argv: &[String],
     follow: bool,
+    interval: Option<std::time::Duration>,
 ) -> Result<(RunReport, u8), MeasureError> {
     let stopped =
         crate::process::Stopped::spawn(argv).map_err(|e| MeasureError::Usage(e.to_string()))?;
     let mut plan = HookPlan::default();
     let probes = Probes::attach(kernel, &mut plan, stopped.pid(), follow)?;
-    let ended = stopped.run();
-    let counts = Counts::read(&probes.detach())?;
     let name = Path::new(&argv[0])
         .file_name()
         .map_or_else(|| argv[0].clone(), |n| n.to_string_lossy().into_owned());
+    let mut live = Live::new(kernel, &plan, &name);
+    let ended = stopped.run(interval, || live.tick(&probes));
+    let counts = Counts::read(&probes.detach())?;
     Ok((
         program_report(kernel, &plan, name, &counts, Some(ended.usage)),
         ended.status,
@@ -257,14 +259,48 @@ pub fn attach(
     pid: u32,
     follow: bool,
     duration: Option<std::time::Duration>,
+    interval: Option<std::time::Duration>,
 ) -> Result<(RunReport, crate::process::WatchEnd), MeasureError> {
     crate::process::check_pid(pid).map_err(|e| MeasureError::Usage(e.to_string()))?;
     let mut plan = HookPlan::default();
     let probes = Probes::attach(kernel, &mut plan, pid, follow)?;
-    let end = crate::process::watch(pid, duration);
+    let name = format!("pid {pid}");
+    let mut live = Live::new(kernel, &plan, &name);
+    let end = crate::process::watch(pid, duration, interval, || live.tick(&probes));
     let counts = Counts::read(&probes.detach())?;
-    Ok((
-        program_report(kernel, &plan, format!("pid {pid}"), &counts, None),
-        end,
-    ))
+    Ok((program_report(kernel, &plan, name, &counts, None), end))
+}
+
+/// The live view of `--interval`: the table so far, on stderr, refreshed every interval while
+/// the probes stay attached (the counts move while they are read; the final table does not).
+struct Live<'a> {
+    kernel: &'a Kernel,
+    plan: &'a HookPlan,
+    name: &'a str,
+    start: std::time::Instant,
+}
+
+impl<'a> Live<'a> {
+    fn new(kernel: &'a Kernel, plan: &'a HookPlan, name: &'a str) -> Self {
+        Live {
+            kernel,
+            plan,
+            name,
+            start: std::time::Instant::now(),
+        }
+    }
+
+    fn tick(&mut self, probes: &Probes) {
+        use std::io::Write as _;
+        let Ok(counts) = Counts::read(probes) else {
+            return;
+        };
+        let report = program_report(self.kernel, self.plan, self.name.to_owned(), &counts, None);
+        let table = crate::report::live_table(&report);
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "--- {:.1} s ---\n{table}",
+            self.start.elapsed().as_secs_f64()
+        );
+    }
 }

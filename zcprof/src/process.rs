@@ -122,21 +122,30 @@ impl Stopped {
         u32::try_from(self.pid).unwrap_or(0)
     }
 
-    /// Lets the command run and waits for it to end.
-    #[must_use]
-    pub fn run(self) -> Ended {
+    /// Lets the command run and waits for it to end, calling `tick` every `interval`.
+    pub fn run(self, interval: Option<Duration>, mut tick: impl FnMut()) -> Ended {
         // SAFETY: signalling our own stopped child.
         unsafe { libc::kill(self.pid, libc::SIGCONT) };
         let mut status = 0;
         // SAFETY: a zeroed rusage is a valid value.
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // Without an interval, block in wait4; with one, poll it between ticks.
+        let flags = if interval.is_some() { libc::WNOHANG } else { 0 };
+        let mut last_tick = Instant::now();
         loop {
             // SAFETY: valid out-pointers; waiting for our own child.
-            let ret = unsafe { libc::wait4(self.pid, &raw mut status, 0, &raw mut usage) };
+            let ret = unsafe { libc::wait4(self.pid, &raw mut status, flags, &raw mut usage) };
             if ret == self.pid
                 || (ret < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted)
             {
                 break;
+            }
+            if let Some(every) = interval {
+                if last_tick.elapsed() >= every {
+                    tick();
+                    last_tick = Instant::now();
+                }
+                std::thread::sleep(Duration::from_millis(10));
             }
         }
         let code = if libc::WIFEXITED(status) {
@@ -184,11 +193,21 @@ pub enum WatchEnd {
     Interrupted,
 }
 
-/// Waits until `duration` passes, the process exits, or Ctrl-C.
-#[must_use]
-pub fn watch(pid: u32, duration: Option<Duration>) -> WatchEnd {
+/// Waits until `duration` passes, the process exits, or Ctrl-C, calling `tick` every
+/// `interval`.
+pub fn watch(
+    pid: u32,
+    duration: Option<Duration>,
+    interval: Option<Duration>,
+    mut tick: impl FnMut(),
+) -> WatchEnd {
     let start = Instant::now();
+    let mut last_tick = start;
     loop {
+        if interval.is_some_and(|every| last_tick.elapsed() >= every) {
+            tick();
+            last_tick = Instant::now();
+        }
         if cancel::requested() {
             return WatchEnd::Interrupted;
         }

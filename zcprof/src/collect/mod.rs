@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use aya::maps::{PerCpuArray, PerCpuHashMap};
 use zcprof_common::{Counter, DiskIo, HookedBytes, IFNAMSIZ, MAX_SYSCALL_NR, NetXmit, SyscallStat};
 
-use crate::probes::{Maps, catalog::maps};
+use crate::probes::{MapSource, catalog::maps};
 
 /// Errors while reading maps.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +59,10 @@ pub struct Counts {
 }
 
 /// A map of the loaded object by name.
-fn map<'a>(ebpf: &'a Maps, name: &'static str) -> Result<&'a aya::maps::Map, CollectError> {
+fn map<'a>(
+    ebpf: &'a dyn MapSource,
+    name: &'static str,
+) -> Result<&'a aya::maps::Map, CollectError> {
     ebpf.get(name).ok_or(CollectError::Map {
         name,
         source: aya::maps::MapError::InvalidName { name: name.into() },
@@ -68,7 +71,7 @@ fn map<'a>(ebpf: &'a Maps, name: &'static str) -> Result<&'a aya::maps::Map, Col
 
 /// Reads the sampled kernel stacks and symbolizes them (only when there are samples: loading
 /// kallsyms costs tens of milliseconds).
-fn read_stacks(ebpf: &Maps) -> Result<Vec<(Vec<String>, u64)>, CollectError> {
+fn read_stacks(ebpf: &dyn MapSource) -> Result<Vec<(Vec<String>, u64)>, CollectError> {
     let err = |name| move |source| CollectError::Map { name, source };
     let samples: PerCpuHashMap<_, u32, u64> =
         PerCpuHashMap::try_from(map(ebpf, maps::STACK_SAMPLES)?)
@@ -83,7 +86,9 @@ fn read_stacks(ebpf: &Maps) -> Result<Vec<(Vec<String>, u64)>, CollectError> {
     }
     let stacks =
         aya::maps::StackTraceMap::try_from(map(ebpf, maps::STACKS)?).map_err(err(maps::STACKS))?;
-    let symbols = Kallsyms::load();
+    // Kernel symbols do not change during a run: load them once (live views read often).
+    static SYMBOLS: std::sync::OnceLock<Kallsyms> = std::sync::OnceLock::new();
+    let symbols = SYMBOLS.get_or_init(Kallsyms::load);
     let mut out = Vec::new();
     for (id, count) in by_id {
         // A stack evicted by a hash collision still counts, as an unknown stack.
@@ -111,7 +116,7 @@ impl Counts {
     ///
     /// # Errors
     /// When a map is missing or unreadable.
-    pub fn read(ebpf: &Maps) -> Result<Counts, CollectError> {
+    pub fn read(ebpf: &dyn MapSource) -> Result<Counts, CollectError> {
         let map_err = |name| move |source| CollectError::Map { name, source };
         let counters: PerCpuArray<_, u64> =
             PerCpuArray::try_from(map(ebpf, maps::COUNTERS)?).map_err(map_err(maps::COUNTERS))?;

@@ -74,14 +74,25 @@ impl HookPlan {
     }
 }
 
+/// Where collection finds maps: a detached object's (final counts) or live probes' (snapshots
+/// while measuring, for `--interval`).
+pub trait MapSource {
+    /// The map called `name`.
+    fn get(&self, name: &str) -> Option<&aya::maps::Map>;
+}
+
 /// The maps of a detached object, by name.
 pub struct Maps(std::collections::HashMap<&'static str, aya::maps::Map>);
 
-impl Maps {
-    /// The map called `name`.
-    #[must_use]
-    pub fn get(&self, name: &str) -> Option<&aya::maps::Map> {
+impl MapSource for Maps {
+    fn get(&self, name: &str) -> Option<&aya::maps::Map> {
         self.0.get(name)
+    }
+}
+
+impl MapSource for Probes {
+    fn get(&self, name: &str) -> Option<&aya::maps::Map> {
+        self.ebpf.map(name)
     }
 }
 

@@ -240,6 +240,17 @@ pub fn table(runs: &[RunReport], failed: &[Failed]) -> String {
     out
 }
 
+/// The compact table of a live snapshot: the cost row only, no legend or notes.
+#[must_use]
+pub fn live_table(r: &RunReport) -> String {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(HEADERS);
+    t.add_row(cells(r));
+    t.to_string()
+}
+
 /// Per-syscall breakdown of one run.
 fn syscall_table(r: &RunReport) -> String {
     let mut t = Table::new();
