@@ -33,8 +33,8 @@ pub struct InFlight {
     pub start_ns: u64,
     /// Syscall number.
     pub nr: u32,
-    /// Keeps the struct free of implicit padding (the verifier dislikes uninitialised bytes).
-    pub pad: u32,
+    /// Thread group of the thread, so a trace can place a syscall still in flight at the end.
+    pub tgid: u32,
 }
 
 /// Named slots of the `COUNTERS` array. The numbers are part of the contract; append only.
@@ -80,11 +80,15 @@ pub enum Counter {
     SockSendBytes = 17,
     /// Forks (processes and threads) made by traced processes.
     Forks = 18,
+    /// Trace events written to the ring buffer (trace mode).
+    TraceEvents = 19,
+    /// Trace events the ring buffer had no room for (trace mode), per CPU.
+    TraceLost = 20,
 }
 
 impl Counter {
     /// Every slot, for readers that want them all.
-    pub const ALL: [Counter; 19] = [
+    pub const ALL: [Counter; 21] = [
         Counter::SyscallEntries,
         Counter::SyscallReturns,
         Counter::UnmatchedReturns,
@@ -104,6 +108,8 @@ impl Counter {
         Counter::DmaMaps,
         Counter::SockSendBytes,
         Counter::Forks,
+        Counter::TraceEvents,
+        Counter::TraceLost,
     ];
 }
 
@@ -143,6 +149,91 @@ pub struct NetXmit {
     pub packets: u64,
 }
 
+/// What a trace event records (the `kind` of a [`TraceEvent`]). Append only.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A syscall returned: `arg` is its number, `start_ns` its entry, `value` its return value.
+    Syscall = 1,
+    /// The scheduler switched the thread out: `arg` is 1 when it blocked, 0 when preempted.
+    Switch = 2,
+    /// A page fault: `arg` is 1 in user mode, 0 in kernel mode.
+    Fault = 3,
+    /// A hooked copy routine returned: `arg` is its `Counter` slot, `aux` the syscall the
+    /// thread was in (`NO_SYSCALL` when none), `value` the bytes.
+    Copy = 4,
+    /// A block request was issued (device-wide): `arg` is the `dev_t`, `aux` the rwbs letter,
+    /// `value` the bytes.
+    Disk = 5,
+    /// A packet was handed to the network device named in `name`: `value` is its length.
+    Net = 6,
+    /// A buffer was mapped for device DMA (device-wide).
+    Dma = 7,
+    /// The process forked: `value` is the child's id.
+    Fork = 8,
+}
+
+impl EventKind {
+    /// The kind of a raw `kind` field.
+    #[must_use]
+    pub fn from_u32(kind: u32) -> Option<EventKind> {
+        Some(match kind {
+            1 => EventKind::Syscall,
+            2 => EventKind::Switch,
+            3 => EventKind::Fault,
+            4 => EventKind::Copy,
+            5 => EventKind::Disk,
+            6 => EventKind::Net,
+            7 => EventKind::Dma,
+            8 => EventKind::Fork,
+            _ => return None,
+        })
+    }
+}
+
+/// `aux` of a copy event made outside any syscall.
+pub const NO_SYSCALL: u32 = u32::MAX;
+
+/// Default size of the trace ring buffer, in bytes (a power of two).
+pub const DEFAULT_RING_BYTES: u32 = 16 << 20;
+
+/// One record of the trace ring buffer. 64 bytes, no implicit padding.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct TraceEvent {
+    /// `bpf_ktime_get_ns` of the event (a syscall's return).
+    pub ts_ns: u64,
+    /// A syscall's entry (0 for other kinds).
+    pub start_ns: u64,
+    pub value: i64,
+    pub tgid: u32,
+    pub tid: u32,
+    /// An [`EventKind`].
+    pub kind: u32,
+    pub arg: u32,
+    pub aux: u32,
+    pub cpu: u32,
+    /// The task's command name (switch and fork events) or the network device's name.
+    pub name: [u8; IFNAMSIZ],
+}
+
+/// Per-process totals of a followed process tree (exec and attach).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct ProcStat {
+    pub syscalls: u64,
+    pub voluntary_switches: u64,
+    pub involuntary_switches: u64,
+    pub page_faults_user: u64,
+    pub page_faults_kernel: u64,
+    /// Bytes the hooked copy routines moved for this process (all directions).
+    pub copied_bytes: u64,
+    /// Bytes this process's socket sends accepted.
+    pub sock_send_bytes: u64,
+    /// The command name when the entry was made, or after its last successful exec.
+    pub comm: [u8; IFNAMSIZ],
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain-old-data structs with no padding and every bit pattern valid.
@@ -155,4 +246,8 @@ mod pod {
     unsafe impl aya::Pod for super::NetXmit {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::HookedBytes {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TraceEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ProcStat {}
 }

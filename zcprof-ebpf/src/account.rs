@@ -1,11 +1,102 @@
 //! Shared accounting: every hook variant of a measurement point ends up here, so a kernel that
 //! forces another hook type changes where the data comes from, never what is counted.
-use aya_ebpf::helpers::bpf_ktime_get_ns;
-use zcprof_common::{Counter, DiskIo, IFNAMSIZ, InFlight, MAX_SYSCALL_NR, NetXmit};
-
-use crate::maps::{
-    COUNTERS, DISK_IO, HOOKED_BY_SYSCALL, IN_FLIGHT, NET_XMIT, STACK_SAMPLES, SYSCALLS,
+use aya_ebpf::{
+    Global,
+    bindings::BPF_RB_NO_WAKEUP,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+    },
 };
+use zcprof_common::{
+    Counter, DiskIo, EventKind, IFNAMSIZ, InFlight, MAX_SYSCALL_NR, NO_SYSCALL, NetXmit, ProcStat,
+    TraceEvent,
+};
+
+use crate::{
+    filter::{following, tracing},
+    maps::{
+        COUNTERS, DISK_IO, EVENTS, HOOKED_BY_SYSCALL, IN_FLIGHT, NET_XMIT, PROCS, STACK_SAMPLES,
+        SYSCALLS,
+    },
+};
+
+/// This architecture's `execve` number, set by the loader: a successful exec renames the process
+/// in the per-process table.
+#[unsafe(no_mangle)]
+static EXECVE_NR: Global<u32> = Global::new(59);
+
+/// Which name an event carries.
+enum Name<'a> {
+    None,
+    /// The current task's command name.
+    Comm,
+    Given(&'a [u8; IFNAMSIZ]),
+}
+
+/// Writes one trace event. The consumer polls, so no wakeup is sent (a wakeup per event would
+/// cost more than the event). A full ring buffer is counted per CPU, never silent.
+#[inline(always)]
+#[expect(clippy::too_many_arguments, reason = "the fields of one record")]
+fn emit(kind: EventKind, ts: u64, start: u64, value: i64, arg: u32, aux: u32, name: Name<'_>) {
+    // bpf_ringbuf_reserve takes no flags; the wakeup choice is made at submit.
+    let Some(mut entry) = EVENTS.reserve::<TraceEvent>(0) else {
+        add(Counter::TraceLost, 1);
+        return;
+    };
+    let id = bpf_get_current_pid_tgid();
+    #[expect(clippy::cast_possible_truncation, reason = "the halves of pid_tgid")]
+    let event = TraceEvent {
+        ts_ns: ts,
+        start_ns: start,
+        value,
+        tgid: (id >> 32) as u32,
+        tid: id as u32,
+        kind: kind as u32,
+        arg,
+        aux,
+        // SAFETY: helper without preconditions.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        name: match name {
+            Name::None => [0; IFNAMSIZ],
+            Name::Comm => bpf_get_current_comm().unwrap_or([0; IFNAMSIZ]),
+            Name::Given(n) => *n,
+        },
+    };
+    entry.write(event);
+    entry.submit(u64::from(BPF_RB_NO_WAKEUP));
+    add(Counter::TraceEvents, 1);
+}
+
+/// A timestamp for an event that has none of its own (only taken when tracing).
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: helper without preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// Updates the current process's per-process totals, when following a process tree.
+#[inline(always)]
+fn per_process(update: impl FnOnce(&mut ProcStat)) {
+    if !following() {
+        return;
+    }
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the upper half is the tgid"
+    )]
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if PROCS.get_ptr_mut(&tgid).is_none() {
+        let fresh = ProcStat {
+            comm: bpf_get_current_comm().unwrap_or([0; IFNAMSIZ]),
+            ..ProcStat::default()
+        };
+        let _ = PROCS.insert(&tgid, &fresh, 0);
+    }
+    if let Some(p) = PROCS.get_ptr_mut(&tgid) {
+        // SAFETY: per-CPU entry.
+        update(unsafe { &mut *p });
+    }
+}
 
 #[inline(always)]
 fn add(slot: Counter, n: u64) {
@@ -53,10 +144,16 @@ pub fn syscall_enter(tid: u32, nr: i64) {
         // SAFETY: per-CPU entry.
         unsafe { (*stat).count += 1 };
     }
+    per_process(|p| p.syscalls += 1);
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the upper half is the tgid"
+    )]
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let entry = InFlight {
         start_ns: now,
         nr,
-        pad: 0,
+        tgid,
     };
     if IN_FLIGHT.insert(&tid, &entry, 0).is_err() {
         add(Counter::InFlightLost, 1);
@@ -72,10 +169,24 @@ pub fn syscall_exit(tid: u32, ret: i64) {
         return;
     };
     let _ = IN_FLIGHT.remove(&tid);
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = now();
     add(Counter::SyscallReturns, 1);
     stamp(now);
+    if tracing() {
+        emit(
+            EventKind::Syscall,
+            now,
+            entry.start_ns,
+            ret,
+            entry.nr,
+            0,
+            Name::None,
+        );
+    }
+    if ret == 0 && entry.nr == EXECVE_NR.load() {
+        // The process has a new name now.
+        per_process(|p| p.comm = bpf_get_current_comm().unwrap_or(p.comm));
+    }
     if let Some(stat) = SYSCALLS.get_ptr_mut(entry.nr) {
         // SAFETY: per-CPU entry.
         unsafe {
@@ -96,22 +207,45 @@ pub fn syscall_exit(tid: u32, ret: i64) {
 pub fn context_switch(voluntary: bool) {
     if voluntary {
         add(Counter::VoluntarySwitches, 1);
+        per_process(|p| p.voluntary_switches += 1);
     } else {
         add(Counter::InvoluntarySwitches, 1);
+        per_process(|p| p.involuntary_switches += 1);
+    }
+    if tracing() {
+        emit(
+            EventKind::Switch,
+            now(),
+            0,
+            0,
+            u32::from(voluntary),
+            0,
+            Name::Comm,
+        );
     }
 }
 
 /// A traced task took a page fault, in user mode (`user`) or in kernel mode on its behalf.
 #[inline(always)]
 pub fn page_fault(user: bool) {
-    add(
-        if user {
-            Counter::PageFaultsUser
-        } else {
-            Counter::PageFaultsKernel
-        },
-        1,
-    );
+    if user {
+        add(Counter::PageFaultsUser, 1);
+        per_process(|p| p.page_faults_user += 1);
+    } else {
+        add(Counter::PageFaultsKernel, 1);
+        per_process(|p| p.page_faults_kernel += 1);
+    }
+    if tracing() {
+        emit(
+            EventKind::Fault,
+            now(),
+            0,
+            0,
+            u32::from(user),
+            0,
+            Name::None,
+        );
+    }
 }
 
 /// A block request completed on `dev`; `op` is the first rwbs letter (R, W, D, F, ...).
@@ -131,6 +265,21 @@ pub fn disk_io(dev: u32, bytes: u64, op: u8) {
             (*io).requests += 1;
         }
     }
+    if tracing() {
+        #[expect(
+            clippy::cast_possible_wrap,
+            reason = "request sizes are far below 2^63"
+        )]
+        emit(
+            EventKind::Disk,
+            now(),
+            0,
+            bytes as i64,
+            dev,
+            u32::from(op),
+            Name::None,
+        );
+    }
 }
 
 /// A traced task handed a packet of `len` bytes to the device called `name`.
@@ -146,6 +295,18 @@ pub fn net_xmit(name: &[u8; IFNAMSIZ], len: u64) {
             (*x).packets += 1;
         }
     }
+    if tracing() {
+        #[expect(clippy::cast_possible_wrap, reason = "packet lengths are small")]
+        emit(
+            EventKind::Net,
+            now(),
+            0,
+            len as i64,
+            0,
+            0,
+            Name::Given(name),
+        );
+    }
 }
 
 /// A hooked copy routine (or `filemap_read`) returned `ret` bytes for traced thread `tid`;
@@ -158,8 +319,25 @@ pub fn copied(tid: u32, slot: Counter, ret: i64) {
     #[expect(clippy::cast_sign_loss, reason = "checked positive")]
     let bytes = ret as u64;
     add(slot, bytes);
+    if matches!(slot, Counter::SockSendBytes) {
+        per_process(|p| p.sock_send_bytes += bytes);
+    } else {
+        per_process(|p| p.copied_bytes += bytes);
+    }
     // SAFETY: the value is copied out.
-    let Some(nr) = (unsafe { IN_FLIGHT.get(&tid) }).map(|f| f.nr) else {
+    let nr = (unsafe { IN_FLIGHT.get(&tid) }).map(|f| f.nr);
+    if tracing() {
+        emit(
+            EventKind::Copy,
+            now(),
+            0,
+            ret,
+            slot as u32,
+            nr.unwrap_or(NO_SYSCALL),
+            Name::None,
+        );
+    }
+    let Some(nr) = nr else {
         return;
     };
     if let Some(by) = HOOKED_BY_SYSCALL.get_ptr_mut(nr) {
@@ -205,10 +383,24 @@ pub fn sample(stack: Result<i64, i32>, in_kernel: bool) {
 #[inline(always)]
 pub fn dma_map() {
     add(Counter::DmaMaps, 1);
+    if tracing() {
+        emit(EventKind::Dma, now(), 0, 0, 0, 0, Name::None);
+    }
 }
 
-/// One more event of a plain counter.
+/// A traced process forked `child` (a process or a thread).
 #[inline(always)]
-pub fn count(slot: Counter) {
-    add(slot, 1);
+pub fn forked(child: i32) {
+    add(Counter::Forks, 1);
+    if tracing() {
+        emit(
+            EventKind::Fork,
+            now(),
+            0,
+            i64::from(child),
+            0,
+            0,
+            Name::Comm,
+        );
+    }
 }

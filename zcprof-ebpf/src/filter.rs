@@ -38,3 +38,14 @@ pub fn traced_tid() -> Option<u32> {
 pub fn following() -> bool {
     FOLLOW.load() != 0
 }
+
+/// Non-zero: every accounted event is also written to the `EVENTS` ring buffer (`--trace`).
+/// A read-only global, so the verifier drops the trace code when it is off.
+#[unsafe(no_mangle)]
+static TRACE: Global<u32> = Global::new(0);
+
+/// Whether events are recorded.
+#[inline(always)]
+pub fn tracing() -> bool {
+    TRACE.load() != 0
+}

@@ -1,10 +1,12 @@
-//! Every map zcprof's programs write. User space reads them once, after the measured run.
+//! Every map zcprof's programs write. User space reads them once, after the measured run (and
+//! drains the trace ring buffer while it runs).
 use aya_ebpf::{
     macros::map,
-    maps::{LruHashMap, PerCpuArray, PerCpuHashMap, StackTrace},
+    maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
 };
 use zcprof_common::{
-    COUNTER_SLOTS, DiskIo, HookedBytes, IFNAMSIZ, InFlight, MAX_SYSCALL_NR, NetXmit, SyscallStat,
+    COUNTER_SLOTS, DiskIo, HookedBytes, IFNAMSIZ, InFlight, MAX_SYSCALL_NR, NetXmit, ProcStat,
+    SyscallStat,
 };
 
 /// Per-syscall totals, indexed by syscall number.
@@ -47,3 +49,11 @@ pub static HOOKED_BY_SYSCALL: PerCpuArray<HookedBytes> =
 #[map]
 pub static TRACED: aya_ebpf::maps::HashMap<u32, u32> =
     aya_ebpf::maps::HashMap::with_max_entries(8192, 0);
+
+/// Trace events (trace mode only). The loader sizes it: one page when tracing is off.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
+
+/// Per-process totals by tgid, kept only while following a process tree (exec, attach).
+#[map]
+pub static PROCS: PerCpuHashMap<u32, ProcStat> = PerCpuHashMap::with_max_entries(4096, 0);

@@ -5,7 +5,8 @@ use std::{io::Write as _, process::ExitCode};
 use crate::{
     cancel,
     caps::{self, Kernel},
-    cli::{Command, UsageError, Workload},
+    cli::{Command, TraceArgs, UsageError, Workload},
+    export::{ExportError, Trace},
     measure::{self, MeasureError, Outcome},
     model::RunReport,
     report::{self, Format},
@@ -18,24 +19,31 @@ const EXIT_INTERRUPTED: u8 = 130;
 /// Runs `command` to completion; Ctrl-C or SIGTERM cancel it cleanly.
 #[must_use]
 pub fn main(command: Command) -> ExitCode {
-    let opts = match command {
-        Command::Run(run) => Workload::validate(vec![run.method], run.workload),
+    let (opts, trace) = match command {
+        Command::Run(run) => (
+            Workload::validate(vec![run.method], run.workload),
+            run.trace,
+        ),
         Command::Compare(cmp) => {
             let methods = if cmp.methods.is_empty() {
                 Method::ALL.to_vec()
             } else {
                 cmp.methods
             };
-            Workload::validate(methods, cmp.workload)
+            (Workload::validate(methods, cmp.workload), cmp.trace)
         }
         Command::Doctor { format } => return doctor(format),
+        Command::Report { trace, format } => return report_trace(&trace, format),
         Command::Exec {
             no_follow,
             interval,
             format,
+            trace,
             command,
         } => {
-            return privileged(move || exec(&command, !no_follow, interval, format));
+            return privileged(move || {
+                with_trace(&trace, |t| exec(&command, !no_follow, interval, format, t))
+            });
         }
         Command::Attach {
             pid,
@@ -43,15 +51,92 @@ pub fn main(command: Command) -> ExitCode {
             no_follow,
             interval,
             format,
+            trace,
         } => {
-            return privileged(move || attach(pid, duration, !no_follow, interval, format));
+            return privileged(move || {
+                with_trace(&trace, |t| {
+                    attach(pid, duration, !no_follow, interval, format, t)
+                })
+            });
         }
         Command::Transfer(_) => unreachable!("handled before the runtime starts"),
     };
     match opts {
-        Ok(opts) => privileged(move || workloads(&opts)),
+        Ok(opts) => privileged(move || with_trace(&trace, |t| workloads(&opts, t))),
         Err(UsageError(msg)) => fail(2, &msg),
     }
+}
+
+/// Runs `job` with the trace `args` ask for, then writes it, also after Ctrl-C (what was
+/// measured so far); a trace with no runs leaves no file.
+fn with_trace(args: &TraceArgs, job: impl FnOnce(Option<&mut Trace>) -> ExitCode) -> ExitCode {
+    let Some(path) = &args.trace else {
+        return job(None);
+    };
+    let mut trace = match Trace::create(path, args.trace_buffer) {
+        Ok(t) => t,
+        Err(e) => {
+            return fail(
+                if matches!(e, ExportError::RingSize { .. }) {
+                    2
+                } else {
+                    1
+                },
+                &e.to_string(),
+            );
+        }
+    };
+    let code = job(Some(&mut trace));
+    if trace.is_empty() {
+        return code;
+    }
+    match trace.write() {
+        Ok(w) => {
+            eprintln!(
+                "zcprof: trace written to {}: {} events{} ({} records; open it in ui.perfetto.dev)",
+                w.path.display(),
+                w.events,
+                if w.lost > 0 {
+                    format!(", {} LOST (incomplete: raise --trace-buffer)", w.lost)
+                } else {
+                    ", none lost".to_owned()
+                },
+                w.records
+            );
+            code
+        }
+        Err(e) => fail(1, &e.to_string()),
+    }
+}
+
+/// `zcprof report TRACE`: the cost table of a saved trace.
+fn report_trace(path: &std::path::Path, format: Format) -> ExitCode {
+    let runs = match crate::export::read(path) {
+        Ok(r) => r,
+        Err(e) => return fail(1, &e.to_string()),
+    };
+    let reports: Vec<RunReport> = match runs.iter().map(crate::export::report_of).collect() {
+        Ok(r) => r,
+        Err(e) => return fail(1, &e.to_string()),
+    };
+    let lost: u64 = reports
+        .iter()
+        .filter_map(|r| r.trace.as_ref())
+        .map(|t| t.lost)
+        .sum();
+    if lost > 0 {
+        eprintln!(
+            "zcprof: warning: this trace lost {lost} events; its totals are lower than what happened"
+        );
+    }
+    finish(
+        &Outcome {
+            runs: reports,
+            ..Outcome::default()
+        },
+        format,
+        runs.len() == 1,
+    )
 }
 
 /// The preamble of every measuring command: privileges, memlock, tracefs (before any thread
@@ -91,10 +176,10 @@ async fn under_watch(job: impl FnOnce() -> ExitCode + Send + 'static) -> ExitCod
     result.unwrap_or_else(|e| fail(1, &format!("internal error: {e}")))
 }
 
-fn workloads(opts: &Workload) -> ExitCode {
+fn workloads(opts: &Workload, trace: Option<&mut Trace>) -> ExitCode {
     let format = opts.format;
     let single = opts.methods.len() == 1;
-    match measure_all(opts) {
+    match measure_all(opts, trace) {
         Ok(outcome) => finish(&outcome, format, single),
         Err(e) if e.is_interrupt() => fail(EXIT_INTERRUPTED, "interrupted"),
         Err(e) => fail(
@@ -132,9 +217,10 @@ fn exec(
     follow: bool,
     interval: Option<std::time::Duration>,
     format: Format,
+    trace: Option<&mut Trace>,
 ) -> ExitCode {
     let kernel = Kernel::detect();
-    match measure::exec(&kernel, argv, follow, interval) {
+    match measure::exec(&kernel, argv, follow, interval, trace) {
         Ok((report, status)) => {
             emit_program(&report, format);
             if cancel::requested() {
@@ -163,9 +249,10 @@ fn attach(
     follow: bool,
     interval: Option<std::time::Duration>,
     format: Format,
+    trace: Option<&mut Trace>,
 ) -> ExitCode {
     let kernel = Kernel::detect();
-    match measure::attach(&kernel, pid, follow, duration, interval) {
+    match measure::attach(&kernel, pid, follow, duration, interval, trace) {
         // Ctrl-C is the ordinary way to end an attach (as with perf and bcc tools): exit 0.
         Ok((report, _)) => {
             emit_program(&report, format);
@@ -182,19 +269,20 @@ fn attach(
     }
 }
 
-fn measure_all(opts: &Workload) -> Result<Outcome, MeasureError> {
+fn measure_all(opts: &Workload, trace: Option<&mut Trace>) -> Result<Outcome, MeasureError> {
     let kernel = Kernel::detect();
     let source = measure::source(opts)?;
     if opts.methods.len() == 1 {
         // A single run reports its own error, not a failed row.
         let mut plan = crate::probes::HookPlan::default();
-        let report = measure::run_one(&kernel, &mut plan, &source, opts.methods[0], opts)?;
+        let report =
+            measure::run_single(&kernel, &mut plan, &source, opts.methods[0], opts, trace)?;
         return Ok(Outcome {
             runs: vec![report],
             ..Outcome::default()
         });
     }
-    Ok(measure::run_all(&kernel, &source, opts))
+    Ok(measure::run_all(&kernel, &source, opts, trace))
 }
 
 fn finish(outcome: &Outcome, format: Format, single: bool) -> ExitCode {

@@ -14,7 +14,9 @@ EXAMPLES:
     sudo zcprof compare --format json > costs.json
     sudo zcprof run --method direct-io --dir /var/tmp   # O_DIRECT needs a disk-backed directory
     sudo zcprof exec -- dd if=big.dat of=/dev/null bs=64k
-    sudo zcprof attach --pid 1234 --duration 10s";
+    sudo zcprof attach --pid 1234 --duration 10s
+    sudo zcprof run --method sendfile --trace sendfile.json   # open it in ui.perfetto.dev
+    zcprof report sendfile.json --format markdown";
 
 /// Measures what a file transfer really costs the kernel: syscalls, mode switches, scheduler
 /// context switches and copies, counted with eBPF, beside the textbook's figures.
@@ -49,6 +51,8 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+        #[command(flatten)]
+        trace: TraceArgs,
     },
     /// Start a command and measure it and its descendants from its first instruction; exit with
     /// its exit status.
@@ -63,9 +67,18 @@ pub enum Command {
         /// own output stays on stdout).
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+        #[command(flatten)]
+        trace: TraceArgs,
         /// The command and its arguments, after `--`.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
+    },
+    /// Re-render the cost table from a trace saved with --trace (no privileges needed).
+    Report {
+        /// The trace file.
+        trace: PathBuf,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
     },
     /// Show what this kernel allows: each hook type per measurement point, tried for real.
     Doctor {
@@ -78,6 +91,20 @@ pub enum Command {
     Transfer(TransferArgs),
 }
 
+/// Event tracing, on every measuring command.
+#[derive(Clone, Debug, Args)]
+pub struct TraceArgs {
+    /// Also record individual events (syscall spans with their bytes, context switches, copies,
+    /// device transfers, page faults) and write them to FILE as Chrome trace JSON, which
+    /// ui.perfetto.dev opens; `zcprof report FILE` re-renders the table from it.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+    /// Size of the kernel's event ring buffer for --trace (a power of two). Events that find it
+    /// full are counted as lost, per CPU, and reported.
+    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = units::parse_size)]
+    pub trace_buffer: u64,
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Transfer technique.
@@ -85,6 +112,8 @@ pub struct RunArgs {
     pub method: Method,
     #[command(flatten)]
     pub workload: WorkloadArgs,
+    #[command(flatten)]
+    pub trace: TraceArgs,
 }
 
 #[derive(Debug, Args)]
@@ -94,6 +123,8 @@ pub struct CompareArgs {
     pub methods: Vec<Method>,
     #[command(flatten)]
     pub workload: WorkloadArgs,
+    #[command(flatten)]
+    pub trace: TraceArgs,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@ pub mod caps;
 pub mod cli;
 pub mod collect;
 pub mod doctor;
+pub mod export;
 pub mod measure;
 pub mod model;
 pub mod probes;

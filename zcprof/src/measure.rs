@@ -1,13 +1,14 @@
 //! A measured run: starts the workload, attaches the probes to its process only, releases it,
 //! reads the counts once, detaches, and turns it all into a report.
-use std::path::Path;
+use std::{collections::BTreeMap, path::Path};
 
 use crate::{
     caps::Kernel,
     cli::{Cache, DEFAULT_SIZE, Workload},
     collect::{CollectError, Counts},
+    export::{Recorded, Recorder, RunContext, Trace, Unfinished},
     model::{self, Devices, DiskRow, FileInfo, NetRow, RunInput, RunReport, Subject},
-    probes::{HookPlan, ProbeError, Probes},
+    probes::{HookPlan, Options, ProbeError, Probes},
     report::Failed,
     workload::{Method, Ready, SourceError, SourceFile, WorkloadError},
 };
@@ -89,6 +90,7 @@ pub fn run_one(
     source: &SourceFile,
     method: Method,
     opts: &Workload,
+    trace: Option<&mut Trace>,
 ) -> Result<RunReport, MeasureError> {
     let size = opts.size.unwrap_or(source.len());
     if opts.cache == Cache::Cold {
@@ -100,10 +102,12 @@ pub fn run_one(
         })?;
     }
     let ready = Ready::start(method, source, size, opts.block_size)?;
-    let probes = Probes::attach(kernel, plan, ready.pid(), false)?;
+    let pid = ready.pid();
+    let measured = Measured::attach(kernel, plan, pid, false, trace.as_deref())?;
     let delivery = ready.go()?;
-    let counts = Counts::read(&probes.detach())?;
-    Ok(model::build(RunInput {
+    let (counts, recording) = measured.finish(trace.as_deref())?;
+    let names = DeviceNames::resolve(&counts);
+    let input = RunInput {
         subject: Subject::Workload(method),
         bytes: size,
         block_size: opts.block_size,
@@ -113,8 +117,157 @@ pub fn run_one(
         received: delivery.received,
         usage: Some(delivery.usage),
         file: Some(file_info(source, opts.cache)),
-        devices: devices(&counts),
-    }))
+        devices: names.devices(&counts),
+    };
+    if let (Some(trace), Some(recording)) = (trace, recording) {
+        let workload_name = BTreeMap::from([(pid, format!("{method} (zcprof workload)"))]);
+        recording.save(trace, &input, names, false, workload_name);
+    }
+    Ok(model::build(input))
+}
+
+/// Measures one method on its own, with the progress line.
+///
+/// # Errors
+/// As `run_one`.
+pub fn run_single(
+    kernel: &Kernel,
+    plan: &mut HookPlan,
+    source: &SourceFile,
+    method: Method,
+    opts: &Workload,
+    trace: Option<&mut Trace>,
+) -> Result<RunReport, MeasureError> {
+    let mut progress = Progress::new(1);
+    progress.start(method);
+    let result = run_one(kernel, plan, source, method, opts, trace);
+    progress.done();
+    result
+}
+
+/// Probes attached for one measurement, with the trace's recorder when tracing.
+struct Measured {
+    probes: Probes,
+    recorder: Option<Recorder>,
+    start_ns: u64,
+}
+
+/// What a traced measurement recorded, waiting for its report to be known.
+struct Recording {
+    recorded: Recorded,
+    unfinished: Vec<Unfinished>,
+    start_ns: u64,
+    end_ns: u64,
+}
+
+impl Measured {
+    fn attach(
+        kernel: &Kernel,
+        plan: &mut HookPlan,
+        pid: u32,
+        follow: bool,
+        trace: Option<&Trace>,
+    ) -> Result<Measured, MeasureError> {
+        let start_ns = trace.map_or(0, Trace::now_ns);
+        let options = Options {
+            follow,
+            trace_ring: trace.map(Trace::ring_bytes),
+        };
+        let mut probes = Probes::attach(kernel, plan, pid, options)?;
+        let recorder = if trace.is_some() {
+            probes.take_events().map(Recorder::start)
+        } else {
+            None
+        };
+        Ok(Measured {
+            probes,
+            recorder,
+            start_ns,
+        })
+    }
+
+    /// Detaches, takes the last events, and reads the counts.
+    fn finish(self, trace: Option<&Trace>) -> Result<(Counts, Option<Recording>), MeasureError> {
+        let maps = self.probes.detach();
+        let recorded = self.recorder.map(Recorder::finish);
+        let counts = Counts::read(&maps)?;
+        let recording = match (recorded, trace) {
+            (Some(recorded), Some(trace)) => Some(Recording {
+                recorded,
+                unfinished: unfinished(&maps),
+                start_ns: self.start_ns,
+                end_ns: trace.now_ns(),
+            }),
+            _ => None,
+        };
+        Ok((counts, recording))
+    }
+}
+
+/// Syscalls entered but not returned when the programs were detached.
+fn unfinished(maps: &dyn crate::probes::MapSource) -> Vec<Unfinished> {
+    let Some(map) = maps.get(crate::probes::catalog::maps::IN_FLIGHT) else {
+        return Vec::new();
+    };
+    let Ok(in_flight) = aya::maps::HashMap::<_, u32, zcprof_common::InFlight>::try_from(map) else {
+        return Vec::new();
+    };
+    in_flight
+        .iter()
+        .filter_map(Result::ok)
+        .map(|(tid, f)| Unfinished {
+            tgid: f.tgid,
+            tid,
+            start_ns: f.start_ns,
+            nr: f.nr,
+        })
+        .collect()
+}
+
+impl Recording {
+    /// Adds the run to the trace with what its events cannot tell.
+    fn save(
+        self,
+        trace: &mut Trace,
+        input: &RunInput<'_>,
+        devices: DeviceNames,
+        followed: bool,
+        mut process_names: BTreeMap<u32, String>,
+    ) {
+        let counts = input.counts;
+        for (&pid, p) in &counts.processes {
+            process_names.entry(pid).or_insert_with(|| p.name.clone());
+        }
+        let (subject, workload) = match &input.subject {
+            Subject::Workload(m) => (m.to_string(), true),
+            Subject::Program(name) => (name.clone(), false),
+        };
+        let context = RunContext {
+            subject,
+            workload,
+            bytes: input.bytes,
+            block_size: input.block_size,
+            kernel: input.kernel_release.to_owned(),
+            plan: input.plan.record(),
+            received: input.received.clone(),
+            usage: input.usage,
+            file: input.file.clone(),
+            devices,
+            followed,
+            process_names,
+            start_ns: self.start_ns,
+            end_ns: self.end_ns,
+            events: counts.trace_events,
+            lost_per_cpu: counts.trace_lost.clone(),
+            unmatched_returns: counts.unmatched_returns,
+            in_flight_lost: counts.in_flight_lost,
+            samples_user: counts.samples_user,
+            samples_kernel: counts.samples_kernel,
+            samples_lost: counts.samples_lost,
+            kernel_stacks: counts.kernel_stacks.clone(),
+        };
+        trace.add_run(context, self.recorded, self.unfinished);
+    }
 }
 
 fn file_info(source: &SourceFile, cache: Cache) -> FileInfo {
@@ -122,48 +275,91 @@ fn file_info(source: &SourceFile, cache: Cache) -> FileInfo {
         path: source.path().display().to_string(),
         filesystem: source.fs_type.clone(),
         block_device: source.block_backed,
-        cache: cache.name(),
+        cache: cache.name().to_owned(),
     }
 }
 
-/// Names the devices the kernel reported by number, from sysfs.
-fn devices(counts: &Counts) -> Devices {
-    let disk = counts
-        .disk_io
-        .iter()
-        .map(|(&dev, io)| {
-            // Kernel dev_t: major << 20 | minor.
-            let (major, minor) = (dev >> 20, dev & 0xf_ffff);
-            let device = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent"))
-                .ok()
-                .and_then(|u| {
-                    u.lines()
-                        .find_map(|l| l.strip_prefix("DEVNAME=").map(str::to_owned))
-                })
-                .unwrap_or_else(|| format!("{major}:{minor}"));
-            DiskRow {
-                device,
+/// What the device numbers and names in the counts mean, read from sysfs while measuring (and
+/// saved in traces, which may be read on another machine).
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct DeviceNames {
+    /// Block device names by kernel `dev_t`.
+    pub disk: BTreeMap<u32, String>,
+    /// Network devices by name: (has a physical device, scatter-gather on).
+    pub net: BTreeMap<String, (bool, Option<bool>)>,
+}
+
+impl DeviceNames {
+    /// Looks up the devices that appear in `counts`.
+    #[must_use]
+    pub fn resolve(counts: &Counts) -> DeviceNames {
+        let disk = counts
+            .disk_io
+            .keys()
+            .map(|&dev| {
+                // Kernel dev_t: major << 20 | minor.
+                let (major, minor) = (dev >> 20, dev & 0xf_ffff);
+                let name =
+                    std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent"))
+                        .ok()
+                        .and_then(|u| {
+                            u.lines()
+                                .find_map(|l| l.strip_prefix("DEVNAME=").map(str::to_owned))
+                        })
+                        .unwrap_or_else(|| format!("{major}:{minor}"));
+                (dev, name)
+            })
+            .collect();
+        let net = counts
+            .net_xmit
+            .keys()
+            .map(|name| {
+                let physical = Path::new("/sys/class/net")
+                    .join(name)
+                    .join("device")
+                    .exists();
+                (
+                    name.clone(),
+                    (physical, crate::caps::nic::nic(name).scatter_gather),
+                )
+            })
+            .collect();
+        DeviceNames { disk, net }
+    }
+
+    /// The device rows of `counts`.
+    #[must_use]
+    pub fn devices(&self, counts: &Counts) -> Devices {
+        let disk = counts
+            .disk_io
+            .iter()
+            .map(|(&dev, io)| DiskRow {
+                device: self
+                    .disk
+                    .get(&dev)
+                    .cloned()
+                    .unwrap_or_else(|| format!("{}:{}", dev >> 20, dev & 0xf_ffff)),
                 read_bytes: io.read_bytes,
                 write_bytes: io.write_bytes,
                 requests: io.requests,
-            }
-        })
-        .collect();
-    let net = counts
-        .net_xmit
-        .iter()
-        .map(|(name, x)| NetRow {
-            device: name.clone(),
-            bytes: x.bytes,
-            packets: x.packets,
-            physical: Path::new("/sys/class/net")
-                .join(name)
-                .join("device")
-                .exists(),
-            scatter_gather: crate::caps::nic::nic(name).scatter_gather,
-        })
-        .collect();
-    Devices { disk, net }
+            })
+            .collect();
+        let net = counts
+            .net_xmit
+            .iter()
+            .map(|(name, x)| {
+                let (physical, scatter_gather) = self.net.get(name).copied().unwrap_or_default();
+                NetRow {
+                    device: name.clone(),
+                    bytes: x.bytes,
+                    packets: x.packets,
+                    physical,
+                    scatter_gather,
+                }
+            })
+            .collect();
+        Devices { disk, net }
+    }
 }
 
 /// The results of several methods: what ran, what failed, and whether Ctrl-C cut it short.
@@ -177,15 +373,31 @@ pub struct Outcome {
 /// Measures each method in turn with one hook plan; a failing method is recorded and the rest
 /// still run.
 #[must_use]
-pub fn run_all(kernel: &Kernel, source: &SourceFile, opts: &Workload) -> Outcome {
+pub fn run_all(
+    kernel: &Kernel,
+    source: &SourceFile,
+    opts: &Workload,
+    mut trace: Option<&mut Trace>,
+) -> Outcome {
     let mut plan = HookPlan::default();
     let mut outcome = Outcome::default();
+    let mut progress = Progress::new(opts.methods.len());
     for &method in &opts.methods {
         if crate::cancel::requested() {
             outcome.interrupted = true;
             break;
         }
-        match run_one(kernel, &mut plan, source, method, opts) {
+        progress.start(method);
+        let result = run_one(
+            kernel,
+            &mut plan,
+            source,
+            method,
+            opts,
+            trace.as_deref_mut(),
+        );
+        progress.done();
+        match result {
             Ok(report) => outcome.runs.push(report),
             Err(e) if e.is_interrupt() => {
                 outcome.interrupted = true;
@@ -200,15 +412,17 @@ pub fn run_all(kernel: &Kernel, source: &SourceFile, opts: &Workload) -> Outcome
     outcome
 }
 
-/// Builds the report of a measured program from its counts.
+/// Builds the report of a measured program from its counts (and saves the run in the trace).
 fn program_report(
     kernel: &Kernel,
     plan: &HookPlan,
     name: String,
     counts: &Counts,
     usage: Option<crate::workload::ChildUsage>,
+    save: Option<(&mut Trace, Recording, bool)>,
 ) -> RunReport {
-    model::build(RunInput {
+    let names = DeviceNames::resolve(counts);
+    let input = RunInput {
         subject: Subject::Program(name),
         bytes: 0,
         block_size: 0,
@@ -218,8 +432,12 @@ fn program_report(
         received: Vec::new(),
         usage,
         file: None,
-        devices: devices(counts),
-    })
+        devices: names.devices(counts),
+    };
+    if let Some((trace, recording, followed)) = save {
+        recording.save(trace, &input, names, followed, BTreeMap::new());
+    }
+    model::build(input)
 }
 
 /// Runs `argv` under measurement from its first instruction, following its children unless
@@ -232,19 +450,21 @@ pub fn exec(
     argv: &[String],
     follow: bool,
     interval: Option<std::time::Duration>,
+    trace: Option<&mut Trace>,
 ) -> Result<(RunReport, u8), MeasureError> {
     let stopped =
         crate::process::Stopped::spawn(argv).map_err(|e| MeasureError::Usage(e.to_string()))?;
     let mut plan = HookPlan::default();
-    let probes = Probes::attach(kernel, &mut plan, stopped.pid(), follow)?;
+    let measured = Measured::attach(kernel, &mut plan, stopped.pid(), follow, trace.as_deref())?;
     let name = Path::new(&argv[0])
         .file_name()
         .map_or_else(|| argv[0].clone(), |n| n.to_string_lossy().into_owned());
     let mut live = Live::new(kernel, &plan, &name);
-    let ended = stopped.run(interval, || live.tick(&probes));
-    let counts = Counts::read(&probes.detach())?;
+    let ended = stopped.run(interval, || live.tick(&measured.probes));
+    let (counts, recording) = measured.finish(trace.as_deref())?;
+    let save = trace.zip(recording).map(|(t, r)| (t, r, follow));
     Ok((
-        program_report(kernel, &plan, name, &counts, Some(ended.usage)),
+        program_report(kernel, &plan, name, &counts, Some(ended.usage), save),
         ended.status,
     ))
 }
@@ -260,15 +480,20 @@ pub fn attach(
     follow: bool,
     duration: Option<std::time::Duration>,
     interval: Option<std::time::Duration>,
+    trace: Option<&mut Trace>,
 ) -> Result<(RunReport, crate::process::WatchEnd), MeasureError> {
     crate::process::check_pid(pid).map_err(|e| MeasureError::Usage(e.to_string()))?;
     let mut plan = HookPlan::default();
-    let probes = Probes::attach(kernel, &mut plan, pid, follow)?;
+    let measured = Measured::attach(kernel, &mut plan, pid, follow, trace.as_deref())?;
     let name = format!("pid {pid}");
     let mut live = Live::new(kernel, &plan, &name);
-    let end = crate::process::watch(pid, duration, interval, || live.tick(&probes));
-    let counts = Counts::read(&probes.detach())?;
-    Ok((program_report(kernel, &plan, name, &counts, None), end))
+    let end = crate::process::watch(pid, duration, interval, || live.tick(&measured.probes));
+    let (counts, recording) = measured.finish(trace.as_deref())?;
+    let save = trace.zip(recording).map(|(t, r)| (t, r, follow));
+    Ok((
+        program_report(kernel, &plan, name, &counts, None, save),
+        end,
+    ))
 }
 
 /// The live view of `--interval`: the table so far, on stderr, refreshed every interval while
@@ -295,12 +520,77 @@ impl<'a> Live<'a> {
         let Ok(counts) = Counts::read(probes) else {
             return;
         };
-        let report = program_report(self.kernel, self.plan, self.name.to_owned(), &counts, None);
+        let report = program_report(
+            self.kernel,
+            self.plan,
+            self.name.to_owned(),
+            &counts,
+            None,
+            None,
+        );
         let table = crate::report::live_table(&report);
         let _ = writeln!(
             std::io::stderr().lock(),
             "--- {:.1} s ---\n{table}",
             self.start.elapsed().as_secs_f64()
         );
+    }
+}
+
+/// A progress line on stderr for multi-method runs, when stderr is a terminal (as cargo and
+/// curl do): which method runs, how many are done, and for how long it has run. The workload
+/// thread cannot report while it blocks in the transfer, so a ticker thread redraws the line.
+struct Progress {
+    total: usize,
+    done: usize,
+    ticker: Option<(
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+        std::thread::JoinHandle<()>,
+    )>,
+}
+
+impl Progress {
+    fn new(total: usize) -> Progress {
+        Progress {
+            total,
+            done: 0,
+            ticker: None,
+        }
+    }
+
+    fn enabled() -> bool {
+        use std::io::IsTerminal as _;
+        std::io::stderr().is_terminal()
+    }
+
+    fn start(&mut self, method: Method) {
+        if !Self::enabled() {
+            return;
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let (n, total) = (self.done + 1, self.total);
+        let started = std::time::Instant::now();
+        let handle = std::thread::spawn(move || {
+            use std::io::Write as _;
+            while !flag.load(std::sync::atomic::Ordering::Acquire) {
+                let _ = write!(
+                    std::io::stderr().lock(),
+                    "\r\x1b[2K[{n}/{total}] measuring {method}... {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            let _ = write!(std::io::stderr().lock(), "\r\x1b[2K");
+        });
+        self.ticker = Some((stop, handle));
+    }
+
+    fn done(&mut self) {
+        self.done += 1;
+        if let Some((stop, handle)) = self.ticker.take() {
+            stop.store(true, std::sync::atomic::Ordering::Release);
+            let _ = handle.join();
+        }
     }
 }

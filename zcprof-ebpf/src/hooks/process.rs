@@ -1,7 +1,6 @@
 //! Process lifetime: forks of traced processes join the traced set, so `exec` and `attach`
 //! measure a program together with the children it starts.
 use aya_ebpf::{Global, macros::tracepoint, programs::TracePointContext};
-use zcprof_common::Counter;
 
 use crate::{
     account,
@@ -20,13 +19,12 @@ pub fn sched_process_fork_tracepoint(ctx: TracePointContext) -> u32 {
     if traced_tid().is_none() {
         return 0;
     }
-    account::count(Counter::Forks);
-    if following() {
-        // SAFETY: offset from the tracepoint's format file.
-        if let Ok(child) = unsafe { ctx.read_at::<i32>(FORK_OFF_CHILD_PID.load() as usize) } {
-            #[expect(clippy::cast_sign_loss, reason = "pids are positive")]
-            let _ = TRACED.insert(&(child as u32), &1, 0);
-        }
+    // SAFETY: offset from the tracepoint's format file.
+    let child = unsafe { ctx.read_at::<i32>(FORK_OFF_CHILD_PID.load() as usize) }.unwrap_or(0);
+    account::forked(child);
+    if following() && child > 0 {
+        #[expect(clippy::cast_sign_loss, reason = "checked positive")]
+        let _ = TRACED.insert(&(child as u32), &1, 0);
     }
     0
 }

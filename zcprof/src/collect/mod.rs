@@ -5,7 +5,9 @@ pub use kallsyms::Kallsyms;
 use std::collections::BTreeMap;
 
 use aya::maps::{PerCpuArray, PerCpuHashMap};
-use zcprof_common::{Counter, DiskIo, HookedBytes, IFNAMSIZ, MAX_SYSCALL_NR, NetXmit, SyscallStat};
+use zcprof_common::{
+    Counter, DiskIo, HookedBytes, IFNAMSIZ, MAX_SYSCALL_NR, NetXmit, ProcStat, SyscallStat,
+};
 
 use crate::probes::{MapSource, catalog::maps};
 
@@ -56,6 +58,35 @@ pub struct Counts {
     /// Kernel clock of the first and last traced event (0 when none).
     pub first_event_ns: u64,
     pub last_event_ns: u64,
+    /// Trace events recorded (trace mode).
+    pub trace_events: u64,
+    /// Trace events lost for want of ring-buffer room, per CPU (trace mode).
+    pub trace_lost: Vec<u64>,
+    /// Per-process totals by tgid, when a process tree was followed.
+    pub processes: BTreeMap<u32, Process>,
+}
+
+/// One process's totals while a process tree was followed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Process {
+    /// Its command name (after its last exec).
+    pub name: String,
+    pub syscalls: u64,
+    pub voluntary_switches: u64,
+    pub involuntary_switches: u64,
+    pub page_faults_user: u64,
+    pub page_faults_kernel: u64,
+    /// Bytes the hooked copy routines moved for it.
+    pub copied_bytes: u64,
+    /// Bytes its socket sends accepted.
+    pub sock_send_bytes: u64,
+}
+
+/// The text of a NUL-padded kernel name.
+#[must_use]
+pub fn c_name(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
 /// A map of the loaded object by name.
@@ -148,6 +179,8 @@ impl Counts {
                 Counter::DmaMaps => counts.dma_maps = values.sum(),
                 Counter::SockSendBytes => counts.sock_send_bytes = values.sum(),
                 Counter::Forks => counts.forks = values.sum(),
+                Counter::TraceEvents => counts.trace_events = values.sum(),
+                Counter::TraceLost => counts.trace_lost = values.collect(),
             }
         }
         let syscalls: PerCpuArray<_, SyscallStat> =
@@ -181,14 +214,34 @@ impl Counts {
             PerCpuHashMap::try_from(map(ebpf, maps::NET_XMIT)?).map_err(map_err(maps::NET_XMIT))?;
         for entry in &net {
             let (name, per_cpu) = entry.map_err(map_err(maps::NET_XMIT))?;
-            let end = name.iter().position(|&b| b == 0).unwrap_or(IFNAMSIZ);
             let total = per_cpu.iter().fold(NetXmit::default(), |a, b| NetXmit {
                 bytes: a.bytes + b.bytes,
                 packets: a.packets + b.packets,
             });
-            counts
-                .net_xmit
-                .insert(String::from_utf8_lossy(&name[..end]).into_owned(), total);
+            counts.net_xmit.insert(c_name(&name), total);
+        }
+        let procs: PerCpuHashMap<_, u32, ProcStat> =
+            PerCpuHashMap::try_from(map(ebpf, maps::PROCS)?).map_err(map_err(maps::PROCS))?;
+        for entry in &procs {
+            let (tgid, per_cpu) = entry.map_err(map_err(maps::PROCS))?;
+            let mut p = Process::default();
+            for s in per_cpu.iter() {
+                p.syscalls += s.syscalls;
+                p.voluntary_switches += s.voluntary_switches;
+                p.involuntary_switches += s.involuntary_switches;
+                p.page_faults_user += s.page_faults_user;
+                p.page_faults_kernel += s.page_faults_kernel;
+                p.copied_bytes += s.copied_bytes;
+                p.sock_send_bytes += s.sock_send_bytes;
+                // Each CPU's copy of the entry got the name current when it was made there; an
+                // exec renames only one of them. The name from the last exec is wanted, so a
+                // name differing from the first one seen wins.
+                let name = c_name(&s.comm);
+                if !name.is_empty() && (p.name.is_empty() || p.name != name) {
+                    p.name = name;
+                }
+            }
+            counts.processes.insert(tgid, p);
         }
         counts.kernel_stacks = read_stacks(ebpf)?;
         let hooked: PerCpuArray<_, HookedBytes> =

@@ -58,13 +58,13 @@ pub struct Devices {
 }
 
 /// The source file and what its file system means for the figures.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FileInfo {
     pub path: String,
     pub filesystem: String,
     pub block_device: bool,
     /// "warm" (pages already cached) or "cold" (evicted before the run).
-    pub cache: &'static str,
+    pub cache: String,
 }
 
 /// What was measured: a built-in transfer method, or a real program (`exec`, `attach`).
@@ -117,6 +117,34 @@ pub struct RunReport {
     /// The source file of a built-in workload.
     pub file: Option<FileInfo>,
     pub devices: Devices,
+    /// Per-process totals when a process tree was followed (exec, attach), by pid.
+    pub processes: Vec<ProcessRow>,
+    /// The event trace of this run, with `--trace`.
+    pub trace: Option<TraceSummary>,
+}
+
+/// One process of a followed tree, counted in the kernel by its tgid.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ProcessRow {
+    pub pid: u32,
+    pub name: String,
+    /// Syscall entries (user->kernel mode switches through the syscall path).
+    pub syscalls: u64,
+    pub context_switches_voluntary: u64,
+    pub context_switches_involuntary: u64,
+    pub page_faults_user: u64,
+    pub page_faults_kernel: u64,
+    /// Bytes the hooked copy routines moved for it (0 where they cannot be hooked).
+    pub hooked_copy_bytes: u64,
+    pub sock_send_bytes: u64,
+}
+
+/// Events recorded for the trace, and those lost for want of ring-buffer room, per CPU.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TraceSummary {
+    pub events: u64,
+    pub lost: u64,
+    pub lost_per_cpu: Vec<u64>,
 }
 
 /// Everything a report is made from.
@@ -410,6 +438,17 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         ));
     }
 
+    let trace = trace_summary(counts);
+    if let Some(t) = trace.as_ref().filter(|t| t.lost > 0) {
+        notes.push(format!(
+            "The event trace is incomplete: {} of {} events were lost for want of ring-buffer room \
+             (per CPU: {:?}); the table's counts are complete, the trace's are not. A larger \
+             --trace-buffer keeps more.",
+            t.lost,
+            t.events + t.lost,
+            t.lost_per_cpu
+        ));
+    }
     if let Subject::Program(_) = &subject {
         notes.push(format!(
             "No built-in workload: a step is 1 MiB of payload ({} moved in all: {} read into user \
@@ -445,7 +484,39 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         process_rusage: usage,
         file,
         devices,
+        processes: process_rows(counts),
+        trace,
     }
+}
+
+/// The per-process rows of a followed tree, busiest first.
+fn process_rows(counts: &Counts) -> Vec<ProcessRow> {
+    let mut rows: Vec<ProcessRow> = counts
+        .processes
+        .iter()
+        .map(|(&pid, p)| ProcessRow {
+            pid,
+            name: p.name.clone(),
+            syscalls: p.syscalls,
+            context_switches_voluntary: p.voluntary_switches,
+            context_switches_involuntary: p.involuntary_switches,
+            page_faults_user: p.page_faults_user,
+            page_faults_kernel: p.page_faults_kernel,
+            hooked_copy_bytes: p.copied_bytes,
+            sock_send_bytes: p.sock_send_bytes,
+        })
+        .collect();
+    rows.sort_by(|a, b| b.syscalls.cmp(&a.syscalls).then(a.pid.cmp(&b.pid)));
+    rows
+}
+
+fn trace_summary(counts: &Counts) -> Option<TraceSummary> {
+    let lost: u64 = counts.trace_lost.iter().sum();
+    (counts.trace_events > 0 || lost > 0).then(|| TraceSummary {
+        events: counts.trace_events,
+        lost,
+        lost_per_cpu: counts.trace_lost.clone(),
+    })
 }
 
 /// Why a point is not measured, for an unavailable figure.
@@ -815,7 +886,7 @@ pub(crate) mod tests {
                 path: "/tmp/x".into(),
                 filesystem: "ext4".into(),
                 block_device,
-                cache: "warm",
+                cache: "warm".to_owned(),
             }),
             devices: Devices::default(),
         })

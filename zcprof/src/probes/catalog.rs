@@ -2,7 +2,9 @@
 //! crate defines a function of each name; a test checks the built object against this table.
 
 /// Something zcprof measures in the kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Point {
     /// Syscall entry: a user-to-kernel mode switch.
@@ -87,7 +89,9 @@ impl Point {
 }
 
 /// How a program is attached to the kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum HookKind {
     /// BPF trampoline on a kernel function's return; needs BTF and a kernel that allows it.
@@ -321,8 +325,10 @@ pub mod maps {
     pub const STACK_SAMPLES: &str = "STACK_SAMPLES";
     pub const HOOKED_BY_SYSCALL: &str = "HOOKED_BY_SYSCALL";
     pub const TRACED: &str = "TRACED";
+    pub const EVENTS: &str = "EVENTS";
+    pub const PROCS: &str = "PROCS";
     /// Every map, for the object check.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 11] = [
         SYSCALLS,
         COUNTERS,
         IN_FLIGHT,
@@ -332,6 +338,8 @@ pub mod maps {
         STACK_SAMPLES,
         HOOKED_BY_SYSCALL,
         TRACED,
+        EVENTS,
+        PROCS,
     ];
 }
 
@@ -339,6 +347,8 @@ pub mod maps {
 pub mod globals {
     pub const TARGET_TGID: &str = "TARGET_TGID";
     pub const FOLLOW: &str = "FOLLOW";
+    pub const TRACE: &str = "TRACE";
+    pub const EXECVE_NR: &str = "EXECVE_NR";
     /// Record offsets of classic tracepoints: (global, event, field).
     pub const OFFSETS: [(&str, &str, &str); 7] = [
         ("BLK_OFF_DEV", "block/block_rq_issue", "dev"),

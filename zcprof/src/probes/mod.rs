@@ -46,6 +46,22 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
+/// How the probes of one measurement are set up.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Also trace the processes the target forks while measured.
+    pub follow: bool,
+    /// Record events into a ring buffer of this many bytes (`--trace`).
+    pub trace_ring: Option<u32>,
+}
+
+/// A plan's choices in a form that can be saved (inside a trace) and read back.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct PlanRecord {
+    pub chosen: Vec<(Point, HookKind)>,
+    pub unavailable: Vec<(Point, String)>,
+}
+
 /// Which variant each point uses. Filled by the first successful attach and reused, so later
 /// runs load only what worked.
 #[derive(Clone, Debug, Default)]
@@ -64,6 +80,33 @@ impl HookPlan {
         self.chosen.iter().copied().find(|v| v.point == point)
     }
 
+    /// The choices, for saving.
+    #[must_use]
+    pub fn record(&self) -> PlanRecord {
+        PlanRecord {
+            chosen: self.chosen.iter().map(|v| (v.point, v.kind)).collect(),
+            unavailable: self.unavailable.clone(),
+        }
+    }
+
+    /// A plan with saved choices (attempts are not saved).
+    #[must_use]
+    pub fn from_record(record: &PlanRecord) -> HookPlan {
+        HookPlan {
+            chosen: record
+                .chosen
+                .iter()
+                .filter_map(|&(point, kind)| {
+                    catalog::VARIANTS
+                        .iter()
+                        .find(|v| v.point == point && v.kind == kind)
+                })
+                .collect(),
+            unavailable: record.unavailable.clone(),
+            attempts: Vec::new(),
+        }
+    }
+
     /// Why an optional point is not measured, once known.
     #[must_use]
     pub fn unavailable(&self, point: Point) -> Option<&str> {
@@ -72,6 +115,22 @@ impl HookPlan {
             .find(|(p, _)| *p == point)
             .map(|(_, why)| why.as_str())
     }
+}
+
+/// This architecture's `execve` syscall number (a successful exec renames a process).
+#[cfg(target_arch = "x86_64")]
+const EXECVE_NR: u32 = 59;
+#[cfg(target_arch = "aarch64")]
+const EXECVE_NR: u32 = 221;
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const EXECVE_NR: u32 = u32::MAX;
+
+/// The page size, the smallest ring buffer the kernel accepts.
+#[must_use]
+pub fn page_size() -> u32 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u32::try_from(size).unwrap_or(4096)
 }
 
 /// Where collection finds maps: a detached object's (final counts) or live probes' (snapshots
@@ -197,7 +256,7 @@ impl Probes {
         kernel: &Kernel,
         plan: &mut HookPlan,
         tgid: u32,
-        follow: bool,
+        options: Options,
     ) -> Result<Probes, ProbeError> {
         // Record offsets of classic tracepoints, read from this kernel's format files (the
         // programs' defaults are one kernel's layout; others differ).
@@ -208,9 +267,18 @@ impl Probes {
             })
             .collect();
         let mut loader = EbpfLoader::new();
-        let follow = u32::from(follow);
+        let follow = u32::from(options.follow);
+        let trace = u32::from(options.trace_ring.is_some());
+        let execve = EXECVE_NR;
         loader.override_global(catalog::globals::TARGET_TGID, &tgid, true);
         loader.override_global(catalog::globals::FOLLOW, &follow, true);
+        loader.override_global(catalog::globals::TRACE, &trace, true);
+        loader.override_global(catalog::globals::EXECVE_NR, &execve, true);
+        // Without --trace the ring buffer is one page: nothing writes to it.
+        loader.map_max_entries(
+            catalog::maps::EVENTS,
+            options.trace_ring.unwrap_or_else(page_size),
+        );
         for (global, offset) in &offsets {
             loader.override_global(global, offset, true);
         }
@@ -260,6 +328,13 @@ impl Probes {
             }
         }
         Ok(Probes { ebpf })
+    }
+
+    /// Takes the trace ring buffer, for a consumer that drains it while the programs run.
+    #[must_use]
+    pub fn take_events(&mut self) -> Option<aya::maps::RingBuf<aya::maps::MapData>> {
+        let map = self.ebpf.take_map(catalog::maps::EVENTS)?;
+        aya::maps::RingBuf::try_from(map).ok()
     }
 
     /// Detaches every program and returns the maps, which outlive the programs: counts read

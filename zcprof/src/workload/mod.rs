@@ -40,7 +40,7 @@ pub enum WorkloadError {
 
 /// Scheduler counts the kernel kept for the child over its whole life (wait4's rusage): an
 /// independent upper bound for what the probes saw inside the measured window.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChildUsage {
     pub voluntary_switches: u64,
     pub involuntary_switches: u64,

@@ -1,0 +1,336 @@
+//! Reading a saved trace back into counts, so `zcprof report` renders the cost table of a run
+//! recorded elsewhere. Anything malformed, truncated or edited is refused, never half-read.
+use std::path::Path;
+
+use zcprof_common::{Counter, DiskIo, HookedBytes, NetXmit, SyscallStat};
+
+use super::{ExportError, FORMAT_VERSION, RunContext, chrome};
+use crate::collect::{Counts, Process};
+
+#[derive(serde::Deserialize)]
+struct File {
+    #[serde(rename = "traceEvents")]
+    trace_events: Vec<Record>,
+    zcprof: Option<Section>,
+}
+
+#[derive(serde::Deserialize)]
+struct Section {
+    version: u32,
+    records: u64,
+    runs: Vec<RunContext>,
+}
+
+#[derive(serde::Deserialize)]
+struct Record {
+    ph: String,
+    #[serde(default)]
+    cat: String,
+    #[serde(default)]
+    pid: u32,
+    ts: Option<f64>,
+    dur: Option<f64>,
+    #[serde(default)]
+    args: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Record {
+    fn ts_ns(&self) -> Option<u64> {
+        self.ts.map(us_to_ns)
+    }
+
+    fn arg_u64(&self, key: &str) -> Result<u64, String> {
+        self.args
+            .get(key)
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| format!("a {} event without a numeric args.{key}", self.cat))
+    }
+
+    fn arg_i64(&self, key: &str) -> Result<i64, String> {
+        self.args
+            .get(key)
+            .and_then(serde_json::Value::as_i64)
+            .ok_or_else(|| format!("a {} event without a numeric args.{key}", self.cat))
+    }
+
+    fn arg_bool(&self, key: &str) -> Result<bool, String> {
+        self.args
+            .get(key)
+            .and_then(serde_json::Value::as_bool)
+            .ok_or_else(|| format!("a {} event without args.{key}", self.cat))
+    }
+}
+
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "trace times are non-negative and far below 2^53 ns"
+)]
+fn us_to_ns(us: f64) -> u64 {
+    (us * 1000.0).round().max(0.0) as u64
+}
+
+/// One run read back: its context and the counts rebuilt from its events.
+pub struct ReadRun {
+    pub context: RunContext,
+    pub counts: Counts,
+}
+
+/// Reads the trace at `path`.
+///
+/// # Errors
+/// When the file cannot be read, is not JSON, is truncated, was not written by this version of
+/// zcprof, or holds events that do not add up.
+pub fn read(path: &Path) -> Result<Vec<ReadRun>, ExportError> {
+    let invalid = |reason: String| ExportError::Invalid {
+        path: path.to_owned(),
+        reason,
+    };
+    let file = std::fs::File::open(path).map_err(|source| ExportError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let parsed: File = serde_json::from_reader(std::io::BufReader::new(file)).map_err(|e| {
+        invalid(if e.is_eof() {
+            format!("it ends early (truncated?): {e}")
+        } else {
+            e.to_string()
+        })
+    })?;
+    let section = parsed.zcprof.ok_or_else(|| {
+        invalid("it has no \"zcprof\" section (was it recorded with zcprof --trace?)".into())
+    })?;
+    if section.version != FORMAT_VERSION {
+        return Err(invalid(format!(
+            "format version {} (this zcprof reads version {FORMAT_VERSION})",
+            section.version
+        )));
+    }
+    let records = parsed.trace_events.len() as u64;
+    if records != section.records {
+        return Err(invalid(format!(
+            "it holds {records} trace events where it was written with {} (cut or edited)",
+            section.records
+        )));
+    }
+    if section.runs.is_empty() {
+        return Err(invalid("it holds no runs".into()));
+    }
+    let mut runs: Vec<ReadRun> = section
+        .runs
+        .into_iter()
+        .map(|context| ReadRun {
+            counts: seed(&context),
+            context,
+        })
+        .collect();
+    for (i, record) in parsed.trace_events.iter().enumerate() {
+        add(&mut runs, record).map_err(|why| invalid(format!("trace event {i}: {why}")))?;
+    }
+    for run in &mut runs {
+        run.counts.syscall_entries = run.counts.syscalls.values().map(|s| s.count).sum();
+    }
+    Ok(runs)
+}
+
+/// The counts a run's context holds (those that are not events).
+fn seed(context: &RunContext) -> Counts {
+    Counts {
+        unmatched_returns: context.unmatched_returns,
+        in_flight_lost: context.in_flight_lost,
+        samples_user: context.samples_user,
+        samples_kernel: context.samples_kernel,
+        samples_lost: context.samples_lost,
+        kernel_stacks: context.kernel_stacks.clone(),
+        trace_events: context.events,
+        trace_lost: context.lost_per_cpu.clone(),
+        ..Counts::default()
+    }
+}
+
+/// The run whose window holds `ns`.
+fn run_at(runs: &mut [ReadRun], ns: u64) -> Result<&mut ReadRun, String> {
+    runs.iter_mut()
+        .find(|r| (r.context.start_ns..=r.context.end_ns).contains(&ns))
+        .ok_or_else(|| format!("its time {ns} ns lies outside every run"))
+}
+
+fn process<'a>(run: &'a mut ReadRun, pid: u32) -> Option<&'a mut Process> {
+    if !run.context.followed {
+        return None;
+    }
+    let name = run.context.process_names.get(&pid).cloned();
+    Some(run.counts.processes.entry(pid).or_insert_with(|| Process {
+        name: name.unwrap_or_default(),
+        ..Process::default()
+    }))
+}
+
+fn stamp(counts: &mut Counts, first: u64, last: u64) {
+    if counts.first_event_ns == 0 || first < counts.first_event_ns {
+        counts.first_event_ns = first;
+    }
+    counts.last_event_ns = counts.last_event_ns.max(last);
+}
+
+fn add(runs: &mut [ReadRun], r: &Record) -> Result<(), String> {
+    // Metadata, counters and zcprof's own markers carry no counts.
+    if matches!(r.ph.as_str(), "M" | "C")
+        || matches!(r.cat.as_str(), chrome::cat::RUN | chrome::cat::LOST)
+    {
+        return Ok(());
+    }
+    let ts = r
+        .ts_ns()
+        .ok_or_else(|| format!("a {} event without ts", r.cat))?;
+    let run = run_at(runs, ts)?;
+    match r.cat.as_str() {
+        chrome::cat::SYSCALL => {
+            let nr = u32::try_from(r.arg_u64("nr")?).map_err(|e| e.to_string())?;
+            match r.ph.as_str() {
+                "X" => {
+                    let dur = r.dur.map(us_to_ns).ok_or("a syscall slice without dur")?;
+                    let ret = r.arg_i64("ret")?;
+                    let stat = run
+                        .counts
+                        .syscalls
+                        .entry(nr)
+                        .or_insert_with(SyscallStat::default);
+                    stat.count += 1;
+                    stat.total_ns += dur;
+                    if ret < 0 {
+                        stat.errors += 1;
+                    } else {
+                        stat.ret_sum = stat.ret_sum.wrapping_add(ret.unsigned_abs());
+                    }
+                    run.counts.syscall_returns += 1;
+                    stamp(&mut run.counts, ts, ts + dur);
+                }
+                "B" => {
+                    run.counts.syscalls.entry(nr).or_default().count += 1;
+                    stamp(&mut run.counts, ts, ts);
+                }
+                other => return Err(format!("a syscall event of phase {other:?}")),
+            }
+            if let Some(p) = process(run, r.pid) {
+                p.syscalls += 1;
+            }
+        }
+        chrome::cat::SCHED => {
+            let voluntary = r.arg_bool("voluntary")?;
+            if voluntary {
+                run.counts.voluntary_switches += 1;
+            } else {
+                run.counts.involuntary_switches += 1;
+            }
+            if let Some(p) = process(run, r.pid) {
+                if voluntary {
+                    p.voluntary_switches += 1;
+                } else {
+                    p.involuntary_switches += 1;
+                }
+            }
+        }
+        chrome::cat::FAULT => {
+            let user = r.arg_bool("user")?;
+            if user {
+                run.counts.page_faults_user += 1;
+            } else {
+                run.counts.page_faults_kernel += 1;
+            }
+            if let Some(p) = process(run, r.pid) {
+                if user {
+                    p.page_faults_user += 1;
+                } else {
+                    p.page_faults_kernel += 1;
+                }
+            }
+        }
+        chrome::cat::COPY => {
+            let bytes = r.arg_u64("bytes")?;
+            let slot = r.arg_u64("slot")?;
+            let syscall = r.args.get("syscall").and_then(serde_json::Value::as_u64);
+            let counts = &mut run.counts;
+            let by = syscall.map(|nr| {
+                counts
+                    .hooked_by_syscall
+                    .entry(u32::try_from(nr).unwrap_or(u32::MAX))
+                    .or_insert_with(HookedBytes::default)
+            });
+            let sock = slot == Counter::SockSendBytes as u64;
+            match slot {
+                s if s == Counter::FilemapReadBytes as u64 => {
+                    counts.filemap_read_bytes += bytes;
+                    if let Some(by) = by {
+                        by.filemap_read += bytes;
+                    }
+                }
+                s if s == Counter::CopyToIterBytes as u64 => {
+                    counts.copy_to_iter_bytes += bytes;
+                    if let Some(by) = by {
+                        by.copy_to_iter += bytes;
+                    }
+                }
+                s if s == Counter::CopyFromIterBytes as u64 => {
+                    counts.copy_from_iter_bytes += bytes;
+                    if let Some(by) = by {
+                        by.copy_from_iter += bytes;
+                    }
+                }
+                _ if sock => {
+                    counts.sock_send_bytes += bytes;
+                    if let Some(by) = by {
+                        by.sock_send += bytes;
+                    }
+                }
+                other => return Err(format!("a copy event of unknown slot {other}")),
+            }
+            if let Some(p) = process(run, r.pid) {
+                if sock {
+                    p.sock_send_bytes += bytes;
+                } else {
+                    p.copied_bytes += bytes;
+                }
+            }
+        }
+        chrome::cat::DISK => {
+            let dev = u32::try_from(r.arg_u64("dev")?).map_err(|e| e.to_string())?;
+            let bytes = r.arg_u64("bytes")?;
+            let op = r
+                .args
+                .get("op")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("");
+            let io = run
+                .counts
+                .disk_io
+                .entry(dev)
+                .or_insert_with(DiskIo::default);
+            match op {
+                "R" => io.read_bytes += bytes,
+                "W" => io.write_bytes += bytes,
+                _ => io.other_bytes += bytes,
+            }
+            io.requests += 1;
+        }
+        chrome::cat::NET => {
+            let device = r
+                .args
+                .get("device")
+                .and_then(serde_json::Value::as_str)
+                .ok_or("a net event without args.device")?
+                .to_owned();
+            let x = run
+                .counts
+                .net_xmit
+                .entry(device)
+                .or_insert_with(NetXmit::default);
+            x.bytes += r.arg_u64("bytes")?;
+            x.packets += 1;
+        }
+        chrome::cat::DMA => run.counts.dma_maps += 1,
+        chrome::cat::PROCESS => run.counts.forks += 1,
+        other => return Err(format!("unknown category {other:?}")),
+    }
+    Ok(())
+}
