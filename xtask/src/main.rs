@@ -1,4 +1,5 @@
 //! Developer tasks: toolchain setup, the Quick-start commands, and the test suite.
+mod bench;
 mod setup;
 mod vm;
 
@@ -27,6 +28,17 @@ enum Task {
     /// Set up and run every test: unit tests, CLI tests, the privileged kernel tests, and (as
     /// root) the kernel matrix in VMs.
     Test,
+    /// Run the benchmarks (as root): zcprof's overhead beside bpftrace, perf and strace, its cost to
+    /// bystanders, per-program kernel cost, trace capacity, start-up, and workload fidelity.
+    /// Writes docs/benchmarks.md and target/bench/results.json.
+    Bench {
+        /// Repetitions of every case (interleaved with the baseline).
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// Syscalls per loop of the overhead case.
+        #[arg(long, default_value_t = 3_000_000)]
+        syscalls: u64,
+    },
     /// Run the privileged kernel tests inside VMs booting Debian's cloud kernels.
     VmTest {
         /// Only the kernels whose label contains this (e.g. `bookworm`).
@@ -130,6 +142,13 @@ fn main() -> Result<()> {
             run(&mut kernel)?;
             vm::vm_test(&workspace_root(), None)
         }
+        Task::Bench { reps, syscalls } => bench::bench(
+            &workspace_root(),
+            &bench::Options {
+                reps: reps.max(1),
+                syscalls: syscalls.max(300),
+            },
+        ),
         Task::VmTest { only } => {
             setup::setup()?;
             vm::vm_test(&workspace_root(), only.as_deref())

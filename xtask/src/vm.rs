@@ -310,30 +310,35 @@ fn resolve_modules(tree: &Path, out: &Path) -> Result<Vec<PathBuf>> {
     Ok(order)
 }
 
-/// The zcprof binary and the kernel test executable, built for the host.
-fn build_test_binaries(root: &Path) -> Result<(PathBuf, PathBuf)> {
+/// Test targets of the `zcprof-tests` package that run inside the VMs.
+const VM_TEST_TARGETS: [&str; 2] = ["kernel", "trace"];
+
+/// The zcprof binary and the kernel test executables, built for the host.
+fn build_test_binaries(root: &Path) -> Result<(PathBuf, Vec<PathBuf>)> {
     run(cargo().args(["build", "--package", "zcprof"]))?;
-    let out = cargo()
-        .args([
-            "test",
-            "--package",
-            "zcprof-tests",
-            "--test",
-            "kernel",
-            "--no-run",
-            "--message-format=json",
-        ])
-        .stderr(Stdio::inherit())
-        .output()?;
+    let mut args = vec!["test", "--package", "zcprof-tests"];
+    for target in VM_TEST_TARGETS {
+        args.extend(["--test", target]);
+    }
+    args.extend(["--no-run", "--message-format=json"]);
+    let out = cargo().args(&args).stderr(Stdio::inherit()).output()?;
     if !out.status.success() {
         bail!("building the kernel tests failed");
     }
-    let tests = String::from_utf8_lossy(&out.stdout)
+    let messages: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|m| m["target"]["name"] == "kernel")
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .context("no kernel test executable in cargo's output")?;
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let tests = VM_TEST_TARGETS
+        .iter()
+        .map(|target| {
+            messages
+                .iter()
+                .filter(|m| m["target"]["name"] == *target)
+                .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+                .with_context(|| format!("no {target} test executable in cargo's output"))
+        })
+        .collect::<Result<_>>()?;
     Ok((root.join("target/debug/zcprof"), tests))
 }
 
@@ -364,7 +369,7 @@ fn build_initramfs(
     work: &Path,
     kernel: &Kernel,
     zcprof: &Path,
-    tests: &Path,
+    tests: &[PathBuf],
     tmpdir: &Path,
 ) -> Result<PathBuf> {
     let root = work.join("root");
@@ -383,7 +388,15 @@ fn build_initramfs(
     }
     fs::copy("/bin/busybox", root.join("bin/busybox"))?;
     install_with_libs(zcprof, &root.join("zcprof"), &root)?;
-    install_with_libs(tests, &root.join("kernel-tests"), &root)?;
+    let mut names = Vec::new();
+    for test in tests {
+        let name = format!(
+            "tests-{}",
+            test.file_name().context("test name")?.to_string_lossy()
+        );
+        install_with_libs(test, &root.join(&name), &root)?;
+        names.push(format!("/{name}"));
+    }
     if let Some(debug) = std::env::var_os("ZCPROF_VM_DEBUG") {
         fs::copy(debug, root.join("debug.sh"))?;
     }
@@ -409,10 +422,13 @@ echo "init: kernel $(uname -r)"
 export ZCPROF_BIN=/zcprof ZCPROF_EXPECT_HOOKED=1 HOME=/tmp PATH=/bin:/sbin:/usr/bin:/usr/sbin
 /zcprof doctor
 if [ -e /debug.sh ]; then . /debug.sh; fi
-if /kernel-tests --test-threads=1{skips}; then echo "init: success"; else echo "init: failure"; fi
+ok=1
+for t in {tests}; do $t --test-threads=1{skips} || ok=0; done
+if [ $ok = 1 ]; then echo "init: success"; else echo "init: failure"; fi
 poweroff -f
 "#,
-        tmp = tmpdir.display()
+        tmp = tmpdir.display(),
+        tests = names.join(" ")
     );
     let init_path = root.join("init");
     fs::write(&init_path, init)?;

@@ -13,6 +13,21 @@ use crate::{
     workload::Method,
 };
 
+/// When the process started, for `ZCPROF_TIMING` (the benchmark's start-up case).
+pub static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// With `ZCPROF_TIMING` set, says on stderr how long after start `what` happened.
+pub fn timing(what: &str) {
+    if std::env::var_os("ZCPROF_TIMING").is_some()
+        && let Some(start) = STARTED.get()
+    {
+        eprintln!(
+            "zcprof: timing: {what} after {:.1} ms",
+            start.elapsed().as_secs_f64() * 1e3
+        );
+    }
+}
+
 /// Exit status after Ctrl-C, as shells report a SIGINT death.
 const EXIT_INTERRUPTED: u8 = 130;
 

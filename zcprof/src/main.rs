@@ -8,6 +8,7 @@ use zcprof::{
 };
 
 fn main() -> ExitCode {
+    let _ = app::STARTED.set(std::time::Instant::now());
     let cli = match cli::parse() {
         Ok(cli) => cli,
         Err(code) => return code,

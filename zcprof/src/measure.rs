@@ -174,6 +174,7 @@ impl Measured {
             trace_ring: trace.map(Trace::ring_bytes),
         };
         let mut probes = Probes::attach(kernel, plan, pid, options)?;
+        crate::app::timing("probes attached");
         let recorder = if trace.is_some() {
             probes.take_events().map(Recorder::start)
         } else {

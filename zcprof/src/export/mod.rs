@@ -258,3 +258,216 @@ pub fn report_of(run: &ReadRun) -> Result<crate::model::RunReport, ExportError> 
     ));
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use zcprof_common::{Counter, EventKind, NO_SYSCALL, TraceEvent};
+
+    use super::*;
+
+    const PID: u32 = 4242;
+
+    fn event(kind: EventKind, ts: u64, start: u64, value: i64, arg: u32, aux: u32) -> TraceEvent {
+        let mut name = [0u8; 16];
+        name[..2].copy_from_slice(b"lo");
+        TraceEvent {
+            ts_ns: ts,
+            start_ns: start,
+            value,
+            tgid: PID,
+            tid: PID + 1,
+            kind: kind as u32,
+            arg,
+            aux,
+            cpu: 0,
+            name,
+        }
+    }
+
+    fn run() -> Run {
+        let events = vec![
+            event(EventKind::Syscall, 2_000, 1_000, 4096, 0, 0),
+            event(
+                EventKind::Copy,
+                1_500,
+                0,
+                4096,
+                Counter::FilemapReadBytes as u32,
+                0,
+            ),
+            event(
+                EventKind::Copy,
+                3_000,
+                0,
+                10,
+                Counter::CopyToIterBytes as u32,
+                NO_SYSCALL,
+            ),
+            event(EventKind::Syscall, 4_000, 3_500, -11, 0, 0),
+            event(EventKind::Switch, 3_600, 0, 0, 1, 0),
+            event(EventKind::Switch, 4_100, 0, 0, 0, 0),
+            event(EventKind::Fault, 4_200, 0, 0, 1, 0),
+            event(EventKind::Disk, 4_300, 0, 8192, 8 << 20, u32::from(b'W')),
+            event(EventKind::Net, 4_400, 0, 100, 0, 0),
+            event(EventKind::Dma, 4_500, 0, 0, 0, 0),
+            event(EventKind::Fork, 4_600, 0, 4243, 0, 0),
+        ];
+        Run {
+            context: RunContext {
+                subject: "test".into(),
+                workload: false,
+                bytes: 0,
+                block_size: 0,
+                kernel: "6.18".into(),
+                plan: PlanRecord::default(),
+                received: Vec::new(),
+                usage: None,
+                file: None,
+                devices: DeviceNames::default(),
+                followed: true,
+                process_names: BTreeMap::from([(PID, "tester".to_owned())]),
+                start_ns: 0,
+                end_ns: 10_000,
+                events: events.len() as u64,
+                lost_per_cpu: vec![0, 0],
+                unmatched_returns: 1,
+                in_flight_lost: 0,
+                samples_user: 2,
+                samples_kernel: 3,
+                samples_lost: 0,
+                kernel_stacks: vec![(vec!["filemap_read".into()], 3)],
+            },
+            recorded: Recorded {
+                events,
+                thread_names: BTreeMap::new(),
+            },
+            unfinished: vec![Unfinished {
+                tgid: PID,
+                tid: PID + 1,
+                start_ns: 5_000,
+                nr: 231,
+            }],
+        }
+    }
+
+    fn written(name: &str) -> (PathBuf, String) {
+        let mut out = Vec::new();
+        chrome::write(&mut out, 0, &[run()]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let path = std::env::temp_dir().join(format!("zcprof-{name}-{}.json", std::process::id()));
+        std::fs::write(&path, &text).unwrap();
+        (path, text)
+    }
+
+    #[test]
+    fn events_written_read_back_as_the_same_counts() {
+        let (path, _) = written("roundtrip");
+        let runs = read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let c = &runs[0].counts;
+        let read_stat = c.syscalls[&0];
+        assert_eq!(
+            (read_stat.count, read_stat.errors, read_stat.ret_sum),
+            (2, 1, 4096)
+        );
+        assert_eq!(read_stat.total_ns, 1_000 + 500);
+        assert_eq!(
+            c.syscalls[&231].count, 1,
+            "the unfinished exit_group is an entry"
+        );
+        assert_eq!((c.syscall_entries, c.syscall_returns), (3, 2));
+        assert_eq!((c.filemap_read_bytes, c.copy_to_iter_bytes), (4096, 10));
+        assert_eq!(c.hooked_by_syscall[&0].filemap_read, 4096);
+        assert_eq!((c.voluntary_switches, c.involuntary_switches), (1, 1));
+        assert_eq!((c.page_faults_user, c.page_faults_kernel), (1, 0));
+        assert_eq!(c.disk_io[&(8 << 20)].write_bytes, 8192);
+        assert_eq!(c.net_xmit["lo"].bytes, 100);
+        assert_eq!((c.dma_maps, c.forks), (1, 1));
+        assert_eq!((c.first_event_ns, c.last_event_ns), (1_000, 5_000));
+        let p = &c.processes[&PID];
+        assert_eq!(
+            (p.name.as_str(), p.syscalls, p.copied_bytes),
+            ("tester", 3, 4106)
+        );
+        assert_eq!((c.unmatched_returns, c.samples_kernel), (1, 3));
+    }
+
+    #[test]
+    fn truncated_edited_and_foreign_files_are_refused() {
+        let (path, text) = written("refused");
+        let cut = text.len() / 2;
+        let edited = text
+            .replacen(text.lines().nth(3).unwrap(), "", 1)
+            .replacen("\n\n", "\n", 1);
+        let newer = text.replace("\"version\":1", "\"version\":99");
+        for (body, want) in [
+            (&text[..cut], "ends early"),
+            (edited.as_str(), "cut or edited"),
+            (newer.as_str(), "format version 99"),
+            ("{\"traceEvents\": []}", "no \"zcprof\" section"),
+            ("{\"traceEvents\": [{\"ph\": \"X\"", "ends early"),
+            ("[1, 2]", "invalid type"),
+        ] {
+            std::fs::write(&path, body).unwrap();
+            let err = read(&path).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains(want), "{want}: {err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn the_trace_is_chrome_json_with_names_and_nesting() {
+        let (path, text) = written("chrome");
+        let _ = std::fs::remove_file(&path);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let events = v["traceEvents"].as_array().unwrap();
+        let slice = events
+            .iter()
+            .find(|e| e["cat"] == "syscall" && e["ph"] == "X")
+            .unwrap();
+        assert_eq!(
+            (
+                slice["name"].as_str(),
+                slice["ts"].as_f64(),
+                slice["dur"].as_f64()
+            ),
+            (Some("read"), Some(1.0), Some(1.0))
+        );
+        let copy = events.iter().find(|e| e["cat"] == "copy").unwrap();
+        assert!(copy["ts"].as_f64() > slice["ts"].as_f64() && copy["ts"].as_f64() < Some(2.0));
+        assert!(events.iter().any(|e| e["ph"] == "M"
+            && e["name"] == "process_name"
+            && e["args"]["name"] == "tester"));
+        assert!(
+            events
+                .iter()
+                .any(|e| e["ph"] == "B" && e["name"] == "exit_group")
+        );
+        assert_eq!(v["zcprof"]["complete"], true);
+        assert_eq!(v["zcprof"]["records"].as_u64(), Some(events.len() as u64));
+    }
+
+    #[test]
+    fn ring_sizes_must_be_powers_of_two_and_paths_writable() {
+        let dir = std::env::temp_dir();
+        let path = dir.join(format!("zcprof-ring-{}.json", std::process::id()));
+        assert!(matches!(
+            Trace::create(&path, 5000),
+            Err(ExportError::RingSize { .. })
+        ));
+        assert!(matches!(
+            Trace::create(&path, 0),
+            Err(ExportError::RingSize { .. })
+        ));
+        assert!(!path.exists(), "a refused size creates no file");
+        let t = Trace::create(&path, 1 << 20).unwrap();
+        assert!(path.exists());
+        drop(t);
+        assert!(!path.exists(), "an unwritten trace leaves no file");
+        assert!(matches!(
+            Trace::create(Path::new("/nonexistent-dir/x.json"), 1 << 20),
+            Err(ExportError::Write { .. })
+        ));
+    }
+}

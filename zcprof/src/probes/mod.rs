@@ -58,7 +58,8 @@ pub struct Options {
 /// A plan's choices in a form that can be saved (inside a trace) and read back.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct PlanRecord {
-    pub chosen: Vec<(Point, HookKind)>,
+    /// Program names of the chosen variants (a point can have two variants of one hook type).
+    pub chosen: Vec<String>,
     pub unavailable: Vec<(Point, String)>,
 }
 
@@ -84,7 +85,7 @@ impl HookPlan {
     #[must_use]
     pub fn record(&self) -> PlanRecord {
         PlanRecord {
-            chosen: self.chosen.iter().map(|v| (v.point, v.kind)).collect(),
+            chosen: self.chosen.iter().map(|v| v.program.to_owned()).collect(),
             unavailable: self.unavailable.clone(),
         }
     }
@@ -96,11 +97,7 @@ impl HookPlan {
             chosen: record
                 .chosen
                 .iter()
-                .filter_map(|&(point, kind)| {
-                    catalog::VARIANTS
-                        .iter()
-                        .find(|v| v.point == point && v.kind == kind)
-                })
+                .filter_map(|program| catalog::VARIANTS.iter().find(|v| v.program == program))
                 .collect(),
             unavailable: record.unavailable.clone(),
             attempts: Vec::new(),

@@ -280,10 +280,10 @@ fn process_table(r: &RunReport) -> String {
         ]
         .iter()
         .any(|k| r.figures.get(k).is_some_and(|f| f.value.is_some()));
-        if !hooked {
-            "n/a".to_owned()
-        } else {
+        if hooked {
             format_bytes(n)
+        } else {
+            "n/a".to_owned()
         }
     };
     for p in &r.processes {
