@@ -37,6 +37,32 @@ pub struct InFlight {
     pub tgid: u32,
 }
 
+/// The syscall the traced thread running on a CPU is in (start 0: none), one slot per CPU. The
+/// syscall hot path needs no hash map this way; a thread switched out inside a syscall is
+/// parked in the `IN_FLIGHT` hash map.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct OnCpu {
+    pub start_ns: u64,
+    pub tid: u32,
+    pub nr: u32,
+    pub tgid: u32,
+    pub pad: u32,
+}
+
+impl OnCpu {
+    /// The in-flight record of this slot.
+    #[inline(always)]
+    #[must_use]
+    pub fn entry(&self) -> InFlight {
+        InFlight {
+            start_ns: self.start_ns,
+            nr: self.nr,
+            tgid: self.tgid,
+        }
+    }
+}
+
 /// Named slots of the `COUNTERS` array. The numbers are part of the contract; append only.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,4 +276,6 @@ mod pod {
     unsafe impl aya::Pod for super::TraceEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ProcStat {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::OnCpu {}
 }

@@ -8,15 +8,15 @@ use aya_ebpf::{
     },
 };
 use zcprof_common::{
-    Counter, DiskIo, EventKind, IFNAMSIZ, InFlight, MAX_SYSCALL_NR, NO_SYSCALL, NetXmit, ProcStat,
-    TraceEvent,
+    Counter, DiskIo, EventKind, IFNAMSIZ, InFlight, MAX_SYSCALL_NR, NO_SYSCALL, NetXmit, OnCpu,
+    ProcStat, TraceEvent,
 };
 
 use crate::{
     filter::{following, tracing},
     maps::{
-        COUNTERS, DISK_IO, EVENTS, HOOKED_BY_SYSCALL, IN_FLIGHT, NET_XMIT, PROCS, STACK_SAMPLES,
-        SYSCALLS,
+        COUNTERS, DISK_IO, EVENTS, HOOKED_BY_SYSCALL, IN_FLIGHT, NET_XMIT, ON_CPU, PROCS,
+        STACK_SAMPLES, SYSCALLS,
     },
 };
 
@@ -67,6 +67,17 @@ fn emit(kind: EventKind, ts: u64, start: u64, value: i64, arg: u32, aux: u32, na
     add(Counter::TraceEvents, 1);
 }
 
+/// The current process.
+#[inline(always)]
+fn current_tgid() -> u32 {
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the upper half is the tgid"
+    )]
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    tgid
+}
+
 /// A timestamp for an event that has none of its own (only taken when tracing).
 #[inline(always)]
 fn now() -> u64 {
@@ -74,17 +85,12 @@ fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-/// Updates the current process's per-process totals, when following a process tree.
+/// Updates process `tgid`'s totals (the current process), when following a process tree.
 #[inline(always)]
-fn per_process(update: impl FnOnce(&mut ProcStat)) {
+fn per_process(tgid: u32, update: impl FnOnce(&mut ProcStat)) {
     if !following() {
         return;
     }
-    #[expect(
-        clippy::cast_possible_truncation,
-        reason = "the upper half is the tgid"
-    )]
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if PROCS.get_ptr_mut(&tgid).is_none() {
         let fresh = ProcStat {
             comm: bpf_get_current_comm().unwrap_or([0; IFNAMSIZ]),
@@ -124,9 +130,43 @@ fn stamp(now: u64) {
     }
 }
 
-/// A traced thread entered the kernel through a syscall.
+/// Remembers an in-flight syscall in the hash map, updating the thread's entry in place when it
+/// has one (an insert costs an allocation).
 #[inline(always)]
-pub fn syscall_enter(tid: u32, nr: i64) {
+fn park(tid: u32, entry: &InFlight) {
+    if let Some(slot) = IN_FLIGHT.get_ptr_mut(&tid) {
+        // SAFETY: the entry belongs to this thread, which is running here.
+        unsafe { *slot = *entry };
+    } else if IN_FLIGHT.insert(&tid, entry, 0).is_err() {
+        add(Counter::InFlightLost, 1);
+    }
+}
+
+/// The syscall thread `tid` is in, if any: on this CPU's slot, else parked in the hash map.
+#[inline(always)]
+fn in_flight(tid: u32) -> Option<InFlight> {
+    if let Some(on) = ON_CPU.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot.
+        let on = unsafe { *on };
+        if on.tid == tid && on.start_ns != 0 {
+            return Some(on.entry());
+        }
+    }
+    // SAFETY: the value is copied out.
+    (unsafe { IN_FLIGHT.get(&tid) })
+        .copied()
+        .filter(|f| f.start_ns != 0)
+}
+
+/// A traced thread entered the kernel through a syscall.
+///
+/// The syscall is kept in this CPU's slot: a thread returns on the CPU it entered on unless it
+/// was switched out meanwhile, and a switch parks the slot in the `IN_FLIGHT` hash map. So the
+/// hot path is a per-CPU array access; the hash map is touched only when the thread blocks or is
+/// preempted inside a syscall (hash lookups, inserts and deletes on every syscall cost several
+/// hundred nanoseconds here).
+#[inline(always)]
+pub fn syscall_enter(tgid: u32, tid: u32, nr: i64) {
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     add(Counter::SyscallEntries, 1);
@@ -144,31 +184,49 @@ pub fn syscall_enter(tid: u32, nr: i64) {
         // SAFETY: per-CPU entry.
         unsafe { (*stat).count += 1 };
     }
-    per_process(|p| p.syscalls += 1);
-    #[expect(
-        clippy::cast_possible_truncation,
-        reason = "the upper half is the tgid"
-    )]
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let entry = InFlight {
-        start_ns: now,
-        nr,
-        tgid,
-    };
-    if IN_FLIGHT.insert(&tid, &entry, 0).is_err() {
-        add(Counter::InFlightLost, 1);
+    per_process(tgid, |p| p.syscalls += 1);
+    if let Some(on) = ON_CPU.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot; a syscall of another thread left here was parked at its switch.
+        unsafe {
+            *on = OnCpu {
+                start_ns: now,
+                tid,
+                nr,
+                tgid,
+                pad: 0,
+            };
+        }
     }
 }
 
 /// A traced thread returns to user space from a syscall.
 #[inline(always)]
-pub fn syscall_exit(tid: u32, ret: i64) {
-    // SAFETY: the value is copied out before the entry is removed.
-    let Some(entry) = (unsafe { IN_FLIGHT.get(&tid) }).copied() else {
+pub fn syscall_exit(tgid: u32, tid: u32, ret: i64) {
+    let mut entry = None;
+    if let Some(on) = ON_CPU.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot.
+        unsafe {
+            if (*on).tid == tid && (*on).start_ns != 0 {
+                entry = Some((*on).entry());
+                (*on).start_ns = 0;
+            }
+        }
+    }
+    if entry.is_none()
+        && let Some(parked) = IN_FLIGHT.get_ptr_mut(&tid)
+    {
+        // SAFETY: the entry belongs to this thread; copied out, then marked idle (start 0).
+        unsafe {
+            if (*parked).start_ns != 0 {
+                entry = Some(*parked);
+                (*parked).start_ns = 0;
+            }
+        }
+    }
+    let Some(entry) = entry else {
         add(Counter::UnmatchedReturns, 1);
         return;
     };
-    let _ = IN_FLIGHT.remove(&tid);
     let now = now();
     add(Counter::SyscallReturns, 1);
     stamp(now);
@@ -185,7 +243,7 @@ pub fn syscall_exit(tid: u32, ret: i64) {
     }
     if ret == 0 && entry.nr == EXECVE_NR.load() {
         // The process has a new name now.
-        per_process(|p| p.comm = bpf_get_current_comm().unwrap_or(p.comm));
+        per_process(tgid, |p| p.comm = bpf_get_current_comm().unwrap_or(p.comm));
     }
     if let Some(stat) = SYSCALLS.get_ptr_mut(entry.nr) {
         // SAFETY: per-CPU entry.
@@ -204,13 +262,23 @@ pub fn syscall_exit(tid: u32, ret: i64) {
 
 /// The scheduler switches a traced task off its CPU.
 #[inline(always)]
-pub fn context_switch(voluntary: bool) {
+pub fn context_switch(tid: u32, voluntary: bool) {
+    // Leaving the CPU inside a syscall: park it, the slot is for whoever runs next.
+    if let Some(on) = ON_CPU.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot.
+        let current = unsafe { *on };
+        if current.tid == tid && current.start_ns != 0 {
+            park(tid, &current.entry());
+            // SAFETY: as above.
+            unsafe { (*on).start_ns = 0 };
+        }
+    }
     if voluntary {
         add(Counter::VoluntarySwitches, 1);
-        per_process(|p| p.voluntary_switches += 1);
+        per_process(current_tgid(), |p| p.voluntary_switches += 1);
     } else {
         add(Counter::InvoluntarySwitches, 1);
-        per_process(|p| p.involuntary_switches += 1);
+        per_process(current_tgid(), |p| p.involuntary_switches += 1);
     }
     if tracing() {
         emit(
@@ -230,10 +298,10 @@ pub fn context_switch(voluntary: bool) {
 pub fn page_fault(user: bool) {
     if user {
         add(Counter::PageFaultsUser, 1);
-        per_process(|p| p.page_faults_user += 1);
+        per_process(current_tgid(), |p| p.page_faults_user += 1);
     } else {
         add(Counter::PageFaultsKernel, 1);
-        per_process(|p| p.page_faults_kernel += 1);
+        per_process(current_tgid(), |p| p.page_faults_kernel += 1);
     }
     if tracing() {
         emit(
@@ -320,12 +388,11 @@ pub fn copied(tid: u32, slot: Counter, ret: i64) {
     let bytes = ret as u64;
     add(slot, bytes);
     if matches!(slot, Counter::SockSendBytes) {
-        per_process(|p| p.sock_send_bytes += bytes);
+        per_process(current_tgid(), |p| p.sock_send_bytes += bytes);
     } else {
-        per_process(|p| p.copied_bytes += bytes);
+        per_process(current_tgid(), |p| p.copied_bytes += bytes);
     }
-    // SAFETY: the value is copied out.
-    let nr = (unsafe { IN_FLIGHT.get(&tid) }).map(|f| f.nr);
+    let nr = in_flight(tid).map(|f| f.nr);
     if tracing() {
         emit(
             EventKind::Copy,

@@ -16,6 +16,12 @@ static FOLLOW: Global<u32> = Global::new(0);
 /// Returns the current thread id when the current task belongs to a traced process.
 #[inline(always)]
 pub fn traced_tid() -> Option<u32> {
+    traced().map(|(_, tid)| tid)
+}
+
+/// Returns the current (tgid, tid) when the current task belongs to a traced process.
+#[inline(always)]
+pub fn traced() -> Option<(u32, u32)> {
     let id = bpf_get_current_pid_tgid();
     #[expect(
         clippy::cast_possible_truncation,
@@ -24,11 +30,11 @@ pub fn traced_tid() -> Option<u32> {
     let (tgid, tid) = ((id >> 32) as u32, id as u32);
     let target = TARGET_TGID.load();
     if target != 0 && tgid == target {
-        return Some(tid);
+        return Some((tgid, tid));
     }
     // SAFETY: only the presence of the key is used.
     if FOLLOW.load() != 0 && unsafe { TRACED.get(&tgid) }.is_some() {
-        return Some(tid);
+        return Some((tgid, tid));
     }
     None
 }

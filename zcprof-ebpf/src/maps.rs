@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
 };
 use zcprof_common::{
-    COUNTER_SLOTS, DiskIo, HookedBytes, IFNAMSIZ, InFlight, MAX_SYSCALL_NR, NetXmit, ProcStat,
-    SyscallStat,
+    COUNTER_SLOTS, DiskIo, HookedBytes, IFNAMSIZ, InFlight, MAX_SYSCALL_NR, NetXmit, OnCpu,
+    ProcStat, SyscallStat,
 };
 
 /// Per-syscall totals, indexed by syscall number.
@@ -57,3 +57,7 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
 /// Per-process totals by tgid, kept only while following a process tree (exec, attach).
 #[map]
 pub static PROCS: PerCpuHashMap<u32, ProcStat> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// One slot per CPU, see `OnCpu`.
+#[map]
+pub static ON_CPU: PerCpuArray<OnCpu> = PerCpuArray::with_max_entries(1, 0);

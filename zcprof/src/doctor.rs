@@ -1,6 +1,5 @@
 //! `zcprof doctor`: what this kernel allows, point by point. Each hook variant is loaded and
 //! attached on its own, so every answer is the kernel's, not a guess from its version.
-use aya::EbpfLoader;
 
 use crate::{
     caps::{self, Kernel},
@@ -62,16 +61,15 @@ fn explain(error: &str) -> String {
     }
 }
 
-fn check(kernel: &Kernel, variant: &Variant) -> Check {
+fn check(kernel: &Kernel, object: &mut Result<aya::Ebpf, String>, variant: &Variant) -> Check {
     let result = match kernel.precondition(variant.kind) {
         Some(missing) => Err(missing),
-        None => EbpfLoader::new()
-            .override_global(catalog::globals::TARGET_TGID, &0u32, true)
-            .load(probes::OBJECT)
-            .map_err(|e| e.to_string())
-            .and_then(|mut ebpf| {
-                probes::attach_variant(&mut ebpf, variant, 0).map_err(|e| explain(&e))
-            }),
+        None => match object {
+            Ok(ebpf) => {
+                probes::attach_variant(ebpf, variant, 0, probes::SAMPLE_HZ).map_err(|e| explain(&e))
+            }
+            Err(e) => Err(e.clone()),
+        },
     };
     Check {
         hook: variant.kind,
@@ -81,18 +79,28 @@ fn check(kernel: &Kernel, variant: &Variant) -> Check {
     }
 }
 
-/// Probes every variant of every point.
+/// Probes every variant of every point, each loaded and attached for real. One object holds
+/// them all (each program is separate, so one variant's failure does not touch another), and
+/// they are detached together at the end: loading the object per variant took seconds.
 #[must_use]
 pub fn diagnose() -> Diagnosis {
     let kernel = Kernel::detect();
     let privileged = caps::check_privileges().is_ok();
+    let mut object = if privileged {
+        probes::loader()
+            .override_global(catalog::globals::TARGET_TGID, &0u32, true)
+            .load(probes::OBJECT)
+            .map_err(|e| e.to_string())
+    } else {
+        Err(caps::CapsError::NotPrivileged.to_string())
+    };
     let mut points = Vec::new();
     for point in Point::ALL {
         let checks: Vec<Check> = if privileged {
             catalog::VARIANTS
                 .iter()
                 .filter(|v| v.point == point)
-                .map(|v| check(&kernel, v))
+                .map(|v| check(&kernel, &mut object, v))
                 .collect()
         } else {
             Vec::new()
@@ -104,6 +112,9 @@ pub fn diagnose() -> Diagnosis {
             chosen,
             checks,
         });
+    }
+    if let Ok(ebpf) = &mut object {
+        probes::unload_all(ebpf);
     }
     Diagnosis {
         kernel,

@@ -103,7 +103,14 @@ pub fn run_one(
     }
     let ready = Ready::start(method, source, size, opts.block_size)?;
     let pid = ready.pid();
-    let measured = Measured::attach(kernel, plan, pid, false, trace.as_deref())?;
+    let measured = Measured::attach(
+        kernel,
+        plan,
+        pid,
+        false,
+        crate::probes::SAMPLE_HZ,
+        trace.as_deref(),
+    )?;
     let delivery = ready.go()?;
     let (counts, recording) = measured.finish(trace.as_deref())?;
     let names = DeviceNames::resolve(&counts);
@@ -166,12 +173,14 @@ impl Measured {
         plan: &mut HookPlan,
         pid: u32,
         follow: bool,
+        sample_hz: u64,
         trace: Option<&Trace>,
     ) -> Result<Measured, MeasureError> {
         let start_ns = trace.map_or(0, Trace::now_ns);
         let options = Options {
             follow,
             trace_ring: trace.map(Trace::ring_bytes),
+            sample_hz,
         };
         let mut probes = Probes::attach(kernel, plan, pid, options)?;
         crate::app::timing("probes attached");
@@ -189,9 +198,12 @@ impl Measured {
 
     /// Detaches, takes the last events, and reads the counts.
     fn finish(self, trace: Option<&Trace>) -> Result<(Counts, Option<Recording>), MeasureError> {
+        crate::app::timing("measured process done");
         let maps = self.probes.detach();
+        crate::app::timing("programs detached");
         let recorded = self.recorder.map(Recorder::finish);
         let counts = Counts::read(&maps)?;
+        crate::app::timing("counts read");
         let recording = match (recorded, trace) {
             (Some(recorded), Some(trace)) => Some(Recording {
                 recorded,
@@ -205,24 +217,45 @@ impl Measured {
     }
 }
 
-/// Syscalls entered but not returned when the programs were detached.
+/// Syscalls entered but not returned when the programs were detached: parked in the hash map
+/// (the thread was switched out inside the syscall), or still in a CPU's slot.
 fn unfinished(maps: &dyn crate::probes::MapSource) -> Vec<Unfinished> {
-    let Some(map) = maps.get(crate::probes::catalog::maps::IN_FLIGHT) else {
-        return Vec::new();
-    };
-    let Ok(in_flight) = aya::maps::HashMap::<_, u32, zcprof_common::InFlight>::try_from(map) else {
-        return Vec::new();
-    };
-    in_flight
-        .iter()
-        .filter_map(Result::ok)
-        .map(|(tid, f)| Unfinished {
-            tgid: f.tgid,
-            tid,
-            start_ns: f.start_ns,
-            nr: f.nr,
-        })
-        .collect()
+    use crate::probes::catalog::maps;
+    let mut out: Vec<Unfinished> = Vec::new();
+    if let Some(map) = maps.get(maps::IN_FLIGHT)
+        && let Ok(in_flight) = aya::maps::HashMap::<_, u32, zcprof_common::InFlight>::try_from(map)
+    {
+        out.extend(
+            in_flight
+                .iter()
+                .filter_map(Result::ok)
+                // Entries stay after their syscall returns, marked idle by a start of 0.
+                .filter(|(_, f)| f.start_ns != 0)
+                .map(|(tid, f)| Unfinished {
+                    tgid: f.tgid,
+                    tid,
+                    start_ns: f.start_ns,
+                    nr: f.nr,
+                }),
+        );
+    }
+    if let Some(map) = maps.get(maps::ON_CPU)
+        && let Ok(slots) = aya::maps::PerCpuArray::<_, zcprof_common::OnCpu>::try_from(map)
+        && let Ok(per_cpu) = slots.get(&0, 0)
+    {
+        out.extend(
+            per_cpu
+                .iter()
+                .filter(|s| s.start_ns != 0)
+                .map(|s| Unfinished {
+                    tgid: s.tgid,
+                    tid: s.tid,
+                    start_ns: s.start_ns,
+                    nr: s.nr,
+                }),
+        );
+    }
+    out
 }
 
 impl Recording {
@@ -456,7 +489,14 @@ pub fn exec(
     let stopped =
         crate::process::Stopped::spawn(argv).map_err(|e| MeasureError::Usage(e.to_string()))?;
     let mut plan = HookPlan::default();
-    let measured = Measured::attach(kernel, &mut plan, stopped.pid(), follow, trace.as_deref())?;
+    let measured = Measured::attach(
+        kernel,
+        &mut plan,
+        stopped.pid(),
+        follow,
+        crate::probes::PROGRAM_SAMPLE_HZ,
+        trace.as_deref(),
+    )?;
     let name = Path::new(&argv[0])
         .file_name()
         .map_or_else(|| argv[0].clone(), |n| n.to_string_lossy().into_owned());
@@ -485,7 +525,14 @@ pub fn attach(
 ) -> Result<(RunReport, crate::process::WatchEnd), MeasureError> {
     crate::process::check_pid(pid).map_err(|e| MeasureError::Usage(e.to_string()))?;
     let mut plan = HookPlan::default();
-    let measured = Measured::attach(kernel, &mut plan, pid, follow, trace.as_deref())?;
+    let measured = Measured::attach(
+        kernel,
+        &mut plan,
+        pid,
+        follow,
+        crate::probes::PROGRAM_SAMPLE_HZ,
+        trace.as_deref(),
+    )?;
     let name = format!("pid {pid}");
     let mut live = Live::new(kernel, &plan, &name);
     let end = crate::process::watch(pid, duration, interval, || live.tick(&measured.probes));

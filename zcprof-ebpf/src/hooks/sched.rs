@@ -22,8 +22,8 @@ fn voluntary(preempt: u64, prev_state: u64) -> bool {
 /// tp_btf `sched_switch(bool preempt, prev, next, unsigned int prev_state)` (Linux >= 5.18).
 #[btf_tracepoint(function = "sched_switch")]
 pub fn sched_switch_tp_btf(ctx: BtfTracePointContext) -> i32 {
-    if traced_tid().is_some() {
-        account::context_switch(voluntary(ctx.arg::<u64>(0), ctx.arg::<u64>(3)));
+    if let Some(tid) = traced_tid() {
+        account::context_switch(tid, voluntary(ctx.arg::<u64>(0), ctx.arg::<u64>(3)));
     }
     0
 }
@@ -31,8 +31,8 @@ pub fn sched_switch_tp_btf(ctx: BtfTracePointContext) -> i32 {
 /// Raw tracepoint with the same arguments; attaching fails on kernels with fewer arguments.
 #[raw_tracepoint(tracepoint = "sched_switch")]
 pub fn sched_switch_raw_tp(ctx: RawTracePointContext) -> i32 {
-    if traced_tid().is_some() {
-        account::context_switch(voluntary(ctx.arg::<u64>(0), ctx.arg::<u64>(3)));
+    if let Some(tid) = traced_tid() {
+        account::context_switch(tid, voluntary(ctx.arg::<u64>(0), ctx.arg::<u64>(3)));
     }
     0
 }
@@ -40,10 +40,10 @@ pub fn sched_switch_raw_tp(ctx: RawTracePointContext) -> i32 {
 /// Classic tracepoint `sched:sched_switch`.
 #[tracepoint(category = "sched", name = "sched_switch")]
 pub fn sched_switch_tracepoint(ctx: TracePointContext) -> u32 {
-    if traced_tid().is_some() {
+    if let Some(tid) = traced_tid() {
         // SAFETY: offset from the tracepoint's fixed record layout.
         if let Ok(state) = unsafe { ctx.read_at::<i64>(TP_PREV_STATE_OFFSET) } {
-            account::context_switch(state & TP_SLEEP_STATE_BITS != 0);
+            account::context_switch(tid, state & TP_SLEEP_STATE_BITS != 0);
         }
     }
     0

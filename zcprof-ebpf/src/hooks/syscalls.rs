@@ -4,7 +4,7 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 
-use crate::{account, filter::traced_tid};
+use crate::{account, filter::traced};
 
 // raw_syscalls:sys_enter/sys_exit record layout (stable since 3.x, see the tracefs format file):
 // 8: long id; 16: unsigned long args[6] (enter) or long ret (exit).
@@ -14,8 +14,8 @@ const TP_RET_OFFSET: usize = 16;
 /// Raw tracepoint `sys_enter(struct pt_regs *regs, long id)`: cheapest, needs no tracefs.
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter_raw_tp(ctx: RawTracePointContext) -> i32 {
-    if let Some(tid) = traced_tid() {
-        account::syscall_enter(tid, ctx.arg::<i64>(1));
+    if let Some((tgid, tid)) = traced() {
+        account::syscall_enter(tgid, tid, ctx.arg::<i64>(1));
     }
     0
 }
@@ -23,8 +23,8 @@ pub fn sys_enter_raw_tp(ctx: RawTracePointContext) -> i32 {
 /// Raw tracepoint `sys_exit(struct pt_regs *regs, long ret)`.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn sys_exit_raw_tp(ctx: RawTracePointContext) -> i32 {
-    if let Some(tid) = traced_tid() {
-        account::syscall_exit(tid, ctx.arg::<i64>(1));
+    if let Some((tgid, tid)) = traced() {
+        account::syscall_exit(tgid, tid, ctx.arg::<i64>(1));
     }
     0
 }
@@ -32,10 +32,10 @@ pub fn sys_exit_raw_tp(ctx: RawTracePointContext) -> i32 {
 /// Classic tracepoint `raw_syscalls:sys_enter`, for kernels that refuse raw tracepoints.
 #[tracepoint(category = "raw_syscalls", name = "sys_enter")]
 pub fn sys_enter_tracepoint(ctx: TracePointContext) -> u32 {
-    if let Some(tid) = traced_tid() {
+    if let Some((tgid, tid)) = traced() {
         // SAFETY: offset from the tracepoint's fixed record layout.
         if let Ok(nr) = unsafe { ctx.read_at::<i64>(TP_ID_OFFSET) } {
-            account::syscall_enter(tid, nr);
+            account::syscall_enter(tgid, tid, nr);
         }
     }
     0
@@ -44,10 +44,10 @@ pub fn sys_enter_tracepoint(ctx: TracePointContext) -> u32 {
 /// Classic tracepoint `raw_syscalls:sys_exit`.
 #[tracepoint(category = "raw_syscalls", name = "sys_exit")]
 pub fn sys_exit_tracepoint(ctx: TracePointContext) -> u32 {
-    if let Some(tid) = traced_tid() {
+    if let Some((tgid, tid)) = traced() {
         // SAFETY: offset from the tracepoint's fixed record layout.
         if let Ok(ret) = unsafe { ctx.read_at::<i64>(TP_RET_OFFSET) } {
-            account::syscall_exit(tid, ret);
+            account::syscall_exit(tgid, tid, ret);
         }
     }
     0

@@ -9,7 +9,7 @@ use super::{
 };
 use crate::{
     collect::Counts,
-    probes::{HookPlan, SAMPLE_HZ, catalog::Point},
+    probes::{HookPlan, catalog::Point},
 };
 
 /// Kernel functions whose own time is copying bytes (the `rep movs` of `copy_to/from_user` is
@@ -212,16 +212,17 @@ fn sampled(
         return;
     }
     let source = Source::Sampled(vec![format!(
-        "{} at {SAMPLE_HZ} Hz",
-        hook(plan, Point::CopySample)
+        "{} at {} Hz",
+        hook(plan, Point::CopySample),
+        plan.sample_hz
     )]);
     let kernel = counts.samples_kernel;
     if kernel == 0 {
         figures.insert(
             "copy_cpu_share",
             Figure::unavailable(format!(
-                "no kernel-mode sample ({} user-mode): the run was too short for {SAMPLE_HZ} Hz sampling",
-                counts.samples_user
+                "no kernel-mode sample ({} user-mode): the run was too short for {} Hz sampling",
+                counts.samples_user, plan.sample_hz
             )),
         );
         return;

@@ -327,8 +327,9 @@ pub mod maps {
     pub const TRACED: &str = "TRACED";
     pub const EVENTS: &str = "EVENTS";
     pub const PROCS: &str = "PROCS";
+    pub const ON_CPU: &str = "ON_CPU";
     /// Every map, for the object check.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
         SYSCALLS,
         COUNTERS,
         IN_FLIGHT,
@@ -340,6 +341,7 @@ pub mod maps {
         TRACED,
         EVENTS,
         PROCS,
+        ON_CPU,
     ];
 }
 
