@@ -585,19 +585,33 @@ fn bystander(
     Ok(())
 }
 
-/// Program id -> (name, run_time_ns, run_cnt) of every loaded program.
-fn program_stats() -> BTreeMap<u32, (String, u64, u64)> {
+/// Program id -> name of every loaded program.
+fn program_names() -> BTreeMap<u32, String> {
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
-        .map(|p| {
-            (
-                p.id(),
-                (
-                    p.name_as_str().unwrap_or("?").to_owned(),
-                    u64::try_from(p.run_time().as_nanos()).unwrap_or(u64::MAX),
-                    p.run_count(),
-                ),
-            )
+        .map(|p| (p.id(), p.name_as_str().unwrap_or("?").to_owned()))
+        .collect()
+}
+
+/// (prog_id, run_time_ns, run_cnt) of the programs process `pid` holds, from its fdinfo.
+fn program_stats(pid: u32) -> Vec<(u32, u64, u64)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter(|info| info.contains("prog_type"))
+        .filter_map(|info| {
+            let field = |key: &str| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            };
+            Some((
+                u32::try_from(field("prog_id:")?).ok()?,
+                field("run_time_ns:")?,
+                field("run_cnt:")?,
+            ))
         })
         .collect()
 }
@@ -614,7 +628,6 @@ fn bpf_stats(
     eprintln!("bench: bpf_stats");
     let before = std::fs::read_to_string(SYSCTL).unwrap_or_else(|_| "0".into());
     std::fs::write(SYSCTL, "1").context("enabling kernel.bpf_stats_enabled")?;
-    let existing: Vec<u32> = program_stats().into_keys().collect();
     let result = dir.join("loop-result.txt");
     let mut zcprof = Command::new(&bins.zcprof)
         .args(["exec", "--"])
@@ -626,13 +639,14 @@ fn bpf_stats(
         .stderr(Stdio::null())
         .spawn()?;
     // The programs go away with zcprof: keep the last reading taken while they ran.
-    let mut last = BTreeMap::new();
+    let mut last = Vec::new();
+    let mut names = BTreeMap::new();
     while zcprof.try_wait()?.is_none() {
-        let now: BTreeMap<_, _> = program_stats()
-            .into_iter()
-            .filter(|(id, _)| !existing.contains(id))
-            .collect();
+        let now = program_stats(zcprof.id());
         if !now.is_empty() {
+            if names.is_empty() {
+                names = program_names();
+            }
             last = now;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -641,10 +655,11 @@ fn bpf_stats(
     let mut table =
         String::from("| program | runs | run_time_ns | ns per run |\n|---|---|---|---|\n");
     let mut rows = serde_json::Map::new();
-    for (name, time, count) in last.values() {
+    for (id, time, count) in &last {
         if *count == 0 {
             continue;
         }
+        let name = names.get(id).cloned().unwrap_or_else(|| format!("id {id}"));
         let per = *time as f64 / *count as f64;
         let _ = writeln!(table, "| {name} | {count} | {time} | {per:.1} |");
         rows.insert(
@@ -677,21 +692,30 @@ fn capacity(
     eprintln!("bench: trace capacity");
     let trace = dir.join("capacity-trace.json");
     let mut table = String::from(
-        "| ring buffer | loop syscalls | events recorded | events lost | recorded events/s | recorded + lost >= syscall returns |\n|---|---|---|---|---|---|\n",
+        "| ring buffer | loops x syscalls | events recorded | events lost | recorded events/s | recorded + lost >= syscall returns |\n|---|---|---|---|---|---|\n",
     );
     let mut rows = serde_json::Map::new();
     let n = opts.syscalls / 3;
     let mut default_ok = None;
-    for ring in ["16M", "64K"] {
+    // Two loops (one per core) offer twice the event rate one thread can.
+    for (ring, loops) in [("16M", 1), ("16M", 2), ("64K", 1)] {
         let result = dir.join("loop-result.txt");
+        let script = (0..loops)
+            .map(|i| {
+                format!(
+                    "{} {} {n} {}{i}",
+                    bins.syscall_loop.display(),
+                    file.display(),
+                    result.display()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" & ");
         let out = Command::new(&bins.zcprof)
             .args(["exec", "--format", "json", "--trace"])
             .arg(&trace)
-            .args(["--trace-buffer", ring, "--"])
-            .arg(&bins.syscall_loop)
-            .arg(file)
-            .arg(n.to_string())
-            .arg(&result)
+            .args(["--trace-buffer", ring, "--", "sh", "-c"])
+            .arg(format!("{script}; wait"))
             .output()?;
         if !out.status.success() {
             bail!(
@@ -700,11 +724,17 @@ fn capacity(
             );
         }
         let report: Value = serde_json::from_slice(&out.stdout)?;
-        let loop_ns: f64 = std::fs::read_to_string(&result)?
-            .split_whitespace()
-            .nth(1)
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(f64::NAN);
+        // The loops overlap: the longest one is the window of the whole event stream.
+        let loop_ns: f64 = (0..loops)
+            .filter_map(|i| {
+                std::fs::read_to_string(format!("{}{i}", result.display()))
+                    .ok()?
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .fold(f64::NAN, f64::max);
         let events = report["trace"]["events"].as_u64().unwrap_or(0);
         let lost = report["trace"]["lost"].as_u64().unwrap_or(0);
         let returns: u64 = report["syscalls"]
@@ -716,21 +746,24 @@ fn capacity(
         let covered = events + lost >= returns;
         let _ = writeln!(
             table,
-            "| {ring}{} | {n} | {events} | {lost} | {:.2} M | {} |",
+            "| {ring}{} | {loops} x {n} | {events} | {lost} | {:.2} M | {} |",
             if ring == "16M" { " (default)" } else { "" },
             rate / 1e6,
             if covered { "yes" } else { "NO" }
         );
-        if ring == "16M" {
+        if ring == "16M" && default_ok.is_none_or(|(_, r)| rate > r) {
             default_ok = Some((lost == 0, rate));
         }
-        rows.insert(ring.into(), json!({ "events": events, "lost": lost, "events_per_sec": rate, "syscall_returns": returns }));
+        rows.insert(
+            format!("{ring}/{loops}"),
+            json!({ "loops": loops, "events": events, "lost": lost, "events_per_sec": rate, "syscall_returns": returns }),
+        );
     }
     let _ = std::fs::remove_file(&trace);
     let verdict = match default_ok {
         Some((true, rate)) => format!(
             "- Target: at least 1M events/s recorded without loss with the default ring: {:.2}M events/s, none lost: {}. \
-             This is the fastest one traced thread produces here (one event per syscall, two cores), so it is a lower bound of the capacity.\n",
+             This is the fastest rate the loops produce here (one event per syscall; two cores, shared with the consumer), so it is a lower bound of the capacity.\n",
             rate / 1e6,
             if rate >= 1e6 { "met" } else { "NOT met" }
         ),
