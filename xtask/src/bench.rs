@@ -639,15 +639,17 @@ fn bpf_stats(
         .stderr(Stdio::null())
         .spawn()?;
     // The programs go away with zcprof: keep the last reading taken while they ran.
-    let mut last = Vec::new();
+    // The latest reading of each program: while zcprof detaches, its programs vanish one by one.
+    let mut last: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
     let mut names = BTreeMap::new();
     while zcprof.try_wait()?.is_none() {
         let now = program_stats(zcprof.id());
-        if !now.is_empty() {
-            if names.is_empty() {
-                names = program_names();
-            }
-            last = now;
+        // Names come from the kernel's program list; refreshed when a new program shows up.
+        if now.iter().any(|(id, ..)| !names.contains_key(id)) {
+            names = program_names();
+        }
+        for (id, time, count) in now {
+            last.insert(id, (time, count));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -655,7 +657,7 @@ fn bpf_stats(
     let mut table =
         String::from("| program | runs | run_time_ns | ns per run |\n|---|---|---|---|\n");
     let mut rows = serde_json::Map::new();
-    for (id, time, count) in &last {
+    for (id, (time, count)) in &last {
         if *count == 0 {
             continue;
         }
