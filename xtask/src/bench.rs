@@ -161,8 +161,12 @@ fn loop_once(
                 .unwrap_or("")
         );
     }
-    let text = std::fs::read_to_string(&result)
-        .with_context(|| format!("{} wrote no result", argv.join(" ")))?;
+    read_result(&result).with_context(|| argv.join(" "))
+}
+
+/// The loop's `<syscalls> <nanoseconds>`, as nanoseconds per syscall.
+fn read_result(path: &Path) -> Result<f64> {
+    let text = std::fs::read_to_string(path).context("the loop wrote no result")?;
     let mut it = text.split_whitespace().map(str::parse::<f64>);
     let (Some(Ok(calls)), Some(Ok(ns))) = (it.next(), it.next()) else {
         bail!("bad loop result {text:?}");
@@ -417,12 +421,7 @@ fn run_wrapped_string(argv: &[String], dir: &Path) -> Result<f64> {
                 .unwrap_or("")
         );
     }
-    let text = std::fs::read_to_string(dir.join("loop-result.txt")).context("no loop result")?;
-    let mut it = text.split_whitespace().map(str::parse::<f64>);
-    let (Some(Ok(calls)), Some(Ok(ns))) = (it.next(), it.next()) else {
-        bail!("bad loop result {text:?}");
-    };
-    Ok(ns / calls)
+    read_result(&dir.join("loop-result.txt"))
 }
 
 /// Starts `zcprof attach` (or exec) and waits until its programs are loaded: its bpf-prog file
