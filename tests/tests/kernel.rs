@@ -753,6 +753,64 @@ fn exec_counts_what_strace_counts() {
     );
 }
 
+/// The `syscalls` row of `name`.
+fn syscall_row<'a>(r: &'a Value, name: &str) -> &'a Value {
+    r["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} row: {}", r["syscalls"]))
+}
+
+#[test]
+fn syscall_time_is_sampled_unless_every_call_is_timed() {
+    if !privileged("syscall_timing") {
+        return;
+    }
+    let dir = scratch_dir("timing", env!("CARGO_TARGET_TMPDIR"));
+    let file = data_file(&dir);
+    let input = format!("if={}", file.display());
+    // 2048 reads and 2048 writes of 4 KiB.
+    let dd = ["--", "dd", input.as_str(), "of=/dev/null", "bs=4k"];
+    let (sampled, code) = exec_json(&dd);
+    assert_eq!(code, Some(0));
+    let read = syscall_row(&sampled, "read");
+    let (count, timed) = (
+        read["count"].as_u64().unwrap(),
+        read["timed"].as_u64().unwrap(),
+    );
+    assert!(count >= STEPS * 16, "{read}");
+    // One in 16 at random (about 128 of 2048) plus the first 8 per CPU: far from both ends.
+    assert!(
+        (8..count / 4).contains(&timed),
+        "{timed} of {count} reads timed"
+    );
+    assert!(read["total_ns"].as_u64().unwrap() > 0, "{read}");
+    assert!(
+        sampled["syscall_timing"]
+            .as_str()
+            .unwrap()
+            .contains("1 call in 16"),
+        "{}",
+        sampled["syscall_timing"]
+    );
+    let mut every = vec!["--time-every", "1"];
+    every.extend(dd);
+    let (all, code) = exec_json(&every);
+    assert_eq!(code, Some(0));
+    let read = syscall_row(&all, "read");
+    assert_eq!(read["timed"], read["count"], "every read timed: {read}");
+    assert!(
+        all["syscall_timing"]
+            .as_str()
+            .unwrap()
+            .starts_with("every call"),
+        "{}",
+        all["syscall_timing"]
+    );
+}
+
 #[test]
 fn exec_cp_shows_how_the_installed_cp_copies() {
     if !privileged("exec_cp") {

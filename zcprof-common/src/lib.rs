@@ -18,18 +18,24 @@ pub struct SyscallStat {
     pub count: u64,
     /// Returns with a negative value (an errno).
     pub errors: u64,
-    /// Nanoseconds from entry to return, summed over the returns seen.
+    /// Nanoseconds from entry to return, summed over the timed returns (see `timed`).
     pub total_ns: u64,
     /// Sum of non-negative return values. Only meaningful for syscalls that return byte
     /// counts; user space decides which those are, so the kernel side stays arch-neutral.
     pub ret_sum: u64,
+    /// Returns whose duration is in `total_ns`. Outside trace mode only a sample of syscalls is
+    /// timed (a clock read costs about 50 ns here), so this can be below `count`.
+    pub timed: u64,
 }
+
+/// `start_ns` of a syscall in flight that is not timed; 0 marks an idle slot.
+pub const UNTIMED_START: u64 = 1;
 
 /// A syscall in progress on one thread, kept between `sys_enter` and `sys_exit`.
 #[repr(C)]
 #[derive(Clone, Copy, Default, Debug)]
 pub struct InFlight {
-    /// `bpf_ktime_get_ns` at entry.
+    /// `bpf_ktime_get_ns` at entry, or `UNTIMED_START`.
     pub start_ns: u64,
     /// Syscall number.
     pub nr: u32,
@@ -47,7 +53,11 @@ pub struct OnCpu {
     pub tid: u32,
     pub nr: u32,
     pub tgid: u32,
-    pub pad: u32,
+    /// This CPU's random state, which picks the syscalls that are timed.
+    pub rng: u32,
+    /// Address of the thread's saved user registers, where the hook sees them (raw
+    /// tracepoints; else 0). It identifies the thread at its return without a helper call.
+    pub regs: u64,
 }
 
 impl OnCpu {
@@ -258,6 +268,10 @@ pub struct ProcStat {
     pub sock_send_bytes: u64,
     /// The command name when the entry was made, or after its last successful exec.
     pub comm: [u8; IFNAMSIZ],
+    /// The process, in the measured process's own slot (`TARGET_PROC`); 0 in `PROCS`, whose
+    /// key is the process.
+    pub tgid: u32,
+    pub pad: u32,
 }
 
 #[cfg(feature = "user")]

@@ -2,7 +2,7 @@
 //! machine, so bystanders must pay as little as one helper call and one compare.
 use aya_ebpf::{Global, helpers::bpf_get_current_pid_tgid};
 
-use crate::maps::TRACED;
+use crate::maps::{TRACED, TRACED_BITS};
 
 /// The process (thread group) being measured; set by the loader before load.
 #[unsafe(no_mangle)]
@@ -32,11 +32,23 @@ pub fn traced() -> Option<(u32, u32)> {
     if target != 0 && tgid == target {
         return Some((tgid, tid));
     }
-    // SAFETY: only the presence of the key is used.
-    if FOLLOW.load() != 0 && unsafe { TRACED.get(&tgid) }.is_some() {
-        return Some((tgid, tid));
+    if FOLLOW.load() != 0 {
+        let member = match TRACED_BITS.get(tgid / 64) {
+            Some(word) => *word & (1 << (tgid % 64)) != 0,
+            // SAFETY: only the presence of the key is used.
+            None => unsafe { TRACED.get(&tgid) }.is_some(),
+        };
+        if member {
+            return Some((tgid, tid));
+        }
     }
     None
+}
+
+/// The measured process.
+#[inline(always)]
+pub fn target_tgid() -> u32 {
+    TARGET_TGID.load()
 }
 
 /// Whether descendants are followed.

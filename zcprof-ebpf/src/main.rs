@@ -1,6 +1,12 @@
 //! zcprof's in-kernel side: hook programs that feed shared accounting into per-CPU maps.
 #![no_std]
 #![no_main]
+// Atomic adds on map values (the BPF target has no atomic types).
+#![expect(
+    internal_features,
+    reason = "core_intrinsics is the only atomic add for BPF"
+)]
+#![feature(core_intrinsics)]
 
 mod account;
 mod filter;

@@ -34,6 +34,9 @@ const EXIT_INTERRUPTED: u8 = 130;
 /// Runs `command` to completion; Ctrl-C or SIGTERM cancel it cleanly.
 #[must_use]
 pub fn main(command: Command) -> ExitCode {
+    if let Some(Err(UsageError(msg))) = command.trace_args().map(TraceArgs::validate) {
+        return fail(2, &msg);
+    }
     let (opts, trace) = match command {
         Command::Run(run) => (
             Workload::validate(vec![run.method], run.workload),
@@ -85,6 +88,10 @@ pub fn main(command: Command) -> ExitCode {
 /// Runs `job` with the trace `args` ask for, then writes it, also after Ctrl-C (what was
 /// measured so far); a trace with no runs leaves no file.
 fn with_trace(args: &TraceArgs, job: impl FnOnce(Option<&mut Trace>) -> ExitCode) -> ExitCode {
+    // Checked before privileges (`TraceArgs::validate`).
+    if let Some(n) = args.time_every {
+        crate::probes::set_time_every(n);
+    }
     let Some(path) = &args.trace else {
         return job(None);
     };

@@ -229,8 +229,9 @@ fn unfinished(maps: &dyn crate::probes::MapSource) -> Vec<Unfinished> {
             in_flight
                 .iter()
                 .filter_map(Result::ok)
-                // Entries stay after their syscall returns, marked idle by a start of 0.
-                .filter(|(_, f)| f.start_ns != 0)
+                // Entries stay after their syscall returns, marked idle by a start of 0. Only
+                // timed syscalls have a start to show (a trace times them all).
+                .filter(|(_, f)| f.start_ns > zcprof_common::UNTIMED_START)
                 .map(|(tid, f)| Unfinished {
                     tgid: f.tgid,
                     tid,
@@ -246,7 +247,7 @@ fn unfinished(maps: &dyn crate::probes::MapSource) -> Vec<Unfinished> {
         out.extend(
             per_cpu
                 .iter()
-                .filter(|s| s.start_ns != 0)
+                .filter(|s| s.start_ns > zcprof_common::UNTIMED_START)
                 .map(|s| Unfinished {
                     tgid: s.tgid,
                     tid: s.tid,

@@ -60,6 +60,37 @@ fn zero_and_unparsable_sizes() {
 }
 
 #[test]
+fn time_every_must_be_a_power_of_two_and_not_with_trace() {
+    for bad in ["0", "3", "131072"] {
+        let line = fails(
+            zcprof().args(["run", "--method", "sendfile", "--time-every", bad]),
+            2,
+        );
+        assert!(
+            line.contains("power of two") && line.contains(bad),
+            "{line}"
+        );
+    }
+    let line = fails(
+        zcprof().args([
+            "exec",
+            "--time-every",
+            "8",
+            "--trace",
+            "t.json",
+            "--",
+            "true",
+        ]),
+        2,
+    );
+    assert!(line.contains("--trace"), "{line}");
+    assert!(
+        !std::path::Path::new("t.json").exists(),
+        "a refused trace leaves no file"
+    );
+}
+
+#[test]
 fn block_larger_than_the_file() {
     let dir = empty_dir("block");
     let line = fails(

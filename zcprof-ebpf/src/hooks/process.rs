@@ -1,11 +1,13 @@
 //! Process lifetime: forks of traced processes join the traced set, so `exec` and `attach`
 //! measure a program together with the children it starts.
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
 use aya_ebpf::{Global, macros::tracepoint, programs::TracePointContext};
 
 use crate::{
     account,
     filter::{following, traced_tid},
-    maps::TRACED,
+    maps::{TRACED, TRACED_BITS},
 };
 
 /// `sched:sched_process_fork` record offset of `pid_t child_pid`, from the format file.
@@ -24,7 +26,20 @@ pub fn sched_process_fork_tracepoint(ctx: TracePointContext) -> u32 {
     account::forked(child);
     if following() && child > 0 {
         #[expect(clippy::cast_sign_loss, reason = "checked positive")]
-        let _ = TRACED.insert(&(child as u32), &1, 0);
+        let child = child as u32;
+        let _ = TRACED.insert(&child, &1, 0);
+        if let Some(word) = TRACED_BITS.get_ptr_mut(child / 64) {
+            let bit = 1u64 << (child % 64);
+            // SAFETY: a map value, valid while the program runs. Parents on other CPUs may set
+            // other bits of this word at the same time, so the bit is added atomically; it is
+            // added only when clear, so the add is an OR (a process id is forked once at a time).
+            unsafe {
+                if *word & bit == 0 {
+                    // The BPF target has no atomic types; the intrinsic becomes BPF's atomic add.
+                    atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(word, bit);
+                }
+            }
+        }
     }
     0
 }

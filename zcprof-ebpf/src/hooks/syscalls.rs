@@ -15,7 +15,7 @@ const TP_RET_OFFSET: usize = 16;
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter_raw_tp(ctx: RawTracePointContext) -> i32 {
     if let Some((tgid, tid)) = traced() {
-        account::syscall_enter(tgid, tid, ctx.arg::<i64>(1));
+        account::syscall_enter(tgid, tid, ctx.arg::<i64>(1), ctx.arg::<u64>(0));
     }
     0
 }
@@ -23,9 +23,7 @@ pub fn sys_enter_raw_tp(ctx: RawTracePointContext) -> i32 {
 /// Raw tracepoint `sys_exit(struct pt_regs *regs, long ret)`.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn sys_exit_raw_tp(ctx: RawTracePointContext) -> i32 {
-    if let Some((tgid, tid)) = traced() {
-        account::syscall_exit(tgid, tid, ctx.arg::<i64>(1));
-    }
+    account::syscall_exit_regs(ctx.arg::<u64>(0), ctx.arg::<i64>(1));
     0
 }
 
@@ -35,7 +33,7 @@ pub fn sys_enter_tracepoint(ctx: TracePointContext) -> u32 {
     if let Some((tgid, tid)) = traced() {
         // SAFETY: offset from the tracepoint's fixed record layout.
         if let Ok(nr) = unsafe { ctx.read_at::<i64>(TP_ID_OFFSET) } {
-            account::syscall_enter(tgid, tid, nr);
+            account::syscall_enter(tgid, tid, nr, 0);
         }
     }
     0

@@ -82,6 +82,26 @@ pub struct Process {
     pub sock_send_bytes: u64,
 }
 
+impl Process {
+    /// Adds one CPU's share of a process's totals.
+    fn add(&mut self, s: &ProcStat) {
+        self.syscalls += s.syscalls;
+        self.voluntary_switches += s.voluntary_switches;
+        self.involuntary_switches += s.involuntary_switches;
+        self.page_faults_user += s.page_faults_user;
+        self.page_faults_kernel += s.page_faults_kernel;
+        self.copied_bytes += s.copied_bytes;
+        self.sock_send_bytes += s.sock_send_bytes;
+        // Each CPU's copy of the entry got the name current when it was made there; an exec
+        // renames only one of them. The name from the last exec is wanted, so a name differing
+        // from the first one seen wins.
+        let name = c_name(&s.comm);
+        if !name.is_empty() && (self.name.is_empty() || self.name != name) {
+            self.name = name;
+        }
+    }
+}
+
 /// The text of a NUL-padded kernel name.
 #[must_use]
 pub fn c_name(bytes: &[u8]) -> String {
@@ -192,6 +212,7 @@ impl Counts {
                 total.count += s.count;
                 total.errors += s.errors;
                 total.total_ns += s.total_ns;
+                total.timed += s.timed;
                 total.ret_sum = total.ret_sum.wrapping_add(s.ret_sum);
             }
             if total != SyscallStat::default() {
@@ -224,24 +245,17 @@ impl Counts {
             PerCpuHashMap::try_from(map(ebpf, maps::PROCS)?).map_err(map_err(maps::PROCS))?;
         for entry in &procs {
             let (tgid, per_cpu) = entry.map_err(map_err(maps::PROCS))?;
-            let mut p = Process::default();
+            let p = counts.processes.entry(tgid).or_default();
             for s in per_cpu.iter() {
-                p.syscalls += s.syscalls;
-                p.voluntary_switches += s.voluntary_switches;
-                p.involuntary_switches += s.involuntary_switches;
-                p.page_faults_user += s.page_faults_user;
-                p.page_faults_kernel += s.page_faults_kernel;
-                p.copied_bytes += s.copied_bytes;
-                p.sock_send_bytes += s.sock_send_bytes;
-                // Each CPU's copy of the entry got the name current when it was made there; an
-                // exec renames only one of them. The name from the last exec is wanted, so a
-                // name differing from the first one seen wins.
-                let name = c_name(&s.comm);
-                if !name.is_empty() && (p.name.is_empty() || p.name != name) {
-                    p.name = name;
-                }
+                p.add(s);
             }
-            counts.processes.insert(tgid, p);
+        }
+        // The measured process has its own per-CPU slot, marked with its id where it ran.
+        let target: PerCpuArray<_, ProcStat> = PerCpuArray::try_from(map(ebpf, maps::TARGET_PROC)?)
+            .map_err(map_err(maps::TARGET_PROC))?;
+        let per_cpu = target.get(&0, 0).map_err(map_err(maps::TARGET_PROC))?;
+        for s in per_cpu.iter().filter(|s| s.tgid != 0) {
+            counts.processes.entry(s.tgid).or_default().add(s);
         }
         counts.kernel_stacks = read_stacks(ebpf)?;
         let hooked: PerCpuArray<_, HookedBytes> =

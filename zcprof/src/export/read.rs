@@ -198,6 +198,7 @@ fn add(runs: &mut [ReadRun], r: &Record) -> Result<(), String> {
                         .or_insert_with(SyscallStat::default);
                     stat.count += 1;
                     stat.total_ns += dur;
+                    stat.timed += 1;
                     if ret < 0 {
                         stat.errors += 1;
                     } else {

@@ -23,7 +23,11 @@ pub struct SyscallRow {
     pub name: String,
     pub count: u64,
     pub errors: u64,
+    /// Time in the kernel: measured over the `timed` calls, scaled to `count` when only a
+    /// sample was timed.
     pub total_ns: u64,
+    /// Calls whose entry and return were timed (all of them in trace mode).
+    pub timed: u64,
     /// Bytes returned, for syscalls whose return value is a byte count.
     pub bytes: Option<u64>,
     pub data_path: DataPath,
@@ -105,6 +109,8 @@ pub struct RunReport {
     pub hooks: BTreeMap<&'static str, String>,
     pub syscalls_by_name: BTreeMap<String, u64>,
     pub syscalls: Vec<SyscallRow>,
+    /// How the syscalls' time in the kernel was measured.
+    pub syscall_timing: String,
     pub figures: BTreeMap<&'static str, Figure>,
     pub textbook: Textbook,
     /// Where measurement and textbook differ, and why (when the cause is known).
@@ -222,7 +228,8 @@ pub fn build(input: RunInput<'_>) -> RunReport {
             name,
             count: stat.count,
             errors: stat.errors,
-            total_ns: stat.total_ns,
+            total_ns: scaled_time(stat),
+            timed: stat.timed,
             bytes: (path != DataPath::NoData).then_some(stat.ret_sum),
             data_path: path,
         });
@@ -475,6 +482,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         elapsed_ns: elapsed,
         kernel: kernel_release.to_owned(),
         hooks,
+        syscall_timing: syscall_timing(plan.time_every),
         syscalls_by_name: by_name,
         syscalls: rows,
         figures,
@@ -487,6 +495,33 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         processes: process_rows(counts),
         trace,
     }
+}
+
+/// How syscalls were timed, for the report.
+fn syscall_timing(every: u32) -> String {
+    if every <= 1 {
+        "every call timed (bpf_ktime_get_ns at entry and return)".to_owned()
+    } else {
+        format!(
+            "sampled: bpf_ktime_get_ns at entry and return of 1 call in {every} at random, and \
+             of every call of a syscall until {ALWAYS_TIMED} were timed on a CPU; ≈ marks a time \
+             scaled from the timed calls to all calls (--time-every 1 times every call)"
+        )
+    }
+}
+
+/// Calls of each syscall number timed on each CPU before sampling starts (the eBPF side's
+/// `ALWAYS_TIMED`).
+const ALWAYS_TIMED: u64 = 8;
+
+/// A syscall's time in the kernel: the timed calls' sum, scaled to every call when only a
+/// sample was timed (their mean times the count).
+fn scaled_time(stat: &zcprof_common::SyscallStat) -> u64 {
+    if stat.timed == 0 || stat.timed >= stat.count {
+        return stat.total_ns;
+    }
+    let scaled = u128::from(stat.total_ns) * u128::from(stat.count) / u128::from(stat.timed);
+    u64::try_from(scaled).unwrap_or(u64::MAX)
 }
 
 /// The per-process rows of a followed tree, busiest first.
@@ -837,6 +872,25 @@ pub(crate) mod tests {
 
     use super::*;
 
+    #[test]
+    fn sampled_syscall_time_is_scaled_to_every_call() {
+        let stat = |count, timed, total_ns| SyscallStat {
+            count,
+            timed,
+            total_ns,
+            ..SyscallStat::default()
+        };
+        // 10 of 160 calls timed, 500 ns each: the 160 calls took about 80 us.
+        assert_eq!(scaled_time(&stat(160, 10, 5_000)), 80_000);
+        // Every call timed: the sum itself.
+        assert_eq!(scaled_time(&stat(3, 3, 900)), 900);
+        // A call still in flight was counted but not returned: nothing to scale.
+        assert_eq!(scaled_time(&stat(4, 3, 900)), 1_200);
+        assert_eq!(scaled_time(&stat(1, 0, 0)), 0);
+        assert!(syscall_timing(1).starts_with("every call"));
+        assert!(syscall_timing(16).contains("1 call in 16"));
+    }
+
     /// Counts shaped like a read-write run of 1 MiB in 64 KiB steps, with the kernel boundary
     /// faked: 16 reads and 16 writes of 64 KiB, then `exit_group`.
     pub(crate) fn read_write_counts() -> Counts {
@@ -847,6 +901,7 @@ pub(crate) mod tests {
             errors: 0,
             total_ns: 1_000 * count,
             ret_sum: bytes,
+            timed: count,
         };
         syscalls.insert(libc::SYS_read as u32, stat(16, 16 * block));
         syscalls.insert(libc::SYS_write as u32, stat(16, 16 * block));

@@ -328,8 +328,10 @@ pub mod maps {
     pub const EVENTS: &str = "EVENTS";
     pub const PROCS: &str = "PROCS";
     pub const ON_CPU: &str = "ON_CPU";
+    pub const TRACED_BITS: &str = "TRACED_BITS";
+    pub const TARGET_PROC: &str = "TARGET_PROC";
     /// Every map, for the object check.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 14] = [
         SYSCALLS,
         COUNTERS,
         IN_FLIGHT,
@@ -342,6 +344,8 @@ pub mod maps {
         EVENTS,
         PROCS,
         ON_CPU,
+        TRACED_BITS,
+        TARGET_PROC,
     ];
 }
 
@@ -351,6 +355,9 @@ pub mod globals {
     pub const FOLLOW: &str = "FOLLOW";
     pub const TRACE: &str = "TRACE";
     pub const EXECVE_NR: &str = "EXECVE_NR";
+    pub const EXIT_NR: &str = "EXIT_NR";
+    pub const EXIT_GROUP_NR: &str = "EXIT_GROUP_NR";
+    pub const TIME_MASK: &str = "TIME_MASK";
     /// Record offsets of classic tracepoints: (global, event, field).
     pub const OFFSETS: [(&str, &str, &str); 7] = [
         ("BLK_OFF_DEV", "block/block_rq_issue", "dev"),

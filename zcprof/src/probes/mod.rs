@@ -68,6 +68,9 @@ pub struct PlanRecord {
     /// cpu-clock sampling frequency of the run.
     #[serde(default)]
     pub sample_hz: u64,
+    /// One syscall in this many was timed (trace mode: every one).
+    #[serde(default)]
+    pub time_every: u32,
     /// Program names of the chosen variants (a point can have two variants of one hook type).
     pub chosen: Vec<String>,
     pub unavailable: Vec<(Point, String)>,
@@ -84,6 +87,8 @@ pub struct HookPlan {
     pub attempts: Vec<Attempt>,
     /// cpu-clock sampling frequency the last attach used.
     pub sample_hz: u64,
+    /// One syscall in this many was timed by the last attach (1: every syscall).
+    pub time_every: u32,
 }
 
 impl HookPlan {
@@ -98,6 +103,7 @@ impl HookPlan {
     pub fn record(&self) -> PlanRecord {
         PlanRecord {
             sample_hz: self.sample_hz,
+            time_every: self.time_every,
             chosen: self.chosen.iter().map(|v| v.program.to_owned()).collect(),
             unavailable: self.unavailable.clone(),
         }
@@ -115,6 +121,8 @@ impl HookPlan {
             unavailable: record.unavailable.clone(),
             attempts: Vec::new(),
             sample_hz: record.sample_hz,
+            // Traces time every syscall; older traces did not say so.
+            time_every: record.time_every.max(1),
         }
     }
 
@@ -167,6 +175,36 @@ const EXECVE_NR: u32 = 59;
 const EXECVE_NR: u32 = 221;
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 const EXECVE_NR: u32 = u32::MAX;
+
+/// This architecture's `exit` and `exit_group` numbers (always timed: they end the window).
+#[cfg(target_arch = "x86_64")]
+const EXIT_NRS: (u32, u32) = (60, 231);
+#[cfg(target_arch = "aarch64")]
+const EXIT_NRS: (u32, u32) = (93, 94);
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const EXIT_NRS: (u32, u32) = (u32::MAX, u32::MAX);
+
+/// Outside trace mode one syscall in this many is timed, at random (`--time-every`).
+pub const DEFAULT_TIME_EVERY: u32 = 16;
+
+/// The `--time-every` of this invocation, set once from the command line.
+static TIME_EVERY: std::sync::atomic::AtomicU32 =
+    std::sync::atomic::AtomicU32::new(DEFAULT_TIME_EVERY);
+
+/// Sets how many syscalls share one timed syscall outside trace mode (a power of two).
+pub fn set_time_every(n: u32) {
+    TIME_EVERY.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Words of the traced-process bitmap: one bit per possible process id.
+fn traced_bitmap_words() -> u32 {
+    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        // The kernel's ceiling (PID_MAX_LIMIT on 64-bit).
+        .unwrap_or(4 * 1024 * 1024);
+    pid_max.div_ceil(64).max(1)
+}
 
 /// The page size, the smallest ring buffer the kernel accepts.
 #[must_use]
@@ -324,10 +362,22 @@ impl Probes {
         let follow = u32::from(options.follow);
         let trace = u32::from(options.trace_ring.is_some());
         let execve = EXECVE_NR;
+        let (exit, exit_group) = EXIT_NRS;
+        // A trace shows every syscall as a slice, so every syscall is timed.
+        plan.time_every = if options.trace_ring.is_some() {
+            1
+        } else {
+            TIME_EVERY.load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let time_mask = plan.time_every - 1;
         loader.override_global(catalog::globals::TARGET_TGID, &tgid, true);
         loader.override_global(catalog::globals::FOLLOW, &follow, true);
         loader.override_global(catalog::globals::TRACE, &trace, true);
         loader.override_global(catalog::globals::EXECVE_NR, &execve, true);
+        loader.override_global(catalog::globals::EXIT_NR, &exit, true);
+        loader.override_global(catalog::globals::EXIT_GROUP_NR, &exit_group, true);
+        loader.override_global(catalog::globals::TIME_MASK, &time_mask, true);
+        loader.map_max_entries(catalog::maps::TRACED_BITS, traced_bitmap_words());
         // Without --trace the ring buffer is one page: nothing writes to it.
         loader.map_max_entries(
             catalog::maps::EVENTS,

@@ -350,12 +350,19 @@ fn syscall_table(r: &RunReport) -> String {
             s.count.to_string(),
             s.errors.to_string(),
             s.bytes.map_or_else(|| "-".to_owned(), format_bytes),
-            format!("{:.3} ms", s.total_ns as f64 / 1e6),
+            if s.timed == 0 {
+                "-".to_owned()
+            } else if s.timed < s.count {
+                format!("≈{:.3} ms", s.total_ns as f64 / 1e6)
+            } else {
+                format!("{:.3} ms", s.total_ns as f64 / 1e6)
+            },
         ]);
     }
     format!(
-        "Syscalls of the measured process ({}):\n{t}\n",
-        r.hooks.get("sys_enter").cloned().unwrap_or_default()
+        "Syscalls of the measured process ({}):\n{t}\nTime in kernel: {}.\n",
+        r.hooks.get("sys_enter").cloned().unwrap_or_default(),
+        r.syscall_timing
     )
 }
 
