@@ -272,6 +272,9 @@ pub struct ProcStat {
     /// key is the process.
     pub tgid: u32,
     pub pad: u32,
+    /// When `comm` was taken (`bpf_ktime_get_ns`). Each CPU keeps its own copy of an entry,
+    /// named when it was made there; the latest name is the process's current one.
+    pub named_ns: u64,
 }
 
 #[cfg(feature = "user")]

@@ -139,6 +139,7 @@ fn per_process(tgid: u32, update: impl FnOnce(&mut ProcStat)) {
             if p.tgid == 0 {
                 p.tgid = tgid;
                 p.comm = bpf_get_current_comm().unwrap_or([0; IFNAMSIZ]);
+                p.named_ns = now();
             }
             update(p);
         }
@@ -147,6 +148,7 @@ fn per_process(tgid: u32, update: impl FnOnce(&mut ProcStat)) {
     if PROCS.get_ptr_mut(&tgid).is_none() {
         let fresh = ProcStat {
             comm: bpf_get_current_comm().unwrap_or([0; IFNAMSIZ]),
+            named_ns: now(),
             ..ProcStat::default()
         };
         let _ = PROCS.insert(&tgid, &fresh, 0);
@@ -285,6 +287,26 @@ pub fn syscall_enter(tgid: u32, tid: u32, nr: i64, regs: u64) {
     }
 }
 
+/// A syscall entry seen by a hook that has the task's saved registers (`regs`, raw tracepoints).
+/// This CPU's slot keeps the registers' address of the traced thread that last entered a
+/// syscall here until that thread is switched out (`context_switch` clears it), so an equal
+/// address is that same thread, still running: its ids come from the slot, without a helper
+/// call. Anything else takes the filter.
+#[inline(always)]
+pub fn syscall_enter_regs(regs: u64, nr: i64) {
+    if let Some(on) = ON_CPU.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot.
+        let slot = unsafe { *on };
+        if slot.regs == regs && regs != 0 {
+            syscall_enter(slot.tgid, slot.tid, nr, regs);
+            return;
+        }
+    }
+    if let Some((tgid, tid)) = traced() {
+        syscall_enter(tgid, tid, nr, regs);
+    }
+}
+
 /// A traced thread returns to user space from a syscall.
 #[inline(always)]
 pub fn syscall_exit(tgid: u32, tid: u32, ret: i64) {
@@ -362,7 +384,16 @@ fn returned(tgid: u32, tid: u32, entry: &InFlight, ret: i64) {
     }
     if ret == 0 && entry.nr == EXECVE_NR.load() {
         // The process has a new name now.
-        per_process(tgid, |p| p.comm = bpf_get_current_comm().unwrap_or(p.comm));
+        per_process(tgid, |p| {
+            p.comm = bpf_get_current_comm().unwrap_or(p.comm);
+            // The return's own timestamp when timed, else a fresh one (an exec is rare).
+            p.named_ns = if timed { now } else { self::now() };
+        });
+        // A thread that is not the leader takes the leader's id in exec: ask the filter again.
+        if let Some(on) = ON_CPU.get_ptr_mut(0) {
+            // SAFETY: per-CPU slot.
+            unsafe { (*on).regs = 0 };
+        }
     }
     if let Some(stat) = SYSCALLS.get_ptr_mut(entry.nr) {
         // SAFETY: per-CPU entry.
@@ -389,10 +420,16 @@ pub fn context_switch(tid: u32, voluntary: bool) {
     if let Some(on) = ON_CPU.get_ptr_mut(0) {
         // SAFETY: per-CPU slot.
         let current = unsafe { *on };
-        if current.tid == tid && current.start_ns != 0 {
-            park(tid, &current.entry());
-            // SAFETY: as above.
-            unsafe { (*on).start_ns = 0 };
+        if current.tid == tid {
+            if current.start_ns != 0 {
+                park(tid, &current.entry());
+            }
+            // SAFETY: as above. The registers' address no longer names the task running here
+            // (see `syscall_enter_regs`).
+            unsafe {
+                (*on).start_ns = 0;
+                (*on).regs = 0;
+            }
         }
     }
     if voluntary {

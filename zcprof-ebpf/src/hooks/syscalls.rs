@@ -14,9 +14,7 @@ const TP_RET_OFFSET: usize = 16;
 /// Raw tracepoint `sys_enter(struct pt_regs *regs, long id)`: cheapest, needs no tracefs.
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter_raw_tp(ctx: RawTracePointContext) -> i32 {
-    if let Some((tgid, tid)) = traced() {
-        account::syscall_enter(tgid, tid, ctx.arg::<i64>(1), ctx.arg::<u64>(0));
-    }
+    account::syscall_enter_regs(ctx.arg::<u64>(0), ctx.arg::<i64>(1));
     0
 }
 

@@ -80,6 +80,9 @@ pub struct Process {
     pub copied_bytes: u64,
     /// Bytes its socket sends accepted.
     pub sock_send_bytes: u64,
+    /// When the kernel took `name` (its clock), to pick the latest of the CPUs' copies.
+    #[serde(skip)]
+    pub named_ns: u64,
 }
 
 impl Process {
@@ -93,11 +96,11 @@ impl Process {
         self.copied_bytes += s.copied_bytes;
         self.sock_send_bytes += s.sock_send_bytes;
         // Each CPU's copy of the entry got the name current when it was made there; an exec
-        // renames only one of them. The name from the last exec is wanted, so a name differing
-        // from the first one seen wins.
+        // renames only one of them. The latest name is the process's current one.
         let name = c_name(&s.comm);
-        if !name.is_empty() && (self.name.is_empty() || self.name != name) {
+        if !name.is_empty() && (self.name.is_empty() || s.named_ns >= self.named_ns) {
             self.name = name;
+            self.named_ns = s.named_ns;
         }
     }
 }
@@ -284,5 +287,34 @@ impl Counts {
     #[must_use]
     pub fn window_ns(&self) -> u64 {
         self.last_event_ns.saturating_sub(self.first_event_ns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(name: &str, named_ns: u64, syscalls: u64) -> ProcStat {
+        let mut comm = [0u8; IFNAMSIZ];
+        comm[..name.len()].copy_from_slice(name.as_bytes());
+        ProcStat {
+            comm,
+            named_ns,
+            syscalls,
+            ..ProcStat::default()
+        }
+    }
+
+    #[test]
+    fn a_process_is_named_by_its_latest_name_on_any_cpu() {
+        // CPU 0 saw the exec (renamed at 300); CPU 1 made its copy before it (at 100).
+        for order in [[0, 1], [1, 0]] {
+            let cpus = [named("sh", 300, 5), named("tokio-rt-worker", 100, 2)];
+            let mut p = Process::default();
+            for i in order {
+                p.add(&cpus[i]);
+            }
+            assert_eq!((p.name.as_str(), p.syscalls), ("sh", 7));
+        }
     }
 }
