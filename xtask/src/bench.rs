@@ -201,6 +201,10 @@ fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|&x| x.to_owned()).collect()
 }
 
+/// The row of two empty raw tracepoint programs on sys_enter and sys_exit: what any BPF
+/// syscall hook costs on this kernel before it does anything.
+const FLOOR: &str = "two empty raw_tp programs on sys_enter/sys_exit (`zcprof __empty-hooks`)";
+
 /// Case 1: tracing overhead on the syscall loop.
 fn overhead(
     bins: &Bins,
@@ -216,6 +220,11 @@ fn overhead(
         Variant {
             name: "untraced",
             wrapper: Vec::new(),
+            syscalls: n,
+        },
+        Variant {
+            name: FLOOR,
+            wrapper: s(&[&z, "__empty-hooks", "--"]),
             syscalls: n,
         },
         Variant {
@@ -362,6 +371,7 @@ fn overhead(
     let tracing = per_syscall
         .get("zcprof exec --trace")
         .map(|s| median(s) / base_median);
+    let floor = per_syscall.get(FLOOR).map(|s| median(s) - base_median);
     let mut verdict = String::new();
     if let Some(c) = counting {
         let _ = writeln!(
@@ -369,6 +379,15 @@ fn overhead(
             "- Target: counting mode adds at most 150 ns per syscall: measured {c:+.0} ns: {}.",
             if c <= 150.0 { "met" } else { "NOT met" }
         );
+        if let Some(f) = floor {
+            let _ = writeln!(
+                verdict,
+                "  Two programs that return at once on the same two tracepoints add {f:+.0} ns (the empty-programs row): \
+                 the kernel's price for running any BPF program at syscall entry and return here (raw tracepoint \
+                 dispatch, retpolines and return thunks). zcprof's accounting adds {:+.0} ns on top of it.",
+                c - f
+            );
+        }
         if let Some(b) = bpftrace {
             let _ = writeln!(
                 verdict,
@@ -510,6 +529,10 @@ fn bystander(
             s(&[&z, "attach", "--no-follow", "--pid"]),
         ),
         (
+            "beside two empty raw_tp programs on sys_enter/sys_exit (`zcprof __empty-hooks`)",
+            s(&[&z, "__empty-hooks", "--pid"]),
+        ),
+        (
             "beside `perf stat -e raw_syscalls:sys_enter,raw_syscalls:sys_exit -p <sleep>`",
             s(&[
                 "perf",
@@ -572,8 +595,9 @@ fn bystander(
         format!(
             "{table}\n- Target: bystander slowdown under 10 %: measured {:+.1} %: {}. While any program or \
              perf event is attached to the raw_syscalls tracepoints, every task on the machine takes \
-             the kernel's slow syscall path and runs the attached programs' filter; the perf stat row \
-             shows that floor for the same two tracepoints without any BPF.\n",
+             the kernel's slow syscall path and runs the attached programs' filter. The perf stat row \
+             shows the slow path alone (no BPF); the empty-programs row shows what two BPF programs \
+             that return at once cost every syscall of every task here, before any filter runs.\n",
             slowdown * 100.0,
             if slowdown < 0.10 { "met" } else { "NOT met" }
         ),

@@ -77,12 +77,46 @@ pub fn main(command: Command) -> ExitCode {
                 })
             });
         }
+        Command::EmptyHooks { pid: _, command } => {
+            return privileged(move || empty_hooks(&command));
+        }
         Command::Transfer(_) => unreachable!("handled before the runtime starts"),
     };
     match opts {
         Ok(opts) => privileged(move || with_trace(&trace, |t| workloads(&opts, t))),
         Err(UsageError(msg)) => fail(2, &msg),
     }
+}
+
+/// `zcprof __empty-hooks`: the benchmark's floor. Attaches the empty programs, runs `command`
+/// (or waits for Ctrl-C), detaches.
+fn empty_hooks(command: &[String]) -> ExitCode {
+    let mut ebpf = match crate::probes::attach_empty_syscall_hooks() {
+        Ok(ebpf) => ebpf,
+        Err(e) => return fail(1, &e.to_string()),
+    };
+    let code = if let Some((program, args)) = command.split_first() {
+        match std::process::Command::new(program).args(args).spawn() {
+            Ok(mut child) => {
+                let guard = cancel::ChildGuard::register(child.id());
+                let status = child.wait();
+                drop(guard);
+                match status {
+                    Ok(s) if s.success() => ExitCode::SUCCESS,
+                    Ok(_) => ExitCode::FAILURE,
+                    Err(e) => fail(1, &format!("waiting for {program}: {e}")),
+                }
+            }
+            Err(e) => fail(1, &format!("cannot run {program}: {e}")),
+        }
+    } else {
+        while !cancel::requested() {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        ExitCode::SUCCESS
+    };
+    crate::probes::unload_all(&mut ebpf);
+    code
 }
 
 /// Runs `job` with the trace `args` ask for, then writes it, also after Ctrl-C (what was

@@ -89,6 +89,19 @@ pub enum Command {
     /// (internal) The measured transfer process.
     #[command(name = "__transfer", hide = true)]
     Transfer(TransferArgs),
+    /// (benchmark) Attach two raw tracepoint programs that return at once to sys_enter and
+    /// sys_exit, then run the command (or wait for Ctrl-C): the cost any BPF syscall hook pays
+    /// on this kernel, whatever it does.
+    #[command(name = "__empty-hooks", hide = true)]
+    EmptyHooks {
+        /// Accepted and ignored: the programs filter nothing (the benchmark passes every
+        /// observer a process id).
+        #[arg(long)]
+        pid: Option<u32>,
+        /// The command and its arguments, after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
 }
 
 /// Recording detail (syscall timing, event tracing), on every measuring command.
@@ -143,7 +156,10 @@ impl Command {
             Command::Run(r) => Some(&r.trace),
             Command::Compare(c) => Some(&c.trace),
             Command::Attach { trace, .. } | Command::Exec { trace, .. } => Some(trace),
-            Command::Report { .. } | Command::Doctor { .. } | Command::Transfer(_) => None,
+            Command::Report { .. }
+            | Command::Doctor { .. }
+            | Command::Transfer(_)
+            | Command::EmptyHooks { .. } => None,
         }
     }
 }

@@ -48,3 +48,16 @@ pub fn sys_exit_tracepoint(ctx: TracePointContext) -> u32 {
     }
     0
 }
+
+/// Returns at once: attached alone by `zcprof __empty-hooks`, it measures what the kernel charges
+/// every syscall of every task for running any BPF program on `sys_enter` (the benchmark's floor).
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn empty_sys_enter_raw_tp(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+/// The same on `sys_exit`.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn empty_sys_exit_raw_tp(_ctx: RawTracePointContext) -> i32 {
+    0
+}

@@ -145,6 +145,30 @@ pub fn loader<'a>() -> EbpfLoader<'a> {
     loader
 }
 
+/// Loads the object and attaches only its two empty raw tracepoint programs (sys_enter and
+/// sys_exit), for `zcprof __empty-hooks`.
+///
+/// # Errors
+/// When the object does not load or a program does not attach.
+pub fn attach_empty_syscall_hooks() -> Result<Ebpf, ProbeError> {
+    let mut ebpf = loader().load(OBJECT)?;
+    for (program, target) in catalog::EMPTY_HOOKS {
+        let variant = Variant {
+            point: Point::SysEnter,
+            kind: HookKind::RawTp,
+            program,
+            target,
+        };
+        attach_variant(&mut ebpf, &variant, 0, SAMPLE_HZ).map_err(|reasons| {
+            ProbeError::NoVariant {
+                point: program,
+                reasons,
+            }
+        })?;
+    }
+    Ok(ebpf)
+}
+
 /// Detaches and unloads every program of `ebpf` at once.
 pub fn unload_all(ebpf: &mut Ebpf) {
     std::thread::scope(|scope| {
