@@ -801,6 +801,19 @@ fn syscall_time_is_sampled_unless_every_call_is_timed() {
     assert_eq!(code, Some(0));
     let read = syscall_row(&all, "read");
     assert_eq!(read["timed"], read["count"], "every read timed: {read}");
+    // dd has one thread: its syscalls' times cannot add up to more than the window from its
+    // first syscall entry to its last event, both taken from the same kernel clock.
+    let in_syscalls: u64 = all["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["total_ns"].as_u64().unwrap())
+        .sum();
+    let window = all["elapsed_ns"].as_u64().unwrap();
+    assert!(
+        in_syscalls > 0 && in_syscalls <= window,
+        "{in_syscalls} ns in syscalls, window {window} ns"
+    );
     assert!(
         all["syscall_timing"]
             .as_str()

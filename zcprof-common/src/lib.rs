@@ -58,6 +58,15 @@ pub struct OnCpu {
     /// Address of the thread's saved user registers, where the hook sees them (raw
     /// tracepoints; else 0). It identifies the thread at its return without a helper call.
     pub regs: u64,
+    /// The syscall path's counters on this CPU, here rather than in `COUNTERS` so that the hot
+    /// path looks up one map value: entries, returns (whose entry was seen), and the first and
+    /// last timed syscall event (`bpf_ktime_get_ns`; 0: none).
+    pub entries: u64,
+    pub returns: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// The measured process's totals on this CPU (following only; `tgid` 0: none yet).
+    pub target: ProcStat,
 }
 
 impl OnCpu {
@@ -77,9 +86,11 @@ impl OnCpu {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
-    /// User-to-kernel entries through the syscall path (`sys_enter`).
+    /// User-to-kernel entries through the syscall path (`sys_enter`). Counted in `OnCpu`; the
+    /// slot stays for older readers.
     SyscallEntries = 0,
-    /// Kernel-to-user returns from a syscall whose entry was seen (`sys_exit`).
+    /// Kernel-to-user returns from a syscall whose entry was seen (`sys_exit`). Counted in
+    /// `OnCpu`, like the two timestamps below.
     SyscallReturns = 1,
     /// Returns whose entry was not seen: the syscall was in flight when probing began.
     UnmatchedReturns = 2,

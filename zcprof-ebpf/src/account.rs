@@ -16,7 +16,7 @@ use crate::{
     filter::{following, target_tgid, traced, tracing},
     maps::{
         COUNTERS, DISK_IO, EVENTS, HOOKED_BY_SYSCALL, IN_FLIGHT, NET_XMIT, ON_CPU, PROCS,
-        STACK_SAMPLES, SYSCALLS, TARGET_PROC,
+        STACK_SAMPLES, SYSCALLS,
     },
 };
 
@@ -126,6 +126,14 @@ fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
+/// This CPU's slot (see `OnCpu`): the syscall in flight and the hot counters.
+#[inline(always)]
+fn on_cpu() -> Option<&'static mut OnCpu> {
+    // SAFETY: a per-CPU value, valid while the program runs; programs of these hooks do not nest
+    // on one CPU.
+    ON_CPU.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
 /// Updates process `tgid`'s totals (the current process), when following a process tree.
 #[inline(always)]
 fn per_process(tgid: u32, update: impl FnOnce(&mut ProcStat)) {
@@ -133,18 +141,42 @@ fn per_process(tgid: u32, update: impl FnOnce(&mut ProcStat)) {
         return;
     }
     if tgid == target_tgid() {
-        if let Some(p) = TARGET_PROC.get_ptr_mut(0) {
-            // SAFETY: per-CPU slot.
-            let p = unsafe { &mut *p };
-            if p.tgid == 0 {
-                p.tgid = tgid;
-                p.comm = bpf_get_current_comm().unwrap_or([0; IFNAMSIZ]);
-                p.named_ns = now();
-            }
-            update(p);
+        if let Some(on) = on_cpu() {
+            update(target_stat(on, tgid));
         }
         return;
     }
+    other_process(tgid, update);
+}
+
+/// `per_process` for a caller that has this CPU's slot already.
+#[inline(always)]
+fn per_process_on(on: &mut OnCpu, tgid: u32, update: impl FnOnce(&mut ProcStat)) {
+    if !following() {
+        return;
+    }
+    if tgid == target_tgid() {
+        update(target_stat(on, tgid));
+    } else {
+        other_process(tgid, update);
+    }
+}
+
+/// The measured process's totals on this CPU, named the first time they are used here.
+#[inline(always)]
+fn target_stat(on: &mut OnCpu, tgid: u32) -> &mut ProcStat {
+    let p = &mut on.target;
+    if p.tgid == 0 {
+        p.tgid = tgid;
+        p.comm = bpf_get_current_comm().unwrap_or([0; IFNAMSIZ]);
+        p.named_ns = now();
+    }
+    p
+}
+
+/// Totals of a process other than the measured one, in the `PROCS` hash map.
+#[inline(always)]
+fn other_process(tgid: u32, update: impl FnOnce(&mut ProcStat)) {
     if PROCS.get_ptr_mut(&tgid).is_none() {
         let fresh = ProcStat {
             comm: bpf_get_current_comm().unwrap_or([0; IFNAMSIZ]),
@@ -167,36 +199,21 @@ fn add(slot: Counter, n: u64) {
     }
 }
 
-/// Remembers the latest timed event on this CPU. With the first (`FirstEventNs`, set by the
-/// first syscall entry, which is always timed) it makes the measured window the kernel's own
-/// clock.
-#[inline(always)]
-fn stamp_last(now: u64) {
-    if let Some(last) = COUNTERS.get_ptr_mut(Counter::LastEventNs as u32) {
-        // SAFETY: per-CPU slot.
-        unsafe { *last = now };
-    }
-}
-
 /// A timestamp for a syscall entry, or `UNTIMED_START` when this one is not timed: one in
 /// `TIME_MASK + 1` at random (the draw is independent of the syscall pattern, so alternating
 /// reads and writes are sampled alike), plus the first entry on each CPU, the first few of each
-/// syscall number, and exits.
+/// syscall number, and exits. A timed entry also moves this CPU's window (`first_ns`,
+/// `last_ns`), which makes the measured window the kernel's own clock.
 #[inline(always)]
-fn entry_time(rng: &mut u32, nr: u32, timed_so_far: u64) -> u64 {
+fn entry_time(on: &mut OnCpu, nr: u32, timed_so_far: u64) -> u64 {
     // xorshift32: a few instructions, no helper call.
-    let mut x = if *rng == 0 { 0x9e37_79b9 } else { *rng };
+    let mut x = if on.rng == 0 { 0x9e37_79b9 } else { on.rng };
     x ^= x << 13;
     x ^= x >> 17;
     x ^= x << 5;
-    *rng = x;
-    let Some(first) = COUNTERS.get_ptr_mut(Counter::FirstEventNs as u32) else {
-        return UNTIMED_START;
-    };
-    // SAFETY: per-CPU slot.
-    let unstamped = unsafe { *first == 0 };
+    on.rng = x;
     let timed = x & TIME_MASK.load() == 0
-        || unstamped
+        || on.first_ns == 0
         || timed_so_far < ALWAYS_TIMED
         || nr == EXIT_NR.load()
         || nr == EXIT_GROUP_NR.load();
@@ -204,13 +221,10 @@ fn entry_time(rng: &mut u32, nr: u32, timed_so_far: u64) -> u64 {
         return UNTIMED_START;
     }
     let now = now();
-    // SAFETY: as above.
-    unsafe {
-        if *first == 0 {
-            *first = now;
-        }
+    if on.first_ns == 0 {
+        on.first_ns = now;
     }
-    stamp_last(now);
+    on.last_ns = now;
     now
 }
 
@@ -229,12 +243,11 @@ fn park(tid: u32, entry: &InFlight) {
 /// The syscall thread `tid` is in, if any: on this CPU's slot, else parked in the hash map.
 #[inline(always)]
 fn in_flight(tid: u32) -> Option<InFlight> {
-    if let Some(on) = ON_CPU.get_ptr_mut(0) {
-        // SAFETY: per-CPU slot.
-        let on = unsafe { *on };
-        if on.tid == tid && on.start_ns != 0 {
-            return Some(on.entry());
-        }
+    if let Some(on) = on_cpu()
+        && on.tid == tid
+        && on.start_ns != 0
+    {
+        return Some(on.entry());
     }
     // SAFETY: the value is copied out.
     (unsafe { IN_FLIGHT.get(&tid) })
@@ -246,12 +259,19 @@ fn in_flight(tid: u32) -> Option<InFlight> {
 ///
 /// The syscall is kept in this CPU's slot: a thread returns on the CPU it entered on unless it
 /// was switched out meanwhile, and a switch parks the slot in the `IN_FLIGHT` hash map. So the
-/// hot path is a per-CPU array access; the hash map is touched only when the thread blocks or is
-/// preempted inside a syscall (hash lookups, inserts and deletes on every syscall cost several
-/// hundred nanoseconds here).
+/// hot path is one per-CPU array access (the slot also holds the hot counters); the hash map is
+/// touched only when the thread blocks or is preempted inside a syscall (hash lookups, inserts
+/// and deletes on every syscall cost several hundred nanoseconds here).
 #[inline(always)]
 pub fn syscall_enter(tgid: u32, tid: u32, nr: i64, regs: u64) {
-    add(Counter::SyscallEntries, 1);
+    if let Some(on) = on_cpu() {
+        syscall_enter_on(on, tgid, tid, nr, regs);
+    }
+}
+
+#[inline(always)]
+fn syscall_enter_on(on: &mut OnCpu, tgid: u32, tid: u32, nr: i64, regs: u64) {
+    on.entries += 1;
     if nr < 0 || nr >= i64::from(MAX_SYSCALL_NR) {
         return;
     }
@@ -269,22 +289,13 @@ pub fn syscall_enter(tgid: u32, tid: u32, nr: i64, regs: u64) {
             timed_so_far = (*stat).timed;
         }
     }
-    per_process(tgid, |p| p.syscalls += 1);
-    if let Some(on) = ON_CPU.get_ptr_mut(0) {
-        // SAFETY: per-CPU slot; a syscall of another thread left here was parked at its switch.
-        unsafe {
-            let mut rng = (*on).rng;
-            let start_ns = entry_time(&mut rng, nr, timed_so_far);
-            *on = OnCpu {
-                start_ns,
-                tid,
-                nr,
-                tgid,
-                rng,
-                regs,
-            };
-        }
-    }
+    per_process_on(on, tgid, |p| p.syscalls += 1);
+    // A syscall of another thread left here was parked at its switch.
+    on.start_ns = entry_time(on, nr, timed_so_far);
+    on.tid = tid;
+    on.nr = nr;
+    on.tgid = tgid;
+    on.regs = regs;
 }
 
 /// A syscall entry seen by a hook that has the task's saved registers (`regs`, raw tracepoints).
@@ -294,31 +305,27 @@ pub fn syscall_enter(tgid: u32, tid: u32, nr: i64, regs: u64) {
 /// call. Anything else takes the filter.
 #[inline(always)]
 pub fn syscall_enter_regs(regs: u64, nr: i64) {
-    if let Some(on) = ON_CPU.get_ptr_mut(0) {
-        // SAFETY: per-CPU slot.
-        let slot = unsafe { *on };
-        if slot.regs == regs && regs != 0 {
-            syscall_enter(slot.tgid, slot.tid, nr, regs);
-            return;
-        }
-    }
-    if let Some((tgid, tid)) = traced() {
-        syscall_enter(tgid, tid, nr, regs);
+    let Some(on) = on_cpu() else {
+        return;
+    };
+    if on.regs == regs && regs != 0 {
+        let (tgid, tid) = (on.tgid, on.tid);
+        syscall_enter_on(on, tgid, tid, nr, regs);
+    } else if let Some((tgid, tid)) = traced() {
+        syscall_enter_on(on, tgid, tid, nr, regs);
     }
 }
 
 /// A traced thread returns to user space from a syscall.
 #[inline(always)]
 pub fn syscall_exit(tgid: u32, tid: u32, ret: i64) {
+    let Some(on) = on_cpu() else {
+        return;
+    };
     let mut entry = None;
-    if let Some(on) = ON_CPU.get_ptr_mut(0) {
-        // SAFETY: per-CPU slot.
-        unsafe {
-            if (*on).tid == tid && (*on).start_ns != 0 {
-                entry = Some((*on).entry());
-                (*on).start_ns = 0;
-            }
-        }
+    if on.tid == tid && on.start_ns != 0 {
+        entry = Some(on.entry());
+        on.start_ns = 0;
     }
     if entry.is_none()
         && let Some(parked) = IN_FLIGHT.get_ptr_mut(&tid)
@@ -335,7 +342,7 @@ pub fn syscall_exit(tgid: u32, tid: u32, ret: i64) {
         add(Counter::UnmatchedReturns, 1);
         return;
     };
-    returned(tgid, tid, &entry, ret);
+    returned(on, tgid, tid, &entry, ret);
 }
 
 /// A syscall return seen by a hook that has the task's saved registers (`regs`, raw
@@ -344,16 +351,15 @@ pub fn syscall_exit(tgid: u32, tid: u32, ret: i64) {
 /// the slot. That match needs no helper call; anything else takes the filter.
 #[inline(always)]
 pub fn syscall_exit_regs(regs: u64, ret: i64) {
-    if let Some(on) = ON_CPU.get_ptr_mut(0) {
-        // SAFETY: per-CPU slot.
-        unsafe {
-            let slot = *on;
-            if slot.start_ns != 0 && slot.regs == regs {
-                (*on).start_ns = 0;
-                returned(slot.tgid, slot.tid, &slot.entry(), ret);
-                return;
-            }
-        }
+    if let Some(on) = on_cpu()
+        && on.start_ns != 0
+        && on.regs == regs
+    {
+        // Copied out before the slot is marked idle.
+        let (tgid, tid, entry) = (on.tgid, on.tid, on.entry());
+        on.start_ns = 0;
+        returned(on, tgid, tid, &entry, ret);
+        return;
     }
     if let Some((tgid, tid)) = traced() {
         syscall_exit(tgid, tid, ret);
@@ -362,12 +368,12 @@ pub fn syscall_exit_regs(regs: u64, ret: i64) {
 
 /// Accounts a syscall of thread `tid` of process `tgid`, entered as `entry`, returning `ret`.
 #[inline(always)]
-fn returned(tgid: u32, tid: u32, entry: &InFlight, ret: i64) {
-    add(Counter::SyscallReturns, 1);
+fn returned(on: &mut OnCpu, tgid: u32, tid: u32, entry: &InFlight, ret: i64) {
+    on.returns += 1;
     let timed = entry.start_ns != UNTIMED_START;
     let now = if timed { now() } else { 0 };
     if timed {
-        stamp_last(now);
+        on.last_ns = now;
     }
     if tracing() {
         // Trace mode times every syscall (TIME_MASK 0).
@@ -384,16 +390,13 @@ fn returned(tgid: u32, tid: u32, entry: &InFlight, ret: i64) {
     }
     if ret == 0 && entry.nr == EXECVE_NR.load() {
         // The process has a new name now.
-        per_process(tgid, |p| {
+        per_process_on(on, tgid, |p| {
             p.comm = bpf_get_current_comm().unwrap_or(p.comm);
             // The return's own timestamp when timed, else a fresh one (an exec is rare).
             p.named_ns = if timed { now } else { self::now() };
         });
         // A thread that is not the leader takes the leader's id in exec: ask the filter again.
-        if let Some(on) = ON_CPU.get_ptr_mut(0) {
-            // SAFETY: per-CPU slot.
-            unsafe { (*on).regs = 0 };
-        }
+        on.regs = 0;
     }
     if let Some(stat) = SYSCALLS.get_ptr_mut(entry.nr) {
         // SAFETY: per-CPU entry.
@@ -417,20 +420,16 @@ fn returned(tgid: u32, tid: u32, entry: &InFlight, ret: i64) {
 #[inline(always)]
 pub fn context_switch(tid: u32, voluntary: bool) {
     // Leaving the CPU inside a syscall: park it, the slot is for whoever runs next.
-    if let Some(on) = ON_CPU.get_ptr_mut(0) {
-        // SAFETY: per-CPU slot.
-        let current = unsafe { *on };
-        if current.tid == tid {
-            if current.start_ns != 0 {
-                park(tid, &current.entry());
-            }
-            // SAFETY: as above. The registers' address no longer names the task running here
-            // (see `syscall_enter_regs`).
-            unsafe {
-                (*on).start_ns = 0;
-                (*on).regs = 0;
-            }
+    if let Some(on) = on_cpu()
+        && on.tid == tid
+    {
+        if on.start_ns != 0 {
+            park(tid, &on.entry());
         }
+        // The registers' address no longer names the task running here (see
+        // `syscall_enter_regs`).
+        on.start_ns = 0;
+        on.regs = 0;
     }
     if voluntary {
         add(Counter::VoluntarySwitches, 1);

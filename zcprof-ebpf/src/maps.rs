@@ -62,14 +62,10 @@ pub static TRACED_BITS: Array<u64> = Array::with_max_entries(512, 0);
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
 
 /// Per-process totals by tgid, kept only while following a process tree (exec, attach), for
-/// every process but the measured one.
+/// every process but the measured one (whose totals are in its CPU's `ON_CPU` slot: it makes
+/// most of the syscalls, and the slot costs it no hash lookup).
 #[map]
 pub static PROCS: PerCpuHashMap<u32, ProcStat> = PerCpuHashMap::with_max_entries(4096, 0);
-
-/// The measured process's own totals: it makes most of the syscalls, and a per-CPU array slot
-/// costs it no hash lookup.
-#[map]
-pub static TARGET_PROC: PerCpuArray<ProcStat> = PerCpuArray::with_max_entries(1, 0);
 
 /// One slot per CPU, see `OnCpu`.
 #[map]

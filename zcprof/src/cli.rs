@@ -89,8 +89,8 @@ pub enum Command {
     /// (internal) The measured transfer process.
     #[command(name = "__transfer", hide = true)]
     Transfer(TransferArgs),
-    /// (benchmark) Attach two raw tracepoint programs that return at once to sys_enter and
-    /// sys_exit, then run the command (or wait for Ctrl-C): the cost any BPF syscall hook pays
+    /// (benchmark) Attach two raw tracepoint programs that return at once to `sys_enter` and
+    /// `sys_exit`, then run the command (or wait for Ctrl-C): the cost any BPF syscall hook pays
     /// on this kernel, whatever it does.
     #[command(name = "__empty-hooks", hide = true)]
     EmptyHooks {

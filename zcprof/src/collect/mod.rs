@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use aya::maps::{PerCpuArray, PerCpuHashMap};
 use zcprof_common::{
-    Counter, DiskIo, HookedBytes, IFNAMSIZ, MAX_SYSCALL_NR, NetXmit, ProcStat, SyscallStat,
+    Counter, DiskIo, HookedBytes, IFNAMSIZ, MAX_SYSCALL_NR, NetXmit, OnCpu, ProcStat, SyscallStat,
 };
 
 use crate::probes::{MapSource, catalog::maps};
@@ -253,12 +253,27 @@ impl Counts {
                 p.add(s);
             }
         }
-        // The measured process has its own per-CPU slot, marked with its id where it ran.
-        let target: PerCpuArray<_, ProcStat> = PerCpuArray::try_from(map(ebpf, maps::TARGET_PROC)?)
-            .map_err(map_err(maps::TARGET_PROC))?;
-        let per_cpu = target.get(&0, 0).map_err(map_err(maps::TARGET_PROC))?;
-        for s in per_cpu.iter().filter(|s| s.tgid != 0) {
-            counts.processes.entry(s.tgid).or_default().add(s);
+        // Each CPU's slot: the syscall path's counters and the measured process's totals (marked
+        // with its id where it ran).
+        let slots: PerCpuArray<_, OnCpu> =
+            PerCpuArray::try_from(map(ebpf, maps::ON_CPU)?).map_err(map_err(maps::ON_CPU))?;
+        let per_cpu = slots.get(&0, 0).map_err(map_err(maps::ON_CPU))?;
+        for on in per_cpu.iter() {
+            counts.syscall_entries += on.entries;
+            counts.syscall_returns += on.returns;
+            if on.first_ns != 0
+                && (counts.first_event_ns == 0 || on.first_ns < counts.first_event_ns)
+            {
+                counts.first_event_ns = on.first_ns;
+            }
+            counts.last_event_ns = counts.last_event_ns.max(on.last_ns);
+            if on.target.tgid != 0 {
+                counts
+                    .processes
+                    .entry(on.target.tgid)
+                    .or_default()
+                    .add(&on.target);
+            }
         }
         counts.kernel_stacks = read_stacks(ebpf)?;
         let hooked: PerCpuArray<_, HookedBytes> =

@@ -336,9 +336,8 @@ pub mod maps {
     pub const PROCS: &str = "PROCS";
     pub const ON_CPU: &str = "ON_CPU";
     pub const TRACED_BITS: &str = "TRACED_BITS";
-    pub const TARGET_PROC: &str = "TARGET_PROC";
     /// Every map, for the object check.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 13] = [
         SYSCALLS,
         COUNTERS,
         IN_FLIGHT,
@@ -352,7 +351,6 @@ pub mod maps {
         PROCS,
         ON_CPU,
         TRACED_BITS,
-        TARGET_PROC,
     ];
 }
 
