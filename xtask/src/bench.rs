@@ -1009,12 +1009,19 @@ fn fidelity(bins: &Bins, dir: &Path, opts: &Options, results: &mut Results) -> R
                         &block.to_string(),
                         "--port",
                     ]);
-                ours.push(transfer_once(&mut zc, streams, SIZE)?);
                 let mut rf = Command::new(&bins.reference);
                 rf.arg(method)
                     .arg(&file)
                     .args([SIZE.to_string(), block.to_string()]);
-                theirs.push(transfer_once(&mut rf, streams, SIZE)?);
+                // Alternate which goes first, so neither gains from the order (a warm receiver,
+                // the other's freed memory).
+                if rep % 2 == 0 {
+                    ours.push(transfer_once(&mut zc, streams, SIZE)?);
+                    theirs.push(transfer_once(&mut rf, streams, SIZE)?);
+                } else {
+                    theirs.push(transfer_once(&mut rf, streams, SIZE)?);
+                    ours.push(transfer_once(&mut zc, streams, SIZE)?);
+                }
             }
             let ratios: Vec<f64> = ours.iter().zip(&theirs).map(|(a, b)| a / b).collect();
             let met = median(&ratios) >= 0.95;
@@ -1044,6 +1051,7 @@ fn fidelity(bins: &Bins, dir: &Path, opts: &Options, results: &mut Results) -> R
         format!(
             "Both speak the same protocol (ready, go, transfer, exit) and are timed by the harness from \
              the go byte to the last byte received; the reference is `bench/src/bin/reference.rs`. \
+             Each repetition runs both, alternating which goes first. \
              The file is page-cached except for direct-io, which reads the disk with O_DIRECT.\n\n{table}\n{}",
             if unmet.is_empty() {
                 "- Every method reaches 95 % of its reference.\n".to_owned()
