@@ -167,23 +167,36 @@ fn per_process_on(on: &mut OnCpu, tgid: u32, update: impl FnOnce(&mut ProcStat))
 fn target_stat(on: &mut OnCpu, tgid: u32) -> &mut ProcStat {
     let p = &mut on.target;
     if p.tgid == 0 {
-        p.tgid = tgid;
-        p.comm = bpf_get_current_comm().unwrap_or([0; IFNAMSIZ]);
-        p.named_ns = now();
+        name_target(p, tgid);
     }
     p
+}
+
+/// Names the measured process's totals on this CPU. Once per CPU: kept out of line (a BPF
+/// subprogram), so the hot path's code stays small.
+#[inline(never)]
+fn name_target(p: &mut ProcStat, tgid: u32) {
+    p.tgid = tgid;
+    p.comm = bpf_get_current_comm().unwrap_or([0; IFNAMSIZ]);
+    p.named_ns = now();
+}
+
+/// Makes the `PROCS` entry of process `tgid`, named now. Once per process and CPU: out of line.
+#[inline(never)]
+fn add_process(tgid: u32) {
+    let fresh = ProcStat {
+        comm: bpf_get_current_comm().unwrap_or([0; IFNAMSIZ]),
+        named_ns: now(),
+        ..ProcStat::default()
+    };
+    let _ = PROCS.insert(&tgid, &fresh, 0);
 }
 
 /// Totals of a process other than the measured one, in the `PROCS` hash map.
 #[inline(always)]
 fn other_process(tgid: u32, update: impl FnOnce(&mut ProcStat)) {
     if PROCS.get_ptr_mut(&tgid).is_none() {
-        let fresh = ProcStat {
-            comm: bpf_get_current_comm().unwrap_or([0; IFNAMSIZ]),
-            named_ns: now(),
-            ..ProcStat::default()
-        };
-        let _ = PROCS.insert(&tgid, &fresh, 0);
+        add_process(tgid);
     }
     if let Some(p) = PROCS.get_ptr_mut(&tgid) {
         // SAFETY: per-CPU entry.
