@@ -403,7 +403,9 @@ pub fn build(input: RunInput<'_>) -> RunReport {
             Figure::scalar(
                 elapsed as f64,
                 &clock,
-                "first syscall entry to last traced event of the transfer process",
+                "first syscall entry to the last timed syscall event of the measured process (its \
+                 exit is always timed; with sampled timing a run that does not exit ends at most a \
+                 few syscalls early)",
             ),
         );
         figures.insert(
