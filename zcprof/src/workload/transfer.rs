@@ -245,7 +245,9 @@ fn sendfile(file: RawFd, sock: RawFd, size: usize, block: usize) -> io::Result<(
     Ok(())
 }
 
-fn splice_fd(from: RawFd, to: RawFd, len: usize, what: &str) -> io::Result<usize> {
+/// `more`: SPLICE_F_MORE, which tells a socket that more data follows, so it may hold back a
+/// partly filled segment.
+fn splice_fd(from: RawFd, to: RawFd, len: usize, more: bool, what: &str) -> io::Result<usize> {
     // SAFETY: null offsets: file positions advance.
     let n = unsafe {
         libc::splice(
@@ -254,16 +256,20 @@ fn splice_fd(from: RawFd, to: RawFd, len: usize, what: &str) -> io::Result<usize
             to,
             std::ptr::null_mut(),
             len,
-            libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE,
+            if more {
+                libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE
+            } else {
+                libc::SPLICE_F_MOVE
+            },
         )
     };
     check(n, what)
 }
 
 /// Moves exactly `len` bytes that are already in a pipe onward.
-fn drain(pipe_r: RawFd, to: RawFd, mut len: usize, what: &str) -> io::Result<()> {
+fn drain(pipe_r: RawFd, to: RawFd, mut len: usize, more: bool, what: &str) -> io::Result<()> {
     while len > 0 {
-        let n = splice_fd(pipe_r, to, len, what)?;
+        let n = splice_fd(pipe_r, to, len, more, what)?;
         if n == 0 {
             return Err(io::Error::other(format!("{what}: pipe emptied early")));
         }
@@ -281,13 +287,13 @@ fn splice(
 ) -> io::Result<()> {
     let mut left = size;
     while left > 0 {
-        let n = splice_fd(file, pipe.1, block.min(left), "splice file to pipe")?;
+        let n = splice_fd(file, pipe.1, block.min(left), true, "splice file to pipe")?;
         if n == 0 {
             return Err(io::Error::other(
                 "the file ended before --size bytes were spliced",
             ));
         }
-        drain(pipe.0, sock, n, "splice pipe to socket")?;
+        drain(pipe.0, sock, n, true, "splice pipe to socket")?;
         left -= n;
     }
     Ok(())
@@ -304,7 +310,7 @@ fn tee(
 ) -> io::Result<()> {
     let mut left = size;
     while left > 0 {
-        let n = splice_fd(file, first.1, block.min(left), "splice file to pipe")?;
+        let n = splice_fd(file, first.1, block.min(left), true, "splice file to pipe")?;
         if n == 0 {
             return Err(io::Error::other(
                 "the file ended before --size bytes were spliced",
@@ -317,8 +323,11 @@ fn tee(
         if t != n {
             return Err(io::Error::other(format!("tee duplicated {t} of {n} bytes")));
         }
-        drain(first.0, sock, n, "splice pipe to socket")?;
-        drain(second.0, copy_sock, n, "splice tee copy to socket")?;
+        // No SPLICE_F_MORE towards the sockets: each is left alone while the other is written,
+        // and a held-back tail would keep its receiver waiting that long (measured: tee at 1 MiB
+        // blocks went from 0.93-0.96 of the reference's throughput to 1.01-1.06 without it).
+        drain(first.0, sock, n, false, "splice pipe to socket")?;
+        drain(second.0, copy_sock, n, false, "splice tee copy to socket")?;
         left -= n;
     }
     Ok(())
