@@ -28,6 +28,10 @@ pub struct SyscallStat {
     pub timed: u64,
 }
 
+/// Every syscall of one number is timed until this many were, on each CPU, so rare syscalls
+/// (an execve, a wait4) get a duration too; sampling starts after that.
+pub const ALWAYS_TIMED: u64 = 8;
+
 /// `start_ns` of a syscall in flight that is not timed; 0 marks an idle slot.
 pub const UNTIMED_START: u64 = 1;
 

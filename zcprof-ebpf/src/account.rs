@@ -8,8 +8,8 @@ use aya_ebpf::{
     },
 };
 use zcprof_common::{
-    Counter, DiskIo, EventKind, IFNAMSIZ, InFlight, MAX_SYSCALL_NR, NO_SYSCALL, NetXmit, OnCpu,
-    ProcStat, TraceEvent, UNTIMED_START,
+    ALWAYS_TIMED, Counter, DiskIo, EventKind, IFNAMSIZ, InFlight, MAX_SYSCALL_NR, NO_SYSCALL,
+    NetXmit, OnCpu, ProcStat, TraceEvent, UNTIMED_START,
 };
 
 use crate::{
@@ -37,10 +37,6 @@ static EXIT_GROUP_NR: Global<u32> = Global::new(231);
 /// measured on, more than the rest of the accounting together.
 #[unsafe(no_mangle)]
 static TIME_MASK: Global<u32> = Global::new(15);
-
-/// Every syscall of one number is timed until this many were, on each CPU, so rare syscalls
-/// (an execve, a wait4) get a duration too.
-const ALWAYS_TIMED: u64 = 8;
 
 /// Which name an event carries.
 enum Name<'a> {

@@ -501,6 +501,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
 
 /// How syscalls were timed, for the report.
 fn syscall_timing(every: u32) -> String {
+    use zcprof_common::ALWAYS_TIMED;
     if every <= 1 {
         "every call timed (bpf_ktime_get_ns at entry and return)".to_owned()
     } else {
@@ -511,10 +512,6 @@ fn syscall_timing(every: u32) -> String {
         )
     }
 }
-
-/// Calls of each syscall number timed on each CPU before sampling starts (the eBPF side's
-/// `ALWAYS_TIMED`).
-const ALWAYS_TIMED: u64 = 8;
 
 /// A syscall's time in the kernel: the timed calls' sum, scaled to every call when only a
 /// sample was timed (their mean times the count).
