@@ -124,6 +124,7 @@ pub fn run_one(
         received: delivery.received,
         usage: Some(delivery.usage),
         file: Some(file_info(source, opts.cache)),
+        net: None,
         devices: names.devices(&counts),
     };
     if let (Some(trace), Some(recording)) = (trace, recording) {
@@ -467,6 +468,7 @@ fn program_report(
         received: Vec::new(),
         usage,
         file: None,
+        net: None,
         devices: names.devices(counts),
     };
     if let Some((trace, recording, followed)) = save {

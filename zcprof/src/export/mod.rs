@@ -249,6 +249,7 @@ pub fn report_of(run: &ReadRun) -> Result<crate::model::RunReport, ExportError> 
         received: ctx.received.clone(),
         usage: ctx.usage,
         file: ctx.file.clone(),
+        net: None,
         devices: ctx.devices.devices(&run.counts),
     });
     report.notes.push(format!(

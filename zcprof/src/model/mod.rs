@@ -71,6 +71,22 @@ pub struct FileInfo {
     pub cache: String,
 }
 
+/// The network path a built-in workload sent over, so a row says which device and which
+/// scatter-gather state it used.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NetPath {
+    /// "loopback" or "veth".
+    pub kind: String,
+    /// The sender's device (`lo`, or the host end of the veth pair).
+    pub device: String,
+    /// Scatter-gather on the sender's device: with it, the socket can take page-cache pages by
+    /// reference; without it, the kernel copies them into linear buffers.
+    pub scatter_gather: Option<bool>,
+    /// Where the receiver listened (`127.0.0.1:port`, or the address inside the receiver's
+    /// network namespace).
+    pub receiver: String,
+}
+
 /// What was measured: a built-in transfer method, or a real program (`exec`, `attach`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Subject {
@@ -122,6 +138,8 @@ pub struct RunReport {
     pub process_rusage: Option<ChildUsage>,
     /// The source file of a built-in workload.
     pub file: Option<FileInfo>,
+    /// The network path of a built-in workload.
+    pub net: Option<NetPath>,
     pub devices: Devices,
     /// Per-process totals when a process tree was followed (exec, attach), by pid.
     pub processes: Vec<ProcessRow>,
@@ -164,6 +182,7 @@ pub struct RunInput<'a> {
     pub received: Vec<u64>,
     pub usage: Option<ChildUsage>,
     pub file: Option<FileInfo>,
+    pub net: Option<NetPath>,
     pub devices: Devices,
 }
 
@@ -200,6 +219,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         received,
         usage,
         file,
+        net,
         devices,
     } = input;
     let method = subject.method();
@@ -493,6 +513,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         received,
         process_rusage: usage,
         file,
+        net,
         devices,
         processes: process_rows(counts),
         trace,
@@ -942,6 +963,7 @@ pub(crate) mod tests {
                 block_device,
                 cache: "warm".to_owned(),
             }),
+            net: None,
             devices: Devices::default(),
         })
     }
@@ -1015,6 +1037,7 @@ pub(crate) mod tests {
             received: Vec::new(),
             usage: None,
             file: None,
+            net: None,
             devices: Devices::default(),
         });
         assert_eq!(r.method, "dd");
