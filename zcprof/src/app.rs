@@ -5,28 +5,14 @@ use std::{io::Write as _, process::ExitCode};
 use crate::{
     cancel,
     caps::{self, Kernel},
-    cli::{Command, TraceArgs, UsageError, Workload},
+    cli::{Command, TraceArgs, UsageError},
     export::{ExportError, Trace},
     measure::{self, MeasureError, Outcome},
     model::RunReport,
+    options::Workload,
     report::{self, Format},
     workload::Method,
 };
-
-/// When the process started, for `ZCPROF_TIMING` (the benchmark's start-up case).
-pub static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-
-/// With `ZCPROF_TIMING` set, says on stderr how long after start `what` happened.
-pub fn timing(what: &str) {
-    if std::env::var_os("ZCPROF_TIMING").is_some()
-        && let Some(start) = STARTED.get()
-    {
-        eprintln!(
-            "zcprof: timing: {what} after {:.1} ms",
-            start.elapsed().as_secs_f64() * 1e3
-        );
-    }
-}
 
 /// Exit status after Ctrl-C, as shells report a SIGINT death.
 const EXIT_INTERRUPTED: u8 = 130;
@@ -38,17 +24,14 @@ pub fn main(command: Command) -> ExitCode {
         return fail(2, &msg);
     }
     let (opts, trace) = match command {
-        Command::Run(run) => (
-            Workload::validate(vec![run.method], run.workload),
-            run.trace,
-        ),
+        Command::Run(run) => (run.workload.validate(vec![run.method]), run.trace),
         Command::Compare(cmp) => {
             let methods = if cmp.methods.is_empty() {
                 Method::ALL.to_vec()
             } else {
                 cmp.methods
             };
-            (Workload::validate(methods, cmp.workload), cmp.trace)
+            (cmp.workload.validate(methods), cmp.trace)
         }
         Command::Doctor { format } => return doctor(format),
         Command::Report { trace, format } => return report_trace(&trace, format),

@@ -4,7 +4,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{report::Format, units, workload::Method};
+use crate::{
+    options::{Cache, Workload},
+    report::Format,
+    units,
+    workload::Method,
+};
 
 const EXAMPLES: &str = "\
 EXAMPLES:
@@ -209,24 +214,6 @@ pub struct WorkloadArgs {
     pub format: Format,
 }
 
-/// Page cache state at the start of each run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Cache {
-    Warm,
-    Cold,
-}
-
-impl Cache {
-    /// Name used in reports.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Cache::Warm => "warm",
-            Cache::Cold => "cold",
-        }
-    }
-}
-
 #[derive(Debug, Args)]
 pub struct TransferArgs {
     #[arg(long, value_enum)]
@@ -241,33 +228,17 @@ pub struct TransferArgs {
     pub port: u16,
 }
 
-/// Default `--size`.
-pub const DEFAULT_SIZE: u64 = 64 << 20;
-
 /// A usage error, printed as one line with exit status 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-/// Validated workload options.
-#[derive(Clone, Debug)]
-pub struct Workload {
-    pub methods: Vec<Method>,
-    /// `None` when --file was not given and --size is the default.
-    pub size: Option<u64>,
-    pub block_size: u64,
-    pub file: Option<PathBuf>,
-    pub dir: PathBuf,
-    pub cache: Cache,
-    pub format: Format,
-}
-
-impl Workload {
-    /// Checks what can be checked without touching the kernel.
+impl WorkloadArgs {
+    /// Checks what can be checked without touching the kernel, for `methods`.
     ///
     /// # Errors
     /// A one-line usage error.
-    pub fn validate(methods: Vec<Method>, args: WorkloadArgs) -> Result<Workload, UsageError> {
+    pub fn validate(self, methods: Vec<Method>) -> Result<Workload, UsageError> {
         let WorkloadArgs {
             size,
             block_size,
@@ -275,7 +246,7 @@ impl Workload {
             dir,
             cache,
             format,
-        } = args;
+        } = self;
         if file.is_some() && dir.is_some() {
             return Err(UsageError(
                 "--dir is for the generated file; it cannot be combined with --file".into(),
@@ -429,7 +400,7 @@ mod tests {
                 cache: Cache::Warm,
                 format: Format::Table,
             };
-            Workload::validate(methods, args)
+            args.validate(methods)
         };
         assert!(
             w(Some(4096), 8192, vec![Method::Sendfile])
@@ -453,7 +424,7 @@ mod tests {
             format: Format::Table,
         };
         assert!(
-            Workload::validate(vec![Method::Splice], args)
+            args.validate(vec![Method::Splice])
                 .unwrap_err()
                 .0
                 .contains("not a directory")

@@ -86,7 +86,7 @@ fn check(kernel: &Kernel, object: &mut Result<aya::Ebpf, String>, variant: &Vari
 pub fn diagnose() -> Diagnosis {
     let kernel = Kernel::detect();
     let privileged = caps::check_privileges().is_ok();
-    crate::app::timing("kernel detected");
+    crate::timing::mark("kernel detected");
     let mut object = if privileged {
         probes::loader()
             .override_global(catalog::globals::TARGET_TGID, &0u32, true)
@@ -95,7 +95,7 @@ pub fn diagnose() -> Diagnosis {
     } else {
         Err(caps::CapsError::NotPrivileged.to_string())
     };
-    crate::app::timing("object loaded");
+    crate::timing::mark("object loaded");
     let mut points = Vec::new();
     for point in Point::ALL {
         let checks: Vec<Check> = if privileged {
@@ -115,11 +115,11 @@ pub fn diagnose() -> Diagnosis {
             checks,
         });
     }
-    crate::app::timing("every variant tried");
+    crate::timing::mark("every variant tried");
     if let Ok(ebpf) = &mut object {
         probes::unload_all(ebpf);
     }
-    crate::app::timing("programs unloaded");
+    crate::timing::mark("programs unloaded");
     Diagnosis {
         kernel,
         privileged,

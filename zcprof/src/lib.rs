@@ -1,19 +1,25 @@
 //! zcprof: measures what a file transfer really costs the kernel, with eBPF.
 //!
-//! The modules follow the flow of a run: `cli` (what was asked), `caps` (what the kernel
-//! allows), `workload` (the transfer being measured), `probes` (eBPF programs attached to it),
-//! `collect` (reading their maps), `model` (figures with provenance), `report` (rendering).
+//! Data flows one way, and no module imports one that calls it: `cli` (what was asked, checked
+//! into `options`) -> `app` (running it) -> `measure` (one measured run) -> `caps` (what the
+//! kernel allows), `workload` (the transfer being measured), `probes` (eBPF programs attached to
+//! it), `collect` (reading their maps), `devices` (what the device numbers in the counts mean)
+//! -> `model` (figures with provenance) -> `report` (rendering) and `export` (traces).
+//! `cancel`, `timing` and `units` serve them all.
 pub mod app;
 pub mod cancel;
 pub mod caps;
 pub mod cli;
 pub mod collect;
+pub mod devices;
 pub mod doctor;
 pub mod export;
 pub mod measure;
 pub mod model;
+pub mod options;
 pub mod probes;
 pub mod process;
 pub mod report;
+pub mod timing;
 pub mod units;
 pub mod workload;

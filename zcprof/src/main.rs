@@ -4,11 +4,12 @@ use std::process::ExitCode;
 use zcprof::{
     app,
     cli::{self, Command},
+    timing,
     workload::transfer,
 };
 
 fn main() -> ExitCode {
-    let _ = app::STARTED.set(std::time::Instant::now());
+    let _ = timing::STARTED.set(std::time::Instant::now());
     let cli = match cli::parse() {
         Ok(cli) => cli,
         Err(code) => return code,

@@ -4,10 +4,11 @@ use std::{collections::BTreeMap, path::Path};
 
 use crate::{
     caps::Kernel,
-    cli::{Cache, DEFAULT_SIZE, Workload},
     collect::{CollectError, Counts},
+    devices::DeviceNames,
     export::{Recorded, Recorder, RunContext, Trace, Unfinished},
-    model::{self, Devices, DiskRow, FileInfo, NetRow, RunInput, RunReport, Subject},
+    model::{self, FileInfo, RunInput, RunReport, Subject},
+    options::{Cache, DEFAULT_SIZE, Workload},
     probes::{HookPlan, Options, ProbeError, Probes},
     report::Failed,
     workload::{Method, Ready, SourceError, SourceFile, WorkloadError},
@@ -110,6 +111,8 @@ pub fn run_one(
         false,
         crate::probes::SAMPLE_HZ,
         trace.as_deref(),
+        // The receivers are threads of this process.
+        std::process::id(),
     )?;
     let delivery = ready.go()?;
     let (counts, recording) = measured.finish(trace.as_deref())?;
@@ -176,15 +179,17 @@ impl Measured {
         follow: bool,
         sample_hz: u64,
         trace: Option<&Trace>,
+        receiver_tgid: u32,
     ) -> Result<Measured, MeasureError> {
         let start_ns = trace.map_or(0, Trace::now_ns);
         let options = Options {
             follow,
             trace_ring: trace.map(Trace::ring_bytes),
             sample_hz,
+            receiver_tgid,
         };
         let mut probes = Probes::attach(kernel, plan, pid, options)?;
-        crate::app::timing("probes attached");
+        crate::timing::mark("probes attached");
         let recorder = if trace.is_some() {
             probes.take_events().map(Recorder::start)
         } else {
@@ -199,12 +204,12 @@ impl Measured {
 
     /// Detaches, takes the last events, and reads the counts.
     fn finish(self, trace: Option<&Trace>) -> Result<(Counts, Option<Recording>), MeasureError> {
-        crate::app::timing("measured process done");
+        crate::timing::mark("measured process done");
         let maps = self.probes.detach();
-        crate::app::timing("programs detached");
+        crate::timing::mark("programs detached");
         let recorded = self.recorder.map(Recorder::finish);
         let counts = Counts::read(&maps)?;
-        crate::app::timing("counts read");
+        crate::timing::mark("counts read");
         let recording = match (recorded, trace) {
             (Some(recorded), Some(trace)) => Some(Recording {
                 recorded,
@@ -315,89 +320,6 @@ fn file_info(source: &SourceFile, cache: Cache) -> FileInfo {
     }
 }
 
-/// What the device numbers and names in the counts mean, read from sysfs while measuring (and
-/// saved in traces, which may be read on another machine).
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct DeviceNames {
-    /// Block device names by kernel `dev_t`.
-    pub disk: BTreeMap<u32, String>,
-    /// Network devices by name: (has a physical device, scatter-gather on).
-    pub net: BTreeMap<String, (bool, Option<bool>)>,
-}
-
-impl DeviceNames {
-    /// Looks up the devices that appear in `counts`.
-    #[must_use]
-    pub fn resolve(counts: &Counts) -> DeviceNames {
-        let disk = counts
-            .disk_io
-            .keys()
-            .map(|&dev| {
-                // Kernel dev_t: major << 20 | minor.
-                let (major, minor) = (dev >> 20, dev & 0xf_ffff);
-                let name =
-                    std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent"))
-                        .ok()
-                        .and_then(|u| {
-                            u.lines()
-                                .find_map(|l| l.strip_prefix("DEVNAME=").map(str::to_owned))
-                        })
-                        .unwrap_or_else(|| format!("{major}:{minor}"));
-                (dev, name)
-            })
-            .collect();
-        let net = counts
-            .net_xmit
-            .keys()
-            .map(|name| {
-                let physical = Path::new("/sys/class/net")
-                    .join(name)
-                    .join("device")
-                    .exists();
-                (
-                    name.clone(),
-                    (physical, crate::caps::nic::nic(name).scatter_gather),
-                )
-            })
-            .collect();
-        DeviceNames { disk, net }
-    }
-
-    /// The device rows of `counts`.
-    #[must_use]
-    pub fn devices(&self, counts: &Counts) -> Devices {
-        let disk = counts
-            .disk_io
-            .iter()
-            .map(|(&dev, io)| DiskRow {
-                device: self
-                    .disk
-                    .get(&dev)
-                    .cloned()
-                    .unwrap_or_else(|| format!("{}:{}", dev >> 20, dev & 0xf_ffff)),
-                read_bytes: io.read_bytes,
-                write_bytes: io.write_bytes,
-                requests: io.requests,
-            })
-            .collect();
-        let net = counts
-            .net_xmit
-            .iter()
-            .map(|(name, x)| {
-                let (physical, scatter_gather) = self.net.get(name).copied().unwrap_or_default();
-                NetRow {
-                    device: name.clone(),
-                    bytes: x.bytes,
-                    packets: x.packets,
-                    physical,
-                    scatter_gather,
-                }
-            })
-            .collect();
-        Devices { disk, net }
-    }
-}
-
 /// The results of several methods: what ran, what failed, and whether Ctrl-C cut it short.
 #[derive(Default)]
 pub struct Outcome {
@@ -499,6 +421,7 @@ pub fn exec(
         follow,
         crate::probes::PROGRAM_SAMPLE_HZ,
         trace.as_deref(),
+        0,
     )?;
     let name = Path::new(&argv[0])
         .file_name()
@@ -535,6 +458,7 @@ pub fn attach(
         follow,
         crate::probes::PROGRAM_SAMPLE_HZ,
         trace.as_deref(),
+        0,
     )?;
     let name = format!("pid {pid}");
     let mut live = Live::new(kernel, &plan, &name);

@@ -18,7 +18,7 @@ use std::{
 pub use read::{ReadRun, read};
 pub use record::{Recorded, Recorder};
 
-use crate::{measure::DeviceNames, model::FileInfo, probes::PlanRecord, workload::ChildUsage};
+use crate::{devices::DeviceNames, model::FileInfo, probes::PlanRecord, workload::ChildUsage};
 
 /// The layout version of the `zcprof` section; readers refuse other versions.
 pub const FORMAT_VERSION: u32 = 1;
