@@ -5,11 +5,12 @@ use std::{io::Write as _, process::ExitCode};
 use crate::{
     cancel,
     caps::{self, Kernel},
-    cli::{Command, TraceArgs, UsageError},
+    cli::{Command, OutputArgs, TraceArgs, UsageError},
     export::{ExportError, Trace},
     measure::{self, MeasureError, Outcome},
     model::RunReport,
     options::Workload,
+    output::{Destination, ReportFile},
     report::{self, Format},
     workload::Method,
 };
@@ -23,15 +24,19 @@ pub fn main(command: Command) -> ExitCode {
     if let Some(Err(UsageError(msg))) = command.trace_args().map(TraceArgs::validate) {
         return fail(2, &msg);
     }
-    let (opts, trace) = match command {
-        Command::Run(run) => (run.workload.validate(vec![run.method]), run.trace),
+    let (opts, output, trace) = match command {
+        Command::Run(run) => (
+            run.workload.validate(vec![run.method]),
+            run.output,
+            run.trace,
+        ),
         Command::Compare(cmp) => {
             let methods = if cmp.methods.is_empty() {
                 Method::ALL.to_vec()
             } else {
                 cmp.methods
             };
-            (cmp.workload.validate(methods), cmp.trace)
+            (cmp.workload.validate(methods), cmp.output, cmp.trace)
         }
         Command::Doctor { format } => return doctor(format),
         Command::Report { trace, format } => return report_trace(&trace, format),
@@ -39,11 +44,18 @@ pub fn main(command: Command) -> ExitCode {
             no_follow,
             interval,
             format,
+            output,
             trace,
             command,
         } => {
+            let output = match open_output(&output) {
+                Ok(o) => o,
+                Err(code) => return code,
+            };
             return privileged(move || {
-                with_trace(&trace, |t| exec(&command, !no_follow, interval, format, t))
+                with_trace(&trace, |t| {
+                    exec(&command, !no_follow, interval, format, output, t)
+                })
             });
         }
         Command::Attach {
@@ -52,11 +64,16 @@ pub fn main(command: Command) -> ExitCode {
             no_follow,
             interval,
             format,
+            output,
             trace,
         } => {
+            let output = match open_output(&output) {
+                Ok(o) => o,
+                Err(code) => return code,
+            };
             return privileged(move || {
                 with_trace(&trace, |t| {
-                    attach(pid, duration, !no_follow, interval, format, t)
+                    attach(pid, duration, !no_follow, interval, format, output, t)
                 })
             });
         }
@@ -65,10 +82,25 @@ pub fn main(command: Command) -> ExitCode {
         }
         Command::Transfer(_) => unreachable!("handled before the runtime starts"),
     };
-    match opts {
-        Ok(opts) => privileged(move || with_trace(&trace, |t| workloads(&opts, t))),
-        Err(UsageError(msg)) => fail(2, &msg),
-    }
+    let opts = match opts {
+        Ok(opts) => opts,
+        Err(UsageError(msg)) => return fail(2, &msg),
+    };
+    let output = match open_output(&output) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    privileged(move || with_trace(&trace, |t| workloads(&opts, output, t)))
+}
+
+/// Creates the file of `-o` after the usage checks and before privileges and measuring, so a
+/// path that cannot be written fails in a moment (exit 1), not after the run.
+fn open_output(args: &OutputArgs) -> Result<Option<ReportFile>, ExitCode> {
+    args.output
+        .as_deref()
+        .map(ReportFile::create)
+        .transpose()
+        .map_err(|e| fail(1, &e.to_string()))
 }
 
 /// `zcprof __empty-hooks`: the benchmark's floor. Attaches the empty programs, runs `command`
@@ -175,6 +207,7 @@ fn report_trace(path: &std::path::Path, format: Format) -> ExitCode {
         },
         format,
         runs.len() == 1,
+        Destination::Stdout,
     )
 }
 
@@ -215,11 +248,16 @@ async fn under_watch(job: impl FnOnce() -> ExitCode + Send + 'static) -> ExitCod
     result.unwrap_or_else(|e| fail(1, &format!("internal error: {e}")))
 }
 
-fn workloads(opts: &Workload, trace: Option<&mut Trace>) -> ExitCode {
+fn workloads(opts: &Workload, output: Option<ReportFile>, trace: Option<&mut Trace>) -> ExitCode {
     let format = opts.format;
     let single = opts.methods.len() == 1;
     match measure_all(opts, trace) {
-        Ok(outcome) => finish(&outcome, format, single),
+        Ok(outcome) => finish(
+            &outcome,
+            format,
+            single,
+            Destination::or(output, Destination::Stdout),
+        ),
         Err(e) if e.is_interrupt() => fail(EXIT_INTERRUPTED, "interrupted"),
         Err(e) => fail(
             if matches!(e, MeasureError::Usage(_)) {
@@ -232,23 +270,26 @@ fn workloads(opts: &Workload, trace: Option<&mut Trace>) -> ExitCode {
     }
 }
 
-/// Prints one program's report: JSON and CSV on stdout, tables on stderr (as perf stat does) so that
-/// the measured command's own output stays clean.
-fn emit_program(report: &RunReport, format: Format) {
-    let _ = match format {
-        Format::Json => std::io::stdout()
-            .lock()
-            .write_all((report::json_run(report).unwrap_or_default() + "\n").as_bytes()),
-        Format::Table => std::io::stderr()
-            .lock()
-            .write_all(report::table(std::slice::from_ref(report), &[]).as_bytes()),
-        Format::Markdown => std::io::stderr()
-            .lock()
-            .write_all(report::markdown(std::slice::from_ref(report), &[]).as_bytes()),
-        Format::Csv => std::io::stdout()
-            .lock()
-            .write_all(report::csv(std::slice::from_ref(report), &[]).as_bytes()),
+/// Writes one program's report: JSON and CSV on stdout, tables on stderr (as perf stat does) so
+/// that the measured command's own output stays clean; all of them to the file of `-o`.
+fn emit_program(
+    report: &RunReport,
+    format: Format,
+    output: Option<ReportFile>,
+) -> Result<(), ExitCode> {
+    let one = std::slice::from_ref(report);
+    let (text, default) = match format {
+        Format::Json => (
+            report::json_run(report).unwrap_or_default() + "\n",
+            Destination::Stdout,
+        ),
+        Format::Table => (report::table(one, &[]), Destination::Stderr),
+        Format::Markdown => (report::markdown(one, &[]), Destination::Stderr),
+        Format::Csv => (report::csv(one, &[]), Destination::Stdout),
     };
+    Destination::or(output, default)
+        .write(&text)
+        .map_err(|e| fail(1, &e.to_string()))
 }
 
 fn exec(
@@ -256,12 +297,15 @@ fn exec(
     follow: bool,
     interval: Option<std::time::Duration>,
     format: Format,
+    output: Option<ReportFile>,
     trace: Option<&mut Trace>,
 ) -> ExitCode {
     let kernel = Kernel::detect();
     match measure::exec(&kernel, argv, follow, interval, trace) {
         Ok((report, status)) => {
-            emit_program(&report, format);
+            if let Err(code) = emit_program(&report, format, output) {
+                return code;
+            }
             if cancel::requested() {
                 fail(
                     EXIT_INTERRUPTED,
@@ -288,15 +332,16 @@ fn attach(
     follow: bool,
     interval: Option<std::time::Duration>,
     format: Format,
+    output: Option<ReportFile>,
     trace: Option<&mut Trace>,
 ) -> ExitCode {
     let kernel = Kernel::detect();
     match measure::attach(&kernel, pid, follow, duration, interval, trace) {
         // Ctrl-C is the ordinary way to end an attach (as with perf and bcc tools): exit 0.
-        Ok((report, _)) => {
-            emit_program(&report, format);
-            ExitCode::SUCCESS
-        }
+        Ok((report, _)) => match emit_program(&report, format, output) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(code) => code,
+        },
         Err(e) => fail(
             if matches!(e, MeasureError::Usage(_)) {
                 2
@@ -324,7 +369,7 @@ fn measure_all(opts: &Workload, trace: Option<&mut Trace>) -> Result<Outcome, Me
     Ok(measure::run_all(&kernel, &source, opts, trace))
 }
 
-fn finish(outcome: &Outcome, format: Format, single: bool) -> ExitCode {
+fn finish(outcome: &Outcome, format: Format, single: bool, to: Destination) -> ExitCode {
     let text = match format {
         Format::Table => report::table(&outcome.runs, &outcome.failed),
         Format::Markdown => report::markdown(&outcome.runs, &outcome.failed),
@@ -336,11 +381,8 @@ fn finish(outcome: &Outcome, format: Format, single: bool) -> ExitCode {
             report::json_compare(&outcome.runs, &outcome.failed).unwrap_or_default() + "\n"
         }
     };
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush())
-        && e.kind() != std::io::ErrorKind::BrokenPipe
-    {
-        return fail(1, &format!("cannot write the report: {e}"));
+    if let Err(e) = to.write(&text) {
+        return fail(1, &e.to_string());
     }
     if outcome.interrupted {
         return fail(

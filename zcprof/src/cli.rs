@@ -57,6 +57,8 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
         #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
         trace: TraceArgs,
     },
     /// Start a command and measure it and its descendants from its first instruction; exit with
@@ -68,10 +70,12 @@ pub enum Command {
         /// Print the table so far on stderr at this interval (1s, 500ms) while measuring.
         #[arg(long, value_parser = units::parse_duration)]
         interval: Option<std::time::Duration>,
-        /// Output format (the report goes to stderr for table and markdown, so the command's
-        /// own output stays on stdout).
+        /// Output format (without -o, the report goes to stderr for table and markdown, so the
+        /// command's own output stays on stdout).
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+        #[command(flatten)]
+        output: OutputArgs,
         #[command(flatten)]
         trace: TraceArgs,
         /// The command and its arguments, after `--`.
@@ -107,6 +111,15 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+}
+
+/// Where the report goes, on every measuring command.
+#[derive(Clone, Debug, Args)]
+pub struct OutputArgs {
+    /// Write the report (in whatever --format) to FILE instead of stdout (or stderr), for
+    /// example to keep it apart from a command's own output.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 /// Recording detail (syscall timing, event tracing), on every measuring command.
@@ -177,6 +190,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub workload: WorkloadArgs,
     #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
     pub trace: TraceArgs,
 }
 
@@ -187,6 +202,8 @@ pub struct CompareArgs {
     pub methods: Vec<Method>,
     #[command(flatten)]
     pub workload: WorkloadArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
     #[command(flatten)]
     pub trace: TraceArgs,
 }

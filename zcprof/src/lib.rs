@@ -4,7 +4,8 @@
 //! into `options`) -> `app` (running it) -> `measure` (one measured run) -> `caps` (what the
 //! kernel allows), `workload` (the transfer being measured), `probes` (eBPF programs attached to
 //! it), `collect` (reading their maps), `devices` (what the device numbers in the counts mean)
-//! -> `model` (figures with provenance) -> `report` (rendering) and `export` (traces).
+//! -> `model` (figures with provenance) -> `report` (rendering), `output` (where it goes) and
+//! `export` (traces).
 //! `cancel`, `timing` and `units` serve them all.
 pub mod app;
 pub mod cancel;
@@ -17,6 +18,7 @@ pub mod export;
 pub mod measure;
 pub mod model;
 pub mod options;
+pub mod output;
 pub mod probes;
 pub mod process;
 pub mod report;

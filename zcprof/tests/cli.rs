@@ -207,3 +207,36 @@ fn help_lists_examples_and_methods() {
     let top = zcprof().arg("--help").output().unwrap();
     assert!(String::from_utf8_lossy(&top.stdout).contains("EXAMPLES"));
 }
+
+/// `-o` into a directory that does not exist: one line naming the path, exit 1, before any
+/// privilege check or measurement (so the same line with and without root).
+#[test]
+fn output_into_a_missing_directory() {
+    let missing = "/nonexistent/zcprof/report.json";
+    for args in [
+        &["run", "--method", "sendfile", "--size", "1M", "-o", missing][..],
+        &["compare", "--output", missing],
+        &["exec", "-o", missing, "--", "true"],
+        &["attach", "--pid", "1", "-o", missing],
+    ] {
+        let line = fails(zcprof().args(args), 1);
+        assert!(
+            line.contains(missing) && line.contains("No such file"),
+            "{args:?}: {line}"
+        );
+    }
+}
+
+/// A usage error is reported before `-o` is created, and leaves no file.
+#[test]
+fn output_is_not_created_for_bad_usage() {
+    let dir = empty_dir("output-usage");
+    let report = dir.join("report.json");
+    fails(
+        zcprof()
+            .args(["run", "--method", "sendfile", "--time-every", "3", "-o"])
+            .arg(&report),
+        2,
+    );
+    assert!(!report.exists(), "no report file after a usage error");
+}
