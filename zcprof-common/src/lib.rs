@@ -135,11 +135,30 @@ pub enum Counter {
     TraceEvents = 19,
     /// Trace events the ring buffer had no room for (trace mode), per CPU.
     TraceLost = 20,
+    /// Payload bytes that left a traced process's TCP sockets for a device in the packets'
+    /// linear data (`net:net_dev_start_xmit`): the kernel copied them there, segmenting or
+    /// linearising for a device without scatter-gather.
+    XmitLinearBytes = 21,
+    /// Payload bytes that left a traced process's TCP sockets as page fragments: passed to the
+    /// device by reference.
+    XmitPagedBytes = 22,
+    /// Packets counted in the two slots above.
+    XmitPackets = 23,
+    /// Bytes the kernel copied into the page cache for a traced task (`ext4:*write_end`).
+    PageCacheWriteBytes = 24,
+    /// Bytes copied from socket buffers to a traced task's memory
+    /// (`skb:skb_copy_datagram_iovec`).
+    SockRecvBytes = 25,
+    /// The same for the built-in receiver (zcprof's own process), kept apart from the sender.
+    ReceiverRecvBytes = 26,
+    /// Packets of traced sockets that went out while no traced task was running (from ACK
+    /// processing in softirq or another task's context).
+    XmitOtherContext = 27,
 }
 
 impl Counter {
     /// Every slot, for readers that want them all.
-    pub const ALL: [Counter; 21] = [
+    pub const ALL: [Counter; 28] = [
         Counter::SyscallEntries,
         Counter::SyscallReturns,
         Counter::UnmatchedReturns,
@@ -161,6 +180,13 @@ impl Counter {
         Counter::Forks,
         Counter::TraceEvents,
         Counter::TraceLost,
+        Counter::XmitLinearBytes,
+        Counter::XmitPagedBytes,
+        Counter::XmitPackets,
+        Counter::PageCacheWriteBytes,
+        Counter::SockRecvBytes,
+        Counter::ReceiverRecvBytes,
+        Counter::XmitOtherContext,
     ];
 }
 
@@ -184,6 +210,25 @@ pub struct HookedBytes {
     pub copy_to_iter: u64,
     pub copy_from_iter: u64,
     pub sock_send: u64,
+    /// Payload that left the process's sockets in linear packet data (copied by segmentation
+    /// or linearisation), by the syscall that last sent on the socket.
+    pub xmit_linear: u64,
+    /// Payload that left in page fragments (by reference), by the same syscall.
+    pub xmit_paged: u64,
+    /// Bytes copied into the page cache (file system write_end tracepoints).
+    pub page_cache_write: u64,
+    /// Bytes copied from socket buffers to user memory.
+    pub sock_recv: u64,
+}
+
+/// The traced process that last sent on a socket, and in which syscall: packets of that socket
+/// are attributed to it wherever they leave (ACK-clocked sends run in softirq context).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct SockOwner {
+    pub tgid: u32,
+    /// Syscall number of the last send (`NO_SYSCALL` when unknown).
+    pub nr: u32,
 }
 
 /// Depth of stored kernel stacks (`PERF_MAX_STACK_DEPTH`).
@@ -310,4 +355,6 @@ mod pod {
     unsafe impl aya::Pod for super::ProcStat {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::OnCpu {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SockOwner {}
 }

@@ -67,3 +67,14 @@ static TRACE: Global<u32> = Global::new(0);
 pub fn tracing() -> bool {
     TRACE.load() != 0
 }
+
+/// The built-in workload's receiver (zcprof's own process), whose socket -> user copies are
+/// counted apart from the measured process's; 0 when there is none (exec, attach).
+#[unsafe(no_mangle)]
+static RECEIVER_TGID: Global<u32> = Global::new(0);
+
+/// The receiver's process id (0: none).
+#[inline(always)]
+pub fn receiver_tgid() -> u32 {
+    RECEIVER_TGID.load()
+}

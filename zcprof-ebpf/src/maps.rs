@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use zcprof_common::{
     COUNTER_SLOTS, DiskIo, HookedBytes, IFNAMSIZ, InFlight, MAX_SYSCALL_NR, NetXmit, OnCpu,
-    ProcStat, SyscallStat,
+    ProcStat, SockOwner, SyscallStat,
 };
 
 /// Per-syscall totals, indexed by syscall number.
@@ -70,3 +70,9 @@ pub static PROCS: PerCpuHashMap<u32, ProcStat> = PerCpuHashMap::with_max_entries
 /// One slot per CPU, see `OnCpu`.
 #[map]
 pub static ON_CPU: PerCpuArray<OnCpu> = PerCpuArray::with_max_entries(1, 0);
+
+/// Sockets a traced process sent on (`struct sock` address -> owner), so that its packets are
+/// recognised when they leave from softirq or another task's context. LRU: a long attach sees
+/// many short connections.
+#[map]
+pub static SOCKS: LruHashMap<u64, SockOwner> = LruHashMap::with_max_entries(4096, 0);

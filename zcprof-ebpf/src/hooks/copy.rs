@@ -12,7 +12,11 @@ use aya_ebpf::{
 };
 use zcprof_common::Counter;
 
-use crate::{account, filter::traced_tid, maps::STACKS};
+use crate::{
+    account,
+    filter::{traced, traced_tid},
+    maps::STACKS,
+};
 
 // fexit sees the arguments first, then the return value: all three functions take three
 // arguments (filemap_read(iocb, iter, already_read), _copy_to_iter(addr, bytes, iter),
@@ -93,24 +97,70 @@ fn instruction_pointer(data: &bpf_perf_event_data) -> u64 {
 
 // tcp_sendmsg(sk, msg, size) returns the bytes the socket took: copied into socket buffers
 // during write-type syscalls, taken as page references during sendfile/splice (6.5+, with SG).
-copy_exit!(
-    tcp_sendmsg_fexit,
-    tcp_sendmsg_kretprobe,
-    "tcp_sendmsg",
-    Counter::SockSendBytes
-);
 
-/// `sock:sock_send_length` record offset of `int ret`, from the format file (Linux >= 6.3).
+/// fexit on `tcp_sendmsg`; also remembers the socket as the process's (see `register_socket`).
+#[fexit(function = "tcp_sendmsg")]
+pub fn tcp_sendmsg_fexit(ctx: FExitContext) -> i32 {
+    if let Some((tgid, tid)) = traced() {
+        let ret = ctx.arg::<i64>(FEXIT_RET);
+        account::copied(tid, Counter::SockSendBytes, ret);
+        if ret > 0
+            && let Some(nr) = account::syscall_of(tid)
+        {
+            account::register_socket(ctx.arg::<u64>(0), tgid, nr);
+        }
+    }
+    0
+}
+
+/// kretprobe on `tcp_sendmsg` (the socket is not known at return: packets register it).
+#[kretprobe]
+pub fn tcp_sendmsg_kretprobe(ctx: RetProbeContext) -> u32 {
+    if let Some(tid) = traced_tid() {
+        account::copied(tid, Counter::SockSendBytes, ctx.ret::<i64>());
+    }
+    0
+}
+
+/// `sock:sock_send_length` record offsets of `void *sk`, `__u16 family`, `__u16 protocol` and
+/// `int ret`, from the format file (Linux >= 6.3).
+#[unsafe(no_mangle)]
+static SOCK_OFF_SK: Global<u32> = Global::new(8);
+#[unsafe(no_mangle)]
+static SOCK_OFF_FAMILY: Global<u32> = Global::new(16);
+#[unsafe(no_mangle)]
+static SOCK_OFF_PROTOCOL: Global<u32> = Global::new(18);
 #[unsafe(no_mangle)]
 static SOCK_OFF_RET: Global<u32> = Global::new(20);
 
-/// Classic tracepoint `sock:sock_send_length`, fired as every sendmsg on a socket returns.
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const IPPROTO_TCP: u16 = 6;
+
+/// Classic tracepoint `sock:sock_send_length`, fired as every sendmsg on a socket returns. A TCP
+/// socket that took bytes is remembered as the process's, so that its packets are recognised
+/// wherever they leave.
 #[tracepoint(category = "sock", name = "sock_send_length")]
 pub fn sock_send_length_tracepoint(ctx: TracePointContext) -> u32 {
-    if let Some(tid) = traced_tid() {
-        // SAFETY: offset from the tracepoint's format file.
-        if let Ok(ret) = unsafe { ctx.read_at::<i32>(SOCK_OFF_RET.load() as usize) } {
+    if let Some((tgid, tid)) = traced() {
+        // SAFETY: offsets from the tracepoint's format file.
+        let (ret, sk, family, protocol) = unsafe {
+            (
+                ctx.read_at::<i32>(SOCK_OFF_RET.load() as usize),
+                ctx.read_at::<u64>(SOCK_OFF_SK.load() as usize),
+                ctx.read_at::<u16>(SOCK_OFF_FAMILY.load() as usize),
+                ctx.read_at::<u16>(SOCK_OFF_PROTOCOL.load() as usize),
+            )
+        };
+        if let Ok(ret) = ret {
             account::copied(tid, Counter::SockSendBytes, i64::from(ret));
+            if ret > 0
+                && let (Ok(sk), Ok(family), Ok(IPPROTO_TCP)) = (sk, family, protocol)
+                && (family == AF_INET || family == AF_INET6)
+                && let Some(nr) = account::syscall_of(tid)
+            {
+                account::register_socket(sk, tgid, nr);
+            }
         }
     }
     0

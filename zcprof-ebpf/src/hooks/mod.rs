@@ -3,6 +3,7 @@
 mod copy;
 mod device;
 mod faults;
+mod kernel_copies;
 mod process;
 mod sched;
 mod syscalls;

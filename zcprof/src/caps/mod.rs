@@ -1,5 +1,6 @@
 //! Capability probing: what this kernel and this process allow, decided from the kernel's own
 //! answers (files it exposes, loads it accepts), never from its version number alone.
+pub mod btf;
 pub mod nic;
 
 use std::{fs, path::PathBuf};

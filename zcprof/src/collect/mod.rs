@@ -49,6 +49,19 @@ pub struct Counts {
     pub sock_send_bytes: u64,
     /// Forks made by traced processes.
     pub forks: u64,
+    /// Payload of the traced process's TCP sockets handed to devices in linear packet data
+    /// (copied by segmentation or linearisation) and in page fragments (by reference), the
+    /// packets, and those sent while no traced task ran (softirq, another task).
+    pub xmit_linear_bytes: u64,
+    pub xmit_paged_bytes: u64,
+    pub xmit_packets: u64,
+    pub xmit_other_context: u64,
+    /// Bytes a file system copied into the page cache for the traced process.
+    pub page_cache_write_bytes: u64,
+    /// Bytes copied from socket buffers into the traced process's memory.
+    pub sock_recv_bytes: u64,
+    /// The same for the built-in receiver (zcprof's own process).
+    pub receiver_recv_bytes: u64,
     /// Hooked copy bytes by the syscall the thread was in (syscall number), non-zero only.
     pub hooked_by_syscall: BTreeMap<u32, HookedBytes>,
     /// Block I/O completed while measuring, by kernel `dev_t` (major << 20 | minor).
@@ -204,6 +217,13 @@ impl Counts {
                 Counter::Forks => counts.forks = values.sum(),
                 Counter::TraceEvents => counts.trace_events = values.sum(),
                 Counter::TraceLost => counts.trace_lost = values.collect(),
+                Counter::XmitLinearBytes => counts.xmit_linear_bytes = values.sum(),
+                Counter::XmitPagedBytes => counts.xmit_paged_bytes = values.sum(),
+                Counter::XmitPackets => counts.xmit_packets = values.sum(),
+                Counter::XmitOtherContext => counts.xmit_other_context = values.sum(),
+                Counter::PageCacheWriteBytes => counts.page_cache_write_bytes = values.sum(),
+                Counter::SockRecvBytes => counts.sock_recv_bytes = values.sum(),
+                Counter::ReceiverRecvBytes => counts.receiver_recv_bytes = values.sum(),
             }
         }
         let syscalls: PerCpuArray<_, SyscallStat> =
@@ -290,6 +310,10 @@ impl Counts {
                     copy_to_iter: a.copy_to_iter + b.copy_to_iter,
                     copy_from_iter: a.copy_from_iter + b.copy_from_iter,
                     sock_send: a.sock_send + b.sock_send,
+                    xmit_linear: a.xmit_linear + b.xmit_linear,
+                    xmit_paged: a.xmit_paged + b.xmit_paged,
+                    page_cache_write: a.page_cache_write + b.page_cache_write,
+                    sock_recv: a.sock_recv + b.sock_recv,
                 });
             if total != HookedBytes::default() {
                 counts.hooked_by_syscall.insert(nr, total);

@@ -51,6 +51,9 @@ pub fn copy_routine(slot: u32) -> &'static str {
         s if s == Counter::CopyToIterBytes as u32 => "_copy_to_iter",
         s if s == Counter::CopyFromIterBytes as u32 => "_copy_from_iter",
         s if s == Counter::SockSendBytes as u32 => "sock_send",
+        s if s == Counter::PageCacheWriteBytes as u32 => "page cache write (ext4 write_end)",
+        s if s == Counter::SockRecvBytes as u32 => "socket receive (skb_copy_datagram_iter)",
+        s if s == Counter::XmitLinearBytes as u32 => "copy into linear packet data (segmentation)",
         _ => "copy",
     }
 }
@@ -97,7 +100,7 @@ pub fn write<W: Write>(out: &mut W, origin_ns: u64, runs: &[Run]) -> io::Result<
             us(ctx.start_ns),
             us(ctx.end_ns.saturating_sub(ctx.start_ns)),
         ))?;
-        let mut copied: HashMap<u32, [u64; 4]> = HashMap::new();
+        let mut copied: HashMap<u32, [u64; 7]> = HashMap::new();
         let mut disk_total = 0u64;
         for e in events {
             let (pid, tid) = (e.tgid, e.tid);
@@ -167,13 +170,16 @@ pub fn write<W: Write>(out: &mut W, origin_ns: u64, runs: &[Run]) -> io::Result<
                         a if a == Counter::FilemapReadBytes as u32 => 0,
                         a if a == Counter::CopyToIterBytes as u32 => 1,
                         a if a == Counter::CopyFromIterBytes as u32 => 2,
+                        a if a == Counter::PageCacheWriteBytes as u32 => 4,
+                        a if a == Counter::SockRecvBytes as u32 => 5,
+                        a if a == Counter::XmitLinearBytes as u32 => 6,
                         _ => 3,
                     };
                     totals[i] += e.value.unsigned_abs();
                     records.push(&line)?;
                     line = format!(
-                        "{{\"ph\":\"C\",\"name\":\"bytes through hooked routines\",\"pid\":{pid},\"ts\":{ts},\"args\":{{\"filemap_read\":{},\"_copy_to_iter\":{},\"_copy_from_iter\":{},\"sock_send\":{}}}}}",
-                        totals[0], totals[1], totals[2], totals[3]
+                        "{{\"ph\":\"C\",\"name\":\"bytes through hooked routines\",\"pid\":{pid},\"ts\":{ts},\"args\":{{\"filemap_read\":{},\"_copy_to_iter\":{},\"_copy_from_iter\":{},\"sock_send\":{},\"page_cache_write\":{},\"sock_recv\":{},\"segmentation\":{}}}}}",
+                        totals[0], totals[1], totals[2], totals[3], totals[4], totals[5], totals[6]
                     );
                 }
                 Some(EventKind::Disk) => {

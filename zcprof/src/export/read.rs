@@ -284,6 +284,24 @@ fn add(runs: &mut [ReadRun], r: &Record) -> Result<(), String> {
                         by.sock_send += bytes;
                     }
                 }
+                s if s == Counter::PageCacheWriteBytes as u64 => {
+                    counts.page_cache_write_bytes += bytes;
+                    if let Some(by) = by {
+                        by.page_cache_write += bytes;
+                    }
+                }
+                s if s == Counter::SockRecvBytes as u64 => {
+                    counts.sock_recv_bytes += bytes;
+                    if let Some(by) = by {
+                        by.sock_recv += bytes;
+                    }
+                }
+                s if s == Counter::XmitLinearBytes as u64 => {
+                    counts.xmit_linear_bytes += bytes;
+                    if let Some(by) = by {
+                        by.xmit_linear += bytes;
+                    }
+                }
                 other => return Err(format!("a copy event of unknown slot {other}")),
             }
             if let Some(p) = process(run, r.pid) {

@@ -43,6 +43,97 @@ const COPY_ROUTINES: &[&str] = &[
     "__arch_copy_from_user",
 ];
 
+/// The path a sampled copy was on, from its caller chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SampledPath {
+    /// Under `filemap_read` (or 5.10's `generic_file_buffered_read`): page cache -> user.
+    PageCacheToUser,
+    /// Under a socket's sendmsg: user (or page cache) -> socket buffer.
+    ToSocket,
+    /// Under software segmentation or linearisation: into linear packet data.
+    Segmentation,
+    /// Under a file system's buffered write: into the page cache.
+    ToPageCache,
+    /// Under a socket receive: socket buffer -> user.
+    SocketToUser,
+    /// Pipes and anything else.
+    PipeOrOther,
+}
+
+/// Caller functions that name a path, checked from the leaf up: the first match wins (a
+/// segmentation inside a sendmsg is segmentation).
+const PATH_CALLERS: &[(&str, SampledPath)] = &[
+    ("skb_copy_bits", SampledPath::Segmentation),
+    ("skb_segment", SampledPath::Segmentation),
+    ("__skb_linearize", SampledPath::Segmentation),
+    ("__pskb_pull_tail", SampledPath::Segmentation),
+    ("skb_copy_datagram_iter", SampledPath::SocketToUser),
+    ("tcp_recvmsg_locked", SampledPath::SocketToUser),
+    ("generic_perform_write", SampledPath::ToPageCache),
+    ("iomap_write_iter", SampledPath::ToPageCache),
+    ("shmem_file_write_iter", SampledPath::ToPageCache),
+    ("filemap_read", SampledPath::PageCacheToUser),
+    ("generic_file_buffered_read", SampledPath::PageCacheToUser),
+    ("shmem_file_read_iter", SampledPath::PageCacheToUser),
+    ("tcp_sendmsg_locked", SampledPath::ToSocket),
+    ("unix_stream_sendmsg", SampledPath::ToSocket),
+    ("udp_sendmsg", SampledPath::ToSocket),
+    ("tcp_sendpage", SampledPath::ToSocket),
+];
+
+/// The path of a copy sample (stack leaf first), or `None` when it was not copying.
+#[must_use]
+pub fn sampled_path(frames: &[String]) -> Option<SampledPath> {
+    if !frames.first().is_some_and(|leaf| is_copy_routine(leaf)) {
+        return None;
+    }
+    Some(
+        frames
+            .iter()
+            .find_map(|f| {
+                PATH_CALLERS
+                    .iter()
+                    .find(|(name, _)| name == f)
+                    .map(|(_, p)| *p)
+            })
+            .unwrap_or(SampledPath::PipeOrOther),
+    )
+}
+
+/// Kernel-mode samples of the measured process, by the copy path they were on.
+#[derive(Clone, Debug, Default)]
+pub struct Samples {
+    /// Sampling ran.
+    pub ran: bool,
+    pub kernel: u64,
+    pub by_path: BTreeMap<SampledPath, u64>,
+}
+
+impl Samples {
+    /// Sorts the sampled stacks by path.
+    #[must_use]
+    pub fn from_counts(plan: &HookPlan, counts: &Counts) -> Samples {
+        let mut by_path = BTreeMap::new();
+        for (frames, n) in &counts.kernel_stacks {
+            if let Some(p) = sampled_path(frames) {
+                *by_path.entry(p).or_default() += n;
+            }
+        }
+        Samples {
+            ran: plan.chosen(Point::CopySample).is_some(),
+            kernel: counts.samples_kernel,
+            by_path,
+        }
+    }
+
+    /// Samples on any of `paths` (`None` when sampling did not run).
+    #[must_use]
+    pub fn on(&self, paths: &[SampledPath]) -> Option<u64> {
+        self.ran
+            .then(|| paths.iter().filter_map(|p| self.by_path.get(p)).sum())
+    }
+}
+
 /// True when `name` is a copy routine.
 pub fn is_copy_routine(name: &str) -> bool {
     COPY_ROUTINES.contains(&name)
@@ -161,34 +252,34 @@ fn hooked(
         "bytes sockets took during sendfile/splice: page-cache pages passed by reference where the \
          device has scatter-gather (before 6.5 sendfile bypasses this hook: 0)",
     );
-    // With both directions hooked, the kernel's own copy routines are the best evidence.
+    // With both directions hooked, the kernel's own iov_iter copy routines check the ledger.
     if let (Some(to), Some(from)) = (
         plan.chosen(Point::CopyToIter),
         plan.chosen(Point::CopyFromIter),
     ) {
         let hooked = counts.copy_to_iter_bytes + counts.copy_from_iter_bytes;
-        let note = format!(
-            "{} copied out of and {} into the kernel by its iov_iter copy routines; syscall semantics \
-             gives {}",
-            fmt_bytes(counts.copy_to_iter_bytes),
-            fmt_bytes(counts.copy_from_iter_bytes),
-            fmt_bytes(semantic_bytes)
-        );
         figures.insert(
-            "cpu_copy_bytes",
+            "iov_iter_copy_bytes",
             Figure::measured(
                 hooked,
                 transfers,
                 &Source::Counted(vec![to.describe(), from.describe()]),
-                note,
+                format!(
+                    "{} copied out of and {} into the kernel by its iov_iter copy routines (user \
+                     buffers and iov_iters of pages; not segmentation copies); syscall semantics \
+                     gives {}",
+                    fmt_bytes(counts.copy_to_iter_bytes),
+                    fmt_bytes(counts.copy_from_iter_bytes),
+                    fmt_bytes(semantic_bytes)
+                ),
             ),
         );
         #[expect(clippy::cast_precision_loss, reason = "ratio")]
         let off = hooked.abs_diff(semantic_bytes) as f64 / hooked.max(semantic_bytes).max(1) as f64;
         if off > 0.05 {
             notes.push(format!(
-                "The hooked copy routines counted {} of CPU copies where syscall semantics gives {}: \
-                 the kernel copied {} than the syscalls' user buffers suggest.",
+                "The hooked iov_iter copy routines counted {} where syscall semantics gives {}: the \
+                 kernel copied {} than the syscalls' user buffers suggest.",
                 fmt_bytes(hooked),
                 fmt_bytes(semantic_bytes),
                 if hooked > semantic_bytes { "more" } else { "less" }

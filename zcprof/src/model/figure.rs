@@ -11,6 +11,8 @@ pub enum Source {
     Sampled(Vec<String>),
     /// Measured by the kernel clock of the traced events.
     KernelClock(Vec<String>),
+    /// The copy ledger: the sum of several paths, each with its own source.
+    Ledger(Vec<String>),
     /// Not measured on this kernel or by this version.
     Unavailable,
 }
@@ -34,6 +36,7 @@ impl Source {
             Source::KernelClock(hooks) => {
                 format!("kernel clock at traced events ({})", hooks.join(" + "))
             }
+            Source::Ledger(paths) => format!("copy ledger, by path: {}", paths.join("; ")),
             Source::Unavailable => "unavailable".to_owned(),
         }
     }
@@ -91,7 +94,7 @@ impl Figure {
 
 /// Whole numbers as JSON integers, others as floats rounded to 4 decimals.
 #[expect(clippy::ref_option, reason = "serde's serialize_with signature")]
-fn number<S: serde::Serializer>(value: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+pub(super) fn number<S: serde::Serializer>(value: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
     match value {
         None => s.serialize_none(),
         #[expect(

@@ -2,12 +2,15 @@
 //! claims, with footnotes where they differ for a known reason.
 mod copies;
 mod figure;
+pub mod ledger;
+mod notes;
 pub mod syscalls;
 pub mod textbook;
 
 use std::collections::BTreeMap;
 
 pub use figure::{Figure, Source};
+pub use ledger::CopyPath;
 use syscalls::DataPath;
 pub use textbook::Textbook;
 
@@ -128,6 +131,11 @@ pub struct RunReport {
     /// How the syscalls' time in the kernel was measured.
     pub syscall_timing: String,
     pub figures: BTreeMap<&'static str, Figure>,
+    /// The copy ledger: every CPU copy of payload the measured process caused, by path; their
+    /// sum is `figures.cpu_copy_bytes`.
+    pub copies: Vec<CopyPath>,
+    /// The built-in receiver's own copies, apart from the sender's.
+    pub receiver_copies: Vec<CopyPath>,
     pub textbook: Textbook,
     /// Where measurement and textbook differ, and why (when the cause is known).
     pub notes: Vec<String>,
@@ -356,7 +364,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         ));
     }
     figures.insert(
-        "cpu_copy_bytes",
+        "user_buffer_copy_bytes",
         Figure::measured(cpu_to_user + from_user, transfers, &semantics, copy_note),
     );
     figures.insert(
@@ -394,6 +402,32 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         &mut figures,
         &mut notes,
     );
+    let samples = copies::Samples::from_counts(plan, counts);
+    let ledger = ledger::build(&ledger::Inputs {
+        plan,
+        counts,
+        transfers,
+        method,
+        to_user,
+        from_user,
+        dma_reads,
+        samples: &samples,
+    });
+    figures.insert(
+        "cpu_copy_bytes",
+        ledger::figure(&ledger, transfers, &ledger::watched(plan)),
+    );
+    for r in &ledger.receiver {
+        #[expect(clippy::cast_precision_loss, reason = "display precision")]
+        notes.push(format!(
+            "Receiver, apart from the sender: {} {} ({:.2} blocks per step), {}. The note counts \
+             only the sending side.",
+            r.path,
+            fmt_bytes(r.bytes),
+            r.per_transfer.unwrap_or(0.0) / block_size.max(1) as f64,
+            r.source
+        ));
+    }
     dma_figures(plan, &devices, transfers, &mut figures);
     let dma_api: Vec<String> = [Point::DmaMap, Point::DmaMapSg]
         .into_iter()
@@ -447,18 +481,22 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         );
     }
 
-    let textbook = method.map_or_else(textbook::program, textbook::for_method);
-    notes.extend(differences(
+    let textbook = method.map_or_else(textbook::program, |m| {
+        textbook::for_method(m, net.as_ref().and_then(|n| n.scatter_gather))
+    });
+    notes.extend(notes::differences(&notes::Inputs {
         method,
         transfers,
         block_size,
         counts,
-        &figures,
-        &textbook,
-        file.as_ref(),
+        figures: &figures,
+        textbook: &textbook,
+        file: file.as_ref(),
         to_user,
-        &devices,
-    ));
+        devices: &devices,
+        net: net.as_ref(),
+        copies: &ledger.sender,
+    }));
     if counts.in_flight_lost > 0 {
         notes.push(format!(
             "{} syscall entries could not be tracked to their return (in-flight map full); their \
@@ -508,6 +546,8 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         syscalls_by_name: by_name,
         syscalls: rows,
         figures,
+        copies: ledger.sender,
+        receiver_copies: ledger.receiver,
         textbook,
         notes,
         received,
@@ -745,145 +785,6 @@ fn dma_figures(
             ),
         );
     }
-}
-
-fn per(figures: &BTreeMap<&'static str, Figure>, key: &str) -> f64 {
-    figures.get(key).and_then(|f| f.per_transfer).unwrap_or(0.0)
-}
-
-/// Footnotes: where measured and textbook differ, with the cause when it is known.
-#[expect(clippy::too_many_arguments, reason = "plain inputs of one report")]
-#[expect(clippy::cast_precision_loss, reason = "display precision")]
-fn differences(
-    method: Option<Method>,
-    transfers: u64,
-    block_size: u64,
-    counts: &Counts,
-    figures: &BTreeMap<&'static str, Figure>,
-    textbook: &Textbook,
-    file: Option<&FileInfo>,
-    to_user: u64,
-    devices: &Devices,
-) -> Vec<String> {
-    let mut notes = Vec::new();
-    let mode = per(figures, "mode_switches");
-    let ctx = per(figures, "context_switches");
-    notes.push(format!(
-        "The note's \"context switches\" are user/kernel mode switches: {mode:.2} per step measured. The \
-         scheduler really switched the sender out {ctx:.2} times per step ({} voluntary, {} involuntary \
-         in all), a different cost the note leaves out.",
-        counts.voluntary_switches, counts.involuntary_switches
-    ));
-    if let Some(tb) = textbook.syscalls {
-        let sys = per(figures, "syscalls");
-        if (sys - tb).abs() > 0.25 {
-            let why = match method {
-                Some(Method::MmapWrite) => {
-                    " because the file is mapped once for the whole transfer, not once per step, so only \
-                     write() repeats"
-                }
-                _ if sys > tb => {
-                    " because a call moved less than a block and was repeated, or the loop needed more calls \
-                     than the note counts"
-                }
-                _ => "",
-            };
-            notes.push(format!(
-                "Syscalls per step: {sys:.2} measured against the note's {tb}{why}."
-            ));
-        }
-    }
-    let copies = per(figures, "cpu_copy_bytes") / block_size.max(1) as f64;
-    match method {
-        Some(Method::Sendfile | Method::Splice | Method::Tee) => {
-            let call = if method == Some(Method::Sendfile) { "sendfile" } else { "splice" };
-            let mut note = format!("{copies:.2} block copies per step crossed a user buffer.");
-            // Scatter-gather on the sending device is what lets the socket take page-cache pages
-            // by reference; the sampled share says whether the kernel copied anyway.
-            let sg: Vec<_> = devices
-                .net
-                .iter()
-                .filter(|n| n.scatter_gather == Some(true))
-                .map(|n| n.device.as_str())
-                .collect();
-            if !sg.is_empty() {
-                note.push_str(&format!(
-                    " {} has scatter-gather on, so {call} can hand the socket page-cache pages by \
-                     reference: the note's \"SG-DMA\" case, without a NIC.",
-                    sg.join(", ")
-                ));
-            }
-            match figures.get("copy_cpu_share").and_then(|f| f.value) {
-                Some(share) if share < 0.02 => note.push_str(&format!(
-                    " Sampling found {:.1}% of the kernel's time in copy routines: no page-cache -> \
-                     socket copy.",
-                    share * 100.0
-                )),
-                Some(share) => note.push_str(&format!(
-                    " Sampling found {:.0}% of the kernel's time in copy routines.",
-                    share * 100.0
-                )),
-                None => note.push_str(&format!(
-                    " Whether the kernel copied inside {call} is not visible to syscall semantics here."
-                )),
-            }
-            notes.push(note);
-        }
-        Some(Method::DirectIo) if file.is_some_and(|f| f.block_device) => notes.push(format!(
-            "O_DIRECT on {} bypasses the page cache: the device writes into the user buffer, so the only \
-             CPU copy per step is write() into the socket ({copies:.2} block copies per step).",
-            file.map_or("?", |f| f.filesystem.as_str())
-        )),
-        Some(Method::DirectIo) => notes.push(format!(
-            "{} has no block device: it accepts O_DIRECT but serves the read from memory, so the read is \
-             a CPU copy ({} kernel->user) and no disk DMA can happen.",
-            file.map_or("?", |f| f.filesystem.as_str()),
-            fmt_bytes(to_user)
-        )),
-        _ => {}
-    }
-    if transfers > 0 && counts.syscall_entries == 0 {
-        notes.push(
-            "No syscall of the transfer process was seen: the probes did not fire.".to_owned(),
-        );
-    }
-    if let Some(Figure {
-        value: Some(dma),
-        per_transfer: Some(dma_step),
-        ..
-    }) = figures.get("disk_read_bytes")
-    {
-        let (dma, dma_step) = (*dma, *dma_step);
-        let size = transfers as f64 * block_size as f64;
-        if method == Some(Method::DirectIo) || file.is_some_and(|f| f.cache == "cold") {
-            notes.push(format!(
-                "Disk DMA: {} read from disk, {:.2} blocks per step{}.",
-                fmt_bytes(dma as u64),
-                dma_step / block_size.max(1) as f64,
-                if file.is_some_and(|f| f.block_device) {
-                    ""
-                } else {
-                    " (the file system has no block device, so nothing can come from a disk)"
-                }
-            ));
-        } else if file.is_some() && dma < size / 100.0 {
-            notes.push(format!(
-                "The page cache was warm: the file was already in memory, so the disk did no DMA for it \
-                 ({} read from disk while measuring). Use --cache cold to see the note's disk DMA.",
-                fmt_bytes(dma as u64)
-            ));
-        }
-    }
-    if figures.get("nic_dma_bytes").and_then(|f| f.value) == Some(0.0)
-        && textbook.dma_copies.is_some()
-    {
-        notes.push(
-            "The receiver is on loopback, a virtual device without a NIC, so the note's socket->NIC DMA \
-             cannot happen on this path."
-                .to_owned(),
-        );
-    }
-    notes
 }
 
 #[cfg(test)]

@@ -29,9 +29,10 @@ pub fn program() -> Textbook {
     }
 }
 
-/// The textbook row for `method`.
+/// The textbook row for `method`; `scatter_gather`, where known, picks sendfile's row: the plain
+/// "sendfile" row without it, "sendfile + SG-DMA" with it.
 #[must_use]
-pub fn for_method(method: Method) -> Textbook {
+pub fn for_method(method: Method, scatter_gather: Option<bool>) -> Textbook {
     let none = Textbook {
         syscalls: None,
         mode_switches: None,
@@ -64,14 +65,33 @@ pub fn for_method(method: Method) -> Textbook {
                    cache->socket buffer",
             ..none
         },
-        Method::Sendfile => Textbook {
-            syscalls: Some(1.0),
-            mode_switches: Some(2.0),
-            dma_copies: Some(2.0),
-            cpu_copies: Some(1.0),
-            cpu_copies_with_sg_dma: Some(0.0),
-            note: "sendfile: one CPU copy page cache->socket buffer, none with a scatter-gather NIC \
-                   (SG-DMA)",
+        Method::Sendfile => match scatter_gather {
+            Some(false) => Textbook {
+                syscalls: Some(1.0),
+                mode_switches: Some(2.0),
+                dma_copies: Some(2.0),
+                cpu_copies: Some(1.0),
+                note: "sendfile: one CPU copy page cache->socket buffer (the device has no \
+                       scatter-gather)",
+                ..none
+            },
+            Some(true) => Textbook {
+                syscalls: Some(1.0),
+                mode_switches: Some(2.0),
+                dma_copies: Some(2.0),
+                cpu_copies: Some(0.0),
+                note: "sendfile + SG-DMA: the device gathers the page-cache pages itself, no CPU copy",
+                ..none
+            },
+            None => Textbook {
+                syscalls: Some(1.0),
+                mode_switches: Some(2.0),
+                dma_copies: Some(2.0),
+                cpu_copies: Some(1.0),
+                cpu_copies_with_sg_dma: Some(0.0),
+                note: "sendfile: one CPU copy page cache->socket buffer, none with a scatter-gather \
+                       NIC (SG-DMA)",
+            },
         },
         Method::Splice => Textbook {
             cpu_copies: Some(0.0),

@@ -37,11 +37,20 @@ pub enum Point {
     SockSend,
     /// A traced process forking (followed into the child when following is on).
     ProcessFork,
+    /// A packet handed to a device driver after software segmentation: payload of the measured
+    /// process's TCP sockets in linear data (copied) or page fragments (by reference).
+    NetStartXmit,
+    /// Socket buffer -> user memory copies (`skb_copy_datagram_iter`).
+    SockRecv,
+    /// ext4 copying into the page cache (delayed allocation, the default).
+    Ext4DaWriteEnd,
+    /// ext4 copying into the page cache without delayed allocation.
+    Ext4WriteEnd,
 }
 
 impl Point {
     /// Every point, in attach order.
-    pub const ALL: [Point; 15] = [
+    pub const ALL: [Point; 19] = [
         Point::SysEnter,
         Point::SysExit,
         Point::SchedSwitch,
@@ -57,6 +66,10 @@ impl Point {
         Point::DmaMapSg,
         Point::SockSend,
         Point::ProcessFork,
+        Point::NetStartXmit,
+        Point::SockRecv,
+        Point::Ext4DaWriteEnd,
+        Point::Ext4WriteEnd,
     ];
 
     /// Without these no report makes sense; the others are shown as unavailable when missing.
@@ -84,6 +97,10 @@ impl Point {
             Point::DmaMapSg => "dma_map_sg",
             Point::SockSend => "sock_send",
             Point::ProcessFork => "sched_process_fork",
+            Point::NetStartXmit => "net_dev_start_xmit",
+            Point::SockRecv => "skb_copy_datagram",
+            Point::Ext4DaWriteEnd => "ext4_da_write_end",
+            Point::Ext4WriteEnd => "ext4_write_end",
         }
     }
 }
@@ -307,6 +324,54 @@ pub const VARIANTS: &[Variant] = &[
         program: "sched_process_fork_tracepoint",
         target: "sched/sched_process_fork",
     },
+    Variant {
+        point: Point::NetStartXmit,
+        kind: HookKind::RawTp,
+        program: "net_dev_start_xmit_raw_tp",
+        target: "net_dev_start_xmit",
+    },
+    Variant {
+        point: Point::NetStartXmit,
+        kind: HookKind::Tracepoint,
+        program: "net_dev_start_xmit_tracepoint",
+        target: "net/net_dev_start_xmit",
+    },
+    Variant {
+        point: Point::SockRecv,
+        kind: HookKind::RawTp,
+        program: "skb_copy_datagram_iovec_raw_tp",
+        target: "skb_copy_datagram_iovec",
+    },
+    Variant {
+        point: Point::SockRecv,
+        kind: HookKind::Tracepoint,
+        program: "skb_copy_datagram_iovec_tracepoint",
+        target: "skb/skb_copy_datagram_iovec",
+    },
+    Variant {
+        point: Point::Ext4DaWriteEnd,
+        kind: HookKind::RawTp,
+        program: "ext4_da_write_end_raw_tp",
+        target: "ext4_da_write_end",
+    },
+    Variant {
+        point: Point::Ext4DaWriteEnd,
+        kind: HookKind::Tracepoint,
+        program: "ext4_da_write_end_tracepoint",
+        target: "ext4/ext4_da_write_end",
+    },
+    Variant {
+        point: Point::Ext4WriteEnd,
+        kind: HookKind::RawTp,
+        program: "ext4_write_end_raw_tp",
+        target: "ext4_write_end",
+    },
+    Variant {
+        point: Point::Ext4WriteEnd,
+        kind: HookKind::Tracepoint,
+        program: "ext4_write_end_tracepoint",
+        target: "ext4/ext4_write_end",
+    },
 ];
 
 /// Programs that return at once, by hook target: the benchmark's floor for any BPF syscall hook
@@ -336,8 +401,9 @@ pub mod maps {
     pub const PROCS: &str = "PROCS";
     pub const ON_CPU: &str = "ON_CPU";
     pub const TRACED_BITS: &str = "TRACED_BITS";
+    pub const SOCKS: &str = "SOCKS";
     /// Every map, for the object check.
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 14] = [
         SYSCALLS,
         COUNTERS,
         IN_FLIGHT,
@@ -351,6 +417,7 @@ pub mod maps {
         PROCS,
         ON_CPU,
         TRACED_BITS,
+        SOCKS,
     ];
 }
 
@@ -363,14 +430,51 @@ pub mod globals {
     pub const EXIT_NR: &str = "EXIT_NR";
     pub const EXIT_GROUP_NR: &str = "EXIT_GROUP_NR";
     pub const TIME_MASK: &str = "TIME_MASK";
+    pub const RECEIVER_TGID: &str = "RECEIVER_TGID";
+    /// `struct sk_buff` member offsets from the kernel's BTF: (global, member).
+    pub const SKB_OFFSETS: [(&str, &str); 8] = [
+        ("SKB_OFF_SK", "sk"),
+        ("SKB_OFF_DATA", "data"),
+        ("SKB_OFF_HEAD", "head"),
+        ("SKB_OFF_LEN", "len"),
+        ("SKB_OFF_DATA_LEN", "data_len"),
+        ("SKB_OFF_PROTOCOL", "protocol"),
+        ("SKB_OFF_NETWORK_HEADER", "network_header"),
+        ("SKB_OFF_TRANSPORT_HEADER", "transport_header"),
+    ];
     /// Record offsets of classic tracepoints: (global, event, field).
-    pub const OFFSETS: [(&str, &str, &str); 7] = [
+    pub const OFFSETS: [(&str, &str, &str); 20] = [
         ("BLK_OFF_DEV", "block/block_rq_issue", "dev"),
         ("BLK_OFF_BYTES", "block/block_rq_issue", "bytes"),
         ("BLK_OFF_RWBS", "block/block_rq_issue", "rwbs"),
         ("NET_OFF_LEN", "net/net_dev_xmit", "len"),
         ("NET_OFF_NAME", "net/net_dev_xmit", "name"),
         ("SOCK_OFF_RET", "sock/sock_send_length", "ret"),
+        ("SOCK_OFF_SK", "sock/sock_send_length", "sk"),
+        ("SOCK_OFF_FAMILY", "sock/sock_send_length", "family"),
+        ("SOCK_OFF_PROTOCOL", "sock/sock_send_length", "protocol"),
+        ("XMIT_OFF_SKB", "net/net_dev_start_xmit", "skbaddr"),
+        ("XMIT_OFF_PROTOCOL", "net/net_dev_start_xmit", "protocol"),
+        ("XMIT_OFF_LEN", "net/net_dev_start_xmit", "len"),
+        ("XMIT_OFF_DATA_LEN", "net/net_dev_start_xmit", "data_len"),
+        (
+            "XMIT_OFF_NETWORK",
+            "net/net_dev_start_xmit",
+            "network_offset",
+        ),
+        (
+            "XMIT_OFF_TRANSPORT_VALID",
+            "net/net_dev_start_xmit",
+            "transport_offset_valid",
+        ),
+        (
+            "XMIT_OFF_TRANSPORT",
+            "net/net_dev_start_xmit",
+            "transport_offset",
+        ),
+        ("DGRAM_OFF_LEN", "skb/skb_copy_datagram_iovec", "len"),
+        ("EXT4_DA_OFF_COPIED", "ext4/ext4_da_write_end", "copied"),
+        ("EXT4_OFF_COPIED", "ext4/ext4_write_end", "copied"),
         (
             "FORK_OFF_CHILD_PID",
             "sched/sched_process_fork",

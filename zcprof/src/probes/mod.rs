@@ -60,6 +60,9 @@ pub struct Options {
     pub trace_ring: Option<u32>,
     /// cpu-clock sampling frequency (`SAMPLE_HZ` when 0).
     pub sample_hz: u64,
+    /// The built-in workload's receiver process (zcprof itself), whose socket -> user copies
+    /// are counted apart; 0 when there is none.
+    pub receiver_tgid: u32,
 }
 
 /// A plan's choices in a form that can be saved (inside a trace) and read back.
@@ -272,6 +275,30 @@ fn vmlinux_btf() -> Result<&'static Btf, String> {
         .map_err(Clone::clone)
 }
 
+/// Offsets of the `sk_buff` members in `catalog::globals::SKB_OFFSETS`, read once from the
+/// kernel's BTF, or why they are unknown.
+fn skb_offsets() -> Result<Vec<u32>, String> {
+    static OFFSETS: OnceLock<Result<Vec<u32>, String>> = OnceLock::new();
+    OFFSETS
+        .get_or_init(|| {
+            let layouts = crate::caps::btf::Layouts::vmlinux().ok_or_else(|| {
+                "the kernel has no readable BTF (/sys/kernel/btf/vmlinux) to find struct \
+                 sk_buff's members"
+                    .to_owned()
+            })?;
+            catalog::globals::SKB_OFFSETS
+                .iter()
+                .map(|(_, member)| {
+                    layouts
+                        .member_offset("sk_buff", member)
+                        .filter(|&o| o > 0)
+                        .ok_or_else(|| format!("struct sk_buff has no member {member} in BTF"))
+                })
+                .collect()
+        })
+        .clone()
+}
+
 /// Loads and attaches one variant; the error text keeps the kernel's answer (and the verifier
 /// log, for load failures).
 ///
@@ -376,6 +403,8 @@ impl Probes {
                 Some((*global, kernel.field_offset(event, field)?))
             })
             .collect();
+        // sk_buff members the transmit program reads, from the kernel's BTF.
+        let skb_offsets = skb_offsets();
         let sample_hz = if options.sample_hz == 0 {
             SAMPLE_HZ
         } else {
@@ -401,6 +430,16 @@ impl Probes {
         loader.override_global(catalog::globals::EXIT_NR, &exit, true);
         loader.override_global(catalog::globals::EXIT_GROUP_NR, &exit_group, true);
         loader.override_global(catalog::globals::TIME_MASK, &time_mask, true);
+        loader.override_global(
+            catalog::globals::RECEIVER_TGID,
+            &options.receiver_tgid,
+            true,
+        );
+        if let Ok(offsets) = &skb_offsets {
+            for ((global, _), offset) in catalog::globals::SKB_OFFSETS.iter().zip(offsets) {
+                loader.override_global(global, offset, true);
+            }
+        }
         loader.map_max_entries(catalog::maps::TRACED_BITS, traced_bitmap_words());
         // Without --trace the ring buffer is one page: nothing writes to it.
         loader.map_max_entries(
@@ -427,7 +466,12 @@ impl Probes {
             }
             let mut reasons = Vec::new();
             for variant in catalog::variants_of(point) {
-                let result = match kernel.precondition(variant.kind) {
+                let missing = kernel.precondition(variant.kind).or_else(|| {
+                    (point == Point::NetStartXmit)
+                        .then(|| skb_offsets.clone().err())
+                        .flatten()
+                });
+                let result = match missing {
                     Some(missing) => Err(missing),
                     None => attach_variant(&mut ebpf, variant, tgid, sample_hz),
                 };

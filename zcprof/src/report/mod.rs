@@ -76,8 +76,13 @@ fn blocks(f: Option<&Figure>, block_size: u64) -> String {
 fn cells(r: &RunReport) -> [String; 8] {
     let fig = |k: &str| r.figures.get(k);
     let t = &r.textbook;
-    // Bytes per step, and where sampling ran, the share of kernel time spent copying.
+    // Bytes per step, the paths that contributed (the copy ledger), and where sampling ran, the
+    // share of kernel time spent copying.
     let mut copies = blocks(fig("cpu_copy_bytes"), r.block_size);
+    let paths = crate::model::ledger::short_paths(&r.copies);
+    if !paths.is_empty() {
+        copies.push_str(&format!(" [{paths}]"));
+    }
     if let Some(share) = fig("copy_cpu_share").and_then(|f| f.value) {
         copies.push_str(&format!(", {:.0}% of kernel time", share * 100.0));
     }
@@ -87,8 +92,23 @@ fn cells(r: &RunReport) -> [String; 8] {
     };
     let elapsed = fig("elapsed_ns").and_then(|f| f.value);
     let throughput = fig("throughput_bytes_per_sec").and_then(|f| f.value);
+    // A row over a veth pair says so, with its scatter-gather state: compare --net veth shows
+    // sendfile twice.
+    let method = match &r.net {
+        Some(n) if n.kind != "loopback" => format!(
+            "{} ({}, SG {})",
+            r.method,
+            n.kind,
+            match n.scatter_gather {
+                Some(true) => "on",
+                Some(false) => "off",
+                None => "?",
+            }
+        ),
+        _ => r.method.clone(),
+    };
     [
-        r.method.clone(),
+        method,
         format!("{} (tb {})", per_step(fig("syscalls")), tb(t.syscalls)),
         format!(
             "{} (tb {})",
@@ -159,8 +179,11 @@ fn legend(r: &RunReport) -> Vec<String> {
             src("context_switches")
         ),
         format!(
-            "CPU copies: bytes copied between user buffers and the kernel, in blocks per step; {}. \
-             Share of the measured process's kernel time in copy routines: {}",
+            "CPU copies: every copy of payload the CPU made for the measured process, kernel-internal \
+             ones included, in blocks per step, with the paths in brackets (pc: page cache, sock: \
+             socket buffer, pkt: linear packet data, map: a mapping of the page cache; ✗: derived from \
+             syscall semantics, contradicted by sampling and left out of the sum); {}. Share \
+             of the measured process's kernel time in copy routines: {}",
             src("cpu_copy_bytes"),
             src("copy_cpu_share")
         ),

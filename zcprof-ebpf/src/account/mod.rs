@@ -8,16 +8,19 @@ use aya_ebpf::{
     },
 };
 use zcprof_common::{
-    ALWAYS_TIMED, Counter, DiskIo, EventKind, IFNAMSIZ, InFlight, MAX_SYSCALL_NR, NO_SYSCALL,
-    NetXmit, OnCpu, ProcStat, TraceEvent, UNTIMED_START,
+    ALWAYS_TIMED, Counter, DiskIo, EventKind, IFNAMSIZ, InFlight, MAX_SYSCALL_NR, NetXmit, OnCpu,
+    ProcStat, TraceEvent, UNTIMED_START,
+};
+
+mod copies;
+
+pub use copies::{
+    copied, page_cache_write, register_socket, sample, sock_recv, socket_owner, syscall_of, xmit,
 };
 
 use crate::{
     filter::{following, target_tgid, traced, tracing},
-    maps::{
-        COUNTERS, DISK_IO, EVENTS, HOOKED_BY_SYSCALL, IN_FLIGHT, NET_XMIT, ON_CPU, PROCS,
-        STACK_SAMPLES, SYSCALLS,
-    },
+    maps::{COUNTERS, DISK_IO, EVENTS, IN_FLIGHT, NET_XMIT, ON_CPU, PROCS, SYSCALLS},
 };
 
 /// This architecture's `execve` number, set by the loader: a successful exec renames the process
@@ -39,7 +42,7 @@ static EXIT_GROUP_NR: Global<u32> = Global::new(231);
 static TIME_MASK: Global<u32> = Global::new(15);
 
 /// Which name an event carries.
-enum Name<'a> {
+pub(crate) enum Name<'a> {
     None,
     /// The current task's command name.
     Comm,
@@ -50,7 +53,15 @@ enum Name<'a> {
 /// cost more than the event). A full ring buffer is counted per CPU, never silent.
 #[inline(always)]
 #[expect(clippy::too_many_arguments, reason = "the fields of one record")]
-fn emit(kind: EventKind, ts: u64, start: u64, value: i64, arg: u32, aux: u32, name: Name<'_>) {
+pub(crate) fn emit(
+    kind: EventKind,
+    ts: u64,
+    start: u64,
+    value: i64,
+    arg: u32,
+    aux: u32,
+    name: Name<'_>,
+) {
     emit_for(
         bpf_get_current_pid_tgid(),
         kind,
@@ -66,7 +77,7 @@ fn emit(kind: EventKind, ts: u64, start: u64, value: i64, arg: u32, aux: u32, na
 /// `emit` for a caller that already knows the current task's pid_tgid (`id`).
 #[inline(always)]
 #[expect(clippy::too_many_arguments, reason = "the fields of one record")]
-fn emit_for(
+pub(crate) fn emit_for(
     id: u64,
     kind: EventKind,
     ts: u64,
@@ -106,7 +117,7 @@ fn emit_for(
 
 /// The current process.
 #[inline(always)]
-fn current_tgid() -> u32 {
+pub(crate) fn current_tgid() -> u32 {
     #[expect(
         clippy::cast_possible_truncation,
         reason = "the upper half is the tgid"
@@ -117,14 +128,14 @@ fn current_tgid() -> u32 {
 
 /// The kernel's monotonic clock (a helper call and a clock source read: about 50 ns here).
 #[inline(always)]
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     // SAFETY: helper without preconditions.
     unsafe { bpf_ktime_get_ns() }
 }
 
 /// This CPU's slot (see `OnCpu`): the syscall in flight and the hot counters.
 #[inline(always)]
-fn on_cpu() -> Option<&'static mut OnCpu> {
+pub(crate) fn on_cpu() -> Option<&'static mut OnCpu> {
     // SAFETY: a per-CPU value, valid while the program runs; programs of these hooks do not nest
     // on one CPU.
     ON_CPU.get_ptr_mut(0).map(|p| unsafe { &mut *p })
@@ -132,7 +143,7 @@ fn on_cpu() -> Option<&'static mut OnCpu> {
 
 /// Updates process `tgid`'s totals (the current process), when following a process tree.
 #[inline(always)]
-fn per_process(tgid: u32, update: impl FnOnce(&mut ProcStat)) {
+pub(crate) fn per_process(tgid: u32, update: impl FnOnce(&mut ProcStat)) {
     if !following() {
         return;
     }
@@ -201,7 +212,7 @@ fn other_process(tgid: u32, update: impl FnOnce(&mut ProcStat)) {
 }
 
 #[inline(always)]
-fn add(slot: Counter, n: u64) {
+pub(crate) fn add(slot: Counter, n: u64) {
     if let Some(p) = COUNTERS.get_ptr_mut(slot as u32) {
         // SAFETY: per-CPU slot, and eBPF programs do not nest on one CPU for these hooks.
         unsafe { *p += n };
@@ -251,7 +262,7 @@ fn park(tid: u32, entry: &InFlight) {
 
 /// The syscall thread `tid` is in, if any: on this CPU's slot, else parked in the hash map.
 #[inline(always)]
-fn in_flight(tid: u32) -> Option<InFlight> {
+pub(crate) fn in_flight(tid: u32) -> Option<InFlight> {
     if let Some(on) = on_cpu()
         && on.tid == tid
         && on.start_ns != 0
@@ -541,75 +552,6 @@ pub fn net_xmit(name: &[u8; IFNAMSIZ], len: u64) {
             0,
             Name::Given(name),
         );
-    }
-}
-
-/// A hooked copy routine (or `filemap_read`) returned `ret` bytes for traced thread `tid`;
-/// the bytes are also kept under the syscall the thread is in.
-#[inline(always)]
-pub fn copied(tid: u32, slot: Counter, ret: i64) {
-    if ret <= 0 {
-        return;
-    }
-    #[expect(clippy::cast_sign_loss, reason = "checked positive")]
-    let bytes = ret as u64;
-    add(slot, bytes);
-    if matches!(slot, Counter::SockSendBytes) {
-        per_process(current_tgid(), |p| p.sock_send_bytes += bytes);
-    } else {
-        per_process(current_tgid(), |p| p.copied_bytes += bytes);
-    }
-    let nr = in_flight(tid).map(|f| f.nr);
-    if tracing() {
-        emit(
-            EventKind::Copy,
-            now(),
-            0,
-            ret,
-            slot as u32,
-            nr.unwrap_or(NO_SYSCALL),
-            Name::None,
-        );
-    }
-    let Some(nr) = nr else {
-        return;
-    };
-    if let Some(by) = HOOKED_BY_SYSCALL.get_ptr_mut(nr) {
-        // SAFETY: per-CPU entry.
-        unsafe {
-            match slot {
-                Counter::FilemapReadBytes => (*by).filemap_read += bytes,
-                Counter::CopyToIterBytes => (*by).copy_to_iter += bytes,
-                Counter::SockSendBytes => (*by).sock_send += bytes,
-                _ => (*by).copy_from_iter += bytes,
-            }
-        }
-    }
-}
-
-/// A perf sample of a traced task: in user mode (`stack` is an error, there is no kernel
-/// stack) or in kernel mode with the id of its stored stack.
-#[inline(always)]
-pub fn sample(stack: Result<i64, i32>, in_kernel: bool) {
-    match stack {
-        Ok(id) if id >= 0 => {
-            add(Counter::SamplesKernel, 1);
-            #[expect(
-                clippy::cast_possible_truncation,
-                clippy::cast_sign_loss,
-                reason = "stack ids are u32"
-            )]
-            let id = id as u32;
-            match STACK_SAMPLES.get_ptr_mut(&id) {
-                // SAFETY: per-CPU entry.
-                Some(n) => unsafe { *n += 1 },
-                None => {
-                    let _ = STACK_SAMPLES.insert(&id, &1, 0);
-                }
-            }
-        }
-        _ if in_kernel => add(Counter::SamplesLost, 1),
-        _ => add(Counter::SamplesUser, 1),
     }
 }
 

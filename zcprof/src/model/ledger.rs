@@ -1,0 +1,488 @@
+//! The copy ledger: every copy of payload the CPU made for the measured process, by path (page
+//! cache -> user buffer, user buffer -> socket buffer, page cache -> socket buffer, ...), each
+//! with the evidence it rests on. Kernel-internal copies count as much as those through user
+//! buffers: the note's sendfile row has "1 CPU copy (page cache -> socket buffer)". The built-in
+//! receiver's own copy is kept apart.
+use std::collections::BTreeMap;
+
+use zcprof_common::HookedBytes;
+
+use super::{
+    Figure, Source,
+    copies::{SampledPath, Samples},
+    fmt_bytes, missing,
+    syscalls::{self, DataPath},
+};
+use crate::{
+    collect::Counts,
+    probes::{HookPlan, catalog::Point},
+    workload::Method,
+};
+
+/// One path of the ledger: the JSON `copies` entries.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct CopyPath {
+    /// Where the bytes were copied from and to, e.g. "page cache -> socket buffer".
+    pub path: String,
+    pub bytes: u64,
+    /// Bytes per transfer step.
+    #[serde(serialize_with = "super::figure::number")]
+    pub per_transfer: Option<f64>,
+    /// How the bytes were obtained (a hooked function, a tracepoint, syscall semantics).
+    pub source: String,
+    pub note: String,
+    /// "measured" (counted in the kernel where the copy happens) or "derived" (from what the
+    /// syscalls returned).
+    pub evidence: &'static str,
+    /// Kernel-mode samples of the process in copy routines on this path, where sampling ran.
+    pub samples: Option<u64>,
+    /// A derived figure that a measured source contradicts (sampling found the kernel not
+    /// copying on this path): shown, but not in the sum.
+    pub contradicted: bool,
+    /// A short name for the table cell.
+    #[serde(skip)]
+    pub short: &'static str,
+}
+
+/// The ledger of one run.
+pub struct Ledger {
+    pub sender: Vec<CopyPath>,
+    pub receiver: Vec<CopyPath>,
+}
+
+impl Ledger {
+    /// Bytes the sender's CPU copies add up to (contradicted paths left out).
+    #[must_use]
+    pub fn sender_bytes(&self) -> u64 {
+        self.sender
+            .iter()
+            .filter(|p| !p.contradicted)
+            .map(|p| p.bytes)
+            .sum()
+    }
+}
+
+/// Hooked and tracepoint bytes, summed by the data path of the syscall they were counted in.
+fn by_path(counts: &Counts, path: DataPath, field: fn(&HookedBytes) -> u64) -> u64 {
+    counts
+        .hooked_by_syscall
+        .iter()
+        .filter(|(nr, _)| syscalls::data_path(&syscalls::name_of(**nr)) == path)
+        .map(|(_, b)| field(b))
+        .sum()
+}
+
+/// Everything the ledger is built from.
+pub struct Inputs<'a> {
+    pub plan: &'a HookPlan,
+    pub counts: &'a Counts,
+    pub transfers: u64,
+    pub method: Option<Method>,
+    /// Bytes read-type and write-type syscalls returned.
+    pub to_user: u64,
+    pub from_user: u64,
+    /// O_DIRECT reads from a block device: the device wrote the user buffer.
+    pub dma_reads: bool,
+    pub samples: &'a Samples,
+}
+
+/// Below this many kernel-mode samples, the absence of copy samples on a path says nothing.
+const CONTRADICTION_SAMPLES: u64 = 50;
+
+struct Builder<'a> {
+    inputs: &'a Inputs<'a>,
+    paths: Vec<CopyPath>,
+}
+
+impl Builder<'_> {
+    fn hook(&self, point: Point) -> Option<String> {
+        self.inputs.plan.chosen(point).map(|v| v.describe())
+    }
+
+    #[expect(clippy::cast_precision_loss, reason = "per-step display")]
+    fn per_step(&self, bytes: u64) -> Option<f64> {
+        (self.inputs.transfers > 0).then(|| bytes as f64 / self.inputs.transfers as f64)
+    }
+
+    /// Adds a path counted in the kernel (skipped when nothing was copied on it).
+    fn measured(
+        &mut self,
+        path: &str,
+        short: &'static str,
+        bytes: u64,
+        hooks: Vec<String>,
+        note: String,
+        sampled: &[SampledPath],
+    ) {
+        if bytes == 0 {
+            return;
+        }
+        let samples = self.inputs.samples.on(sampled);
+        self.paths.push(CopyPath {
+            path: path.to_owned(),
+            bytes,
+            per_transfer: self.per_step(bytes),
+            source: Source::Counted(hooks).describe(),
+            note: with_samples(note, samples, self.inputs.samples),
+            evidence: "measured",
+            samples,
+            contradicted: false,
+            short,
+        });
+    }
+
+    /// Adds a path derived from syscall semantics; sampling that saw many kernel samples and
+    /// none copying on this path contradicts it.
+    fn derived(
+        &mut self,
+        path: &str,
+        short: &'static str,
+        bytes: u64,
+        note: String,
+        sampled: &[SampledPath],
+    ) {
+        if bytes == 0 {
+            return;
+        }
+        let s = self.inputs.samples;
+        let samples = s.on(sampled);
+        let contradicted = samples == Some(0) && s.kernel >= CONTRADICTION_SAMPLES;
+        let mut note = with_samples(note, samples, s);
+        if contradicted {
+            note.push_str(&format!(
+                "; CONTRADICTED: none of {} kernel-mode samples was in a copy routine on this path, \
+                 so the kernel did not copy these bytes (e.g. /dev/zero fills a buffer without \
+                 copying, /dev/null discards it); left out of the total",
+                s.kernel
+            ));
+        }
+        let hooks = vec![
+            self.hook(Point::SysEnter).unwrap_or_default(),
+            self.hook(Point::SysExit).unwrap_or_default(),
+        ];
+        self.paths.push(CopyPath {
+            path: path.to_owned(),
+            bytes,
+            per_transfer: self.per_step(bytes),
+            source: Source::SyscallSemantics(hooks).describe(),
+            note,
+            evidence: "derived",
+            samples,
+            contradicted,
+            short,
+        });
+    }
+}
+
+fn with_samples(mut note: String, samples: Option<u64>, s: &Samples) -> String {
+    if let Some(n) = samples {
+        note.push_str(&format!(
+            "; sampled: {n} of {} kernel-mode samples in copy routines on this path",
+            s.kernel
+        ));
+    }
+    note
+}
+
+/// Builds the ledger.
+#[expect(clippy::too_many_lines, reason = "one path after another")]
+pub fn build(inputs: &Inputs<'_>) -> Ledger {
+    let counts = inputs.counts;
+    let mut b = Builder {
+        inputs,
+        paths: Vec::new(),
+    };
+    let sock_recv = b.hook(Point::SockRecv);
+    let sock_send = b.hook(Point::SockSend);
+    let xmit = b.hook(Point::NetStartXmit);
+    let ext4: Vec<String> = [Point::Ext4DaWriteEnd, Point::Ext4WriteEnd]
+        .into_iter()
+        .filter_map(|p| b.hook(p))
+        .collect();
+
+    // Page cache -> user buffer: filemap_read where it can be hooked, else what read-type
+    // syscalls returned less what came from sockets.
+    let recv_to_user = by_path(counts, DataPath::ToUser, |h| h.sock_recv);
+    if let Some(hook) = b.hook(Point::FilemapRead) {
+        let bytes = by_path(counts, DataPath::ToUser, |h| h.filemap_read);
+        b.measured(
+            "page cache -> user buffer",
+            "pc→user",
+            bytes,
+            vec![hook],
+            "bytes filemap_read copied into user buffers during read-type syscalls".to_owned(),
+            &[SampledPath::PageCacheToUser],
+        );
+    } else if !inputs.dma_reads {
+        let from_sockets = if sock_recv.is_some() { recv_to_user } else { 0 };
+        let bytes = inputs.to_user.saturating_sub(from_sockets);
+        b.derived(
+            "page cache -> user buffer",
+            "pc→user",
+            bytes,
+            format!(
+                "read-type syscalls returned {}{}; filemap_read cannot be hooked here ({}), so reads \
+                 from pipes and devices would count here too",
+                fmt_bytes(inputs.to_user),
+                if sock_recv.is_some() {
+                    format!(", less {} copied from sockets", fmt_bytes(from_sockets))
+                } else {
+                    String::new()
+                },
+                missing(inputs.plan, Point::FilemapRead)
+            ),
+            &[SampledPath::PageCacheToUser, SampledPath::PipeOrOther],
+        );
+    }
+
+    // User buffer -> socket buffer: what sockets took during write-type syscalls.
+    let sent_copied = by_path(counts, DataPath::FromUser, |h| h.sock_send);
+    let mmap = inputs.method == Some(Method::MmapWrite);
+    let (to_socket, to_socket_short) = if mmap {
+        ("mapped page cache -> socket buffer", "map→sock")
+    } else {
+        ("user buffer -> socket buffer", "user→sock")
+    };
+    let written_to_cache = by_path(counts, DataPath::FromUser, |h| h.page_cache_write);
+    match &sock_send {
+        Some(hook) => b.measured(
+            to_socket,
+            to_socket_short,
+            sent_copied,
+            vec![hook.clone()],
+            format!(
+                "bytes sockets took during write-type syscalls, copied from {} into socket buffers",
+                if mmap {
+                    "the process's mapping of the page cache"
+                } else {
+                    "user memory"
+                }
+            ),
+            &[SampledPath::ToSocket],
+        ),
+        None => b.derived(
+            "user buffer -> kernel",
+            "user→kernel",
+            inputs.from_user,
+            format!(
+                "write-type syscalls returned {}; socket sends cannot be counted here ({})",
+                fmt_bytes(inputs.from_user),
+                missing(inputs.plan, Point::SockSend)
+            ),
+            &[
+                SampledPath::ToSocket,
+                SampledPath::ToPageCache,
+                SampledPath::PipeOrOther,
+            ],
+        ),
+    }
+    if !ext4.is_empty() {
+        b.measured(
+            "user buffer -> page cache",
+            "user→pc",
+            written_to_cache,
+            ext4.clone(),
+            "bytes ext4 copied into page-cache folios during write-type syscalls".to_owned(),
+            &[SampledPath::ToPageCache],
+        );
+    }
+    if sock_send.is_some() {
+        // Whatever write-type syscalls moved that no socket or hooked file system took: pipes,
+        // devices, other file systems.
+        let hooked = sent_copied + if ext4.is_empty() { 0 } else { written_to_cache };
+        let rest = inputs.from_user.saturating_sub(hooked);
+        if rest > inputs.from_user / 100 {
+            b.derived(
+                "user buffer -> kernel (pipe, device or file)",
+                "user→other",
+                rest,
+                format!(
+                    "write-type syscalls returned {}, of which {} went to sockets{}; the rest went to \
+                     pipes, devices or files{}",
+                    fmt_bytes(inputs.from_user),
+                    fmt_bytes(sent_copied),
+                    if ext4.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" and {} into ext4's page cache", fmt_bytes(written_to_cache))
+                    },
+                    if ext4.is_empty() {
+                        format!(" ({})", missing(inputs.plan, Point::Ext4DaWriteEnd))
+                    } else {
+                        " of other file systems".to_owned()
+                    }
+                ),
+                &[SampledPath::ToPageCache, SampledPath::PipeOrOther],
+            );
+        }
+    }
+
+    // Payload that left the sockets in linear packet data: copied by software segmentation or
+    // linearisation, because the device could not take page fragments.
+    if let Some(hook) = &xmit {
+        let in_kernel = by_path(counts, DataPath::InKernel, |h| h.xmit_linear);
+        let copied_before = by_path(counts, DataPath::FromUser, |h| h.xmit_linear);
+        let other = counts
+            .xmit_linear_bytes
+            .saturating_sub(in_kernel + copied_before);
+        let context = if counts.xmit_other_context > 0 {
+            format!(
+                "; {} of {} packets left from ACK processing (softirq or another task), attributed by \
+                 their socket",
+                counts.xmit_other_context, counts.xmit_packets
+            )
+        } else {
+            String::new()
+        };
+        b.measured(
+            "page cache -> socket buffer",
+            "pc→sock",
+            in_kernel,
+            vec![hook.clone()],
+            format!(
+                "payload of sockets fed by sendfile/splice that reached the device in linear packet \
+                 data: the kernel copied the page-cache pages there (software segmentation or \
+                 linearisation for a device without scatter-gather){context}"
+            ),
+            &[SampledPath::Segmentation],
+        );
+        b.measured(
+            "socket buffer -> packet (segmentation)",
+            "sock→pkt",
+            copied_before + other,
+            vec![hook.clone()],
+            format!(
+                "payload already copied into socket buffers that software segmentation or \
+                 linearisation copied again into linear packet data{context}"
+            ),
+            &[SampledPath::Segmentation],
+        );
+    }
+
+    // Page cache -> page cache: a file system copying during copy_file_range, splice or sendfile
+    // into a file (no reflink, no shared extents).
+    if !ext4.is_empty() {
+        let bytes = by_path(counts, DataPath::InKernel, |h| h.page_cache_write);
+        b.measured(
+            "page cache -> page cache",
+            "pc→pc",
+            bytes,
+            ext4,
+            "bytes ext4 copied into page-cache folios during copy_file_range, splice or sendfile: the \
+             file system could not share the source's pages or extents"
+                .to_owned(),
+            &[SampledPath::ToPageCache],
+        );
+    }
+
+    // The measured process's own receives.
+    if let Some(hook) = &sock_recv {
+        b.measured(
+            "socket buffer -> user buffer",
+            "sock→user",
+            counts.sock_recv_bytes,
+            vec![hook.clone()],
+            "bytes the measured process received from sockets (skb_copy_datagram_iter)".to_owned(),
+            &[SampledPath::SocketToUser],
+        );
+    }
+    let sender = b.paths;
+
+    let mut receiver = Vec::new();
+    if inputs.method.is_some()
+        && let Some(hook) = sock_recv
+    {
+        #[expect(clippy::cast_precision_loss, reason = "per-step display")]
+        receiver.push(CopyPath {
+            path: "socket buffer -> receiver's user buffer".to_owned(),
+            bytes: counts.receiver_recv_bytes,
+            per_transfer: (inputs.transfers > 0)
+                .then(|| counts.receiver_recv_bytes as f64 / inputs.transfers as f64),
+            source: Source::Counted(vec![hook]).describe(),
+            note: "zcprof's receiver reading the sockets (its own process, not measured as the \
+                   sender): the copy on the receiving side, apart from the sender's"
+                .to_owned(),
+            evidence: "measured",
+            samples: None,
+            contradicted: false,
+            short: "recv",
+        });
+    }
+    Ledger { sender, receiver }
+}
+
+/// The CPU-copies figure: the sender's ledger summed, with the sources of its paths.
+pub fn figure(ledger: &Ledger, transfers: u64, watched: &[String]) -> Figure {
+    let total = ledger.sender_bytes();
+    let parts: Vec<String> = ledger
+        .sender
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {} ({}{})",
+                p.path,
+                fmt_bytes(p.bytes),
+                p.evidence,
+                if p.contradicted { ", contradicted" } else { "" }
+            )
+        })
+        .collect();
+    let note = if parts.is_empty() {
+        format!(
+            "no CPU copy of payload on any watched path (watched: {})",
+            watched.join(", ")
+        )
+    } else {
+        format!("copy ledger, by path: {}", parts.join("; "))
+    };
+    let mut sources: Vec<String> = Vec::new();
+    for p in &ledger.sender {
+        let s = format!("{}: {}", p.path, p.source);
+        if !sources.contains(&s) {
+            sources.push(s);
+        }
+    }
+    let mut figure = Figure::measured(total, transfers, &Source::Ledger(sources), note);
+    if ledger.sender.is_empty() {
+        figure.source = Source::Ledger(watched.to_vec()).describe();
+    }
+    figure
+}
+
+/// The hooks the ledger watched, for a run with nothing to show.
+pub fn watched(plan: &HookPlan) -> Vec<String> {
+    [
+        Point::FilemapRead,
+        Point::SockSend,
+        Point::NetStartXmit,
+        Point::Ext4DaWriteEnd,
+        Point::SockRecv,
+        Point::SysEnter,
+    ]
+    .into_iter()
+    .filter_map(|p| plan.chosen(p).map(|v| v.describe()))
+    .collect()
+}
+
+/// The short names of the paths, for the table cell; a contradicted path is marked `✗` (shown,
+/// not counted).
+#[must_use]
+pub fn short_paths(paths: &[CopyPath]) -> String {
+    paths
+        .iter()
+        .map(|p| {
+            if p.contradicted {
+                format!("{}✗", p.short)
+            } else {
+                p.short.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Paths by name, for notes.
+#[must_use]
+pub fn by_name(paths: &[CopyPath]) -> BTreeMap<&str, &CopyPath> {
+    paths.iter().map(|p| (p.path.as_str(), p)).collect()
+}
