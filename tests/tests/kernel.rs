@@ -14,7 +14,7 @@ const SIZE: u64 = 8 << 20;
 const BLOCK: u64 = 64 << 10;
 const STEPS: u64 = SIZE / BLOCK;
 /// Program names of the catalog (zcprof/src/probes/catalog.rs).
-const PROGRAMS: [&str; 27] = [
+const PROGRAMS: [&str; 35] = [
     "sched_process_fork_tracepoint",
     "tcp_sendmsg_fexit",
     "tcp_sendmsg_kretprobe",
@@ -42,6 +42,14 @@ const PROGRAMS: [&str; 27] = [
     "sched_switch_tp_btf",
     "sched_switch_raw_tp",
     "sched_switch_tracepoint",
+    "net_dev_start_xmit_raw_tp",
+    "net_dev_start_xmit_tracepoint",
+    "skb_copy_datagram_iovec_raw_tp",
+    "skb_copy_datagram_iovec_tracepoint",
+    "ext4_da_write_end_raw_tp",
+    "ext4_da_write_end_tracepoint",
+    "ext4_write_end_raw_tp",
+    "ext4_write_end_tracepoint",
 ];
 
 fn measure(method: &str, dir: &Path) -> Value {

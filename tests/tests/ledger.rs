@@ -1,0 +1,285 @@
+//! The copy ledger against the real kernel: every CPU copy of payload, kernel-internal ones
+//! included, by path. Without root these tests skip, saying so on stderr.
+use std::path::Path;
+
+use serde_json::Value;
+use zcprof_tests::{privileged, run, run_json, scratch_dir, skip};
+
+const SIZE: u64 = 8 << 20;
+const BLOCK: u64 = 64 << 10;
+
+fn measure(method: &str, dir: &Path, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "run",
+        "--method",
+        method,
+        "--size",
+        "8M",
+        "--block-size",
+        "64K",
+        "--dir",
+        dir.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    run_json(&args)
+}
+
+/// The ledger's entry for `path`, if any bytes were copied on it.
+fn path<'a>(r: &'a Value, path: &str) -> Option<&'a Value> {
+    r["copies"]
+        .as_array()
+        .expect("copies is a list")
+        .iter()
+        .find(|p| p["path"] == path)
+}
+
+fn path_bytes(r: &Value, name: &str) -> u64 {
+    path(r, name).map_or(0, |p| p["bytes"].as_u64().unwrap())
+}
+
+/// CPU copies per step, in blocks.
+#[expect(clippy::cast_precision_loss, reason = "a ratio")]
+fn copies_per_step(r: &Value) -> f64 {
+    r["figures"]["cpu_copy_bytes"]["per_transfer"]
+        .as_f64()
+        .unwrap()
+        / BLOCK as f64
+}
+
+/// Whether the hook behind a measured path was attached on this kernel (else: why not).
+fn attached(r: &Value, point: &str) -> Result<(), String> {
+    let hook = r["hooks"][point].as_str().unwrap_or("");
+    if hook.contains("not attached") {
+        Err(format!("{point}: {hook}"))
+    } else {
+        Ok(())
+    }
+}
+
+/// The ledger's invariants on every run: the figure is the sum of the uncontradicted paths, and
+/// every path says how it was measured.
+fn check_ledger(r: &Value) {
+    let copies = r["copies"].as_array().unwrap();
+    let sum: u64 = copies
+        .iter()
+        .filter(|p| p["contradicted"] == false)
+        .map(|p| p["bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        r["figures"]["cpu_copy_bytes"]["value"].as_u64(),
+        Some(sum),
+        "cpu_copy_bytes is the ledger's sum: {copies:?}"
+    );
+    for p in copies {
+        assert!(p["source"].as_str().is_some_and(|s| !s.is_empty()), "{p}");
+        assert!(matches!(p["evidence"].as_str(), Some("measured" | "derived")), "{p}");
+    }
+}
+
+/// The receiver's socket -> user copy, shown apart from the sender's.
+fn receiver_bytes(r: &Value) -> Option<u64> {
+    r["receiver_copies"]
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(|p| p["bytes"].as_u64())
+}
+
+#[test]
+fn read_write_copies_twice_and_the_receiver_once_apart() {
+    if !privileged("ledger_read_write") {
+        return;
+    }
+    let dir = scratch_dir("ledger-rw", env!("CARGO_TARGET_TMPDIR"));
+    let r = measure("read-write", &dir, &[]);
+    check_ledger(&r);
+    let per_step = copies_per_step(&r);
+    assert!((per_step - 2.0).abs() < 0.02, "read-write: {per_step} copies per step");
+    assert_eq!(path_bytes(&r, "page cache -> user buffer"), SIZE);
+    match attached(&r, "sock_send") {
+        Ok(()) => {
+            let p = path(&r, "user buffer -> socket buffer").expect("user -> socket path");
+            assert_eq!(p["bytes"].as_u64(), Some(SIZE));
+            assert_eq!(p["evidence"], "measured");
+        }
+        Err(why) => skip("ledger_read_write socket path", &why),
+    }
+    match attached(&r, "skb_copy_datagram") {
+        Ok(()) => assert_eq!(receiver_bytes(&r), Some(SIZE), "{}", r["receiver_copies"]),
+        Err(why) => skip("ledger_read_write receiver", &why),
+    }
+    // Loopback has scatter-gather: nothing is copied again into packets.
+    assert_eq!(path_bytes(&r, "socket buffer -> packet (segmentation)"), 0);
+}
+
+#[test]
+fn mmap_write_copies_once_from_the_mapping() {
+    if !privileged("ledger_mmap") {
+        return;
+    }
+    let dir = scratch_dir("ledger-mmap", env!("CARGO_TARGET_TMPDIR"));
+    let r = measure("mmap-write", &dir, &[]);
+    check_ledger(&r);
+    let per_step = copies_per_step(&r);
+    assert!((per_step - 1.0).abs() < 0.02, "mmap-write: {per_step}");
+    if attached(&r, "sock_send").is_ok() {
+        assert_eq!(path_bytes(&r, "mapped page cache -> socket buffer"), SIZE);
+    }
+    assert_eq!(path_bytes(&r, "page cache -> user buffer"), 0);
+}
+
+#[test]
+fn direct_io_copies_only_into_the_socket() {
+    if !privileged("ledger_direct_io") {
+        return;
+    }
+    let dir = scratch_dir("ledger-dio", env!("CARGO_TARGET_TMPDIR"));
+    let r = measure("direct-io", &dir, &[]);
+    check_ledger(&r);
+    let per_step = copies_per_step(&r);
+    if r["file"]["block_device"].as_bool().unwrap() {
+        assert!((per_step - 1.0).abs() < 0.02, "direct-io: {per_step}");
+    } else {
+        skip(
+            "ledger_direct_io one-copy check",
+            "the scratch directory has no block device: O_DIRECT reads are CPU copies there",
+        );
+        assert!((per_step - 2.0).abs() < 0.02, "direct-io from memory: {per_step}");
+    }
+}
+
+#[test]
+fn sendfile_splice_and_tee_over_loopback_copy_nothing() {
+    if !privileged("ledger_loopback") {
+        return;
+    }
+    let dir = scratch_dir("ledger-lo", env!("CARGO_TARGET_TMPDIR"));
+    for method in ["sendfile", "splice", "tee"] {
+        let r = measure(method, &dir, &[]);
+        check_ledger(&r);
+        let per_step = copies_per_step(&r);
+        assert!(per_step <= 0.05, "{method}: {per_step} copies per step");
+        if let Err(why) = attached(&r, "net_dev_start_xmit") {
+            skip("ledger_loopback packet check", &why);
+            continue;
+        }
+        assert_eq!(path_bytes(&r, "page cache -> socket buffer"), 0, "{method}");
+        // The receiver still copies every byte out of its socket; tee has two receivers.
+        if attached(&r, "skb_copy_datagram").is_ok() {
+            let streams = if method == "tee" { 2 } else { 1 };
+            assert_eq!(receiver_bytes(&r), Some(streams * SIZE), "{method}");
+        }
+    }
+}
+
+fn data_file(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("data.bin");
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    let bytes: Vec<u8> = (0..SIZE)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[0]
+        })
+        .collect();
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn exec_json(args: &[&str]) -> Value {
+    let mut all = vec!["exec", "--format", "json", "--"];
+    all.extend(args);
+    let out = run(&all);
+    assert!(
+        out.status.success(),
+        "zcprof {all:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+#[test]
+fn cp_with_copy_file_range_on_ext4_copies_page_cache_to_page_cache() {
+    if !privileged("ledger_cp") {
+        return;
+    }
+    let dir = scratch_dir("ledger-cp", env!("CARGO_TARGET_TMPDIR"));
+    let file = data_file(&dir);
+    let copy = dir.join("copy.bin");
+    let r = exec_json(&["cp", file.to_str().unwrap(), copy.to_str().unwrap()]);
+    check_ledger(&r);
+    assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&file).unwrap());
+    let uses_cfr = r["syscalls_by_name"]
+        .get("copy_file_range")
+        .and_then(Value::as_u64)
+        .is_some_and(|n| n > 0);
+    if !uses_cfr {
+        skip(
+            "ledger_cp",
+            &format!("this cp copies with {}", r["syscalls_by_name"]),
+        );
+        return;
+    }
+    if let Err(why) = attached(&r, "ext4_da_write_end") {
+        skip("ledger_cp", &why);
+        return;
+    }
+    let fs = String::from_utf8(
+        std::process::Command::new("stat")
+            .args(["-f", "-c", "%T", dir.to_str().unwrap()])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    if !fs.trim().starts_with("ext2/ext3") {
+        skip(
+            "ledger_cp",
+            &format!("the scratch directory is on {}, not ext4", fs.trim()),
+        );
+        return;
+    }
+    // ext4 has no reflink: copy_file_range copies every byte from page cache to page cache.
+    let p = path(&r, "page cache -> page cache").expect("a page cache -> page cache path");
+    let bytes = p["bytes"].as_u64().unwrap();
+    assert!(
+        bytes >= SIZE && bytes <= SIZE + SIZE / 100,
+        "page cache -> page cache: {bytes} of {SIZE}"
+    );
+    assert_eq!(p["evidence"], "measured");
+}
+
+#[test]
+fn derived_copies_that_sampling_contradicts_are_not_counted() {
+    if !privileged("ledger_dd_zero") {
+        return;
+    }
+    // /dev/zero fills dd's buffer without copying, /dev/null discards without copying: syscall
+    // semantics says 2 copies per MiB, the kernel makes none.
+    let r = exec_json(&["dd", "if=/dev/zero", "of=/dev/null", "bs=1M", "count=4000"]);
+    check_ledger(&r);
+    let samples = r["copies"]
+        .as_array()
+        .unwrap()
+        .first()
+        .and_then(|p| p["samples"].as_u64());
+    let kernel = r["figures"]["copy_cpu_share"]["note"].as_str().unwrap_or("");
+    let Some(p) = path(&r, "page cache -> user buffer") else {
+        // filemap_read hooked: nothing was read from the page cache at all.
+        assert_eq!(r["figures"]["cpu_copy_bytes"]["value"].as_u64(), Some(0));
+        return;
+    };
+    if p["evidence"] == "measured" {
+        assert_eq!(p["bytes"].as_u64(), Some(0));
+        return;
+    }
+    if !p["contradicted"].as_bool().unwrap() {
+        skip(
+            "ledger_dd_zero",
+            &format!("too few kernel samples to contradict ({samples:?}; {kernel})"),
+        );
+        return;
+    }
+    assert_eq!(r["figures"]["cpu_copy_bytes"]["value"].as_u64(), Some(0));
+    assert!(p["note"].as_str().unwrap().contains("CONTRADICTED"));
+}
