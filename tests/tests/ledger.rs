@@ -72,7 +72,10 @@ fn check_ledger(r: &Value) {
     );
     for p in copies {
         assert!(p["source"].as_str().is_some_and(|s| !s.is_empty()), "{p}");
-        assert!(matches!(p["evidence"].as_str(), Some("measured" | "derived")), "{p}");
+        assert!(
+            matches!(p["evidence"].as_str(), Some("measured" | "derived")),
+            "{p}"
+        );
     }
 }
 
@@ -93,7 +96,10 @@ fn read_write_copies_twice_and_the_receiver_once_apart() {
     let r = measure("read-write", &dir, &[]);
     check_ledger(&r);
     let per_step = copies_per_step(&r);
-    assert!((per_step - 2.0).abs() < 0.02, "read-write: {per_step} copies per step");
+    assert!(
+        (per_step - 2.0).abs() < 0.02,
+        "read-write: {per_step} copies per step"
+    );
     assert_eq!(path_bytes(&r, "page cache -> user buffer"), SIZE);
     match attached(&r, "sock_send") {
         Ok(()) => {
@@ -143,7 +149,10 @@ fn direct_io_copies_only_into_the_socket() {
             "ledger_direct_io one-copy check",
             "the scratch directory has no block device: O_DIRECT reads are CPU copies there",
         );
-        assert!((per_step - 2.0).abs() < 0.02, "direct-io from memory: {per_step}");
+        assert!(
+            (per_step - 2.0).abs() < 0.02,
+            "direct-io from memory: {per_step}"
+        );
     }
 }
 
@@ -186,6 +195,21 @@ fn data_file(dir: &Path) -> std::path::PathBuf {
     path
 }
 
+/// The file system type of the mount holding `dir` (the longest mount point that prefixes it).
+fn filesystem_of(dir: &Path) -> String {
+    let dir = dir.canonicalize().unwrap();
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, point, fs) = (f.next()?, f.next()?, f.next()?);
+            dir.starts_with(point).then(|| (point.len(), fs.to_owned()))
+        })
+        .max()
+        .map_or_else(|| "unknown".to_owned(), |(_, fs)| fs)
+}
+
 fn exec_json(args: &[&str]) -> Value {
     let mut all = vec!["exec", "--format", "json", "--"];
     all.extend(args);
@@ -224,18 +248,11 @@ fn cp_with_copy_file_range_on_ext4_copies_page_cache_to_page_cache() {
         skip("ledger_cp", &why);
         return;
     }
-    let fs = String::from_utf8(
-        std::process::Command::new("stat")
-            .args(["-f", "-c", "%T", dir.to_str().unwrap()])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    if !fs.trim().starts_with("ext2/ext3") {
+    let fs = filesystem_of(&dir);
+    if fs != "ext4" {
         skip(
             "ledger_cp",
-            &format!("the scratch directory is on {}, not ext4", fs.trim()),
+            &format!("the scratch directory is on {fs}, not ext4"),
         );
         return;
     }
@@ -263,7 +280,9 @@ fn derived_copies_that_sampling_contradicts_are_not_counted() {
         .unwrap()
         .first()
         .and_then(|p| p["samples"].as_u64());
-    let kernel = r["figures"]["copy_cpu_share"]["note"].as_str().unwrap_or("");
+    let kernel = r["figures"]["copy_cpu_share"]["note"]
+        .as_str()
+        .unwrap_or("");
     let Some(p) = path(&r, "page cache -> user buffer") else {
         // filemap_read hooked: nothing was read from the page cache at all.
         assert_eq!(r["figures"]["cpu_copy_bytes"]["value"].as_u64(), Some(0));

@@ -125,8 +125,13 @@ struct Kernel {
     modules: Vec<PathBuf>,
 }
 
-/// Drivers the VM needs for its disk, when the kernel builds them as modules.
-const DISK_MODULES: [&str; 2] = ["virtio_pci", "virtio_blk"];
+/// Drivers the VM needs, when the kernel builds them as modules: its disk, and veth for the
+/// tests that send over a veth pair into a network namespace (`--net veth`).
+const MODULES: [&str; 3] = ["virtio_pci", "virtio_blk", "veth"];
+
+/// The list of unpacked modules; its name changes whenever `MODULES` does, so that a kernel
+/// cached with fewer modules is unpacked again.
+const MODULE_LIST: &str = "modules-virtio-veth.order";
 
 /// Downloads (once) the suite's current cloud kernel package and unpacks what the VM needs.
 fn fetch_kernel(suite: &str, uri: &str) -> Result<Kernel> {
@@ -162,7 +167,7 @@ fn fetch_kernel(suite: &str, uri: &str) -> Result<Kernel> {
     let release = image.trim_start_matches("linux-image-").to_owned();
     let unpacked = dir.join(&release);
     let vmlinuz = unpacked.join("vmlinuz");
-    let order = unpacked.join("modules.order");
+    let order = unpacked.join(MODULE_LIST);
     if !order.exists() {
         let unsigned = format!("{image}-unsigned");
         let has_unsigned = Command::new("apt-cache")
@@ -191,7 +196,8 @@ fn fetch_kernel(suite: &str, uri: &str) -> Result<Kernel> {
             // Modules sit in /lib or (merged /usr) /usr/lib; drivers built in have none, so a
             // pattern may match nothing: tar's status is not the judge, the image's presence is.
             "dpkg-deb --fsys-tarfile '{}' | tar -xf - -C '{}' --wildcards './boot/vmlinuz-*' \
-             '*/modules/*/kernel/drivers/virtio/*' '*/modules/*/kernel/drivers/block/*' 2>/dev/null; true",
+             '*/modules/*/kernel/drivers/virtio/*' '*/modules/*/kernel/drivers/block/*' \
+             '*/modules/*/kernel/drivers/net/veth.ko*' 2>/dev/null; true",
             deb.display(),
             tree.display()
         );
@@ -258,7 +264,7 @@ fn depends(bytes: &[u8]) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Finds `DISK_MODULES` and their dependencies under `tree`, writes them decompressed to `out`,
+/// Finds `MODULES` and their dependencies under `tree`, writes them decompressed to `out`,
 /// and returns them in load order (dependencies first). Built-in drivers are simply absent.
 fn resolve_modules(tree: &Path, out: &Path) -> Result<Vec<PathBuf>> {
     let mut found = std::collections::HashMap::new();
@@ -281,7 +287,7 @@ fn resolve_modules(tree: &Path, out: &Path) -> Result<Vec<PathBuf>> {
     let mut order = Vec::new();
     let mut seen = std::collections::HashSet::new();
     // Depth-first: a module is written once all its dependencies are.
-    let mut stack: Vec<(String, bool)> = DISK_MODULES
+    let mut stack: Vec<(String, bool)> = MODULES
         .iter()
         .rev()
         .map(|m| ((*m).to_owned(), false))
@@ -311,7 +317,7 @@ fn resolve_modules(tree: &Path, out: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Test targets of the `zcprof-tests` package that run inside the VMs.
-const VM_TEST_TARGETS: [&str; 2] = ["kernel", "trace"];
+const VM_TEST_TARGETS: [&str; 3] = ["kernel", "trace", "ledger"];
 
 /// The zcprof binary and the kernel test executables, built for the host.
 fn build_test_binaries(root: &Path) -> Result<(PathBuf, Vec<PathBuf>)> {
@@ -387,6 +393,16 @@ fn build_initramfs(
         )?;
     }
     fs::copy("/bin/busybox", root.join("bin/busybox"))?;
+    // iproute2's ip, for --net veth (busybox's cannot create a veth pair with its peer in a
+    // namespace); first on the PATH.
+    if let Some(ip) = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+    {
+        fs::create_dir_all(root.join("usr/local/bin"))?;
+        install_with_libs(ip, &root.join("usr/local/bin/ip"), &root)?;
+    }
     install_with_libs(zcprof, &root.join("zcprof"), &root)?;
     let mut names = Vec::new();
     for test in tests {
@@ -419,7 +435,7 @@ for m in /modules/*.ko; do [ -e "$m" ] && insmod "$m"; done
 for i in $(seq 100); do [ -b /dev/vda ] && break; sleep 0.1; done
 mount -t ext4 /dev/vda {tmp} || echo "init: no disk: the scratch directory stays on rootfs"
 echo "init: kernel $(uname -r)"
-export ZCPROF_BIN=/zcprof ZCPROF_EXPECT_HOOKED=1 HOME=/tmp PATH=/bin:/sbin:/usr/bin:/usr/sbin
+export ZCPROF_BIN=/zcprof ZCPROF_EXPECT_HOOKED=1 HOME=/tmp PATH=/usr/local/bin:/bin:/sbin:/usr/bin:/usr/sbin
 /zcprof doctor
 if [ -e /debug.sh ]; then . /debug.sh; fi
 ok=1
