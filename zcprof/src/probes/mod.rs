@@ -299,6 +299,17 @@ fn skb_offsets() -> Result<Vec<u32>, String> {
         .clone()
 }
 
+/// The thread ids of process `tgid` now (empty when it is gone or unreadable).
+fn threads_of(tgid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{tgid}/task"))
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Loads and attaches one variant; the error text keeps the kernel's answer (and the verifier
 /// log, for load failures).
 ///
@@ -348,21 +359,37 @@ pub fn attach_variant(
             let p: &mut PerfEvent = program.try_into().map_err(err)?;
             p.load().map_err(err)?;
             // Scoped to the measured process: nobody else is sampled, so bystanders pay nothing.
-            let scope = if tgid == 0 {
-                PerfEventScope::CallingProcess { cpu: None }
+            // One event per thread the process has now, each inherited by the threads and
+            // processes that thread creates later: a perf event opened for a process id samples
+            // only that one thread (a worker thread's page-cache reads got 1 sample where the
+            // same work on the main thread got 582).
+            let threads = if tgid == 0 {
+                Vec::new()
             } else {
-                PerfEventScope::OneProcess {
+                threads_of(tgid)
+            };
+            let scopes: Vec<PerfEventScope> = if tgid == 0 {
+                vec![PerfEventScope::CallingProcess { cpu: None }]
+            } else if threads.is_empty() {
+                vec![PerfEventScope::OneProcess {
                     pid: tgid,
                     cpu: None,
-                }
+                }]
+            } else {
+                threads
+                    .into_iter()
+                    .map(|pid| PerfEventScope::OneProcess { pid, cpu: None })
+                    .collect()
             };
-            p.attach(
-                PerfEventConfig::Software(SoftwareEvent::CpuClock),
-                scope,
-                SamplePolicy::Frequency(sample_hz),
-                false,
-            )
-            .map_err(err)?;
+            for scope in scopes {
+                p.attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    scope,
+                    SamplePolicy::Frequency(sample_hz),
+                    true,
+                )
+                .map_err(err)?;
+            }
         }
         HookKind::Kretprobe => {
             let p: &mut KProbe = program.try_into().map_err(err)?;
