@@ -16,6 +16,10 @@ static BLK_OFF_RWBS: Global<u32> = Global::new(34);
 static NET_OFF_LEN: Global<u32> = Global::new(16);
 #[unsafe(no_mangle)]
 static NET_OFF_NAME: Global<u32> = Global::new(24);
+/// Non-zero: packets are counted by the socket they belong to, wherever they leave
+/// (`net_dev_start_xmit`), and this current-task program stands aside.
+#[unsafe(no_mangle)]
+static XMIT_BY_SOCKET: Global<u32> = Global::new(0);
 
 /// Classic tracepoint `block:block_rq_issue`: a request handed to the device driver, with the
 /// bytes the device is to transfer. Issue rather than completion: some kernels (6.1 with
@@ -42,7 +46,7 @@ pub fn block_rq_issue_tracepoint(ctx: TracePointContext) -> u32 {
 /// most drivers' transmit path.
 #[tracepoint(category = "net", name = "net_dev_xmit")]
 pub fn net_dev_xmit_tracepoint(ctx: TracePointContext) -> u32 {
-    if traced_tid().is_none() {
+    if XMIT_BY_SOCKET.load() != 0 || traced_tid().is_none() {
         return 0;
     }
     // SAFETY: offsets from the tracepoint's format file.
@@ -59,16 +63,7 @@ pub fn net_dev_xmit_tracepoint(ctx: TracePointContext) -> u32 {
     let offset = (loc & 0xffff) as usize;
     // SAFETY: the string lies inside the record; at most IFNAMSIZ bytes are read.
     let mut name = unsafe { ctx.read_at::<[u8; IFNAMSIZ]>(offset) }.unwrap_or([0; IFNAMSIZ]);
-    // What follows the string's NUL is whatever the buffer holds: clear it, or one device would
-    // show up under many keys.
-    let mut ended = false;
-    for byte in &mut name {
-        if ended {
-            *byte = 0;
-        } else if *byte == 0 {
-            ended = true;
-        }
-    }
+    clear_after_nul(&mut name);
     account::net_xmit(&name, u64::from(len));
     0
 }
@@ -89,3 +84,17 @@ macro_rules! dma_map {
 dma_map!(dma_map_phys_tracepoint, "dma_map_phys");
 dma_map!(dma_map_page_tracepoint, "dma_map_page");
 dma_map!(dma_map_sg_tracepoint, "dma_map_sg");
+
+/// What follows a device name's NUL is whatever the buffer holds: cleared, or one device would
+/// show up under many keys.
+#[inline(always)]
+pub fn clear_after_nul(name: &mut [u8; IFNAMSIZ]) {
+    let mut ended = false;
+    for byte in name {
+        if ended {
+            *byte = 0;
+        } else if *byte == 0 {
+            ended = true;
+        }
+    }
+}

@@ -660,7 +660,10 @@ fn dma_figures(
     figures: &mut BTreeMap<&'static str, Figure>,
 ) {
     let block = plan.chosen(Point::BlockIssue);
-    let net = plan.chosen(Point::NetXmit);
+    // Packets are counted by their socket where the transmit program knows it (wherever they
+    // leave, ACK-clocked sends from softirq included), else in the sender's own context.
+    let by_socket = plan.chosen(Point::NetStartXmit);
+    let net = by_socket.or_else(|| plan.chosen(Point::NetXmit));
     let disk_read: u64 = devices.disk.iter().map(|d| d.read_bytes).sum();
     let disk_write: u64 = devices.disk.iter().map(|d| d.write_bytes).sum();
     let nic: u64 = devices
@@ -721,8 +724,14 @@ fn dma_figures(
                 })
                 .collect();
             parts.push(format!(
-                "network, as transmitted from the process's own context (TCP also sends from ACK \
-                 processing in other contexts, which is not attributed): {}",
+                "{}: {}",
+                if by_socket.is_some() {
+                    "network, packets of the process's TCP sockets wherever they left (ACK-clocked \
+                     sends from softirq included; other protocols are not counted)"
+                } else {
+                    "network, as transmitted from the process's own context (TCP also sends from \
+                     ACK processing in other contexts, which is not attributed)"
+                },
                 if per_dev.is_empty() {
                     "nothing".to_owned()
                 } else {

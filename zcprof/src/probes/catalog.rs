@@ -431,19 +431,21 @@ pub mod globals {
     pub const EXIT_GROUP_NR: &str = "EXIT_GROUP_NR";
     pub const TIME_MASK: &str = "TIME_MASK";
     pub const RECEIVER_TGID: &str = "RECEIVER_TGID";
-    /// `struct sk_buff` member offsets from the kernel's BTF: (global, member).
-    pub const SKB_OFFSETS: [(&str, &str); 8] = [
-        ("SKB_OFF_SK", "sk"),
-        ("SKB_OFF_DATA", "data"),
-        ("SKB_OFF_HEAD", "head"),
-        ("SKB_OFF_LEN", "len"),
-        ("SKB_OFF_DATA_LEN", "data_len"),
-        ("SKB_OFF_PROTOCOL", "protocol"),
-        ("SKB_OFF_NETWORK_HEADER", "network_header"),
-        ("SKB_OFF_TRANSPORT_HEADER", "transport_header"),
+    pub const XMIT_BY_SOCKET: &str = "XMIT_BY_SOCKET";
+    /// Kernel struct member offsets from the kernel's BTF: (global, struct, member).
+    pub const BTF_OFFSETS: [(&str, &str, &str); 9] = [
+        ("SKB_OFF_SK", "sk_buff", "sk"),
+        ("SKB_OFF_DATA", "sk_buff", "data"),
+        ("SKB_OFF_HEAD", "sk_buff", "head"),
+        ("SKB_OFF_LEN", "sk_buff", "len"),
+        ("SKB_OFF_DATA_LEN", "sk_buff", "data_len"),
+        ("SKB_OFF_PROTOCOL", "sk_buff", "protocol"),
+        ("SKB_OFF_NETWORK_HEADER", "sk_buff", "network_header"),
+        ("SKB_OFF_TRANSPORT_HEADER", "sk_buff", "transport_header"),
+        ("DEV_OFF_NAME", "net_device", "name"),
     ];
     /// Record offsets of classic tracepoints: (global, event, field).
-    pub const OFFSETS: [(&str, &str, &str); 20] = [
+    pub const OFFSETS: [(&str, &str, &str); 21] = [
         ("BLK_OFF_DEV", "block/block_rq_issue", "dev"),
         ("BLK_OFF_BYTES", "block/block_rq_issue", "bytes"),
         ("BLK_OFF_RWBS", "block/block_rq_issue", "rwbs"),
@@ -454,6 +456,7 @@ pub mod globals {
         ("SOCK_OFF_FAMILY", "sock/sock_send_length", "family"),
         ("SOCK_OFF_PROTOCOL", "sock/sock_send_length", "protocol"),
         ("XMIT_OFF_SKB", "net/net_dev_start_xmit", "skbaddr"),
+        ("XMIT_OFF_NAME", "net/net_dev_start_xmit", "name"),
         ("XMIT_OFF_PROTOCOL", "net/net_dev_start_xmit", "protocol"),
         ("XMIT_OFF_LEN", "net/net_dev_start_xmit", "len"),
         ("XMIT_OFF_DATA_LEN", "net/net_dev_start_xmit", "data_len"),

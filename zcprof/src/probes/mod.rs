@@ -275,8 +275,8 @@ fn vmlinux_btf() -> Result<&'static Btf, String> {
         .map_err(Clone::clone)
 }
 
-/// Offsets of the `sk_buff` members in `catalog::globals::SKB_OFFSETS`, read once from the
-/// kernel's BTF, or why they are unknown.
+/// Offsets of the members in `catalog::globals::BTF_OFFSETS`, read once from the kernel's BTF,
+/// or why they are unknown.
 fn skb_offsets() -> Result<Vec<u32>, String> {
     static OFFSETS: OnceLock<Result<Vec<u32>, String>> = OnceLock::new();
     OFFSETS
@@ -286,13 +286,14 @@ fn skb_offsets() -> Result<Vec<u32>, String> {
                  sk_buff's members"
                     .to_owned()
             })?;
-            catalog::globals::SKB_OFFSETS
+            catalog::globals::BTF_OFFSETS
                 .iter()
-                .map(|(_, member)| {
+                .map(|(_, strukt, member)| {
                     layouts
-                        .member_offset("sk_buff", member)
-                        .filter(|&o| o > 0)
-                        .ok_or_else(|| format!("struct sk_buff has no member {member} in BTF"))
+                        .member_offset(strukt, member)
+                        // net_device.name is its first member; the others never are.
+                        .filter(|&o| o > 0 || *member == "name")
+                        .ok_or_else(|| format!("struct {strukt} has no member {member} in BTF"))
                 })
                 .collect()
         })
@@ -463,10 +464,15 @@ impl Probes {
             true,
         );
         if let Ok(offsets) = &skb_offsets {
-            for ((global, _), offset) in catalog::globals::SKB_OFFSETS.iter().zip(offsets) {
+            for ((global, _, _), offset) in catalog::globals::BTF_OFFSETS.iter().zip(offsets) {
                 loader.override_global(global, offset, true);
             }
         }
+        // With the packets' owners known, devices count a process's packets wherever they
+        // leave; the current-task program stands aside.
+        let by_socket =
+            u32::from(skb_offsets.is_ok() && plan.unavailable(Point::NetStartXmit).is_none());
+        loader.override_global(catalog::globals::XMIT_BY_SOCKET, &by_socket, true);
         loader.map_max_entries(catalog::maps::TRACED_BITS, traced_bitmap_words());
         // Without --trace the ring buffer is one page: nothing writes to it.
         loader.map_max_entries(
