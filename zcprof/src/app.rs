@@ -26,7 +26,7 @@ pub fn main(command: Command) -> ExitCode {
     }
     let (opts, output, trace) = match command {
         Command::Run(run) => (
-            run.workload.validate(vec![run.method]),
+            run.workload.validate(vec![run.method], false),
             run.output,
             run.trace,
         ),
@@ -36,7 +36,7 @@ pub fn main(command: Command) -> ExitCode {
             } else {
                 cmp.methods
             };
-            (cmp.workload.validate(methods), cmp.output, cmp.trace)
+            (cmp.workload.validate(methods, true), cmp.output, cmp.trace)
         }
         Command::Doctor { format } => return doctor(format),
         Command::Report { trace, format } => return report_trace(&trace, format),
@@ -250,7 +250,7 @@ async fn under_watch(job: impl FnOnce() -> ExitCode + Send + 'static) -> ExitCod
 
 fn workloads(opts: &Workload, output: Option<ReportFile>, trace: Option<&mut Trace>) -> ExitCode {
     let format = opts.format;
-    let single = opts.methods.len() == 1;
+    let single = opts.runs.len() == 1;
     match measure_all(opts, trace) {
         Ok(outcome) => finish(
             &outcome,
@@ -355,18 +355,23 @@ fn attach(
 
 fn measure_all(opts: &Workload, trace: Option<&mut Trace>) -> Result<Outcome, MeasureError> {
     let kernel = Kernel::detect();
+    // Dropped on every early return below, which tears a veth pair down; the normal end
+    // closes it explicitly, so that a pair that will not go is an error, not a warning.
+    let network = measure::network(opts)?;
     let source = measure::source(opts)?;
-    if opts.methods.len() == 1 {
+    let outcome = if let [spec] = opts.runs[..] {
         // A single run reports its own error, not a failed row.
         let mut plan = crate::probes::HookPlan::default();
-        let report =
-            measure::run_single(&kernel, &mut plan, &source, opts.methods[0], opts, trace)?;
-        return Ok(Outcome {
+        let report = measure::run_single(&kernel, &mut plan, &source, &network, spec, opts, trace)?;
+        Outcome {
             runs: vec![report],
             ..Outcome::default()
-        });
-    }
-    Ok(measure::run_all(&kernel, &source, opts, trace))
+        }
+    } else {
+        measure::run_all(&kernel, &source, &network, opts, trace)
+    };
+    network.close()?;
+    Ok(outcome)
 }
 
 fn finish(outcome: &Outcome, format: Format, single: bool, to: Destination) -> ExitCode {

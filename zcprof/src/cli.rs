@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    options::{Cache, Workload},
+    options::{Cache, Net, RunSpec, Switch, Workload},
     report::Format,
     units,
     workload::Method,
@@ -229,6 +229,14 @@ pub struct WorkloadArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
+    /// Network path to the receiver: loopback, or a veth pair into a private network namespace
+    /// (created for the run and removed after it), whose sender end can switch scatter-gather.
+    #[arg(long, value_enum, default_value = "loopback")]
+    pub net: Net,
+    /// Scatter-gather on the sender's end of the veth pair (needs --net veth). Default on; for
+    /// compare, sendfile then also runs with it off, beside the run with it on.
+    #[arg(long, value_enum)]
+    pub sg: Option<Switch>,
 }
 
 #[derive(Debug, Args)]
@@ -242,6 +250,8 @@ pub struct TransferArgs {
     #[arg(long)]
     pub block_size: u64,
     #[arg(long)]
+    pub addr: std::net::IpAddr,
+    #[arg(long)]
     pub port: u16,
 }
 
@@ -251,11 +261,12 @@ pub struct TransferArgs {
 pub struct UsageError(pub String);
 
 impl WorkloadArgs {
-    /// Checks what can be checked without touching the kernel, for `methods`.
+    /// Checks what can be checked without touching the kernel, for `methods`; `compare` adds
+    /// the scatter-gather contrast of `--net veth` (see `RunSpec::plan`).
     ///
     /// # Errors
     /// A one-line usage error.
-    pub fn validate(self, methods: Vec<Method>) -> Result<Workload, UsageError> {
+    pub fn validate(self, methods: Vec<Method>, compare: bool) -> Result<Workload, UsageError> {
         let WorkloadArgs {
             size,
             block_size,
@@ -263,7 +274,14 @@ impl WorkloadArgs {
             dir,
             cache,
             format,
+            net,
+            sg,
         } = self;
+        if sg.is_some() && net != Net::Veth {
+            return Err(UsageError(
+                "--sg needs --net veth: loopback's scatter-gather is fixed on".into(),
+            ));
+        }
         if file.is_some() && dir.is_some() {
             return Err(UsageError(
                 "--dir is for the generated file; it cannot be combined with --file".into(),
@@ -300,7 +318,9 @@ impl WorkloadArgs {
             )));
         }
         Ok(Workload {
+            runs: RunSpec::plan(&methods, net, sg, compare),
             methods,
+            net,
             size,
             block_size,
             file,
@@ -407,6 +427,33 @@ mod tests {
     }
 
     #[test]
+    fn sg_needs_veth() {
+        let workload = |args: &[&str]| {
+            let cli = parse_args(args).unwrap();
+            let Command::Compare(cmp) = cli.command else {
+                panic!("not compare")
+            };
+            cmp.workload.validate(cmp.methods, true)
+        };
+        let err = workload(&["compare", "--sg", "off"]).unwrap_err();
+        assert!(err.0.contains("--sg needs --net veth"), "{}", err.0);
+        let w = workload(&["compare", "--net", "veth", "--methods", "sendfile"]).unwrap();
+        assert_eq!(w.runs.len(), 2, "sendfile with SG off and on");
+        let w = workload(&[
+            "compare",
+            "--net",
+            "veth",
+            "--sg",
+            "off",
+            "--methods",
+            "sendfile",
+        ])
+        .unwrap();
+        assert_eq!(w.runs.len(), 1);
+        assert!(parse_args(&["run", "--method", "sendfile", "--net", "wifi"]).is_err());
+    }
+
+    #[test]
     fn validation() {
         let w = |size: Option<u64>, block: u64, methods: Vec<Method>| {
             let args = WorkloadArgs {
@@ -416,8 +463,10 @@ mod tests {
                 dir: None,
                 cache: Cache::Warm,
                 format: Format::Table,
+                net: Net::Loopback,
+                sg: None,
             };
-            args.validate(methods)
+            args.validate(methods, false)
         };
         assert!(
             w(Some(4096), 8192, vec![Method::Sendfile])
@@ -439,9 +488,11 @@ mod tests {
             dir: Some("/nonexistent/zcprof".into()),
             cache: Cache::Warm,
             format: Format::Table,
+            net: Net::Loopback,
+            sg: None,
         };
         assert!(
-            args.validate(vec![Method::Splice])
+            args.validate(vec![Method::Splice], false)
                 .unwrap_err()
                 .0
                 .contains("not a directory")

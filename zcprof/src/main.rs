@@ -21,6 +21,7 @@ fn main() -> ExitCode {
             path: t.path,
             size: t.size,
             block_size: t.block_size,
+            addr: t.addr,
             port: t.port,
         });
     }

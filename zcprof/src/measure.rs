@@ -8,10 +8,10 @@ use crate::{
     devices::DeviceNames,
     export::{Recorded, Recorder, RunContext, Trace, Unfinished},
     model::{self, FileInfo, RunInput, RunReport, Subject},
-    options::{Cache, DEFAULT_SIZE, Workload},
+    options::{Cache, DEFAULT_SIZE, Net, RunSpec, Workload},
     probes::{HookPlan, Options, ProbeError, Probes},
     report::Failed,
-    workload::{Method, Ready, SourceError, SourceFile, WorkloadError},
+    workload::{NetError, Network, Ready, SourceError, SourceFile, WorkloadError},
 };
 
 /// Errors of a measured run.
@@ -25,6 +25,8 @@ pub enum MeasureError {
     Probe(#[from] ProbeError),
     #[error(transparent)]
     Collect(#[from] CollectError),
+    #[error(transparent)]
+    Net(#[from] NetError),
     /// A usage problem found once the file is known.
     #[error("{0}")]
     Usage(String),
@@ -40,6 +42,18 @@ impl MeasureError {
                 | MeasureError::Workload(WorkloadError::Interrupted)
         )
     }
+}
+
+/// The network path of an invocation, shared by all its runs. Set up before the source file
+/// is written, so that a veth that cannot be created fails at once.
+///
+/// # Errors
+/// When the veth pair or its namespace cannot be set up (nothing is left behind then).
+pub fn network(opts: &Workload) -> Result<Network, MeasureError> {
+    Ok(match opts.net {
+        Net::Loopback => Network::Loopback,
+        Net::Veth => Network::veth()?,
+    })
 }
 
 /// The source file of an invocation, shared by all its methods.
@@ -81,18 +95,25 @@ pub fn source(opts: &Workload) -> Result<SourceFile, MeasureError> {
     Ok(file)
 }
 
-/// Measures one method.
+/// Measures one run: a method over `network`, with the scatter-gather state `spec` asks for.
 ///
 /// # Errors
-/// When the workload, the probes or the map reads fail.
+/// When scatter-gather cannot be set, or the workload, the probes or the map reads fail.
 pub fn run_one(
     kernel: &Kernel,
     plan: &mut HookPlan,
     source: &SourceFile,
-    method: Method,
+    network: &Network,
+    spec: RunSpec,
     opts: &Workload,
     trace: Option<&mut Trace>,
 ) -> Result<RunReport, MeasureError> {
+    let method = spec.method;
+    if let Some(on) = spec.scatter_gather {
+        network.set_scatter_gather(on)?;
+    }
+    // What the driver says now, not what was asked: the report shows the state that was used.
+    let scatter_gather = network.scatter_gather();
     let size = opts.size.unwrap_or(source.len());
     if opts.cache == Cache::Cold {
         source.evict().map_err(|e| {
@@ -102,8 +123,14 @@ pub fn run_one(
             ))
         })?;
     }
-    let ready = Ready::start(method, source, size, opts.block_size)?;
+    let ready = Ready::start(method, source, size, opts.block_size, network)?;
     let pid = ready.pid();
+    let net = model::NetPath {
+        kind: network.kind().to_owned(),
+        device: network.device().to_owned(),
+        scatter_gather,
+        receiver: ready.receiver().to_string(),
+    };
     let measured = Measured::attach(
         kernel,
         plan,
@@ -127,7 +154,7 @@ pub fn run_one(
         received: delivery.received,
         usage: Some(delivery.usage),
         file: Some(file_info(source, opts.cache)),
-        net: None,
+        net: Some(net),
         devices: names.devices(&counts),
     };
     if let (Some(trace), Some(recording)) = (trace, recording) {
@@ -137,7 +164,7 @@ pub fn run_one(
     Ok(model::build(input))
 }
 
-/// Measures one method on its own, with the progress line.
+/// Measures one run on its own, with the progress line.
 ///
 /// # Errors
 /// As `run_one`.
@@ -145,13 +172,14 @@ pub fn run_single(
     kernel: &Kernel,
     plan: &mut HookPlan,
     source: &SourceFile,
-    method: Method,
+    network: &Network,
+    spec: RunSpec,
     opts: &Workload,
     trace: Option<&mut Trace>,
 ) -> Result<RunReport, MeasureError> {
     let mut progress = Progress::new(1);
-    progress.start(method);
-    let result = run_one(kernel, plan, source, method, opts, trace);
+    progress.start(&spec.label());
+    let result = run_one(kernel, plan, source, network, spec, opts, trace);
     progress.done();
     result
 }
@@ -293,6 +321,7 @@ impl Recording {
             received: input.received.clone(),
             usage: input.usage,
             file: input.file.clone(),
+            net: input.net.clone(),
             devices,
             followed,
             process_names,
@@ -328,29 +357,31 @@ pub struct Outcome {
     pub interrupted: bool,
 }
 
-/// Measures each method in turn with one hook plan; a failing method is recorded and the rest
-/// still run.
+/// Measures each run in turn with one hook plan; a failing run is recorded and the rest still
+/// run.
 #[must_use]
 pub fn run_all(
     kernel: &Kernel,
     source: &SourceFile,
+    network: &Network,
     opts: &Workload,
     mut trace: Option<&mut Trace>,
 ) -> Outcome {
     let mut plan = HookPlan::default();
     let mut outcome = Outcome::default();
-    let mut progress = Progress::new(opts.methods.len());
-    for &method in &opts.methods {
+    let mut progress = Progress::new(opts.runs.len());
+    for &spec in &opts.runs {
         if crate::cancel::requested() {
             outcome.interrupted = true;
             break;
         }
-        progress.start(method);
+        progress.start(&spec.label());
         let result = run_one(
             kernel,
             &mut plan,
             source,
-            method,
+            network,
+            spec,
             opts,
             trace.as_deref_mut(),
         );
@@ -362,7 +393,7 @@ pub fn run_all(
                 break;
             }
             Err(e) => outcome.failed.push(Failed {
-                method: method.to_string(),
+                method: spec.label(),
                 error: e.to_string(),
             }),
         }
@@ -538,20 +569,21 @@ impl Progress {
         std::io::stderr().is_terminal()
     }
 
-    fn start(&mut self, method: Method) {
+    fn start(&mut self, run: &str) {
         if !Self::enabled() {
             return;
         }
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = std::sync::Arc::clone(&stop);
         let (n, total) = (self.done + 1, self.total);
+        let run = run.to_owned();
         let started = std::time::Instant::now();
         let handle = std::thread::spawn(move || {
             use std::io::Write as _;
             while !flag.load(std::sync::atomic::Ordering::Acquire) {
                 let _ = write!(
                     std::io::stderr().lock(),
-                    "\r\x1b[2K[{n}/{total}] measuring {method}... {:.1} s",
+                    "\r\x1b[2K[{n}/{total}] measuring {run}... {:.1} s",
                     started.elapsed().as_secs_f64()
                 );
                 std::thread::sleep(std::time::Duration::from_millis(200));

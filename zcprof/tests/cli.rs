@@ -240,3 +240,41 @@ fn output_is_not_created_for_bad_usage() {
     );
     assert!(!report.exists(), "no report file after a usage error");
 }
+
+/// `--sg` switches the sender's veth end: without `--net veth` it is a usage error, found
+/// before privileges and before anything is created.
+#[test]
+fn sg_without_veth() {
+    let dir = empty_dir("sg");
+    for args in [
+        &["run", "--method", "sendfile", "--sg", "off"][..],
+        &["compare", "--net", "loopback", "--sg", "on"],
+    ] {
+        let line = fails(zcprof().args(args).arg("--dir").arg(&dir), 2);
+        assert!(line.contains("--sg needs --net veth"), "{args:?}: {line}");
+    }
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}
+
+#[test]
+fn unknown_net() {
+    let line = fails(
+        zcprof().args(["run", "--method", "sendfile", "--net", "wifi"]),
+        2,
+    );
+    assert!(
+        line.contains("wifi") && line.contains("loopback") && line.contains("veth"),
+        "{line}"
+    );
+    let line = fails(
+        zcprof().args([
+            "run", "--method", "sendfile", "--net", "veth", "--sg", "maybe",
+        ]),
+        2,
+    );
+    assert!(line.contains("maybe") && line.contains("off"), "{line}");
+}

@@ -17,6 +17,7 @@ pub struct Nic {
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
 const ETHTOOL_GTXCSUM: u32 = 0x16;
 const ETHTOOL_GSG: u32 = 0x18;
+const ETHTOOL_SSG: u32 = 0x19;
 
 #[repr(C)]
 struct EthtoolValue {
@@ -31,9 +32,10 @@ struct IfReq {
     pad: [u8; 16],
 }
 
-/// Asks the driver of `name` one legacy ethtool "get" question.
-fn ethtool_get(sock: &std::net::UdpSocket, name: &str, cmd: u32) -> Option<bool> {
-    let mut value = EthtoolValue { cmd, data: 0 };
+/// One legacy ethtool command (`cmd` with its value) on interface `name`; returns the value
+/// the driver left in the request.
+fn ethtool(sock: &std::net::UdpSocket, name: &str, cmd: u32, data: u32) -> std::io::Result<u32> {
+    let mut value = EthtoolValue { cmd, data };
     let mut req = IfReq {
         name: [0; libc::IFNAMSIZ],
         data: &raw mut value,
@@ -41,12 +43,46 @@ fn ethtool_get(sock: &std::net::UdpSocket, name: &str, cmd: u32) -> Option<bool>
     };
     let bytes = name.as_bytes();
     if bytes.len() >= libc::IFNAMSIZ {
-        return None;
+        return Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG));
     }
     req.name[..bytes.len()].copy_from_slice(bytes);
     // SAFETY: SIOCETHTOOL with an ifreq whose data points at a live ethtool_value.
     let ret = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL, &raw mut req) };
-    (ret == 0).then_some(value.data != 0)
+    if ret == 0 {
+        Ok(value.data)
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Asks the driver of `name` one legacy ethtool "get" question.
+fn ethtool_get(sock: &std::net::UdpSocket, name: &str, cmd: u32) -> Option<bool> {
+    ethtool(sock, name, cmd, 0).ok().map(|v| v != 0)
+}
+
+/// A socket for the ioctl: any will do, and a loopback UDP one needs no privileges. The ioctl
+/// acts on the interface of that name in the socket's network namespace.
+fn ioctl_socket() -> std::io::Result<std::net::UdpSocket> {
+    std::net::UdpSocket::bind(("127.0.0.1", 0))
+}
+
+/// Scatter-gather on interface `name`, as its driver reports it now.
+#[must_use]
+pub fn scatter_gather(name: &str) -> Option<bool> {
+    ioctl_socket()
+        .ok()
+        .and_then(|s| ethtool_get(&s, name, ETHTOOL_GSG))
+}
+
+/// Turns scatter-gather on interface `name` on or off (`ethtool -K name sg on|off`), with the
+/// legacy ioctl so that no ethtool binary is needed. Needs `CAP_NET_ADMIN`. The kernel may
+/// quietly keep another state (a feature the driver cannot change, or one that depends on
+/// another): read it back with `scatter_gather`.
+///
+/// # Errors
+/// The kernel's refusal (`EPERM`, `EOPNOTSUPP`, `ENODEV`).
+pub fn set_scatter_gather(name: &str, on: bool) -> std::io::Result<()> {
+    ethtool(&ioctl_socket()?, name, ETHTOOL_SSG, u32::from(on)).map(|_| ())
 }
 
 /// The state of interface `name`.
@@ -56,8 +92,7 @@ pub fn nic(name: &str) -> Nic {
         .join(name)
         .join("device")
         .exists();
-    // Any socket will do for the ioctl; a loopback UDP one needs no privileges.
-    let sock = std::net::UdpSocket::bind(("127.0.0.1", 0)).ok();
+    let sock = ioctl_socket().ok();
     let ask = |cmd| sock.as_ref().and_then(|s| ethtool_get(s, name, cmd));
     Nic {
         name: name.to_owned(),
@@ -92,5 +127,13 @@ mod tests {
         assert!(!lo.physical);
         assert!(lo.scatter_gather.is_some(), "{lo:?}");
         assert!(nic("zcprof-no-such-if0").scatter_gather.is_none());
+        assert_eq!(scatter_gather("lo"), lo.scatter_gather);
+    }
+
+    #[test]
+    fn setting_a_missing_interface_is_refused() {
+        // ENODEV as root, EPERM without CAP_NET_ADMIN: refused either way, nothing changed.
+        assert!(set_scatter_gather("zcprof-no-such-if0", false).is_err());
+        assert!(set_scatter_gather("zcprof-name-longer-than-ifnamsiz", false).is_err());
     }
 }

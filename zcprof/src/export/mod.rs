@@ -18,7 +18,12 @@ use std::{
 pub use read::{ReadRun, read};
 pub use record::{Recorded, Recorder};
 
-use crate::{devices::DeviceNames, model::FileInfo, probes::PlanRecord, workload::ChildUsage};
+use crate::{
+    devices::DeviceNames,
+    model::{FileInfo, NetPath},
+    probes::PlanRecord,
+    workload::ChildUsage,
+};
 
 /// The layout version of the `zcprof` section; readers refuse other versions.
 pub const FORMAT_VERSION: u32 = 1;
@@ -64,6 +69,10 @@ pub struct RunContext {
     pub received: Vec<u64>,
     pub usage: Option<ChildUsage>,
     pub file: Option<FileInfo>,
+    /// The network path of a built-in workload. Absent from traces written before zcprof
+    /// recorded it, which still read (as `None`).
+    #[serde(default)]
+    pub net: Option<NetPath>,
     pub devices: DeviceNames,
     /// Whether a process tree was followed (the per-process table exists).
     pub followed: bool,
@@ -249,7 +258,7 @@ pub fn report_of(run: &ReadRun) -> Result<crate::model::RunReport, ExportError> 
         received: ctx.received.clone(),
         usage: ctx.usage,
         file: ctx.file.clone(),
-        net: None,
+        net: ctx.net.clone(),
         devices: ctx.devices.devices(&run.counts),
     });
     report.notes.push(format!(
@@ -324,6 +333,7 @@ mod tests {
                 received: Vec::new(),
                 usage: None,
                 file: None,
+                net: None,
                 devices: DeviceNames::default(),
                 followed: true,
                 process_names: BTreeMap::from([(PID, "tester".to_owned())]),
@@ -391,6 +401,35 @@ mod tests {
             ("tester", 3, 4106)
         );
         assert_eq!((c.unmatched_returns, c.samples_kernel), (1, 3));
+    }
+
+    #[test]
+    fn the_network_path_is_kept_and_older_traces_still_read() {
+        let net = NetPath {
+            kind: "veth".into(),
+            device: "zcp4242s".into(),
+            scatter_gather: Some(false),
+            receiver: "10.128.66.10:5000".into(),
+        };
+        let mut with_net = run();
+        with_net.context.workload = true;
+        with_net.context.subject = "sendfile".into();
+        with_net.context.net = Some(net.clone());
+        let mut out = Vec::new();
+        chrome::write(&mut out, 0, &[with_net]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let path = std::env::temp_dir().join(format!("zcprof-netpath-{}.json", std::process::id()));
+        std::fs::write(&path, &text).unwrap();
+        let runs = read(&path).unwrap();
+        assert_eq!(runs[0].context.net.as_ref(), Some(&net));
+        assert_eq!(report_of(&runs[0]).unwrap().net, Some(net));
+        // A trace from before the field existed: no "net" key at all.
+        let old = text.replacen("\"net\":{\"device\"", "\"old_net\":{\"device\"", 1);
+        assert_ne!(old, text);
+        std::fs::write(&path, &old).unwrap();
+        let runs = read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(runs[0].context.net, None);
     }
 
     #[test]

@@ -1,17 +1,19 @@
 //! Workloads: the built-in transfer techniques, each run in its own process against a receiver
 //! that drains and counts every byte. Only that process is measured.
 mod method;
+pub mod net;
 mod source;
 pub mod transfer;
 
 use std::{
     io::{self, BufRead as _, BufReader, Read as _, Write as _},
-    net::{TcpListener, TcpStream},
+    net::{SocketAddr, TcpStream},
     process::{Child, ChildStderr, ChildStdin, Command, Stdio},
     thread::JoinHandle,
 };
 
 pub use method::Method;
+pub use net::{NetError, Network};
 pub use source::{SourceError, SourceFile};
 
 use crate::cancel;
@@ -33,6 +35,9 @@ pub enum WorkloadError {
         got: u64,
         expected: u64,
     },
+    /// The receiver could not listen on the network path.
+    #[error(transparent)]
+    Net(#[from] NetError),
     /// Ctrl-C.
     #[error("interrupted")]
     Interrupted,
@@ -62,12 +67,13 @@ pub struct Ready {
     stdin: ChildStdin,
     stderr: ChildStderr,
     receivers: Vec<JoinHandle<io::Result<u64>>>,
+    receiver: SocketAddr,
     _registered: cancel::ChildGuard,
 }
 
 impl Ready {
     /// Starts the child for `method` and waits until it has opened the file, connected to the
-    /// receiver and allocated its buffers.
+    /// receiver over `network` and allocated its buffers.
     ///
     /// # Errors
     /// When the child cannot start or fails during preparation.
@@ -76,10 +82,11 @@ impl Ready {
         source: &SourceFile,
         size: u64,
         block_size: u64,
+        network: &Network,
     ) -> Result<Ready, WorkloadError> {
         let spawn_err = |source| WorkloadError::Spawn { method, source };
-        let listener = TcpListener::bind(("127.0.0.1", 0)).map_err(spawn_err)?;
-        let port = listener.local_addr().map_err(spawn_err)?.port();
+        let listener = network.listen()?;
+        let receiver = listener.local_addr().map_err(spawn_err)?;
         let exe = std::env::current_exe().map_err(spawn_err)?;
         let mut child = Command::new(exe)
             .arg("__transfer")
@@ -92,7 +99,8 @@ impl Ready {
                 "--block-size",
                 &block_size.to_string(),
             ])
-            .args(["--port", &port.to_string()])
+            .args(["--addr", &receiver.ip().to_string()])
+            .args(["--port", &receiver.port().to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -111,12 +119,16 @@ impl Ready {
             stdin,
             stderr,
             receivers: Vec::new(),
+            receiver,
             _registered: registered,
         };
 
         let mut line = String::new();
         let read = BufReader::new(stdout).read_line(&mut line);
-        if read.is_err() && (line == "ready\n") {
+        // Anything but "ready" (an error, or end of file because the child failed while
+        // preparing, say when it cannot connect) must not reach the accepts below: they would
+        // wait for a connection that never comes.
+        if read.is_err() || line != "ready\n" {
             return Err(ready.failure());
         }
         // The child connected before saying ready, so these accepts do not block.
@@ -133,6 +145,12 @@ impl Ready {
     #[must_use]
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Where the receiver listens (the first stream's address and port).
+    #[must_use]
+    pub fn receiver(&self) -> SocketAddr {
+        self.receiver
     }
 
     /// Releases the child, waits for it to finish and checks what the receivers got.

@@ -7,7 +7,7 @@
 use std::{
     ffi::CString,
     io::{self, Read as _, Write as _},
-    net::TcpStream,
+    net::{IpAddr, TcpStream},
     os::fd::{AsRawFd as _, RawFd},
 };
 
@@ -20,6 +20,8 @@ pub struct TransferArgs {
     pub path: String,
     pub size: u64,
     pub block_size: u64,
+    /// The receiver: 127.0.0.1, or the peer of a veth pair.
+    pub addr: IpAddr,
     pub port: u16,
 }
 
@@ -108,8 +110,15 @@ fn prepare(args: &TransferArgs) -> io::Result<Prepared> {
     let file = open_source(args)?;
     let mut socks = Vec::new();
     for _ in 0..args.method.streams() {
-        let sock = TcpStream::connect(("127.0.0.1", args.port))
-            .map_err(|e| io::Error::new(e.kind(), format!("connect to the receiver: {e}")))?;
+        let sock = TcpStream::connect((args.addr, args.port)).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "connect to the receiver at {}:{}: {e}",
+                    args.addr, args.port
+                ),
+            )
+        })?;
         socks.push(sock);
     }
     let pipes = match args.method {
