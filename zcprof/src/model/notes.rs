@@ -191,11 +191,16 @@ pub fn differences(inputs: &Inputs<'_>) -> Vec<String> {
     if figures.get("nic_dma_bytes").and_then(|f| f.value) == Some(0.0)
         && textbook.dma_copies.is_some()
     {
-        notes.push(
-            "The receiver is on loopback, a virtual device without a NIC, so the note's socket->NIC DMA \
-             cannot happen on this path."
+        notes.push(match net {
+            Some(n) => format!(
+                "The receiver is behind {} ({}), a virtual device without a NIC, so the note's \
+                 socket->NIC DMA cannot happen on this path.",
+                n.device, n.kind
+            ),
+            None => "No physical NIC carried the packets, so the note's socket->NIC DMA did not \
+                     happen on this path."
                 .to_owned(),
-        );
+        });
     }
     notes
 }

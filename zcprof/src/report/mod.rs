@@ -92,23 +92,8 @@ fn cells(r: &RunReport) -> [String; 8] {
     };
     let elapsed = fig("elapsed_ns").and_then(|f| f.value);
     let throughput = fig("throughput_bytes_per_sec").and_then(|f| f.value);
-    // A row over a veth pair says so, with its scatter-gather state: compare --net veth shows
-    // sendfile twice.
-    let method = match &r.net {
-        Some(n) if n.kind != "loopback" => format!(
-            "{} ({}, SG {})",
-            r.method,
-            n.kind,
-            match n.scatter_gather {
-                Some(true) => "on",
-                Some(false) => "off",
-                None => "?",
-            }
-        ),
-        _ => r.method.clone(),
-    };
     [
-        method,
+        row_label(r),
         format!("{} (tb {})", per_step(fig("syscalls")), tb(t.syscalls)),
         format!(
             "{} (tb {})",
@@ -137,19 +122,71 @@ fn cells(r: &RunReport) -> [String; 8] {
 
 /// The column legend: what each column counts and how it was obtained (from the first report;
 /// one invocation uses one hook plan).
-fn legend(r: &RunReport) -> Vec<String> {
+/// A text that may differ between rows: said once when every row has it, else per row, each
+/// prefixed by the rows it describes (a legend line must hold for every row).
+fn per_row(runs: &[RunReport], text: impl Fn(&RunReport) -> String) -> String {
+    let mut groups: Vec<(Vec<String>, String)> = Vec::new();
+    for r in runs {
+        let t = text(r);
+        match groups.iter_mut().find(|(_, g)| *g == t) {
+            Some((rows, _)) => rows.push(row_label(r)),
+            None => groups.push((vec![row_label(r)], t)),
+        }
+    }
+    if let [(_, only)] = groups.as_slice() {
+        return only.clone();
+    }
+    groups
+        .into_iter()
+        .map(|(rows, t)| format!("{}: {t}", rows.join(", ")))
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// The name of a row: the method, and the network path when it is not loopback (compare
+/// --net veth has sendfile twice).
+#[must_use]
+pub fn row_label(r: &RunReport) -> String {
+    match &r.net {
+        Some(n) if n.kind != "loopback" => format!(
+            "{} ({}, SG {})",
+            r.method,
+            n.kind,
+            match n.scatter_gather {
+                Some(true) => "on",
+                Some(false) => "off",
+                None => "?",
+            }
+        ),
+        _ => r.method.clone(),
+    }
+}
+
+fn legend(runs: &[RunReport]) -> Vec<String> {
+    let Some(r) = runs.first() else {
+        return Vec::new();
+    };
     let src = |k: &str| {
         r.figures
             .get(k)
             .map_or_else(String::new, |f| f.source.clone())
     };
+    let src_per_row = |k: &'static str| {
+        per_row(runs, |r| {
+            r.figures
+                .get(k)
+                .map_or_else(String::new, |f| f.source.clone())
+        })
+    };
     // A measured DMA figure names its hooks; an unavailable one says why.
-    let dma = r.figures.get("dma_bytes").map_or_else(String::new, |f| {
-        if f.value.is_some() {
-            format!("{}; {}", f.source, f.note)
-        } else {
-            format!("unavailable: {}", f.note)
-        }
+    let dma = per_row(runs, |r| {
+        r.figures.get("dma_bytes").map_or_else(String::new, |f| {
+            if f.value.is_some() {
+                format!("{}; {}", f.source, f.note)
+            } else {
+                format!("unavailable: {}", f.note)
+            }
+        })
     });
     vec![
         if r.kind == "program" {
@@ -184,7 +221,7 @@ fn legend(r: &RunReport) -> Vec<String> {
              socket buffer, pkt: linear packet data, map: a mapping of the page cache; ✗: derived from \
              syscall semantics, contradicted by sampling and left out of the sum); {}. Share \
              of the measured process's kernel time in copy routines: {}",
-            src("cpu_copy_bytes"),
+            src_per_row("cpu_copy_bytes"),
             src("copy_cpu_share")
         ),
         format!("DMA: device transfers in blocks per step: {dma}"),
@@ -198,8 +235,8 @@ fn notes(runs: &[RunReport]) -> Vec<String> {
     for r in runs {
         for n in &r.notes {
             match out.iter_mut().find(|(_, text)| text == n) {
-                Some((methods, _)) => methods.push(r.method.clone()),
-                None => out.push((vec![r.method.clone()], n.clone())),
+                Some((methods, _)) => methods.push(row_label(r)),
+                None => out.push((vec![row_label(r)], n.clone())),
             }
         }
     }
@@ -249,7 +286,7 @@ pub fn table(runs: &[RunReport], failed: &[Failed]) -> String {
                 let _ = writeln!(out, "kernel {}", first.kernel);
             }
         }
-        for line in legend(first) {
+        for line in legend(runs) {
             let _ = writeln!(out, "  {line}");
         }
         let _ = writeln!(out, "Notes:");
@@ -409,9 +446,9 @@ pub fn markdown(runs: &[RunReport], failed: &[Failed]) -> String {
             " |".repeat(HEADERS.len() - 2)
         );
     }
-    if let Some(first) = runs.first() {
+    if !runs.is_empty() {
         out.push('\n');
-        for line in legend(first) {
+        for line in legend(runs) {
             let _ = writeln!(out, "- {line}");
         }
         out.push_str("\nNotes:\n\n");
