@@ -1307,3 +1307,405 @@ fn attach_with_an_interval_shows_the_table_while_measuring() {
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(calls(&r, "read") > 0);
 }
+
+// ---- --net veth: a veth pair into a private network namespace, and nothing left after it ----
+
+/// Whether `ip` (iproute2) is there for `--net veth`; says why not on stderr.
+fn veth_possible(test: &str) -> bool {
+    if !privileged(test) {
+        return false;
+    }
+    let found = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("ip").is_file()));
+    if !found {
+        skip(test, "--net veth needs iproute2's ip in PATH");
+    }
+    found
+}
+
+/// Interfaces of this namespace whose names start with `zcp` (`ip -o link`: "N: name@peer: ...").
+fn zcp_links() -> Vec<String> {
+    let out = Command::new("ip").args(["-o", "link"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .map(|n| n.trim().split('@').next().unwrap_or_default().to_owned())
+        .filter(|n| n.starts_with("zcp"))
+        .collect()
+}
+
+/// The `zcp` links left by the zcprof of `pid`, or by any zcprof that is gone. Links of another
+/// zcprof that still runs (a concurrent test elsewhere) are its own business.
+fn leftover_links(pid: u32) -> Vec<String> {
+    zcp_links()
+        .into_iter()
+        .filter(|name| {
+            let owner: Option<u32> = name
+                .strip_prefix("zcp")
+                .and_then(|n| n.strip_suffix(['s', 'p']))
+                .and_then(|n| n.parse().ok());
+            owner.is_none_or(|o| o == pid || !alive(o))
+        })
+        .collect()
+}
+
+/// Polls up to five seconds for the kernel to free a dead zcprof's namespace and its links.
+fn links_left_after(pid: u32) -> Vec<String> {
+    for _ in 0..500 {
+        if leftover_links(pid).is_empty() {
+            return Vec::new();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    leftover_links(pid)
+}
+
+/// Live processes whose command line contains `needle` (zombies excluded).
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                String::from_utf8_lossy(&c)
+                    .replace('\0', " ")
+                    .contains(needle)
+            }) && alive(pid)
+        })
+        .collect()
+}
+
+/// Runs `sendfile --net veth --sg STATE` and returns zcprof's pid and its JSON report.
+fn sendfile_over_veth(sg: &str, dir: &Path) -> (u32, Value) {
+    let child = Command::new(zcprof_bin())
+        .args([
+            "run",
+            "--method",
+            "sendfile",
+            "--net",
+            "veth",
+            "--sg",
+            sg,
+            "--size",
+            "8M",
+            "--block-size",
+            "64K",
+            "--format",
+            "json",
+            "--dir",
+        ])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "--sg {sg}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        pid,
+        serde_json::from_slice(&out.stdout).expect("valid JSON"),
+    )
+}
+
+#[test]
+fn sendfile_over_veth_with_and_without_scatter_gather_leaves_nothing() {
+    if !veth_possible("veth_sg") {
+        return;
+    }
+    let dir = scratch_dir("veth-sg", env!("CARGO_TARGET_TMPDIR"));
+    for (sg, on) in [("off", false), ("on", true)] {
+        let (pid, r) = sendfile_over_veth(sg, &dir);
+        let net = &r["net"];
+        assert_eq!(net["kind"], "veth", "{net}");
+        assert_eq!(net["device"], format!("zcp{pid}s"), "{net}");
+        assert_eq!(
+            net["scatter_gather"].as_bool(),
+            Some(on),
+            "--sg {sg} read back: {net}"
+        );
+        let receiver = net["receiver"].as_str().unwrap();
+        assert!(receiver.starts_with("10."), "a private address: {receiver}");
+        assert_eq!(
+            r["received"],
+            serde_json::json!([SIZE]),
+            "every byte arrived"
+        );
+        assert_eq!(r["bytes"].as_u64(), Some(SIZE));
+        assert!(
+            leftover_links(pid).is_empty(),
+            "--sg {sg}: links left: {:?}",
+            leftover_links(pid)
+        );
+        let ip = receiver.split(':').next().unwrap();
+        assert!(
+            processes_mentioning(&format!("--addr {ip} ")).is_empty(),
+            "--sg {sg}: a transfer process to {ip} is still alive"
+        );
+        assert!(
+            processes_mentioning(&format!("zcp{pid}")).is_empty(),
+            "--sg {sg}: an ip command for zcp{pid} is still alive"
+        );
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "temporary file removed"
+        );
+    }
+    assert!(programs_left().is_empty(), "programs detached");
+}
+
+#[test]
+fn loopback_runs_say_so() {
+    if !privileged("loopback_net") {
+        return;
+    }
+    let dir = scratch_dir("loopback-net", env!("CARGO_TARGET_TMPDIR"));
+    let r = measure("sendfile", &dir);
+    let net = &r["net"];
+    assert_eq!(
+        (net["kind"].as_str(), net["device"].as_str()),
+        (Some("loopback"), Some("lo")),
+        "{net}"
+    );
+    assert_eq!(net["scatter_gather"].as_bool(), Some(true), "{net}");
+    assert!(
+        net["receiver"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{net}"
+    );
+}
+
+#[test]
+fn compare_over_veth_puts_sendfile_without_and_with_scatter_gather_side_by_side() {
+    if !veth_possible("veth_compare") {
+        return;
+    }
+    let dir = scratch_dir("veth-compare", env!("CARGO_TARGET_TMPDIR"));
+    let r = run_json(&[
+        "compare",
+        "--methods",
+        "sendfile,splice",
+        "--net",
+        "veth",
+        "--size",
+        "8M",
+        "--dir",
+        dir.to_str().unwrap(),
+    ]);
+    let rows: Vec<(String, Option<bool>)> = r["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| {
+            assert_eq!(run["received"], serde_json::json!([SIZE]));
+            assert_eq!(run["net"]["kind"], "veth");
+            (
+                run["method"].as_str().unwrap().to_owned(),
+                run["net"]["scatter_gather"].as_bool(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("sendfile".to_owned(), Some(false)),
+            ("sendfile".to_owned(), Some(true)),
+            ("splice".to_owned(), Some(true)),
+        ]
+    );
+    assert!(
+        r["failed"].as_array().unwrap().is_empty(),
+        "{}",
+        r["failed"]
+    );
+    let device = r["runs"][0]["net"]["device"].as_str().unwrap();
+    let pid: u32 = device
+        .trim_start_matches("zcp")
+        .trim_end_matches('s')
+        .parse()
+        .unwrap();
+    assert!(leftover_links(pid).is_empty(), "{:?}", leftover_links(pid));
+}
+
+/// Starts a veth sendfile large and slow enough (1 GiB in 4 KiB steps, SG off) to be signalled
+/// while it transfers; returns once the probes are attached and the transfer process runs.
+fn veth_transfer_under_way(name: &str) -> (KillOnDrop, std::path::PathBuf, Vec<u32>) {
+    let dir = scratch_dir(name, env!("CARGO_TARGET_TMPDIR"));
+    let child = Command::new(zcprof_bin())
+        .args([
+            "run",
+            "--method",
+            "sendfile",
+            "--net",
+            "veth",
+            "--sg",
+            "off",
+            "--size",
+            "1G",
+            "--block-size",
+            "4K",
+            "--dir",
+            dir.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = KillOnDrop(child);
+    let pid = guard.0.id();
+    let host = format!("zcp{pid}s");
+    for _ in 0..60_000 {
+        if !children_of(pid).is_empty()
+            && !zcprof_programs_loaded(&PROGRAMS).is_empty()
+            && zcp_links().contains(&host)
+        {
+            break;
+        }
+        assert!(
+            guard.0.try_wait().unwrap().is_none(),
+            "{name}: zcprof ended before the transfer"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(
+        zcp_links().contains(&host),
+        "{name}: {host} was never created"
+    );
+    let workers = children_of(pid);
+    assert!(!workers.is_empty(), "{name}: no transfer process");
+    (guard, dir, workers)
+}
+
+#[test]
+fn ctrl_c_during_a_veth_transfer_leaves_nothing() {
+    if !veth_possible("veth_ctrl_c") {
+        return;
+    }
+    let (mut guard, dir, workers) = veth_transfer_under_way("veth-ctrlc");
+    let pid = guard.0.id();
+    sigint(&guard.0);
+    let status = guard.0.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(guard.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    // The pair is deleted before zcprof exits, not left to the namespace's release.
+    assert!(
+        leftover_links(pid).is_empty(),
+        "links left: {:?}",
+        leftover_links(pid)
+    );
+    for w in workers {
+        assert!(!alive(w), "transfer process {w} still alive");
+    }
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "temporary file removed"
+    );
+    assert!(programs_left().is_empty(), "programs still loaded");
+}
+
+#[test]
+fn sigkill_during_a_veth_transfer_leaves_no_link_or_process() {
+    if !veth_possible("veth_sigkill") {
+        return;
+    }
+    let (mut guard, dir, workers) = veth_transfer_under_way("veth-kill");
+    let pid = guard.0.id();
+    guard.0.kill().unwrap();
+    let _ = guard.0.wait();
+    // Nothing ran any cleanup: the kernel frees the namespace once its last descriptor closes,
+    // and with it the peer and so the host end.
+    assert_eq!(
+        links_left_after(pid),
+        Vec::<String>::new(),
+        "the namespace was not freed"
+    );
+    for _ in 0..500 {
+        if !workers.iter().any(|&w| alive(w)) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    for w in workers {
+        assert!(!alive(w), "transfer process {w} outlived zcprof");
+    }
+    assert!(programs_left().is_empty(), "programs still loaded");
+    // A SIGKILL leaves the temporary file (nothing can run to remove it); the test's own.
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Without `CAP_NET_ADMIN` the pair cannot be created; `ip`'s own reason is in the one line, and
+/// nothing is left: no link, no file. Without `ip` the same, with that reason.
+#[test]
+fn veth_that_cannot_be_created_is_one_line_and_leaves_nothing() {
+    if !veth_possible("veth_refused") {
+        return;
+    }
+    let dir = scratch_dir("veth-refused", env!("CARGO_TARGET_TMPDIR"));
+    let args = [
+        "run", "--method", "sendfile", "--net", "veth", "--size", "1M", "--dir",
+    ];
+    let check = |mut cmd: Command, want: &str| {
+        let child = cmd
+            .arg(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(want), "{want}: {err}");
+        assert!(out.stdout.is_empty());
+        assert!(leftover_links(pid).is_empty(), "{:?}", leftover_links(pid));
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "no file");
+    };
+    let mut no_ip = Command::new(zcprof_bin());
+    no_ip.env("PATH", "/nonexistent").args(args);
+    check(no_ip, "needs the ip command");
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        skip("veth_refused", "no setpriv to drop CAP_NET_ADMIN");
+        return;
+    }
+    // setpriv execs zcprof with its pid, so the link name still follows the spawned pid.
+    let mut no_net_admin = Command::new("setpriv");
+    no_net_admin
+        .args(["--bounding-set=-net_admin", "--inh-caps=-net_admin", "--"])
+        .arg(zcprof_bin())
+        .args(args);
+    check(no_net_admin, "Operation not permitted");
+}
+
+#[test]
+fn output_file_keeps_the_report_apart_from_the_commands_stdout() {
+    if !privileged("output_file") {
+        return;
+    }
+    let dir = scratch_dir("output", env!("CARGO_TARGET_TMPDIR"));
+    let file = dir.join("report.json");
+    let out = Command::new(zcprof_bin())
+        .args(["exec", "--format", "json", "-o"])
+        .arg(&file)
+        .args(["--", "sh", "-c", "echo hello"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert!(calls(&r, "write") >= 1, "{}", r["syscalls_by_name"]);
+    assert_eq!(r["method"], "sh", "{}", r["method"]);
+}

@@ -18,7 +18,10 @@ EXAMPLES:
     sudo zcprof run --method read-write --size 16M --block-size 4K
     sudo zcprof compare --format json > costs.json
     sudo zcprof run --method direct-io --dir /var/tmp   # O_DIRECT needs a disk-backed directory
+    sudo zcprof compare --net veth --methods sendfile   # sendfile with scatter-gather off and on
+    sudo zcprof run --method splice --net veth --sg off
     sudo zcprof exec -- dd if=big.dat of=/dev/null bs=64k
+    sudo zcprof exec --format json -o dd.json -- dd if=big.dat of=copy.dat bs=64k
     sudo zcprof attach --pid 1234 --duration 10s
     sudo zcprof run --method sendfile --trace sendfile.json   # open it in ui.perfetto.dev
     zcprof report sendfile.json --format markdown";

@@ -37,9 +37,7 @@ pub enum NetError {
     )]
     Namespace(io::Error),
     /// The pair's /30 overlaps a route this host already has.
-    #[error(
-        "--net veth: {net} overlaps the host's route {route}; zcprof will not shadow it (run it again: the addresses follow its pid)"
-    )]
+    #[error("--net veth: {net} overlaps the host's route {route}; zcprof will not shadow it")]
     AddressInUse { net: String, route: String },
     /// An `ip` command failed; its own message is kept (no `CAP_NET_ADMIN`, no veth module).
     #[error("--net veth: `ip {command}` failed: {message}")]
