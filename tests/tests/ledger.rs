@@ -302,3 +302,110 @@ fn derived_copies_that_sampling_contradicts_are_not_counted() {
     assert_eq!(r["figures"]["cpu_copy_bytes"]["value"].as_u64(), Some(0));
     assert!(p["note"].as_str().unwrap().contains("CONTRADICTED"));
 }
+
+/// Whether `--net veth` works here (no veth module, no CAP_NET_ADMIN, no `ip`: a loud skip).
+fn veth_or_skip(test: &str, dir: &Path) -> bool {
+    let out = run(&[
+        "run",
+        "--method",
+        "sendfile",
+        "--size",
+        "64K",
+        "--net",
+        "veth",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    if out.status.success() {
+        return true;
+    }
+    skip(
+        test,
+        &format!(
+            "--net veth does not work here: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+    );
+    false
+}
+
+#[test]
+fn sendfile_and_splice_copy_every_page_without_scatter_gather_and_none_with_it() {
+    if !privileged("ledger_veth") {
+        return;
+    }
+    let dir = scratch_dir("ledger-veth", env!("CARGO_TARGET_TMPDIR"));
+    if !veth_or_skip("ledger_veth", &dir) {
+        return;
+    }
+    for method in ["sendfile", "splice"] {
+        let off = measure(method, &dir, &["--net", "veth", "--sg", "off"]);
+        check_ledger(&off);
+        assert_eq!(off["net"]["scatter_gather"], false, "{}", off["net"]);
+        if let Err(why) = attached(&off, "net_dev_start_xmit") {
+            skip("ledger_veth", &why);
+            return;
+        }
+        // Software segmentation copies every page into linear packet data: the note's one CPU
+        // copy page cache -> socket buffer.
+        let per_step = copies_per_step(&off);
+        assert!(
+            (0.9..=1.1).contains(&per_step),
+            "{method} SG off: {per_step} copies per step: {}",
+            off["copies"]
+        );
+        let p = path(&off, "page cache -> socket buffer").expect("page cache -> socket path");
+        assert_eq!(p["evidence"], "measured");
+        assert!(p["source"].as_str().unwrap().contains("net_dev_start_xmit"));
+        if method == "sendfile" {
+            assert_eq!(off["textbook"]["cpu_copies"], 1.0, "the plain sendfile row");
+        }
+
+        let on = measure(method, &dir, &["--net", "veth", "--sg", "on"]);
+        check_ledger(&on);
+        assert_eq!(on["net"]["scatter_gather"], true);
+        let per_step = copies_per_step(&on);
+        assert!(
+            per_step <= 0.05,
+            "{method} SG on: {per_step}: {}",
+            on["copies"]
+        );
+        if method == "sendfile" {
+            assert_eq!(
+                on["textbook"]["cpu_copies"], 0.0,
+                "the sendfile + SG-DMA row"
+            );
+        }
+    }
+}
+
+#[test]
+fn read_write_without_scatter_gather_copies_a_third_time() {
+    if !privileged("ledger_veth_rw") {
+        return;
+    }
+    let dir = scratch_dir("ledger-veth-rw", env!("CARGO_TARGET_TMPDIR"));
+    if !veth_or_skip("ledger_veth_rw", &dir) {
+        return;
+    }
+    let r = measure("read-write", &dir, &["--net", "veth", "--sg", "off"]);
+    check_ledger(&r);
+    if let Err(why) = attached(&r, "net_dev_start_xmit") {
+        skip("ledger_veth_rw", &why);
+        return;
+    }
+    // write() copies into the socket's page fragments; without scatter-gather segmentation
+    // copies the same bytes again into linear packet data.
+    let again = path_bytes(&r, "socket buffer -> packet (segmentation)");
+    assert!(
+        again >= SIZE && again <= SIZE + SIZE / 20,
+        "segmentation copied {again} of {SIZE}"
+    );
+    let per_step = copies_per_step(&r);
+    assert!(
+        (2.9..=3.1).contains(&per_step),
+        "read-write SG off: {per_step}"
+    );
+}
