@@ -346,7 +346,9 @@ fn sampled(
             format!("; top: {top_text}")
         }
     );
-    figures.insert("copy_cpu_share", Figure::scalar(share, &source, note));
+    let mut figure = Figure::scalar(share, &source, note);
+    figure.estimate = Some(super::figure::Estimate::wilson(copying, kernel));
+    figures.insert("copy_cpu_share", figure);
     if semantic_bytes == 0 && share > 0.10 {
         notes.push(format!(
             "Sampling found the kernel copying for {:.0}% of its time although no byte crossed a user \

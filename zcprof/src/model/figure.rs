@@ -52,6 +52,50 @@ pub struct Figure {
     pub per_transfer: Option<f64>,
     pub source: String,
     pub note: String,
+    /// For a sampled estimate: the samples it rests on and its 95 % interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<Estimate>,
+}
+
+/// How far a sampled proportion can be trusted.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Estimate {
+    /// Samples the proportion was computed from.
+    pub samples: u64,
+    /// 95 % interval of the proportion (Wilson score interval).
+    pub low: f64,
+    pub high: f64,
+}
+
+/// Fewer samples than this, and a sampled share is not shown as a number.
+pub const MIN_SAMPLES: u64 = 30;
+
+impl Estimate {
+    /// The Wilson score interval of `hits` out of `n` at 95 %: it stays inside [0, 1] and is
+    /// sound for small `n` and proportions near 0 or 1, where the normal approximation is not.
+    /// A formula of three lines: no statistics crate is needed for it.
+    #[must_use]
+    #[expect(clippy::cast_precision_loss, reason = "sample counts far below 2^52")]
+    pub fn wilson(hits: u64, n: u64) -> Estimate {
+        const Z: f64 = 1.96;
+        if n == 0 {
+            return Estimate {
+                samples: 0,
+                low: 0.0,
+                high: 1.0,
+            };
+        }
+        let (k, n_f) = (hits as f64, n as f64);
+        let p = k / n_f;
+        let denom = 1.0 + Z * Z / n_f;
+        let centre = (p + Z * Z / (2.0 * n_f)) / denom;
+        let half = Z * (p * (1.0 - p) / n_f + Z * Z / (4.0 * n_f * n_f)).sqrt() / denom;
+        Estimate {
+            samples: n,
+            low: (centre - half).max(0.0),
+            high: (centre + half).min(1.0),
+        }
+    }
 }
 
 impl Figure {
@@ -68,6 +112,7 @@ impl Figure {
             per_transfer: (transfers > 0).then(|| value as f64 / transfers as f64),
             source: source.describe(),
             note: note.into(),
+            estimate: None,
         }
     }
 
@@ -78,6 +123,7 @@ impl Figure {
             per_transfer: None,
             source: source.describe(),
             note: note.into(),
+            estimate: None,
         }
     }
 
@@ -88,6 +134,7 @@ impl Figure {
             per_transfer: None,
             source: Source::Unavailable.describe(),
             note: reason.into(),
+            estimate: None,
         }
     }
 }
@@ -104,5 +151,24 @@ pub(super) fn number<S: serde::Serializer>(value: &Option<f64>, s: S) -> Result<
         )]
         Some(v) if v.fract() == 0.0 && *v >= 0.0 && *v < 9.0e15 => s.serialize_u64(*v as u64),
         Some(v) => s.serialize_f64((v * 10_000.0).round() / 10_000.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wilson_intervals() {
+        // 50 of 100: about 0.40 to 0.60.
+        let e = Estimate::wilson(50, 100);
+        assert!(
+            (e.low - 0.404).abs() < 0.005 && (e.high - 0.596).abs() < 0.005,
+            "{e:?}"
+        );
+        // None of 10: the interval still reaches 0.28, not a point at 0.
+        let e = Estimate::wilson(0, 10);
+        assert!(e.low == 0.0 && (e.high - 0.278).abs() < 0.005, "{e:?}");
+        assert_eq!(Estimate::wilson(0, 0).high, 1.0);
     }
 }

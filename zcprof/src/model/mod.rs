@@ -9,7 +9,7 @@ pub mod textbook;
 
 use std::collections::BTreeMap;
 
-pub use figure::{Figure, Source};
+pub use figure::{Estimate, Figure, MIN_SAMPLES, Source};
 pub use ledger::CopyPath;
 use syscalls::DataPath;
 pub use textbook::Textbook;

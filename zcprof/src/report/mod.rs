@@ -83,8 +83,24 @@ fn cells(r: &RunReport) -> [String; 8] {
     if !paths.is_empty() {
         copies.push_str(&format!(" [{paths}]"));
     }
-    if let Some(share) = fig("copy_cpu_share").and_then(|f| f.value) {
-        copies.push_str(&format!(", {:.0}% of kernel time", share * 100.0));
+    // The sampled share with its 95 % interval and the samples behind it; too few samples, and
+    // no number is shown.
+    if let Some(f) = fig("copy_cpu_share")
+        && let Some(share) = f.value
+    {
+        match f.estimate {
+            Some(e) if e.samples < crate::model::MIN_SAMPLES => {
+                copies.push_str(&format!(", copy share: too few samples (n={})", e.samples))
+            }
+            Some(e) => copies.push_str(&format!(
+                ", {:.0}% of kernel time ({:.0}-{:.0}%, n={})",
+                share * 100.0,
+                e.low * 100.0,
+                e.high * 100.0,
+                e.samples
+            )),
+            None => copies.push_str(&format!(", {:.0}% of kernel time", share * 100.0)),
+        }
     }
     let copies_tb = match (t.cpu_copies, t.cpu_copies_with_sg_dma) {
         (Some(c), Some(sg)) => format!("{c}, SG-DMA {sg}"),
