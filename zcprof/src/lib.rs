@@ -22,6 +22,7 @@ pub mod output;
 pub mod probes;
 pub mod process;
 pub mod report;
+pub mod sink;
 pub mod timing;
 pub mod units;
 pub mod workload;
