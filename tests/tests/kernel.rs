@@ -14,7 +14,7 @@ const SIZE: u64 = 8 << 20;
 const BLOCK: u64 = 64 << 10;
 const STEPS: u64 = SIZE / BLOCK;
 /// Program names of the catalog (zcprof/src/probes/catalog.rs).
-const PROGRAMS: [&str; 35] = [
+const PROGRAMS: [&str; 37] = [
     "sched_process_fork_tracepoint",
     "tcp_sendmsg_fexit",
     "tcp_sendmsg_kretprobe",
@@ -50,6 +50,8 @@ const PROGRAMS: [&str; 35] = [
     "ext4_da_write_end_tracepoint",
     "ext4_write_end_raw_tp",
     "ext4_write_end_tracepoint",
+    "generic_file_buffered_read_fexit",
+    "generic_file_buffered_read_kretprobe",
 ];
 
 fn measure(method: &str, dir: &Path) -> Value {

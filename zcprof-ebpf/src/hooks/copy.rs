@@ -51,6 +51,14 @@ copy_exit!(
     "filemap_read",
     Counter::FilemapReadBytes
 );
+// Before 5.12 (Debian 5.10) the same function was called generic_file_buffered_read, with the
+// same three arguments and the same return value.
+copy_exit!(
+    generic_file_buffered_read_fexit,
+    generic_file_buffered_read_kretprobe,
+    "generic_file_buffered_read",
+    Counter::FilemapReadBytes
+);
 copy_exit!(
     copy_to_iter_fexit,
     copy_to_iter_kretprobe,

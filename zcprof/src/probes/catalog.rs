@@ -251,6 +251,19 @@ pub const VARIANTS: &[Variant] = &[
         program: "filemap_read_kretprobe",
         target: "filemap_read",
     },
+    // 5.10's name for filemap_read: the first that exists wins.
+    Variant {
+        point: Point::FilemapRead,
+        kind: HookKind::Fexit,
+        program: "generic_file_buffered_read_fexit",
+        target: "generic_file_buffered_read",
+    },
+    Variant {
+        point: Point::FilemapRead,
+        kind: HookKind::Kretprobe,
+        program: "generic_file_buffered_read_kretprobe",
+        target: "generic_file_buffered_read",
+    },
     Variant {
         point: Point::CopyToIter,
         kind: HookKind::Fexit,
