@@ -3,12 +3,15 @@
 //! receiving side is measured apart from the sender and a real NIC can carry the transfer.
 //!
 //! One TCP port carries everything, as lines of JSON before any payload:
-//! - the sender's zcprof opens a control connection and says `{"zcprof":"run","streams":N,
-//!   "bytes":B}`; the sink answers `{"token":"..."}` (or `{"error":"..."}`);
+//! - a sender may first ask whether a sink is there: `{"zcprof":"probe"}`, answered with
+//!   `{"zcprof":"sink","version":"..."}`;
+//! - the sender's zcprof opens a control connection per run and says `{"zcprof":"run",
+//!   "streams":N,"bytes":B}`; the sink answers `{"token":"..."}` (or `{"error":"..."}`);
 //! - each data stream (opened by the measured transfer process before its measured window) starts
 //!   with `{"zcprof":"data","token":"...","stream":I}` and then carries the payload to its end;
 //! - when every stream of the token has ended, the sink writes its `SinkReport` on the control
-//!   connection and closes it.
+//!   connection and closes it. A sender that closes its control connection first abandons the
+//!   run.
 //!
 //! The sink needs no privileges: its costs are what its `read()` calls returned (each byte read
 //! from a socket is a CPU copy socket buffer -> user buffer) and `getrusage(RUSAGE_THREAD)` of the
@@ -16,10 +19,16 @@
 use std::{
     collections::HashMap,
     io::{self, BufRead as _, BufReader, Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
-    sync::{Arc, Condvar, Mutex},
+    net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs as _},
+    sync::{
+        Arc, Condvar, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
+
+/// The port `zcprof sink` listens on, and `--to HOST` without a port sends to.
+pub const DEFAULT_PORT: u16 = 9465;
 
 /// Errors of the sink and of a sender talking to it.
 #[derive(Debug, thiserror::Error)]
@@ -36,8 +45,16 @@ pub enum SinkError {
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "zcprof", rename_all = "snake_case")]
 enum Hello {
-    Run { streams: usize, bytes: u64 },
-    Data { token: String, stream: usize },
+    /// Is a sink there? (Answered, then closed.)
+    Probe,
+    Run {
+        streams: usize,
+        bytes: u64,
+    },
+    Data {
+        token: String,
+        stream: usize,
+    },
 }
 
 /// What the sink measured of itself, sent back at the end of a run.
@@ -52,7 +69,7 @@ pub struct SinkReport {
     pub system_ns: u64,
     pub voluntary_switches: u64,
     pub involuntary_switches: u64,
-    /// From the first stream's start to the last stream's end, on the sink's clock.
+    /// From the first payload byte to the last stream's end, on the sink's clock.
     pub elapsed_ns: u64,
     /// The sink host's kernel release.
     pub kernel: String,
@@ -61,43 +78,71 @@ pub struct SinkReport {
 /// One run the sink is serving: what arrived so far.
 #[derive(Default)]
 struct RunState {
-    streams: usize,
-    done: usize,
+    /// Streams that said hello, by number (each may connect once).
+    connected: Vec<bool>,
+    ended: usize,
     report: SinkReport,
-    started: Option<Instant>,
+    first_byte: Option<Instant>,
+}
+
+impl RunState {
+    fn streams(&self) -> usize {
+        self.connected.len()
+    }
 }
 
 type Runs = Arc<(Mutex<HashMap<String, RunState>>, Condvar)>;
 
-/// How long the sink waits for a run's streams before it gives up on it.
-const STREAM_TIMEOUT: Duration = Duration::from_secs(600);
+/// The most streams a run may have (tee has two); a bound on what a stranger can make the sink
+/// allocate.
+const MAX_STREAMS: usize = 64;
+/// How long a connection may take to say its first line.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a run's streams may take to connect after the run was opened. The sender connects
+/// them while preparing, before anything is measured; once connected they may run as long as
+/// they need.
+const STREAMS_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a waiting control connection checks that its sender is still there.
+const POLL: Duration = Duration::from_millis(100);
 
-/// Serves runs on `addr` until `runs` runs were served (`None`: forever, until Ctrl-C).
+/// What a sink did before it stopped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Served {
+    /// Runs that were opened and ended (delivered or not).
+    pub runs: u64,
+    /// Of those, runs in which a stream did not deliver the bytes announced, or that the sender
+    /// abandoned.
+    pub failed: u64,
+}
+
+/// Serves runs on `addr` until `runs_to_serve` runs ended (`None`: until `stop` is set, by
+/// Ctrl-C).
 ///
 /// # Errors
 /// When the address cannot be bound.
-pub fn serve(addr: &str, runs_to_serve: Option<u64>) -> Result<(), SinkError> {
-    let listener = TcpListener::bind(addr).map_err(|source| SinkError::Listen {
+pub fn serve(
+    addr: &str,
+    runs_to_serve: Option<u64>,
+    stop: &AtomicBool,
+) -> Result<Served, SinkError> {
+    let listen_err = |source| SinkError::Listen {
         addr: addr.to_owned(),
         source,
-    })?;
+    };
+    let listener = TcpListener::bind(addr).map_err(listen_err)?;
+    // Non-blocking accepts, so that the loop notices Ctrl-C and the end of the last run.
+    listener.set_nonblocking(true).map_err(listen_err)?;
     let local = listener
         .local_addr()
         .map_or_else(|_| addr.to_owned(), |a| a.to_string());
     eprintln!("zcprof sink: listening on {local}");
     let runs: Runs = Arc::new((Mutex::new(HashMap::new()), Condvar::new()));
-    let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    // Non-blocking accepts, so that a sink told to serve N runs notices the last one ended.
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| SinkError::Listen {
-            addr: addr.to_owned(),
-            source,
-        })?;
+    let served = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
     let mut handles: Vec<std::thread::JoinHandle<()>> = Vec::new();
     loop {
-        if runs_to_serve
-            .is_some_and(|limit| served.load(std::sync::atomic::Ordering::SeqCst) >= limit)
+        if stop.load(Ordering::SeqCst)
+            || runs_to_serve.is_some_and(|limit| served.load(Ordering::SeqCst) >= limit)
         {
             break;
         }
@@ -109,94 +154,255 @@ pub fn serve(addr: &str, runs_to_serve: Option<u64>) -> Result<(), SinkError> {
                 continue;
             }
             Err(e) => {
+                // Out of descriptors, say: say so and do not spin.
                 eprintln!("zcprof sink: accept: {e}");
+                std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
         };
-        let _ = conn.set_nonblocking(false);
-        let (runs, served) = (Arc::clone(&runs), Arc::clone(&served));
+        let runs = Arc::clone(&runs);
+        let (served, failed) = (Arc::clone(&served), Arc::clone(&failed));
         handles.push(std::thread::spawn(move || {
             let peer = conn
                 .peer_addr()
                 .map_or_else(|_| "?".to_owned(), |a| a.to_string());
-            match connection(conn, &runs) {
-                Ok(Some(report)) => {
-                    eprintln!(
-                        "zcprof sink: run from {peer}: received {:?} in {} reads",
-                        report.received, report.reads
-                    );
-                    served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            match connection(&conn, &runs) {
+                Ok(Some(end)) => {
+                    let (line, ok) = end.describe();
+                    eprintln!("zcprof sink: run from {peer}: {line}");
+                    if !ok {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                    served.fetch_add(1, Ordering::SeqCst);
                 }
                 Ok(None) => {}
-                Err(e) => eprintln!("zcprof sink: {peer}: {e}"),
+                Err(Failure::Run(e)) => {
+                    eprintln!("zcprof sink: run from {peer}: {e}");
+                    failed.fetch_add(1, Ordering::SeqCst);
+                    served.fetch_add(1, Ordering::SeqCst);
+                }
+                Err(Failure::Connection(e)) => eprintln!("zcprof sink: {peer}: {e}"),
             }
         }));
     }
-    for h in handles {
+    // The runs counted have ended and answered; connections still open (another sender's run,
+    // a stranger) end with the process.
+    for h in handles
+        .into_iter()
+        .filter(std::thread::JoinHandle::is_finished)
+    {
         let _ = h.join();
     }
-    Ok(())
+    Ok(Served {
+        runs: served.load(Ordering::SeqCst),
+        failed: failed.load(Ordering::SeqCst),
+    })
 }
 
-/// Serves one connection: a run's control connection (returns the run's report once its streams
-/// ended) or one of its data streams.
-fn connection(conn: TcpStream, runs: &Runs) -> io::Result<Option<SinkReport>> {
-    let mut reader = BufReader::new(conn.try_clone()?);
+/// How a connection went wrong: a run that was opened and failed (it counts as served), or a
+/// connection that never became part of a run.
+enum Failure {
+    Run(io::Error),
+    Connection(io::Error),
+}
+
+/// A run that ended with every stream closed.
+struct RunEnd {
+    report: SinkReport,
+    expected: u64,
+}
+
+impl RunEnd {
+    /// One line for the sink's log, and whether every stream delivered the bytes announced.
+    fn describe(&self) -> (String, bool) {
+        let r = &self.report;
+        let short: Vec<String> = r
+            .received
+            .iter()
+            .enumerate()
+            .filter(|(_, got)| **got != self.expected)
+            .map(|(i, got)| format!("stream {i} received {got} of {} bytes", self.expected))
+            .collect();
+        let costs = format!(
+            "{} reads, {:.1} ms CPU ({:.1} user, {:.1} system), {} voluntary and {} involuntary \
+             switches, {:.1} ms",
+            r.reads,
+            ms(r.user_ns + r.system_ns),
+            ms(r.user_ns),
+            ms(r.system_ns),
+            r.voluntary_switches,
+            r.involuntary_switches,
+            ms(r.elapsed_ns)
+        );
+        if short.is_empty() {
+            (
+                format!(
+                    "{} stream(s) of {} bytes, every byte received; {costs}",
+                    r.received.len(),
+                    self.expected
+                ),
+                true,
+            )
+        } else {
+            (format!("SHORT: {}; {costs}", short.join(", ")), false)
+        }
+    }
+}
+
+#[expect(clippy::cast_precision_loss, reason = "display")]
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+/// Serves one connection: a probe, a run's control connection (returns the run's end once its
+/// streams ended) or one of its data streams.
+fn connection(mut conn: &TcpStream, runs: &Runs) -> Result<Option<RunEnd>, Failure> {
+    let setup = |conn: &TcpStream| -> io::Result<BufReader<TcpStream>> {
+        // Accepted sockets do not inherit the listener's O_NONBLOCK on Linux; made sure anyway.
+        conn.set_nonblocking(false)?;
+        // A connection that never says its first line must not hold a thread forever.
+        conn.set_read_timeout(Some(HELLO_TIMEOUT))?;
+        Ok(BufReader::new(conn.try_clone()?))
+    };
+    let mut reader = setup(conn).map_err(Failure::Connection)?;
     let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let hello: Hello = serde_json::from_str(line.trim())
-        .map_err(|e| io::Error::other(format!("not a zcprof sender ({e})")))?;
+    // A first line longer than this is no hello.
+    (&mut reader)
+        .take(4096)
+        .read_line(&mut line)
+        .map_err(Failure::Connection)?;
+    let hello: Hello = match serde_json::from_str(line.trim()) {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = writeln!(
+                conn,
+                "{}",
+                serde_json::json!({ "error": "not a zcprof sender" })
+            );
+            return Err(Failure::Connection(io::Error::other(format!(
+                "not a zcprof sender ({e})"
+            ))));
+        }
+    };
+    let _ = conn.set_read_timeout(None);
     match hello {
+        Hello::Probe => {
+            let answer =
+                serde_json::json!({ "zcprof": "sink", "version": env!("CARGO_PKG_VERSION") });
+            writeln!(conn, "{answer}").map_err(Failure::Connection)?;
+            Ok(None)
+        }
         Hello::Run { streams, bytes } => control(conn, runs, streams, bytes).map(Some),
         Hello::Data { token, stream } => {
-            data(reader, runs, &token, stream)?;
+            data(reader, runs, &token, stream).map_err(Failure::Connection)?;
             Ok(None)
         }
     }
 }
 
-fn control(mut conn: TcpStream, runs: &Runs, streams: usize, bytes: u64) -> io::Result<SinkReport> {
-    let token = format!(
-        "{:x}{:x}",
-        std::process::id(),
-        Instant::now().elapsed().as_nanos() ^ u128::from(rand_u64())
-    );
-    {
-        let (lock, _) = &**runs;
-        let mut map = lock.lock().map_err(|_| io::Error::other("lock"))?;
-        map.insert(
-            token.clone(),
-            RunState {
-                streams,
-                report: SinkReport {
-                    received: vec![0; streams],
-                    kernel: kernel_release(),
-                    ..SinkReport::default()
-                },
-                ..RunState::default()
-            },
-        );
+/// A run's control connection: registers the run, hands out its token, waits for its streams
+/// to end (or its sender to leave) and writes the report.
+fn control(
+    mut conn: &TcpStream,
+    runs: &Runs,
+    streams: usize,
+    bytes: u64,
+) -> Result<RunEnd, Failure> {
+    if streams == 0 || streams > MAX_STREAMS {
+        let msg = format!("a run has 1 to {MAX_STREAMS} streams, not {streams}");
+        let _ = writeln!(conn, "{}", serde_json::json!({ "error": msg }));
+        return Err(Failure::Connection(io::Error::other(msg)));
     }
-    let _ = bytes;
-    writeln!(conn, "{}", serde_json::json!({ "token": token }))?;
+    let token = format!("{:016x}{:016x}", rand_u64(), rand_u64());
     let (lock, cvar) = &**runs;
-    let map = lock.lock().map_err(|_| io::Error::other("lock"))?;
-    let (mut map, timeout) = cvar
-        .wait_timeout_while(map, STREAM_TIMEOUT, |m| {
-            m.get(&token).is_some_and(|r| r.done < r.streams)
-        })
-        .map_err(|_| io::Error::other("lock"))?;
-    let state = map.remove(&token).unwrap_or_default();
-    drop(map);
-    if timeout.timed_out() {
-        let msg = serde_json::json!({ "error": format!("only {} of {} streams ended", state.done, state.streams) });
-        writeln!(conn, "{msg}")?;
-        return Err(io::Error::other("streams timed out"));
+    let lock_err = |_| poisoned();
+    lock.lock().map_err(lock_err)?.insert(
+        token.clone(),
+        RunState {
+            connected: vec![false; streams],
+            report: SinkReport {
+                received: vec![0; streams],
+                kernel: kernel_release(),
+                ..SinkReport::default()
+            },
+            ..RunState::default()
+        },
+    );
+    // Whatever happens below, the run is forgotten at the end.
+    let forget = |runs: &Runs| {
+        if let Ok(mut map) = runs.0.lock() {
+            map.remove(&token)
+        } else {
+            None
+        }
+    };
+    if let Err(e) = writeln!(conn, "{}", serde_json::json!({ "token": token })) {
+        forget(runs);
+        return Err(Failure::Run(e));
     }
-    writeln!(conn, "{}", serde_json::to_string(&state.report)?)?;
-    Ok(state.report)
+    let opened = Instant::now();
+    // Non-blocking, to peek whether the sender is still there while waiting.
+    let _ = conn.set_nonblocking(true);
+    loop {
+        let map = lock.lock().map_err(lock_err)?;
+        let (map, _) = cvar
+            .wait_timeout_while(map, POLL, |m| {
+                m.get(&token).is_some_and(|r| r.ended < r.streams())
+            })
+            .map_err(|_| poisoned())?;
+        let Some(state) = map.get(&token) else {
+            return Err(Failure::Run(io::Error::other("the run vanished")));
+        };
+        if state.ended == state.streams() {
+            break;
+        }
+        let connected = state.connected.iter().filter(|c| **c).count();
+        drop(map);
+        if connected < streams && opened.elapsed() > STREAMS_TIMEOUT {
+            forget(runs);
+            let msg = format!(
+                "only {connected} of {streams} streams connected within {} s",
+                STREAMS_TIMEOUT.as_secs()
+            );
+            let _ = conn.set_nonblocking(false);
+            let _ = writeln!(conn, "{}", serde_json::json!({ "error": msg }));
+            return Err(Failure::Run(io::Error::other(msg)));
+        }
+        if sender_gone(conn) {
+            forget(runs);
+            return Err(Failure::Run(io::Error::other(
+                "the sender closed the run before its streams ended (its transfer failed or was \
+                 interrupted)",
+            )));
+        }
+    }
+    let state = forget(runs).unwrap_or_default();
+    let _ = conn.set_nonblocking(false);
+    let answer = serde_json::to_string(&state.report).map_err(|e| Failure::Run(e.into()))?;
+    writeln!(conn, "{answer}").map_err(Failure::Run)?;
+    Ok(RunEnd {
+        report: state.report,
+        expected: bytes,
+    })
 }
 
+fn poisoned() -> Failure {
+    Failure::Run(io::Error::other("a sink thread panicked"))
+}
+
+/// The peer closed (or reset) a connection it sends nothing more on.
+fn sender_gone(conn: &TcpStream) -> bool {
+    match conn.peek(&mut [0u8; 1]) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+        ),
+    }
+}
+
+/// A data stream: drains it to its end, counting bytes, reads and this thread's rusage.
 fn data(
     mut reader: BufReader<TcpStream>,
     runs: &Runs,
@@ -204,20 +410,23 @@ fn data(
     stream: usize,
 ) -> io::Result<()> {
     let (lock, cvar) = &**runs;
+    let lock_err = |_| io::Error::other("a sink thread panicked");
     {
-        let mut map = lock.lock().map_err(|_| io::Error::other("lock"))?;
+        let mut map = lock.lock().map_err(lock_err)?;
         let state = map
             .get_mut(token)
             .ok_or_else(|| io::Error::other("data for an unknown run"))?;
-        if stream >= state.streams {
-            return Err(io::Error::other("stream number out of range"));
+        match state.connected.get_mut(stream) {
+            None => return Err(io::Error::other("stream number out of range")),
+            Some(true) => return Err(io::Error::other(format!("stream {stream} came twice"))),
+            Some(seen) => *seen = true,
         }
-        state.started.get_or_insert_with(Instant::now);
     }
     let before = thread_usage();
     // What the header line's reader buffered already belongs to the payload.
     let mut total = reader.buffer().len() as u64;
     let mut reads = u64::from(total > 0);
+    let mut first_byte = (total > 0).then(Instant::now);
     reader.consume(reader.buffer().len());
     let mut conn = reader.into_inner();
     let mut buf = vec![0u8; 256 << 10];
@@ -225,16 +434,22 @@ fn data(
         match conn.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
+                first_byte.get_or_insert_with(Instant::now);
                 total += n as u64;
                 reads += 1;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            // A reset ends the stream as surely as a close: what arrived is reported.
+            Err(_) => break,
         }
     }
     let after = thread_usage();
-    let mut map = lock.lock().map_err(|_| io::Error::other("lock"))?;
+    let mut map = lock.lock().map_err(lock_err)?;
+    // Gone when the sender abandoned the run meanwhile.
     if let Some(state) = map.get_mut(token) {
+        if let Some(t) = first_byte {
+            state.first_byte = Some(state.first_byte.map_or(t, |f| f.min(t)));
+        }
         let r = &mut state.report;
         r.received[stream] = total;
         r.reads += reads;
@@ -242,13 +457,14 @@ fn data(
         r.system_ns += after.1.saturating_sub(before.1);
         r.voluntary_switches += after.2.saturating_sub(before.2);
         r.involuntary_switches += after.3.saturating_sub(before.3);
-        state.done += 1;
-        if state.done == state.streams {
-            r.elapsed_ns = state.started.map_or(0, |s| {
+        state.ended += 1;
+        if state.ended == state.connected.len() {
+            r.elapsed_ns = state.first_byte.map_or(0, |s| {
                 u64::try_from(s.elapsed().as_nanos()).unwrap_or(u64::MAX)
             });
         }
     }
+    drop(map);
     cvar.notify_all();
     Ok(())
 }
@@ -278,15 +494,85 @@ fn kernel_release() -> String {
     )
 }
 
+/// Random bits for run tokens, which keep concurrent runs apart and make a stranger's data
+/// stream unlikely to land in someone's run.
 fn rand_u64() -> u64 {
     let mut b = [0u8; 8];
-    // A token only keeps concurrent runs apart; the clock would do, getrandom is simpler.
-    // SAFETY: valid buffer.
-    unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    // SAFETY: valid buffer. Should getrandom fail, the clock still tells runs apart.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != 8 {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "the low bits are the point"
+        )]
+        return t as u64 ^ u64::from(std::process::id());
+    }
     u64::from_le_bytes(b)
 }
 
-/// The sender's side of a run: the control connection, open while the transfer runs.
+/// How long a sender waits to connect, and for the sink's answers.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Resolves `addr` (`HOST:PORT`) and connects to the first of its addresses that answers.
+fn connect(addr: &str) -> Result<TcpStream, SinkError> {
+    let err = |source| SinkError::Connect {
+        addr: addr.to_owned(),
+        source,
+    };
+    let candidates: Vec<SocketAddr> = addr.to_socket_addrs().map_err(err)?.collect();
+    let mut last = io::Error::other("the name resolves to no address");
+    for peer in candidates {
+        match TcpStream::connect_timeout(&peer, CONNECT_TIMEOUT) {
+            Ok(stream) => {
+                stream
+                    .set_read_timeout(Some(CONNECT_TIMEOUT))
+                    .map_err(err)?;
+                return Ok(stream);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(err(last))
+}
+
+/// What a probe found: a sink, where it is, and the address this host reaches it from.
+#[derive(Clone, Copy, Debug)]
+pub struct Probed {
+    /// The sink's address, resolved.
+    pub peer: SocketAddr,
+    /// This end of the connection: its interface carries the route to the sink.
+    pub local: SocketAddr,
+}
+
+/// Checks that a zcprof sink answers on `addr` (`HOST:PORT`), before anything is prepared for a
+/// run.
+///
+/// # Errors
+/// When nothing answers, or something that is not a sink does.
+pub fn probe(addr: &str) -> Result<Probed, SinkError> {
+    let stream = connect(addr)?;
+    let err = |source| SinkError::Connect {
+        addr: addr.to_owned(),
+        source,
+    };
+    let (peer, local) = (
+        stream.peer_addr().map_err(err)?,
+        stream.local_addr().map_err(err)?,
+    );
+    let mut control = BufReader::new(stream);
+    send_hello(&mut control, &Hello::Probe, addr)?;
+    let answer = read_answer(&mut control, addr)?;
+    if answer["zcprof"] != "sink" {
+        return Err(not_a_sink(addr, &answer));
+    }
+    Ok(Probed { peer, local })
+}
+
+/// The sender's side of a run: the control connection, open while the transfer runs. Dropping it
+/// abandons the run at the sink.
 pub struct Remote {
     addr: String,
     control: BufReader<TcpStream>,
@@ -296,47 +582,35 @@ pub struct Remote {
     pub peer: SocketAddr,
 }
 
-/// How long a sender waits to connect, and for the sink's answers.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
 impl Remote {
     /// Opens a run of `streams` streams of `bytes` each at the sink on `addr` (`HOST:PORT`).
     ///
     /// # Errors
     /// When the sink cannot be reached or does not answer as a sink.
     pub fn open(addr: &str, streams: usize, bytes: u64) -> Result<Remote, SinkError> {
-        use std::net::ToSocketAddrs as _;
-        let connect = |source| SinkError::Connect {
+        let stream = connect(addr)?;
+        let peer = stream.peer_addr().map_err(|source| SinkError::Connect {
             addr: addr.to_owned(),
             source,
-        };
-        let peer = addr
-            .to_socket_addrs()
-            .map_err(connect)?
-            .next()
-            .ok_or_else(|| connect(io::Error::other("the name resolves to no address")))?;
-        let stream = TcpStream::connect_timeout(&peer, CONNECT_TIMEOUT).map_err(connect)?;
-        stream
-            .set_read_timeout(Some(CONNECT_TIMEOUT))
-            .map_err(connect)?;
+        })?;
         let mut control = BufReader::new(stream);
-        let hello = serde_json::to_string(&Hello::Run { streams, bytes }).unwrap_or_default();
-        writeln!(control.get_mut(), "{hello}").map_err(connect)?;
+        send_hello(&mut control, &Hello::Run { streams, bytes }, addr)?;
         let answer = read_answer(&mut control, addr)?;
-        let token =
-            answer["token"]
-                .as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| SinkError::Protocol {
-                    addr: addr.to_owned(),
-                    what: format!("refused the run: {}", answer["error"]),
-                })?;
+        let Some(token) = answer["token"].as_str().map(str::to_owned) else {
+            return Err(not_a_sink(addr, &answer));
+        };
         Ok(Remote {
             addr: addr.to_owned(),
             control,
             token,
             peer,
         })
+    }
+
+    /// The sink's address as the user gave it.
+    #[must_use]
+    pub fn addr(&self) -> &str {
+        &self.addr
     }
 
     /// The first line a data stream sends.
@@ -349,7 +623,7 @@ impl Remote {
         format!("{}\n", serde_json::to_string(&hello).unwrap_or_default())
     }
 
-    /// Waits for the sink's report after every stream was closed.
+    /// Waits up to `wait` for the sink's report after every stream was closed.
     ///
     /// # Errors
     /// When the sink does not report, or reports an error.
@@ -359,13 +633,36 @@ impl Remote {
         if let Some(e) = answer.get("error") {
             return Err(SinkError::Protocol {
                 addr: self.addr,
-                what: format!("reported an error: {e}"),
+                what: format!("reported an error: {}", e.as_str().unwrap_or_default()),
             });
         }
         serde_json::from_value(answer).map_err(|e| SinkError::Protocol {
             addr: self.addr,
             what: format!("sent a report zcprof cannot read ({e})"),
         })
+    }
+}
+
+fn send_hello(
+    control: &mut BufReader<TcpStream>,
+    hello: &Hello,
+    addr: &str,
+) -> Result<(), SinkError> {
+    let line = serde_json::to_string(hello).unwrap_or_default();
+    writeln!(control.get_mut(), "{line}").map_err(|source| SinkError::Connect {
+        addr: addr.to_owned(),
+        source,
+    })
+}
+
+/// A sink's refusal in its own words, or the plain fact that this is no sink.
+fn not_a_sink(addr: &str, answer: &serde_json::Value) -> SinkError {
+    SinkError::Protocol {
+        addr: addr.to_owned(),
+        what: match answer.get("error").and_then(serde_json::Value::as_str) {
+            Some(e) => format!("refused the run: {e}"),
+            None => format!("is not a zcprof sink (it said {answer})"),
+        },
     }
 }
 
@@ -378,12 +675,25 @@ fn read_answer(
         addr: addr.to_owned(),
         what,
     };
-    match control.read_line(&mut line) {
+    // An answer is one short line; a stranger's stream of bytes is cut off.
+    match control.take(1 << 16).read_line(&mut line) {
         Ok(0) => Err(protocol(
-            "closed the connection without answering".to_owned(),
+            "closed the connection without answering (is it a zcprof sink?)".to_owned(),
         )),
-        Ok(_) => serde_json::from_str(line.trim())
-            .map_err(|_| protocol(format!("is not a zcprof sink (it said {:?})", line.trim()))),
+        Ok(_) => serde_json::from_str(line.trim()).map_err(|_| {
+            let said: String = line.trim().chars().take(80).collect();
+            protocol(format!("is not a zcprof sink (it said {said:?})"))
+        }),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Err(protocol(
+                "did not answer in time (is it a zcprof sink?)".to_owned(),
+            ))
+        }
         Err(e) => Err(protocol(format!("did not answer: {e}"))),
     }
 }
@@ -392,33 +702,102 @@ fn read_answer(
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_run_through_a_local_sink() {
+    static NEVER: AtomicBool = AtomicBool::new(false);
+
+    /// A sink on a free loopback port serving `runs` runs, and its address once it answers.
+    fn local_sink(runs: u64) -> (String, std::thread::JoinHandle<Result<Served, SinkError>>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         drop(listener);
         let serve_addr = addr.clone();
-        let server = std::thread::spawn(move || serve(&serve_addr, Some(1)));
-        // The sink binds in its thread: retry until it listens.
-        let mut remote = None;
-        for _ in 0..100 {
-            if let Ok(r) = Remote::open(&addr, 2, 1000) {
-                remote = Some(r);
-                break;
+        let server = std::thread::spawn(move || serve(&serve_addr, Some(runs), &NEVER));
+        // The sink binds in its thread: retry until it answers.
+        for _ in 0..200 {
+            if probe(&addr).is_ok() {
+                return (addr, server);
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(10));
         }
-        let remote = remote.expect("the sink answers");
-        for stream in 0..2 {
-            let mut s = TcpStream::connect(remote.peer).unwrap();
-            s.write_all(Remote::data_hello(&remote.token, stream).as_bytes())
-                .unwrap();
-            s.write_all(&vec![1u8; 1000 + stream * 5]).unwrap();
-        }
+        panic!("the sink at {addr} never answered");
+    }
+
+    fn send(remote: &Remote, stream: usize, bytes: usize) {
+        let mut s = TcpStream::connect(remote.peer).unwrap();
+        s.write_all(Remote::data_hello(&remote.token, stream).as_bytes())
+            .unwrap();
+        s.write_all(&vec![1u8; bytes]).unwrap();
+    }
+
+    #[test]
+    fn a_run_through_a_local_sink() {
+        let (addr, server) = local_sink(1);
+        let probed = probe(&addr).unwrap();
+        assert_eq!(probed.peer.to_string(), addr);
+        assert!(probed.local.ip().is_loopback());
+        let remote = Remote::open(&addr, 2, 1000).unwrap();
+        send(&remote, 0, 1000);
+        send(&remote, 1, 1000);
         let report = remote.finish(Duration::from_secs(10)).unwrap();
-        assert_eq!(report.received, vec![1000, 1005]);
+        assert_eq!(report.received, vec![1000, 1000]);
         assert!(report.reads >= 2);
-        server.join().unwrap().unwrap();
+        assert!(!report.kernel.is_empty());
+        assert_eq!(
+            server.join().unwrap().unwrap(),
+            Served { runs: 1, failed: 0 }
+        );
+    }
+
+    #[test]
+    fn a_short_stream_is_reported_as_it_arrived() {
+        let (addr, server) = local_sink(1);
+        let remote = Remote::open(&addr, 1, 1000).unwrap();
+        send(&remote, 0, 995);
+        let report = remote.finish(Duration::from_secs(10)).unwrap();
+        assert_eq!(report.received, vec![995]);
+        assert_eq!(
+            server.join().unwrap().unwrap(),
+            Served { runs: 1, failed: 1 }
+        );
+    }
+
+    #[test]
+    fn a_sender_that_leaves_abandons_its_run() {
+        let (addr, server) = local_sink(1);
+        let remote = Remote::open(&addr, 2, 1000).unwrap();
+        // One stream connects and stays open; then the sender goes away.
+        let mut s = TcpStream::connect(remote.peer).unwrap();
+        s.write_all(Remote::data_hello(&remote.token, 0).as_bytes())
+            .unwrap();
+        drop(remote);
+        // The sink notices within its poll period, not after a stream timeout.
+        let started = Instant::now();
+        assert_eq!(
+            server.join().unwrap().unwrap(),
+            Served { runs: 1, failed: 1 }
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        drop(s);
+    }
+
+    #[test]
+    fn bad_runs_and_streams_are_refused() {
+        let (addr, _server) = local_sink(100);
+        let err = Remote::open(&addr, 0, 10).err().expect("refused");
+        assert!(err.to_string().contains("refused the run"), "{err}");
+        let err = Remote::open(&addr, 1_000_000_000_000, 10)
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("1 to 64 streams"), "{err}");
+        // A stream number twice: the second is turned away, the first still counts.
+        let remote = Remote::open(&addr, 1, 10).unwrap();
+        send(&remote, 0, 10);
+        let mut again = TcpStream::connect(remote.peer).unwrap();
+        again
+            .write_all(Remote::data_hello(&remote.token, 0).as_bytes())
+            .unwrap();
+        let _ = again.write_all(&[1u8; 10]);
+        let report = remote.finish(Duration::from_secs(10)).unwrap();
+        assert_eq!(report.received, vec![10]);
     }
 
     #[test]
@@ -433,8 +812,39 @@ mod tests {
                 .unwrap();
             c.write_all(b"HTTP/1.0 400 Bad Request\r\n\r\n").unwrap();
         });
-        let err = Remote::open(&addr, 1, 10).err().expect("refused");
+        let err = probe(&addr).expect_err("refused");
         assert!(err.to_string().contains("is not a zcprof sink"), "{err}");
         server.join().unwrap();
+    }
+
+    #[test]
+    fn nobody_listening_is_named_so() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let err = probe(&addr).expect_err("refused");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("cannot reach the sink at {addr}")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_port_in_use_cannot_be_listened_on() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let err = serve(&addr, Some(1), &NEVER).expect_err("in use");
+        assert!(err.to_string().starts_with("cannot listen on"), "{err}");
+    }
+
+    #[test]
+    fn stop_ends_the_sink() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let server = std::thread::spawn(move || serve("127.0.0.1:0", None, &flag));
+        std::thread::sleep(Duration::from_millis(50));
+        stop.store(true, Ordering::SeqCst);
+        assert_eq!(server.join().unwrap().unwrap(), Served::default());
     }
 }
