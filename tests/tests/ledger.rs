@@ -222,48 +222,114 @@ fn exec_json(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("JSON")
 }
 
+/// This test executable as a workload, under `zcprof exec` (it exists wherever the tests run,
+/// the VMs included, where cp is busybox's and copies through a buffer).
 #[test]
-fn cp_with_copy_file_range_on_ext4_copies_page_cache_to_page_cache() {
-    if !privileged("ledger_cp") {
+fn workload() {
+    let Ok(name) = std::env::var("ZCPROF_TEST_WORKLOAD") else {
         return;
-    }
-    let dir = scratch_dir("ledger-cp", env!("CARGO_TARGET_TMPDIR"));
-    let file = data_file(&dir);
-    let copy = dir.join("copy.bin");
-    let r = exec_json(&["cp", file.to_str().unwrap(), copy.to_str().unwrap()]);
-    check_ledger(&r);
-    assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&file).unwrap());
-    let uses_cfr = r["syscalls_by_name"]
-        .get("copy_file_range")
-        .and_then(Value::as_u64)
-        .is_some_and(|n| n > 0);
-    if !uses_cfr {
-        skip(
-            "ledger_cp",
-            &format!("this cp copies with {}", r["syscalls_by_name"]),
+    };
+    let from = std::env::var("ZCPROF_TEST_FROM").unwrap();
+    let to = std::env::var("ZCPROF_TEST_TO").unwrap();
+    assert_eq!(name, "copy-file-range");
+    let src = std::fs::File::open(from).unwrap();
+    let dst = std::fs::File::create(to).unwrap();
+    let mut left = src.metadata().unwrap().len();
+    while left > 0 {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: null offsets: the file positions advance.
+        let n = unsafe {
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                std::ptr::null_mut(),
+                dst.as_raw_fd(),
+                std::ptr::null_mut(),
+                usize::try_from(left).unwrap(),
+                0,
+            )
+        };
+        assert!(
+            n > 0,
+            "copy_file_range: {}",
+            std::io::Error::last_os_error()
         );
+        left -= u64::try_from(n).unwrap();
+    }
+}
+
+/// `copy_file_range` from `file` to `copy`, by this executable under `zcprof exec`.
+fn copy_file_range_under_zcprof(file: &Path, copy: &Path) -> Value {
+    let report = copy.with_extension("json");
+    let out = std::process::Command::new(zcprof_tests::zcprof_bin())
+        .args(["exec", "--format", "json", "-o"])
+        .arg(&report)
+        .arg("--")
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "workload", "--nocapture", "--test-threads=1"])
+        .env("ZCPROF_TEST_WORKLOAD", "copy-file-range")
+        .env("ZCPROF_TEST_FROM", file)
+        .env("ZCPROF_TEST_TO", copy)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(&report).unwrap()).expect("JSON")
+}
+
+/// ext4 has no reflink: copy_file_range copies every byte from page cache to page cache.
+fn assert_page_cache_copy(r: &Value, test: &str) {
+    check_ledger(r);
+    if let Err(why) = attached(r, "ext4_da_write_end") {
+        skip(test, &why);
         return;
     }
-    if let Err(why) = attached(&r, "ext4_da_write_end") {
-        skip("ledger_cp", &why);
+    let p = path(r, "page cache -> page cache").expect("a page cache -> page cache path");
+    let bytes = p["bytes"].as_u64().unwrap();
+    assert!(
+        bytes >= SIZE && bytes <= SIZE + SIZE / 100,
+        "{test}: page cache -> page cache: {bytes} of {SIZE}"
+    );
+    assert_eq!(p["evidence"], "measured");
+}
+
+#[test]
+fn copy_file_range_on_ext4_copies_page_cache_to_page_cache() {
+    if !privileged("ledger_copy_file_range") {
         return;
     }
+    let dir = scratch_dir("ledger-cfr", env!("CARGO_TARGET_TMPDIR"));
     let fs = filesystem_of(&dir);
     if fs != "ext4" {
         skip(
-            "ledger_cp",
+            "ledger_copy_file_range",
             &format!("the scratch directory is on {fs}, not ext4"),
         );
         return;
     }
-    // ext4 has no reflink: copy_file_range copies every byte from page cache to page cache.
-    let p = path(&r, "page cache -> page cache").expect("a page cache -> page cache path");
-    let bytes = p["bytes"].as_u64().unwrap();
-    assert!(
-        bytes >= SIZE && bytes <= SIZE + SIZE / 100,
-        "page cache -> page cache: {bytes} of {SIZE}"
-    );
-    assert_eq!(p["evidence"], "measured");
+    let file = data_file(&dir);
+    let copy = dir.join("copy.bin");
+    let r = copy_file_range_under_zcprof(&file, &copy);
+    assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&file).unwrap());
+    assert_page_cache_copy(&r, "ledger_copy_file_range");
+
+    // The same through the installed cp, where it uses copy_file_range (coreutils does).
+    let copy = dir.join("cp.bin");
+    let r = exec_json(&["cp", file.to_str().unwrap(), copy.to_str().unwrap()]);
+    let uses_cfr = r["syscalls_by_name"]
+        .get("copy_file_range")
+        .and_then(Value::as_u64)
+        .is_some_and(|n| n > 0);
+    if uses_cfr {
+        assert_page_cache_copy(&r, "ledger_cp");
+    } else {
+        skip(
+            "ledger_cp",
+            &format!("this cp copies with {}", r["syscalls_by_name"]),
+        );
+    }
 }
 
 #[test]
