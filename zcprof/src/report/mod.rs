@@ -445,8 +445,9 @@ fn syscall_table(r: &RunReport) -> String {
 /// The same table in Markdown, for docs and teaching material.
 #[must_use]
 pub fn markdown(runs: &[RunReport], failed: &[Failed]) -> String {
+    // One separator cell per header: a ninth would make renderers show plain text.
     let mut out = format!(
-        "| {} |\n|{}|\n",
+        "| {} |\n|{}\n",
         HEADERS.join(" | "),
         "---|".repeat(HEADERS.len())
     );
@@ -586,6 +587,32 @@ mod tests {
         let md = markdown(&runs, &[]);
         assert!(md.lines().any(|l| l.starts_with("| splice |")), "{md}");
         assert!(md.contains("Notes:"));
+    }
+
+    #[test]
+    fn markdown_renders_as_a_table() {
+        use pulldown_cmark::{Event, Options, Parser, Tag};
+        let runs = [
+            report(Method::ReadWrite, &read_write_counts(), true),
+            report(Method::Splice, &read_write_counts(), true),
+        ];
+        let failed = [Failed {
+            method: "tee".into(),
+            error: "a | in the error".into(),
+        }];
+        let md = markdown(&runs, &failed);
+        let (mut tables, mut rows, mut cells) = (0, 0, 0);
+        for event in Parser::new_ext(&md, Options::ENABLE_TABLES) {
+            match event {
+                Event::Start(Tag::Table(_)) => tables += 1,
+                Event::Start(Tag::TableRow | Tag::TableHead) => rows += 1,
+                Event::Start(Tag::TableCell) => cells += 1,
+                _ => {}
+            }
+        }
+        assert_eq!(tables, 1, "{md}");
+        // The header and three rows of eight cells each.
+        assert_eq!((rows, cells), (4, 4 * HEADERS.len()), "{md}");
     }
 
     #[test]
