@@ -39,6 +39,8 @@ pub fn main(command: Command) -> ExitCode {
             (cmp.workload.validate(methods, true), cmp.output, cmp.trace)
         }
         Command::Doctor { format } => return doctor(format),
+        // No eBPF and no privileges: a sink only reads sockets.
+        Command::Sink { listen, runs } => return watched(move || sink(listen, runs)),
         Command::Report { trace, format } => return report_trace(&trace, format),
         Command::Exec {
             no_follow,
@@ -222,6 +224,11 @@ fn privileged(job: impl FnOnce() -> ExitCode + Send + 'static) -> ExitCode {
         // Not fatal: raw tracepoints need no tracefs; the points that do say why they are missing.
         log::debug!("tracefs unavailable: {why}");
     }
+    watched(job)
+}
+
+/// Runs the blocking `job` under a Ctrl-C (and SIGTERM) watch.
+fn watched(job: impl FnOnce() -> ExitCode + Send + 'static) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -246,6 +253,29 @@ async fn under_watch(job: impl FnOnce() -> ExitCode + Send + 'static) -> ExitCod
         }
     };
     result.unwrap_or_else(|e| fail(1, &format!("internal error: {e}")))
+}
+
+/// `zcprof sink`: serves runs until `runs` ended or Ctrl-C.
+fn sink(listen: std::net::SocketAddr, runs: Option<u64>) -> ExitCode {
+    match crate::sink::serve(&listen.to_string(), runs, cancel::flag()) {
+        Err(e) => fail(1, &e.to_string()),
+        // Ctrl-C is how a sink without --runs ends.
+        Ok(served) if cancel::requested() => {
+            eprintln!(
+                "zcprof sink: stopped after {} runs ({} failed)",
+                served.runs, served.failed
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(served) if served.failed > 0 => fail(
+            1,
+            &format!(
+                "sink: {} of {} runs did not deliver every byte announced",
+                served.failed, served.runs
+            ),
+        ),
+        Ok(_) => ExitCode::SUCCESS,
+    }
 }
 
 fn workloads(opts: &Workload, output: Option<ReportFile>, trace: Option<&mut Trace>) -> ExitCode {

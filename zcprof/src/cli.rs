@@ -20,6 +20,8 @@ EXAMPLES:
     sudo zcprof run --method direct-io --dir /var/tmp   # O_DIRECT needs a disk-backed directory
     sudo zcprof compare --net veth --methods sendfile   # sendfile with scatter-gather off and on
     sudo zcprof run --method splice --net veth --sg off
+    zcprof sink --listen 0.0.0.0:9465                   # on the receiving host (no root needed)
+    sudo zcprof run --method sendfile --to receiver.example:9465
     sudo zcprof exec -- dd if=big.dat of=/dev/null bs=64k
     sudo zcprof exec --format json -o dd.json -- dd if=big.dat of=copy.dat bs=64k
     sudo zcprof attach --pid 1234 --duration 10s
@@ -91,6 +93,18 @@ pub enum Command {
         trace: PathBuf,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+    },
+    /// Receive the transfers of `run`/`compare --to` (from another host or network namespace),
+    /// check their byte counts and report the receiving side's costs back. Needs no privileges.
+    Sink {
+        /// Address and port to listen on. The default answers only this host; listen on
+        /// 0.0.0.0:9465 (or one interface's address) to receive from others.
+        #[arg(long, value_name = "ADDR:PORT", default_value = DEFAULT_LISTEN, value_parser = parse_listen)]
+        listen: std::net::SocketAddr,
+        /// Exit after N runs (each method of a compare is one run): 0 when every byte of each
+        /// arrived, else 1. Default: serve until Ctrl-C (exit 0).
+        #[arg(long, value_name = "N", value_parser = parse_runs)]
+        runs: Option<u64>,
     },
     /// Show what this kernel allows: each hook type per measurement point, tried for real.
     Doctor {
@@ -179,6 +193,7 @@ impl Command {
             Command::Attach { trace, .. } | Command::Exec { trace, .. } => Some(trace),
             Command::Report { .. }
             | Command::Doctor { .. }
+            | Command::Sink { .. }
             | Command::Transfer(_)
             | Command::EmptyHooks { .. } => None,
         }
@@ -240,6 +255,11 @@ pub struct WorkloadArgs {
     /// compare, sendfile then also runs with it off, beside the run with it on.
     #[arg(long, value_enum)]
     pub sg: Option<Switch>,
+    /// Send to a `zcprof sink` at HOST:PORT (port default 9465) instead of the built-in
+    /// receiver: over a real NIC, say, whose DMA then shows. The sink verifies the bytes and
+    /// reports its own costs.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_to)]
+    pub to: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -256,6 +276,58 @@ pub struct TransferArgs {
     pub addr: std::net::IpAddr,
     #[arg(long)]
     pub port: u16,
+    /// A sink's run token, sent as the first line of each stream.
+    #[arg(long)]
+    pub token: Option<String>,
+}
+
+/// `zcprof sink`'s default address: this host only, on the sink's port.
+const DEFAULT_LISTEN: &str = "127.0.0.1:9465";
+
+/// `--listen`: an IP address and port (`0.0.0.0:9465`, `[::]:9465`), or an address alone (the
+/// sink's port).
+fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse()
+        .or_else(|_| {
+            s.parse::<std::net::IpAddr>()
+                .map(|ip| std::net::SocketAddr::new(ip, crate::sink::DEFAULT_PORT))
+        })
+        .map_err(|_| {
+            format!("expected ADDR:PORT with an IP address, such as 0.0.0.0:9465, not {s:?}")
+        })
+}
+
+/// `--runs`: a count of at least one.
+fn parse_runs(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("expected a number of runs, 1 or more, not {s:?}")),
+    }
+}
+
+/// `--to`: `HOST:PORT`, `[IPv6]:PORT`, or a host alone (the sink's port), as `HOST:PORT`. The
+/// name is resolved when the run starts.
+fn parse_to(s: &str) -> Result<String, String> {
+    let bad = || format!("expected HOST:PORT, such as 192.0.2.7:9465 or receiver:9465, not {s:?}");
+    if s.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(s.to_owned());
+    }
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Ok(std::net::SocketAddr::new(ip, crate::sink::DEFAULT_PORT).to_string());
+    }
+    let host_ok = |h: &str| {
+        !h.is_empty()
+            && h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+    };
+    match s.rsplit_once(':') {
+        Some((host, port)) if host_ok(host) => match port.parse::<u16>() {
+            Ok(p) if p > 0 => Ok(s.to_owned()),
+            _ => Err(bad()),
+        },
+        None if host_ok(s) => Ok(format!("{s}:{}", crate::sink::DEFAULT_PORT)),
+        _ => Err(bad()),
+    }
 }
 
 /// A usage error, printed as one line with exit status 2.
@@ -279,7 +351,15 @@ impl WorkloadArgs {
             format,
             net,
             sg,
+            to,
         } = self;
+        if to.is_some() && (net == Net::Veth || sg.is_some()) {
+            return Err(UsageError(
+                "--to sends to a remote sink over the host's own route: it cannot be combined with \
+                 --net veth or --sg"
+                    .into(),
+            ));
+        }
         if sg.is_some() && net != Net::Veth {
             return Err(UsageError(
                 "--sg needs --net veth: loopback's scatter-gather is fixed on".into(),
@@ -324,6 +404,7 @@ impl WorkloadArgs {
             runs: RunSpec::plan(&methods, net, sg, compare),
             methods,
             net,
+            to,
             size,
             block_size,
             file,
@@ -457,6 +538,88 @@ mod tests {
     }
 
     #[test]
+    fn to_takes_a_host_and_port_and_refuses_veth() {
+        let workload = |args: &[&str]| {
+            let cli = parse_args(args)?;
+            let Command::Run(run) = cli.command else {
+                panic!("not run")
+            };
+            Ok::<_, clap::Error>(run.workload.validate(vec![run.method], false))
+        };
+        for (given, meant) in [
+            ("192.0.2.7:9000", "192.0.2.7:9000"),
+            ("192.0.2.7", "192.0.2.7:9465"),
+            ("[2001:db8::1]:9000", "[2001:db8::1]:9000"),
+            ("2001:db8::1", "[2001:db8::1]:9465"),
+            ("receiver.example:9000", "receiver.example:9000"),
+            ("receiver", "receiver:9465"),
+        ] {
+            let w = workload(&["run", "--method", "sendfile", "--to", given])
+                .unwrap()
+                .unwrap();
+            assert_eq!(w.to.as_deref(), Some(meant), "{given}");
+            assert_eq!(w.runs[0].scatter_gather, None);
+        }
+        for bad in [
+            "",
+            ":9000",
+            "host:",
+            "host:0",
+            "host:70000",
+            "a b:1",
+            "host:port",
+        ] {
+            assert!(
+                workload(&["run", "--method", "sendfile", "--to", bad]).is_err(),
+                "{bad:?}"
+            );
+        }
+        for extra in [
+            &["--net", "veth"][..],
+            &["--sg", "on"],
+            &["--net", "veth", "--sg", "off"],
+        ] {
+            let mut args = vec!["run", "--method", "sendfile", "--to", "192.0.2.7"];
+            args.extend(extra);
+            let err = workload(&args).unwrap().unwrap_err();
+            assert!(
+                err.0.starts_with("--to sends to a remote sink"),
+                "{}",
+                err.0
+            );
+        }
+    }
+
+    #[test]
+    fn sink_listens_on_this_host_by_default() {
+        let Command::Sink { listen, runs } = parse_args(&["sink"]).unwrap().command else {
+            panic!("not sink")
+        };
+        assert_eq!(listen.to_string(), "127.0.0.1:9465");
+        assert_eq!(runs, None);
+        let Command::Sink { listen, runs } =
+            parse_args(&["sink", "--listen", "0.0.0.0:9000", "--runs", "3"])
+                .unwrap()
+                .command
+        else {
+            panic!("not sink")
+        };
+        assert_eq!(listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(runs, Some(3));
+        for bad in [
+            &["sink", "--listen", "localhost"][..],
+            &["sink", "--listen", "0.0.0.0:99999"],
+            &["sink", "--runs", "0"],
+        ] {
+            let line = one_line(&parse_args(bad).unwrap_err().render().to_string());
+            assert!(
+                line.starts_with("error:") && !line.contains('\n'),
+                "{bad:?}: {line}"
+            );
+        }
+    }
+
+    #[test]
     fn validation() {
         let w = |size: Option<u64>, block: u64, methods: Vec<Method>| {
             let args = WorkloadArgs {
@@ -468,6 +631,7 @@ mod tests {
                 format: Format::Table,
                 net: Net::Loopback,
                 sg: None,
+                to: None,
             };
             args.validate(methods, false)
         };
@@ -493,6 +657,7 @@ mod tests {
             format: Format::Table,
             net: Net::Loopback,
             sg: None,
+            to: None,
         };
         assert!(
             args.validate(vec![Method::Splice], false)

@@ -23,6 +23,7 @@ fn main() -> ExitCode {
             block_size: t.block_size,
             addr: t.addr,
             port: t.port,
+            token: t.token,
         });
     }
     app::main(cli.command)

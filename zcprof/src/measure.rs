@@ -45,11 +45,16 @@ impl MeasureError {
 }
 
 /// The network path of an invocation, shared by all its runs. Set up before the source file
-/// is written, so that a veth that cannot be created fails at once.
+/// is written, so that a veth that cannot be created, or a sink that does not answer, fails at
+/// once.
 ///
 /// # Errors
-/// When the veth pair or its namespace cannot be set up (nothing is left behind then).
+/// When the veth pair or its namespace cannot be set up (nothing is left behind then), or the
+/// sink of `--to` cannot be reached.
 pub fn network(opts: &Workload) -> Result<Network, MeasureError> {
+    if let Some(addr) = &opts.to {
+        return Ok(Network::remote(addr)?);
+    }
     Ok(match opts.net {
         Net::Loopback => Network::Loopback,
         Net::Veth => Network::veth()?,
@@ -113,6 +118,7 @@ pub fn run_one(
         network.set_scatter_gather(on)?;
     }
     // What the driver says now, not what was asked: the report shows the state that was used.
+    // For a remote sink, the interface the route to it leaves by.
     let scatter_gather = network.scatter_gather();
     let size = opts.size.unwrap_or(source.len());
     if opts.cache == Cache::Cold {
@@ -138,8 +144,13 @@ pub fn run_one(
         false,
         crate::probes::SAMPLE_HZ,
         trace.as_deref(),
-        // The receivers are threads of this process.
-        std::process::id(),
+        // The built-in receivers are threads of this process; a remote sink reports its own
+        // costs, and nothing of zcprof's receives.
+        if network.remote_sink().is_some() {
+            0
+        } else {
+            std::process::id()
+        },
     )?;
     let delivery = ready.go()?;
     let (counts, recording) = measured.finish(trace.as_deref())?;
@@ -155,6 +166,7 @@ pub fn run_one(
         usage: Some(delivery.usage),
         file: Some(file_info(source, opts.cache)),
         net: Some(net),
+        remote_receiver: delivery.sink,
         devices: names.devices(&counts),
     };
     if let (Some(trace), Some(recording)) = (trace, recording) {
@@ -322,6 +334,7 @@ impl Recording {
             usage: input.usage,
             file: input.file.clone(),
             net: input.net.clone(),
+            remote_receiver: input.remote_receiver.clone(),
             devices,
             followed,
             process_names,
@@ -422,6 +435,7 @@ fn program_report(
         usage,
         file: None,
         net: None,
+        remote_receiver: None,
         devices: names.devices(counts),
     };
     if let Some((trace, recording, followed)) = save {

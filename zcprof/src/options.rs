@@ -99,6 +99,8 @@ pub struct Workload {
     /// What is measured, in order: `methods` with their scatter-gather states.
     pub runs: Vec<RunSpec>,
     pub net: Net,
+    /// `--to`: a `zcprof sink` at `HOST:PORT` receives instead of the built-in receiver.
+    pub to: Option<String>,
     /// `None` when --file was not given and --size is the default.
     pub size: Option<u64>,
     pub block_size: u64,

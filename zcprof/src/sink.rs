@@ -237,9 +237,9 @@ impl RunEnd {
         if short.is_empty() {
             (
                 format!(
-                    "{} stream(s) of {} bytes, every byte received; {costs}",
+                    "{} stream(s) of {}, every byte received; {costs}",
                     r.received.len(),
-                    self.expected
+                    crate::units::format_bytes(self.expected)
                 ),
                 true,
             )

@@ -22,6 +22,7 @@ use crate::{
     devices::DeviceNames,
     model::{FileInfo, NetPath},
     probes::PlanRecord,
+    sink::SinkReport,
     workload::ChildUsage,
 };
 
@@ -73,6 +74,9 @@ pub struct RunContext {
     /// recorded it, which still read (as `None`).
     #[serde(default)]
     pub net: Option<NetPath>,
+    /// What a remote sink (`--to`) reported of itself. Absent from older traces (`None`).
+    #[serde(default)]
+    pub remote_receiver: Option<SinkReport>,
     pub devices: DeviceNames,
     /// Whether a process tree was followed (the per-process table exists).
     pub followed: bool,
@@ -259,6 +263,7 @@ pub fn report_of(run: &ReadRun) -> Result<crate::model::RunReport, ExportError> 
         usage: ctx.usage,
         file: ctx.file.clone(),
         net: ctx.net.clone(),
+        remote_receiver: ctx.remote_receiver.clone(),
         devices: ctx.devices.devices(&run.counts),
     });
     report.notes.push(format!(
@@ -334,6 +339,7 @@ mod tests {
                 usage: None,
                 file: None,
                 net: None,
+                remote_receiver: None,
                 devices: DeviceNames::default(),
                 followed: true,
                 process_names: BTreeMap::from([(PID, "tester".to_owned())]),
@@ -430,6 +436,59 @@ mod tests {
         let runs = read(&path).unwrap();
         let _ = std::fs::remove_file(&path);
         assert_eq!(runs[0].context.net, None);
+    }
+
+    #[test]
+    fn a_remote_sinks_report_is_kept_and_older_traces_still_read() {
+        let sink = SinkReport {
+            received: vec![4096],
+            reads: 3,
+            user_ns: 1_000,
+            system_ns: 2_000,
+            kernel: "6.12".into(),
+            ..SinkReport::default()
+        };
+        let mut remote = run();
+        remote.context.workload = true;
+        remote.context.subject = "sendfile".into();
+        remote.context.bytes = 4096;
+        remote.context.block_size = 4096;
+        remote.context.net = Some(NetPath {
+            kind: "remote".into(),
+            device: "eth0".into(),
+            scatter_gather: Some(true),
+            receiver: "192.0.2.7:9465".into(),
+        });
+        remote.context.remote_receiver = Some(sink.clone());
+        let mut out = Vec::new();
+        chrome::write(&mut out, 0, &[remote]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let path = std::env::temp_dir().join(format!("zcprof-sink-{}.json", std::process::id()));
+        std::fs::write(&path, &text).unwrap();
+        let runs = read(&path).unwrap();
+        let report = report_of(&runs[0]).unwrap();
+        assert_eq!(report.sink.as_ref(), Some(&sink));
+        assert_eq!(report.receiver_copies.len(), 1);
+        assert_eq!(report.receiver_copies[0].bytes, 4096);
+        assert!(
+            report.receiver_copies[0]
+                .path
+                .contains("zcprof sink at 192.0.2.7:9465")
+        );
+        // A trace from before the field existed.
+        let mut plain = run();
+        plain.context.workload = true;
+        plain.context.subject = "sendfile".into();
+        let mut out = Vec::new();
+        chrome::write(&mut out, 0, &[plain]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let old = text.replacen("\"remote_receiver\":null,", "", 1);
+        assert_ne!(old, text);
+        std::fs::write(&path, &old).unwrap();
+        let runs = read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(runs[0].context.remote_receiver, None);
+        assert_eq!(report_of(&runs[0]).unwrap().sink, None);
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub use textbook::Textbook;
 use crate::{
     collect::Counts,
     probes::{HookPlan, catalog::Point},
+    sink::SinkReport,
     workload::{ChildUsage, Method},
 };
 
@@ -78,15 +79,16 @@ pub struct FileInfo {
 /// scatter-gather state it used.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NetPath {
-    /// "loopback" or "veth".
+    /// "loopback", "veth" or "remote" (a `zcprof sink` elsewhere, `--to`).
     pub kind: String,
-    /// The sender's device (`lo`, or the host end of the veth pair).
+    /// The sender's device (`lo`, the host end of the veth pair, or the interface that carries
+    /// the route to a remote sink).
     pub device: String,
     /// Scatter-gather on the sender's device: with it, the socket can take page-cache pages by
     /// reference; without it, the kernel copies them into linear buffers.
     pub scatter_gather: Option<bool>,
-    /// Where the receiver listened (`127.0.0.1:port`, or the address inside the receiver's
-    /// network namespace).
+    /// Where the receiver listened (`127.0.0.1:port`, the address inside the receiver's network
+    /// namespace, or the remote sink's address).
     pub receiver: String,
 }
 
@@ -134,7 +136,8 @@ pub struct RunReport {
     /// The copy ledger: every CPU copy of payload the measured process caused, by path; their
     /// sum is `figures.cpu_copy_bytes`.
     pub copies: Vec<CopyPath>,
-    /// The built-in receiver's own copies, apart from the sender's.
+    /// The receiver's own copies, apart from the sender's: zcprof's built-in receiver, or what
+    /// a remote sink reported.
     pub receiver_copies: Vec<CopyPath>,
     pub textbook: Textbook,
     /// Where measurement and textbook differ, and why (when the cause is known).
@@ -148,6 +151,9 @@ pub struct RunReport {
     pub file: Option<FileInfo>,
     /// The network path of a built-in workload.
     pub net: Option<NetPath>,
+    /// What a remote sink (`--to`) reported of itself: bytes per stream, its reads, and the
+    /// CPU time and scheduler switches of its draining threads.
+    pub sink: Option<SinkReport>,
     pub devices: Devices,
     /// Per-process totals when a process tree was followed (exec, attach), by pid.
     pub processes: Vec<ProcessRow>,
@@ -191,6 +197,9 @@ pub struct RunInput<'a> {
     pub usage: Option<ChildUsage>,
     pub file: Option<FileInfo>,
     pub net: Option<NetPath>,
+    /// The remote sink's report, when a `zcprof sink` received instead of zcprof (its copy
+    /// replaces the built-in receiver's).
+    pub remote_receiver: Option<SinkReport>,
     pub devices: Devices,
 }
 
@@ -228,6 +237,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         usage,
         file,
         net,
+        remote_receiver,
         devices,
     } = input;
     let method = subject.method();
@@ -403,7 +413,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         &mut notes,
     );
     let samples = copies::Samples::from_counts(plan, counts);
-    let ledger = ledger::build(&ledger::Inputs {
+    let mut ledger = ledger::build(&ledger::Inputs {
         plan,
         counts,
         transfers,
@@ -413,6 +423,13 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         dma_reads,
         samples: &samples,
     });
+    if let Some(sink) = &remote_receiver {
+        ledger.receiver = vec![sink_copy(
+            sink,
+            net.as_ref().map_or("?", |n| n.receiver.as_str()),
+            transfers,
+        )];
+    }
     figures.insert(
         "cpu_copy_bytes",
         ledger::figure(&ledger, transfers, &ledger::watched(plan)),
@@ -554,9 +571,45 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         process_rusage: usage,
         file,
         net,
+        sink: remote_receiver,
         devices,
         processes: process_rows(counts),
         trace,
+    }
+}
+
+/// The receiving copy a remote sink reported: every byte its `read()` calls returned crossed from
+/// a socket buffer into its user buffer.
+fn sink_copy(sink: &SinkReport, addr: &str, transfers: u64) -> CopyPath {
+    let bytes: u64 = sink.received.iter().sum();
+    #[expect(clippy::cast_precision_loss, reason = "display precision")]
+    let ms = |ns: u64| ns as f64 / 1e6;
+    CopyPath {
+        path: format!("socket buffer -> receiver's user buffer (zcprof sink at {addr})"),
+        bytes,
+        #[expect(clippy::cast_precision_loss, reason = "per-step display")]
+        per_transfer: (transfers > 0).then(|| bytes as f64 / transfers as f64),
+        source: "reported by the sink: bytes its read() calls returned (syscall semantics) and \
+                 getrusage(RUSAGE_THREAD) of its draining threads"
+            .to_owned(),
+        note: format!(
+            "the sink (kernel {}) received {} in {} reads, {:.1} ms CPU ({:.1} ms user, {:.1} ms \
+             system), {} voluntary and {} involuntary switches, {:.1} ms from first byte to last; \
+             the copy on the receiving side, apart from the sender's",
+            sink.kernel,
+            fmt_bytes(bytes),
+            sink.reads,
+            ms(sink.user_ns + sink.system_ns),
+            ms(sink.user_ns),
+            ms(sink.system_ns),
+            sink.voluntary_switches,
+            sink.involuntary_switches,
+            ms(sink.elapsed_ns)
+        ),
+        evidence: "reported",
+        samples: None,
+        contradicted: false,
+        short: "recv",
     }
 }
 
@@ -874,6 +927,7 @@ pub(crate) mod tests {
                 cache: "warm".to_owned(),
             }),
             net: None,
+            remote_receiver: None,
             devices: Devices::default(),
         })
     }
@@ -948,6 +1002,7 @@ pub(crate) mod tests {
             usage: None,
             file: None,
             net: None,
+            remote_receiver: None,
             devices: Devices::default(),
         });
         assert_eq!(r.method, "dd");

@@ -16,7 +16,14 @@ pub use method::Method;
 pub use net::{NetError, Network};
 pub use source::{SourceError, SourceFile};
 
-use crate::cancel;
+use crate::{
+    cancel,
+    sink::{Remote, SinkError, SinkReport},
+};
+
+/// How long the sender waits for a sink's report after its transfer process exited: what was
+/// still in flight must cross the link first, which may be slow.
+const SINK_REPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Errors of a workload run.
 #[derive(Debug, thiserror::Error)]
@@ -35,9 +42,21 @@ pub enum WorkloadError {
         got: u64,
         expected: u64,
     },
+    /// A remote sink got other than exactly the bytes that were sent.
+    #[error("{method}: the sink at {addr} received {got} of {expected} bytes on stream {stream}")]
+    SinkShortDelivery {
+        method: Method,
+        addr: String,
+        stream: usize,
+        got: u64,
+        expected: u64,
+    },
     /// The receiver could not listen on the network path.
     #[error(transparent)]
     Net(#[from] NetError),
+    /// The remote sink refused the run, or did not report.
+    #[error("{method}: {source}")]
+    Sink { method: Method, source: SinkError },
     /// Ctrl-C.
     #[error("interrupted")]
     Interrupted,
@@ -57,6 +76,8 @@ pub struct Delivery {
     /// Bytes each receiver stream got.
     pub received: Vec<u64>,
     pub usage: ChildUsage,
+    /// What a remote sink reported of itself (`--to`).
+    pub sink: Option<SinkReport>,
 }
 
 /// A workload whose child is ready and blocked before its first measured syscall.
@@ -68,15 +89,18 @@ pub struct Ready {
     stderr: ChildStderr,
     receivers: Vec<JoinHandle<io::Result<u64>>>,
     receiver: SocketAddr,
+    /// The run at a remote sink, which receives instead of zcprof's own threads.
+    remote: Option<Remote>,
     _registered: cancel::ChildGuard,
 }
 
 impl Ready {
     /// Starts the child for `method` and waits until it has opened the file, connected to the
-    /// receiver over `network` and allocated its buffers.
+    /// receiver over `network` and allocated its buffers. The receiver is zcprof's own threads,
+    /// or on the remote path a run opened at the sink, whose token each stream sends first.
     ///
     /// # Errors
-    /// When the child cannot start or fails during preparation.
+    /// When the child cannot start or fails during preparation, or the sink refuses the run.
     pub fn start(
         method: Method,
         source: &SourceFile,
@@ -85,10 +109,22 @@ impl Ready {
         network: &Network,
     ) -> Result<Ready, WorkloadError> {
         let spawn_err = |source| WorkloadError::Spawn { method, source };
-        let listener = network.listen()?;
-        let receiver = listener.local_addr().map_err(spawn_err)?;
+        let (listener, remote) = match network.remote_sink() {
+            Some(sink) => {
+                let remote = Remote::open(&sink.addr, method.streams(), size)
+                    .map_err(|source| WorkloadError::Sink { method, source })?;
+                (None, Some(remote))
+            }
+            None => (Some(network.listen()?), None),
+        };
+        let receiver = match (&listener, &remote) {
+            (Some(l), _) => l.local_addr().map_err(spawn_err)?,
+            (None, Some(r)) => r.peer,
+            (None, None) => unreachable!("one receiver or the other"),
+        };
         let exe = std::env::current_exe().map_err(spawn_err)?;
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .arg("__transfer")
             .args(["--method", method.name()])
             .arg("--path")
@@ -100,7 +136,11 @@ impl Ready {
                 &block_size.to_string(),
             ])
             .args(["--addr", &receiver.ip().to_string()])
-            .args(["--port", &receiver.port().to_string()])
+            .args(["--port", &receiver.port().to_string()]);
+        if let Some(r) = &remote {
+            command.args(["--token", &r.token]);
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -120,6 +160,7 @@ impl Ready {
             stderr,
             receivers: Vec::new(),
             receiver,
+            remote,
             _registered: registered,
         };
 
@@ -131,6 +172,10 @@ impl Ready {
         if read.is_err() || line != "ready\n" {
             return Err(ready.failure());
         }
+        let Some(listener) = listener else {
+            // The sink accepted the child's streams.
+            return Ok(ready);
+        };
         // The child connected before saying ready, so these accepts do not block.
         for _ in 0..method.streams() {
             let (stream, _) = listener.accept().map_err(spawn_err)?;
@@ -175,6 +220,9 @@ impl Ready {
                 message: one_line(&message, status),
             });
         }
+        if let Some(remote) = self.remote.take() {
+            return self.remote_delivery(remote, usage);
+        }
         let received = self.reap_receivers();
         for (stream, got) in received.iter().enumerate() {
             if *got != self.size {
@@ -186,7 +234,44 @@ impl Ready {
                 });
             }
         }
-        Ok(Delivery { received, usage })
+        Ok(Delivery {
+            received,
+            usage,
+            sink: None,
+        })
+    }
+
+    /// The sink's report of a transfer that ended well on this side: every stream must have
+    /// delivered every byte there.
+    fn remote_delivery(
+        &self,
+        remote: Remote,
+        usage: ChildUsage,
+    ) -> Result<Delivery, WorkloadError> {
+        let addr = remote.addr().to_owned();
+        let report = remote
+            .finish(SINK_REPORT_WAIT)
+            .map_err(|source| WorkloadError::Sink {
+                method: self.method,
+                source,
+            })?;
+        for stream in 0..self.method.streams() {
+            let got = report.received.get(stream).copied().unwrap_or(0);
+            if got != self.size {
+                return Err(WorkloadError::SinkShortDelivery {
+                    method: self.method,
+                    addr,
+                    stream,
+                    got,
+                    expected: self.size,
+                });
+            }
+        }
+        Ok(Delivery {
+            received: report.received.clone(),
+            usage,
+            sink: Some(report),
+        })
     }
 
     fn reap_receivers(&mut self) -> Vec<u64> {

@@ -15,7 +15,7 @@ use std::{
     ffi::CString,
     fs::File,
     io,
-    net::{IpAddr, Ipv4Addr, TcpListener},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener},
     os::{
         fd::{AsRawFd as _, OwnedFd},
         unix::process::CommandExt as _,
@@ -24,7 +24,10 @@ use std::{
     process::{Command, Stdio},
 };
 
-use crate::caps::nic;
+use crate::{
+    caps::nic,
+    sink::{self, SinkError},
+};
 
 /// Errors of setting up, switching or removing the network path.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +65,11 @@ pub enum NetError {
     /// `ip link del` reported success but the link is still there.
     #[error("the veth pair {0} is still there after `ip link del`")]
     Leftover(String),
+    /// The sink of `--to` cannot be reached, or is not a sink.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("the sink at {0} receives; zcprof does not listen for it")]
+    NoListener(String),
 }
 
 /// Where a workload sends.
@@ -70,6 +78,19 @@ pub enum Network {
     /// 127.0.0.1 over `lo`.
     Loopback,
     Veth(Veth),
+    /// A `zcprof sink` elsewhere (`--to`), over the host's own route.
+    Remote(RemoteSink),
+}
+
+/// The sink of `--to`, found answering before anything else is prepared.
+#[derive(Debug)]
+pub struct RemoteSink {
+    /// `HOST:PORT` as given.
+    pub addr: String,
+    /// The sink's address, resolved.
+    pub peer: SocketAddr,
+    /// The local interface that carries the route to it (its address is the connection's own).
+    pub device: String,
 }
 
 impl Network {
@@ -82,12 +103,27 @@ impl Network {
         Veth::create().map(Network::Veth)
     }
 
-    /// "loopback" or "veth", as reports name it.
+    /// The path of `--to`: checks that a sink answers at `addr` (`HOST:PORT`) and finds the
+    /// interface the route to it leaves by.
+    ///
+    /// # Errors
+    /// When nothing answers there, or something that is not a sink.
+    pub fn remote(addr: &str) -> Result<Network, NetError> {
+        let probed = sink::probe(addr)?;
+        Ok(Network::Remote(RemoteSink {
+            addr: addr.to_owned(),
+            peer: probed.peer,
+            device: interface_of(probed.local.ip()).unwrap_or_else(|| "unknown".to_owned()),
+        }))
+    }
+
+    /// "loopback", "veth" or "remote", as reports name it.
     #[must_use]
     pub fn kind(&self) -> &'static str {
         match self {
             Network::Loopback => "loopback",
             Network::Veth(_) => "veth",
+            Network::Remote(_) => "remote",
         }
     }
 
@@ -97,6 +133,7 @@ impl Network {
         match self {
             Network::Loopback => "lo",
             Network::Veth(v) => &v.host,
+            Network::Remote(r) => &r.device,
         }
     }
 
@@ -106,6 +143,16 @@ impl Network {
         match self {
             Network::Loopback => IpAddr::V4(Ipv4Addr::LOCALHOST),
             Network::Veth(v) => IpAddr::V4(v.peer_addr),
+            Network::Remote(r) => r.peer.ip(),
+        }
+    }
+
+    /// The remote sink of `--to`, if this is that path.
+    #[must_use]
+    pub fn remote_sink(&self) -> Option<&RemoteSink> {
+        match self {
+            Network::Remote(r) => Some(r),
+            Network::Loopback | Network::Veth(_) => None,
         }
     }
 
@@ -151,6 +198,7 @@ impl Network {
         let listener = match self {
             Network::Loopback => bind(),
             Network::Veth(v) => in_namespace(&v.netns, bind).and_then(|r| r),
+            Network::Remote(r) => return Err(NetError::NoListener(r.addr.clone())),
         };
         listener.map_err(|source| NetError::Listen { addr, source })
     }
@@ -162,7 +210,7 @@ impl Network {
     /// When the host end of a veth pair cannot be deleted.
     pub fn close(self) -> Result<(), NetError> {
         match self {
-            Network::Loopback => Ok(()),
+            Network::Loopback | Network::Remote(_) => Ok(()),
             Network::Veth(mut v) => v.remove(),
         }
     }
@@ -223,6 +271,41 @@ fn overlapping_route(routes: &str, net: Ipv4Addr) -> Option<String> {
             )
         })
     })
+}
+
+/// The interface of the calling thread's network namespace that has address `ip` (else whose
+/// network holds it, as 127.0.0.0/8 on `lo`): for the local address of a connected socket, the
+/// interface its route leaves by.
+#[must_use]
+pub fn interface_of(ip: IpAddr) -> Option<String> {
+    let to_ip = |a: &nix::sys::socket::SockaddrStorage| {
+        a.as_sockaddr_in()
+            .map(|s| IpAddr::V4(s.ip()))
+            .or_else(|| a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())))
+    };
+    let mut within = None;
+    for a in nix::ifaddrs::getifaddrs().ok()? {
+        let Some(own) = a.address.as_ref().and_then(to_ip) else {
+            continue;
+        };
+        if own == ip {
+            return Some(a.interface_name);
+        }
+        let mask = a.netmask.as_ref().and_then(to_ip);
+        let same_net = match (own, ip, mask) {
+            (IpAddr::V4(o), IpAddr::V4(i), Some(IpAddr::V4(m))) => {
+                u32::from(o) & u32::from(m) == u32::from(i) & u32::from(m)
+            }
+            (IpAddr::V6(o), IpAddr::V6(i), Some(IpAddr::V6(m))) => {
+                u128::from(o) & u128::from(m) == u128::from(i) & u128::from(m)
+            }
+            _ => false,
+        };
+        if same_net && within.is_none() {
+            within = Some(a.interface_name);
+        }
+    }
+    within
 }
 
 /// Finds `ip` as a shell would, in PATH.
@@ -442,6 +525,20 @@ mod tests {
         ));
         let listener = lo.listen().unwrap();
         assert!(listener.local_addr().unwrap().ip().is_loopback());
+    }
+
+    #[test]
+    fn a_local_address_names_its_interface() {
+        assert_eq!(
+            interface_of(IpAddr::V4(Ipv4Addr::LOCALHOST)).as_deref(),
+            Some("lo")
+        );
+        assert_eq!(
+            interface_of(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9))).as_deref(),
+            Some("lo")
+        );
+        // 240.0.0.0/4 is reserved: nobody's address or network.
+        assert_eq!(interface_of(IpAddr::V4(Ipv4Addr::new(240, 0, 0, 77))), None);
     }
 
     #[test]

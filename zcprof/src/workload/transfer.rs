@@ -20,9 +20,12 @@ pub struct TransferArgs {
     pub path: String,
     pub size: u64,
     pub block_size: u64,
-    /// The receiver: 127.0.0.1, or the peer of a veth pair.
+    /// The receiver: 127.0.0.1, the peer of a veth pair, or a `zcprof sink`.
     pub addr: IpAddr,
     pub port: u16,
+    /// A sink's run token: each stream says it first (`sink::Remote::data_hello`), before the
+    /// measured window.
+    pub token: Option<String>,
 }
 
 /// Entry point of the hidden `__transfer` subcommand. Never returns.
@@ -109,16 +112,19 @@ fn make_pipe(size: u64) -> io::Result<(RawFd, RawFd)> {
 fn prepare(args: &TransferArgs) -> io::Result<Prepared> {
     let file = open_source(args)?;
     let mut socks = Vec::new();
-    for _ in 0..args.method.streams() {
-        let sock = TcpStream::connect((args.addr, args.port)).map_err(|e| {
+    for stream in 0..args.method.streams() {
+        let what = |e: io::Error, doing: &str| {
             io::Error::new(
                 e.kind(),
-                format!(
-                    "connect to the receiver at {}:{}: {e}",
-                    args.addr, args.port
-                ),
+                format!("{doing} the receiver at {}:{}: {e}", args.addr, args.port),
             )
-        })?;
+        };
+        let mut sock =
+            TcpStream::connect((args.addr, args.port)).map_err(|e| what(e, "connect to"))?;
+        if let Some(token) = &args.token {
+            sock.write_all(crate::sink::Remote::data_hello(token, stream).as_bytes())
+                .map_err(|e| what(e, "say hello to"))?;
+        }
         socks.push(sock);
     }
     let pipes = match args.method {
