@@ -475,6 +475,14 @@ mod tests {
                 .path
                 .contains("zcprof sink at 192.0.2.7:9465")
         );
+        assert!(
+            report
+                .notes
+                .iter()
+                .any(|n| n.starts_with("The sink's own costs: 4 KiB received in 3 reads")),
+            "{:?}",
+            report.notes
+        );
         // A trace from before the field existed.
         let mut plain = run();
         plain.context.workload = true;

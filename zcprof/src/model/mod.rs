@@ -445,6 +445,9 @@ pub fn build(input: RunInput<'_>) -> RunReport {
             r.source
         ));
     }
+    if let Some(sink) = &remote_receiver {
+        notes.push(format!("The sink's own costs: {}.", sink_costs(sink)));
+    }
     dma_figures(plan, &devices, transfers, &mut figures);
     let dma_api: Vec<String> = [Point::DmaMap, Point::DmaMapSg]
         .into_iter()
@@ -582,8 +585,6 @@ pub fn build(input: RunInput<'_>) -> RunReport {
 /// a socket buffer into its user buffer.
 fn sink_copy(sink: &SinkReport, addr: &str, transfers: u64) -> CopyPath {
     let bytes: u64 = sink.received.iter().sum();
-    #[expect(clippy::cast_precision_loss, reason = "display precision")]
-    let ms = |ns: u64| ns as f64 / 1e6;
     CopyPath {
         path: format!("socket buffer -> receiver's user buffer (zcprof sink at {addr})"),
         bytes,
@@ -593,24 +594,34 @@ fn sink_copy(sink: &SinkReport, addr: &str, transfers: u64) -> CopyPath {
                  getrusage(RUSAGE_THREAD) of its draining threads"
             .to_owned(),
         note: format!(
-            "the sink (kernel {}) received {} in {} reads, {:.1} ms CPU ({:.1} ms user, {:.1} ms \
-             system), {} voluntary and {} involuntary switches, {:.1} ms from first byte to last; \
-             the copy on the receiving side, apart from the sender's",
-            sink.kernel,
-            fmt_bytes(bytes),
-            sink.reads,
-            ms(sink.user_ns + sink.system_ns),
-            ms(sink.user_ns),
-            ms(sink.system_ns),
-            sink.voluntary_switches,
-            sink.involuntary_switches,
-            ms(sink.elapsed_ns)
+            "{}; the copy on the receiving side, apart from the sender's",
+            sink_costs(sink)
         ),
         evidence: "reported",
         samples: None,
         contradicted: false,
         short: "recv",
     }
+}
+
+/// What a remote sink says it spent draining the streams.
+fn sink_costs(sink: &SinkReport) -> String {
+    #[expect(clippy::cast_precision_loss, reason = "display precision")]
+    let ms = |ns: u64| ns as f64 / 1e6;
+    format!(
+        "{} received in {} reads, {:.1} ms CPU ({:.1} ms user, {:.1} ms system), {} voluntary and \
+         {} involuntary switches of its draining threads, {:.1} ms from first byte to last (kernel \
+         {})",
+        fmt_bytes(sink.received.iter().sum()),
+        sink.reads,
+        ms(sink.user_ns + sink.system_ns),
+        ms(sink.user_ns),
+        ms(sink.system_ns),
+        sink.voluntary_switches,
+        sink.involuntary_switches,
+        ms(sink.elapsed_ns),
+        sink.kernel
+    )
 }
 
 /// How syscalls were timed, for the report.
