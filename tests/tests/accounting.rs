@@ -8,12 +8,18 @@ use zcprof_tests::{privileged, scratch_dir, skip};
 
 /// Runs a workload of this executable under `zcprof exec`, returning its report.
 fn exec_workload(name: &str, arg: &Path) -> Value {
+    exec_workload_with(name, arg, &[])
+}
+
+/// `exec_workload` with more options of `zcprof exec` (before the `--`).
+fn exec_workload_with(name: &str, arg: &Path, options: &[&str]) -> Value {
     let exe = std::env::current_exe().unwrap();
     // The test harness writes to stdout too: the report goes to a file.
     let report = arg.with_extension(format!("{name}.json"));
     let out = std::process::Command::new(zcprof_tests::zcprof_bin())
         .args(["exec", "--format", "json", "-o"])
         .arg(&report)
+        .args(options)
         .arg("--")
         .arg(exe)
         .args(["--exact", "workload", "--nocapture", "--test-threads=1"])
@@ -41,6 +47,7 @@ fn workload() {
         "reads-worker" => std::thread::spawn(move || page_cache_reads(&arg))
             .join()
             .unwrap(),
+        "early-slow-calls" => early_slow_calls(),
         other => panic!("unknown workload {other}"),
     }
 }
@@ -93,5 +100,63 @@ fn worker_threads_are_sampled_like_the_main_thread() {
     assert!(
         w * 3 >= m && w <= m * 3,
         "worker-thread samples {w} against main-thread samples {m}"
+    );
+}
+
+/// A report's syscall row called `name`.
+fn row<'a>(r: &'a Value, name: &str) -> Option<&'a Value> {
+    r["syscalls"].as_array()?.iter().find(|s| s["name"] == name)
+}
+
+/// 8 `ppoll` calls that sleep 10 ms, then 20,000 that return at once.
+fn early_slow_calls() {
+    let ppoll = |ns| {
+        let timeout = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: ns,
+        };
+        // SAFETY: no descriptors, a valid timeout, no signal mask.
+        unsafe {
+            libc::syscall(
+                libc::SYS_ppoll,
+                std::ptr::null_mut::<libc::pollfd>(),
+                0,
+                &raw const timeout,
+                std::ptr::null::<libc::sigset_t>(),
+                8,
+            )
+        }
+    };
+    for _ in 0..8 {
+        assert_eq!(ppoll(10_000_000), 0);
+    }
+    for _ in 0..20_000 {
+        assert_eq!(ppoll(0), 0);
+    }
+}
+
+#[test]
+fn sampled_time_keeps_early_calls_apart() {
+    if !privileged("accounting_early_calls") {
+        return;
+    }
+    let dir = scratch_dir("acct-early", env!("CARGO_TARGET_TMPDIR"));
+    let sampled = exec_workload("early-slow-calls", &dir.join("sampled"));
+    let every = exec_workload_with(
+        "early-slow-calls",
+        &dir.join("every"),
+        &["--time-every", "1"],
+    );
+    let time = |r: &Value| {
+        let ppoll = row(r, "ppoll").expect("ppoll counted");
+        assert_eq!(ppoll["count"], 20_008, "{ppoll}");
+        ppoll["total_ns"].as_u64().unwrap()
+    };
+    let (estimate, measured) = (time(&sampled), time(&every));
+    // The 8 slow calls alone take 80 ms: the estimate must not scale them like the rest.
+    assert!(measured >= 80_000_000, "{measured}");
+    assert!(
+        estimate.abs_diff(measured) * 4 <= measured,
+        "sampled estimate {estimate} ns against {measured} ns with every call timed"
     );
 }

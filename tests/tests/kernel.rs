@@ -14,8 +14,14 @@ const SIZE: u64 = 8 << 20;
 const BLOCK: u64 = 64 << 10;
 const STEPS: u64 = SIZE / BLOCK;
 /// Program names of the catalog (zcprof/src/probes/catalog.rs).
-const PROGRAMS: [&str; 37] = [
+const PROGRAMS: [&str; 43] = [
     "sched_process_fork_tracepoint",
+    "sched_process_exit_raw_tp",
+    "sched_process_exit_tracepoint",
+    "sched_process_exec_raw_tp",
+    "sched_process_exec_tracepoint",
+    "inet_sock_set_state_raw_tp",
+    "inet_sock_set_state_tracepoint",
     "tcp_sendmsg_fexit",
     "tcp_sendmsg_kretprobe",
     "sock_send_length_tracepoint",
@@ -531,7 +537,8 @@ fn doctor_tries_every_hook_and_explains_refusals() {
         .iter()
         .map(|c| c["hook"].as_str().unwrap())
         .collect();
-    assert_eq!(hooks, ["fexit", "kretprobe"]);
+    // filemap_read, then its 5.10 name generic_file_buffered_read, each with both.
+    assert_eq!(hooks, ["fexit", "kretprobe", "fexit", "kretprobe"]);
     if d["kernel"]["kprobes"] == false {
         let kprobe = &filemap["checks"][1];
         assert!(

@@ -26,6 +26,12 @@ pub struct SyscallStat {
     /// Returns whose duration is in `total_ns`. Outside trace mode only a sample of syscalls is
     /// timed (a clock read costs about 50 ns here), so this can be below `count`.
     pub timed: u64,
+    /// Of `timed`: the calls timed whatever the random draw (the first `ALWAYS_TIMED` of the
+    /// syscall on a CPU, the first syscall on a CPU, and calls refused before entry, which take
+    /// no time), and their nanoseconds, part of `total_ns`. The others are a random sample of
+    /// the calls that were not forced, so only they may be scaled up to those calls.
+    pub forced: u64,
+    pub forced_ns: u64,
 }
 
 /// Every syscall of one number is timed until this many were, on each CPU, so rare syscalls
@@ -34,6 +40,11 @@ pub const ALWAYS_TIMED: u64 = 8;
 
 /// `start_ns` of a syscall in flight that is not timed; 0 marks an idle slot.
 pub const UNTIMED_START: u64 = 1;
+
+/// The low bit of a timed `start_ns` says why it is timed: set when the call was timed whatever
+/// the draw (see `SyscallStat::forced`), clear when the draw picked it. A timed start is never
+/// `UNTIMED_START`, so this costs the clock one nanosecond of precision and no field.
+pub const FORCED_START: u64 = 1;
 
 /// A syscall in progress on one thread, kept between `sys_enter` and `sys_exit`.
 #[repr(C)]

@@ -8,8 +8,8 @@ use aya_ebpf::{
     },
 };
 use zcprof_common::{
-    ALWAYS_TIMED, Counter, DiskIo, EventKind, IFNAMSIZ, InFlight, MAX_SYSCALL_NR, NetXmit, OnCpu,
-    ProcStat, TraceEvent, UNTIMED_START,
+    ALWAYS_TIMED, Counter, DiskIo, EventKind, FORCED_START, IFNAMSIZ, InFlight, MAX_SYSCALL_NR,
+    NetXmit, OnCpu, ProcStat, TraceEvent, UNTIMED_START,
 };
 
 mod copies;
@@ -221,9 +221,11 @@ pub(crate) fn add(slot: Counter, n: u64) {
 
 /// A timestamp for a syscall entry, or `UNTIMED_START` when this one is not timed: one in
 /// `TIME_MASK + 1` at random (the draw is independent of the syscall pattern, so alternating
-/// reads and writes are sampled alike), plus the first entry on each CPU, the first few of each
-/// syscall number, and exits. A timed entry also moves this CPU's window (`first_ns`,
-/// `last_ns`), which makes the measured window the kernel's own clock.
+/// reads and writes are sampled alike), plus, whatever the draw, the first entry on each CPU, the
+/// first few of each syscall number, and exits. Those forced ones carry `FORCED_START`, so their
+/// time is kept apart from the random sample's: only the sample stands for the calls not timed.
+/// A timed entry also moves this CPU's window (`first_ns`, `last_ns`), which makes the measured
+/// window the kernel's own clock.
 #[inline(always)]
 fn entry_time(on: &mut OnCpu, nr: u32, timed_so_far: u64) -> u64 {
     // xorshift32: a few instructions, no helper call.
@@ -232,20 +234,30 @@ fn entry_time(on: &mut OnCpu, nr: u32, timed_so_far: u64) -> u64 {
     x ^= x >> 17;
     x ^= x << 5;
     on.rng = x;
-    let timed = x & TIME_MASK.load() == 0
-        || on.first_ns == 0
-        || timed_so_far < ALWAYS_TIMED
-        || nr == EXIT_NR.load()
-        || nr == EXIT_GROUP_NR.load();
-    if !timed {
+    let forced = || {
+        on.first_ns == 0
+            || timed_so_far < ALWAYS_TIMED
+            || nr == EXIT_NR.load()
+            || nr == EXIT_GROUP_NR.load()
+    };
+    // The untimed path (most calls) asks the same questions in the same order as ever; whether a
+    // timed call was forced is asked again on the timed path only.
+    if x & TIME_MASK.load() != 0 && !forced() {
         return UNTIMED_START;
     }
+    let forced = forced();
     let now = now();
+    let start = if forced {
+        now | FORCED_START
+    } else {
+        now & !FORCED_START
+    };
+    // The window starts (or, for an exit, ends) where a trace draws the syscall.
     if on.first_ns == 0 {
-        on.first_ns = now;
+        on.first_ns = start;
     }
-    on.last_ns = now;
-    now
+    on.last_ns = start;
+    start
 }
 
 /// Remembers an in-flight syscall in the hash map, updating the thread's entry in place when it
@@ -422,8 +434,13 @@ fn returned(on: &mut OnCpu, tgid: u32, tid: u32, entry: &InFlight, ret: i64) {
         // SAFETY: per-CPU entry.
         unsafe {
             if timed {
-                (*stat).total_ns += now.wrapping_sub(entry.start_ns);
+                let ns = now.wrapping_sub(entry.start_ns);
+                (*stat).total_ns += ns;
                 (*stat).timed += 1;
+                if entry.start_ns & FORCED_START != 0 {
+                    (*stat).forced += 1;
+                    (*stat).forced_ns += ns;
+                }
             }
             if ret < 0 {
                 (*stat).errors += 1;

@@ -236,6 +236,8 @@ impl Counts {
                 total.errors += s.errors;
                 total.total_ns += s.total_ns;
                 total.timed += s.timed;
+                total.forced += s.forced;
+                total.forced_ns += s.forced_ns;
                 total.ret_sum = total.ret_sum.wrapping_add(s.ret_sum);
             }
             if total != SyscallStat::default() {

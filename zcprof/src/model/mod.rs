@@ -632,19 +632,32 @@ fn syscall_timing(every: u32) -> String {
     } else {
         format!(
             "sampled: bpf_ktime_get_ns at entry and return of 1 call in {every} at random, and \
-             of every call of a syscall until {ALWAYS_TIMED} were timed on a CPU; ≈ marks a time \
-             scaled from the timed calls to all calls (--time-every 1 times every call)"
+             of every call of a syscall until {ALWAYS_TIMED} were timed on a CPU; ≈ marks an \
+             estimate: the time of those first calls plus the random sample's, scaled to the \
+             calls not timed (--time-every 1 times every call)"
         )
     }
 }
 
-/// A syscall's time in the kernel: the timed calls' sum, scaled to every call when only a
-/// sample was timed (their mean times the count).
+/// A syscall's time in the kernel: the timed calls' sum when every call was timed, else an
+/// estimate. Calls timed whatever the draw (the first few on each CPU) are not a sample of the
+/// others, which may differ (a program's first calls often wait where later ones do not): they
+/// count for themselves, and the random sample's mean stands for every call not forced.
 fn scaled_time(stat: &zcprof_common::SyscallStat) -> u64 {
     if stat.timed == 0 || stat.timed >= stat.count {
         return stat.total_ns;
     }
-    let scaled = u128::from(stat.total_ns) * u128::from(stat.count) / u128::from(stat.timed);
+    let forced = stat.forced.min(stat.timed);
+    let forced_ns = stat.forced_ns.min(stat.total_ns);
+    let random = stat.timed - forced;
+    let scaled = if random == 0 {
+        // Only forced calls were timed: their mean is all there is.
+        u128::from(stat.total_ns) * u128::from(stat.count) / u128::from(stat.timed)
+    } else {
+        u128::from(forced_ns)
+            + u128::from(stat.total_ns - forced_ns) * u128::from(stat.count - forced)
+                / u128::from(random)
+    };
     u64::try_from(scaled).unwrap_or(u64::MAX)
 }
 
@@ -882,6 +895,28 @@ pub(crate) mod tests {
         assert_eq!(scaled_time(&stat(4, 3, 900)), 1_200);
         assert_eq!(scaled_time(&stat(1, 0, 0)), 0);
         assert!(syscall_timing(1).starts_with("every call"));
+        // 8 forced calls of 10 ms, then 20,000 calls of 300 ns, 1,250 of them drawn: the forced
+        // ones count once, the sample stands for the 20,000 (scaled like the rest, the forced
+        // calls' time would be 16 times too much).
+        let early = SyscallStat {
+            count: 20_008,
+            timed: 1_258,
+            total_ns: 80_000_000 + 1_250 * 300,
+            forced: 8,
+            forced_ns: 80_000_000,
+            ..SyscallStat::default()
+        };
+        assert_eq!(scaled_time(&early), 80_000_000 + 20_000 * 300);
+        // Only forced calls timed: their mean for all.
+        let few = SyscallStat {
+            count: 10,
+            timed: 8,
+            total_ns: 800,
+            forced: 8,
+            forced_ns: 800,
+            ..SyscallStat::default()
+        };
+        assert_eq!(scaled_time(&few), 1_000);
         assert!(syscall_timing(16).contains("1 call in 16"));
     }
 
