@@ -47,7 +47,13 @@ fn workload() {
         "reads-worker" => std::thread::spawn(move || page_cache_reads(&arg))
             .join()
             .unwrap(),
+        "blocked-read" => blocked_read(),
+        "thread-churn" => thread_churn(&arg),
+        "seccomp-getppid" => seccomp_getppid(),
         "early-slow-calls" => early_slow_calls(),
+        "exec-from-thread" => exec_from_thread(&arg, false),
+        "execveat-from-thread" => exec_from_thread(&arg, true),
+        "sleepers" => sleepers(&arg),
         other => panic!("unknown workload {other}"),
     }
 }
@@ -108,6 +114,120 @@ fn row<'a>(r: &'a Value, name: &str) -> Option<&'a Value> {
     r["syscalls"].as_array()?.iter().find(|s| s["name"] == name)
 }
 
+fn fig(r: &Value, key: &str) -> u64 {
+    r["figures"][key]["value"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("figure {key} is not a whole number: {}", r["figures"][key]))
+}
+
+fn calls(r: &Value, name: &str) -> u64 {
+    r["syscalls_by_name"][name].as_u64().unwrap_or(0)
+}
+
+/// Entries minus returns: what never returned (`exit` of each thread that ended itself, the final
+/// `exit_group`) if every return was matched to its entry.
+fn unreturned(r: &Value) -> u64 {
+    let entries = fig(r, "syscalls");
+    let returns = fig(r, "mode_switches") - entries;
+    entries - returns
+}
+
+/// A thread blocks in `readv` on a pipe while 20,000 short-lived threads come and go; then 100
+/// bytes arrive and the read returns them.
+fn blocked_read() {
+    let mut fds = [0; 2];
+    // SAFETY: room for two descriptors.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (r, w) = (fds[0], fds[1]);
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        let iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: one iovec over a live buffer.
+        unsafe { libc::readv(r, &raw const iov, 1) }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    for _ in 0..20_000 {
+        std::thread::spawn(|| ()).join().unwrap();
+    }
+    // SAFETY: 100 bytes from a live array.
+    assert_eq!(
+        unsafe { libc::write(w, [1u8; 100].as_ptr().cast(), 100) },
+        100
+    );
+    assert_eq!(reader.join().unwrap(), 100);
+}
+
+/// Threads that start and end one after another until thread ids come round again (2,000 of
+/// them reused), or 200,000 threads; writes "threads reused" to `out`.
+fn thread_churn(out: &str) {
+    let mut seen = std::collections::HashSet::new();
+    let (mut threads, mut reused) = (0u32, 0u32);
+    while threads < 200_000 && reused < 2_000 {
+        // SAFETY: gettid has no preconditions.
+        let tid = std::thread::spawn(|| unsafe { libc::gettid() })
+            .join()
+            .unwrap();
+        threads += 1;
+        if !seen.insert(tid) {
+            reused += 1;
+        }
+    }
+    std::fs::write(out, format!("{threads} {reused}")).unwrap();
+}
+
+/// A seccomp filter that refuses `getppid` with EPERM (classic BPF, as Docker's and systemd's
+/// filters refuse calls), then 1000 `getppid` calls.
+fn seccomp_getppid() {
+    // BPF_LD | BPF_W | BPF_ABS, BPF_JMP | BPF_JEQ | BPF_K, BPF_RET | BPF_K.
+    const LD_W_ABS: u16 = 0x20;
+    const JEQ_K: u16 = 0x15;
+    const RET_K: u16 = 0x06;
+    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    let filter = [
+        // seccomp_data.nr
+        op(LD_W_ABS, 0, 0, 0),
+        op(JEQ_K, 0, 1, u32::try_from(libc::SYS_getppid).unwrap()),
+        op(
+            RET_K,
+            0,
+            0,
+            libc::SECCOMP_RET_ERRNO | u32::try_from(libc::EPERM).unwrap(),
+        ),
+        op(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+    ];
+    let prog = libc::sock_fprog {
+        len: u16::try_from(filter.len()).unwrap(),
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // SAFETY: prctl with valid arguments; the program outlives the call (the kernel copies it).
+    unsafe {
+        assert_eq!(
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1u64, 0u64, 0u64, 0u64),
+            0
+        );
+        assert_eq!(
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                u64::from(libc::SECCOMP_MODE_FILTER),
+                &raw const prog
+            ),
+            0
+        );
+    }
+    for _ in 0..1000 {
+        // SAFETY: getppid has no arguments.
+        let ret = unsafe { libc::syscall(libc::SYS_getppid) };
+        assert_eq!(ret, -1);
+        assert_eq!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::EPERM)
+        );
+    }
+}
+
 /// 8 `ppoll` calls that sleep 10 ms, then 20,000 that return at once.
 fn early_slow_calls() {
     let ppoll = |ns| {
@@ -135,6 +255,161 @@ fn early_slow_calls() {
     }
 }
 
+/// A thread other than the main one execs `program` (execve, or execveat with `at`) as
+/// `renamed-exe --version`.
+fn exec_from_thread(program: &str, at: bool) {
+    use std::ffi::CString;
+    let path = CString::new(program).unwrap();
+    let words = [
+        CString::new("renamed-exe").unwrap(),
+        CString::new("--version").unwrap(),
+    ];
+    std::thread::spawn(move || {
+        let argv = [words[0].as_ptr(), words[1].as_ptr(), std::ptr::null()];
+        let envp = [std::ptr::null::<libc::c_char>()];
+        // SAFETY: NUL-terminated strings and NULL-terminated arrays that outlive the call.
+        unsafe {
+            if at {
+                libc::syscall(
+                    libc::SYS_execveat,
+                    libc::AT_FDCWD,
+                    path.as_ptr(),
+                    argv.as_ptr(),
+                    envp.as_ptr(),
+                    0,
+                );
+            } else {
+                libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            }
+        }
+        panic!("exec failed: {}", std::io::Error::last_os_error());
+    })
+    .join()
+    .unwrap();
+}
+
+/// Four threads that sleep 50 us at a time for 4 s; `ready` is written once they run.
+fn sleepers(ready: &str) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let pause = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 50_000,
+                };
+                while std::time::Instant::now() < end {
+                    // SAFETY: a valid duration, no remainder wanted.
+                    unsafe { libc::nanosleep(&raw const pause, std::ptr::null_mut()) };
+                }
+            })
+        })
+        .collect();
+    std::fs::write(ready, "ready").unwrap();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn a_blocked_read_survives_20000_thread_lifetimes() {
+    if !privileged("accounting_blocked_read") {
+        return;
+    }
+    let dir = scratch_dir("acct-blocked", env!("CARGO_TARGET_TMPDIR"));
+    let r = exec_workload("blocked-read", &dir.join("run"));
+    assert!(calls(&r, "exit") >= 20_000, "{}", r["syscalls_by_name"]);
+    let readv = row(&r, "readv").expect("readv counted");
+    // Its entry was kept while 20,000 threads lived and died (an LRU of 16,384 lost it).
+    assert_eq!(readv["count"], 1);
+    assert_eq!(readv["bytes"], 100, "the blocked read's bytes: {readv}");
+    assert!(
+        readv["total_ns"].as_u64().unwrap() > 10_000_000,
+        "it was blocked all along: {readv}"
+    );
+    assert_eq!(r["accounting"]["in_flight_lost"], 0, "{}", r["accounting"]);
+    assert_eq!(unreturned(&r), calls(&r, "exit") + calls(&r, "exit_group"));
+}
+
+#[test]
+fn reused_thread_ids_inherit_nothing() {
+    if !privileged("accounting_reused_ids") {
+        return;
+    }
+    let dir = scratch_dir("acct-reuse", env!("CARGO_TARGET_TMPDIR"));
+    let out = dir.join("churn.txt");
+    let r = exec_workload_with("thread-churn", &out, &["--time-every", "1"]);
+    let text = std::fs::read_to_string(&out).unwrap();
+    let (threads, reused) = text.split_once(' ').unwrap();
+    if reused == "0" {
+        skip(
+            "accounting_reused_ids",
+            &format!("no thread id came round again in {threads} threads (pid_max is large)"),
+        );
+        return;
+    }
+    let window = r["elapsed_ns"].as_u64().unwrap();
+    for s in r["syscalls"].as_array().unwrap() {
+        let (total, timed) = (
+            s["total_ns"].as_u64().unwrap(),
+            s["timed"].as_u64().unwrap(),
+        );
+        // No call lasts longer than the run; and no more than two threads are ever inside one
+        // syscall at once here (libtest's main thread waits in futex for the test's thread,
+        // which waits in futex for each short-lived one).
+        assert!(
+            total <= timed.max(1) * window && total <= 2 * window,
+            "{s} does not fit the {window} ns run ({reused} of {threads} thread ids reused)"
+        );
+    }
+    // Threads end in `exit`, which never returns: no new thread with the same id returns from
+    // it.
+    let exit = row(&r, "exit").unwrap();
+    assert_eq!(
+        (exit["timed"].as_u64(), exit["total_ns"].as_u64()),
+        (Some(0), Some(0)),
+        "{exit}"
+    );
+    assert_eq!(unreturned(&r), calls(&r, "exit") + calls(&r, "exit_group"));
+}
+
+#[test]
+fn syscalls_refused_by_seccomp_are_counted_as_strace_counts_them() {
+    if !privileged("accounting_seccomp") {
+        return;
+    }
+    let dir = scratch_dir("acct-seccomp", env!("CARGO_TARGET_TMPDIR"));
+    let r = exec_workload("seccomp-getppid", &dir.join("run"));
+    let getppid = row(&r, "getppid").expect("the refused getppid calls are counted");
+    assert_eq!(
+        (getppid["count"].as_u64(), getppid["errors"].as_u64()),
+        (Some(1000), Some(1000)),
+        "{getppid}"
+    );
+    let accounting = &r["accounting"];
+    assert_eq!(accounting["refused_syscalls"], 1000, "{accounting}");
+    // The command was stopped outside any syscall when measuring began.
+    assert_eq!(accounting["returns_before_start"], 0, "{accounting}");
+    assert!(
+        r["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("refused")),
+        "a note says so: {}",
+        r["notes"]
+    );
+    // Each refused call is an entry and a return, as strace counts it: the sums still add up.
+    let sum: u64 = r["syscalls_by_name"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(sum, fig(&r, "syscalls"));
+    assert_eq!(unreturned(&r), calls(&r, "exit") + calls(&r, "exit_group"));
+}
+
 #[test]
 fn sampled_time_keeps_early_calls_apart() {
     if !privileged("accounting_early_calls") {
@@ -159,4 +434,99 @@ fn sampled_time_keeps_early_calls_apart() {
         estimate.abs_diff(measured) * 4 <= measured,
         "sampled estimate {estimate} ns against {measured} ns with every call timed"
     );
+}
+
+/// A non-leader thread execs `renamed-exe` (the zcprof binary under another name) with `workload`.
+fn check_exec_from_thread(test: &str, workload: &str, syscall: &str) {
+    if !privileged(test) {
+        return;
+    }
+    let dir = scratch_dir(test, env!("CARGO_TARGET_TMPDIR"));
+    let link = dir.join("renamed-exe");
+    std::os::unix::fs::symlink(zcprof_tests::zcprof_bin(), &link).unwrap();
+    let r = exec_workload(workload, &link);
+    let exec = row(&r, syscall).unwrap_or_else(|| panic!("{syscall} counted: {}", r["syscalls"]));
+    // `zcprof exec` starts the command with an execve of its own.
+    let count = if syscall == "execve" { 2 } else { 1 };
+    assert_eq!(
+        (exec["count"].as_u64(), exec["errors"].as_u64()),
+        (Some(count), Some(0)),
+        "{exec}"
+    );
+    // The exec returned under the leader's id, and was matched to its entry all the same.
+    assert_eq!(
+        unreturned(&r),
+        calls(&r, "exit") + calls(&r, "exit_group"),
+        "{}",
+        r["figures"]["mode_switches"]["note"]
+    );
+    assert_eq!(
+        r["accounting"]["refused_syscalls"], 0,
+        "{}",
+        r["accounting"]
+    );
+    let names: Vec<&str> = r["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"renamed-exe"),
+        "the process is named after what it became: {names:?}"
+    );
+}
+
+#[test]
+fn execve_from_a_thread_is_matched_and_renames() {
+    check_exec_from_thread("accounting_exec_thread", "exec-from-thread", "execve");
+}
+
+#[test]
+fn execveat_is_an_exec_too() {
+    check_exec_from_thread("accounting_execveat", "execveat-from-thread", "execveat");
+}
+
+#[test]
+fn attaching_loses_no_syscall_entry() {
+    if !privileged("accounting_attach_order") {
+        return;
+    }
+    let dir = scratch_dir("acct-attach", env!("CARGO_TARGET_TMPDIR"));
+    let ready = dir.join("ready");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "workload", "--nocapture", "--test-threads=1"])
+        .env("ZCPROF_TEST_WORKLOAD", "sleepers")
+        .env("ZCPROF_TEST_ARG", &ready)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while !ready.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let report = dir.join("attach.json");
+    let out = std::process::Command::new(zcprof_tests::zcprof_bin())
+        .args(["attach", "--duration", "1s", "--format", "json", "--pid"])
+        .arg(child.id().to_string())
+        .arg("-o")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let _ = child.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let accounting = &r["accounting"];
+    // Threads that block thousands of times a second while the probes attach: an entry lost
+    // because the scheduler hook was not there yet to keep it would return unmatched, and be
+    // counted as refused.
+    assert!(
+        calls(&r, "clock_nanosleep") + calls(&r, "nanosleep") > 1000,
+        "{}",
+        r["syscalls_by_name"]
+    );
+    assert_eq!(accounting["refused_syscalls"], 0, "{accounting}");
 }

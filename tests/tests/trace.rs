@@ -138,11 +138,14 @@ fn trace_of_read_write_nests_and_re_renders_to_the_same_table() {
     assert_eq!(trace["zcprof"]["complete"], true);
     assert_eq!(r["trace"]["lost"], 0);
     // Every event the kernel counted as written reached the file: kernel events in the file
-    // (not metadata, counters, run slices or unfinished syscalls) equal the kernel's counter.
+    // (not metadata, counters, run slices or syscalls unfinished at detach; a thread's end in
+    // exit_group is one) equal the kernel's counter.
     let kernel_events = events(&trace)
         .iter()
         .filter(|e| {
-            (e["ph"] == "X" && e["cat"] == "syscall") || (e["ph"] == "i" && e["cat"] != "lost")
+            (e["ph"] == "X" && e["cat"] == "syscall")
+                || (e["ph"] == "B" && e["args"]["thread_ended"] == true)
+                || (e["ph"] == "i" && e["cat"] != "lost")
         })
         .count() as u64;
     assert_eq!(kernel_events, r["trace"]["events"].as_u64().unwrap());

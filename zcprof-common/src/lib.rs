@@ -8,7 +8,7 @@
 pub const MAX_SYSCALL_NR: u32 = 512;
 
 /// Slots of the per-CPU `COUNTERS` array.
-pub const COUNTER_SLOTS: u32 = 32;
+pub const COUNTER_SLOTS: u32 = 48;
 
 /// Per-syscall totals of the traced tasks, one entry per syscall number and CPU.
 #[repr(C)]
@@ -107,7 +107,8 @@ pub enum Counter {
     /// Kernel-to-user returns from a syscall whose entry was seen (`sys_exit`). Counted in
     /// `OnCpu`, like the two timestamps below.
     SyscallReturns = 1,
-    /// Returns whose entry was not seen: the syscall was in flight when probing began.
+    /// Returns whose entry was not seen, for whatever reason (the slots from
+    /// `ReturnsBeforeStart` on say which).
     UnmatchedReturns = 2,
     /// Scheduler switches away from a traced task that had blocked (it slept).
     VoluntarySwitches = 3,
@@ -117,7 +118,8 @@ pub enum Counter {
     FirstEventNs = 5,
     /// Latest `bpf_ktime_get_ns` of a traced event on this CPU.
     LastEventNs = 6,
-    /// Entries that could not be remembered because the in-flight map refused the insert.
+    /// Syscalls whose entry could not be kept because the in-flight map was full: their return
+    /// goes unmatched (and is counted as refused) and their time is missing.
     InFlightLost = 7,
     /// Page faults taken in user mode by a traced task (each one a user-to-kernel entry).
     PageFaultsUser = 8,
@@ -165,11 +167,32 @@ pub enum Counter {
     /// Packets of traced sockets that went out while no traced task was running (from ACK
     /// processing in softirq or another task's context).
     XmitOtherContext = 27,
+    /// Returns of syscalls that were in progress when measuring began (their entry came before
+    /// `sys_enter` was attached): the first unmatched return of each thread that was not stopped
+    /// then. Not counted as calls.
+    ReturnsBeforeStart = 28,
+    /// A new thread's or process's first return to user mode, from the fork or clone its parent
+    /// made (it entered no syscall itself). Not counted as calls.
+    NewTaskReturns = 29,
+    /// Every other return without an entry: syscalls refused before entry (a seccomp filter
+    /// returning an errno runs before `sys_enter` fires). Counted as calls and errors of their
+    /// syscall, entries and returns, as strace counts them.
+    RefusedSyscalls = 30,
+    /// Events of followed processes missing from the per-process totals (`PROCS` full).
+    ProcessesLost = 31,
+    /// Children of traced processes that could not be followed (`TRACED` full, for process ids
+    /// beyond the bitmap).
+    FollowLost = 32,
+    /// Block requests and packets not counted per device (a device table full).
+    DevicesLost = 33,
+    /// Sockets of traced processes whose owner could not be kept (`SOCKS` full): their packets
+    /// are not attributed.
+    SocketsLost = 34,
 }
 
 impl Counter {
     /// Every slot, for readers that want them all.
-    pub const ALL: [Counter; 28] = [
+    pub const ALL: [Counter; 35] = [
         Counter::SyscallEntries,
         Counter::SyscallReturns,
         Counter::UnmatchedReturns,
@@ -198,6 +221,13 @@ impl Counter {
         Counter::SockRecvBytes,
         Counter::ReceiverRecvBytes,
         Counter::XmitOtherContext,
+        Counter::ReturnsBeforeStart,
+        Counter::NewTaskReturns,
+        Counter::RefusedSyscalls,
+        Counter::ProcessesLost,
+        Counter::FollowLost,
+        Counter::DevicesLost,
+        Counter::SocketsLost,
     ];
 }
 
@@ -278,6 +308,9 @@ pub enum EventKind {
     Dma = 7,
     /// The process forked: `value` is the child's id.
     Fork = 8,
+    /// A thread ended inside a syscall that never returns (`exit`, `exit_group`): `start_ns` and
+    /// `ts_ns` are its entry, `arg` its number.
+    Exit = 9,
 }
 
 impl EventKind {
@@ -293,6 +326,7 @@ impl EventKind {
             6 => EventKind::Net,
             7 => EventKind::Dma,
             8 => EventKind::Fork,
+            9 => EventKind::Exit,
             _ => return None,
         })
     }
@@ -300,6 +334,13 @@ impl EventKind {
 
 /// `aux` of a copy event made outside any syscall.
 pub const NO_SYSCALL: u32 = u32::MAX;
+
+/// Slots of the `CONTROL` array, written by user space: 1 once `sys_enter` is attached (returns
+/// without an entry before that are of syscalls begun before measuring), 1 once detaching
+/// began (returns without an entry after that are not classified).
+pub const CONTROL_STARTED: u32 = 0;
+pub const CONTROL_STOPPING: u32 = 1;
+pub const CONTROL_SLOTS: u32 = 2;
 
 /// Default size of the trace ring buffer, in bytes (a power of two).
 pub const DEFAULT_RING_BYTES: u32 = 16 << 20;

@@ -2,11 +2,11 @@
 //! drains the trace ring buffer while it runs).
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
 };
 use zcprof_common::{
-    COUNTER_SLOTS, DiskIo, HookedBytes, IFNAMSIZ, InFlight, MAX_SYSCALL_NR, NetXmit, OnCpu,
-    ProcStat, SockOwner, SyscallStat,
+    CONTROL_SLOTS, COUNTER_SLOTS, DiskIo, HookedBytes, IFNAMSIZ, InFlight, MAX_SYSCALL_NR, NetXmit,
+    OnCpu, ProcStat, SockOwner, SyscallStat,
 };
 
 /// Per-syscall totals, indexed by syscall number.
@@ -17,10 +17,24 @@ pub static SYSCALLS: PerCpuArray<SyscallStat> = PerCpuArray::with_max_entries(MA
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
-/// Syscalls in progress, by thread id. LRU, so threads that die inside a syscall (exit_group)
-/// cannot fill it up during a long attach.
+/// Syscalls in progress of threads that were switched out inside them, by thread id. An entry
+/// is deleted when its syscall returns and when its thread ends, so the map holds only threads
+/// blocked (or preempted) in a syscall right now; an insert that finds it full is counted
+/// (`InFlightLost`). Not an LRU: that would evict a syscall blocked since early on without a
+/// trace once enough other threads had lived.
 #[map]
-pub static IN_FLIGHT: LruHashMap<u32, InFlight> = LruHashMap::with_max_entries(16384, 0);
+pub static IN_FLIGHT: HashMap<u32, InFlight> = HashMap::with_max_entries(16384, 0);
+
+/// Threads of the measured process that were not stopped when measuring began (tid -> 1), filled
+/// by the loader: each may still return from a syscall it entered before `sys_enter` was
+/// attached. Its first return without an entry is that one; the mark goes then, or when the
+/// thread ends. The loader sizes it to the threads.
+#[map]
+pub static BEFORE_START: HashMap<u32, u32> = HashMap::with_max_entries(1, 0);
+
+/// Written by user space, see `zcprof_common::CONTROL_STARTED`.
+#[map]
+pub static CONTROL: Array<u32> = Array::with_max_entries(CONTROL_SLOTS, 0);
 
 /// Block I/O completed while measuring, by device. Device-wide: completions run in interrupt or
 /// kworker context, not in the task that caused them.
@@ -48,8 +62,7 @@ pub static HOOKED_BY_SYSCALL: PerCpuArray<HookedBytes> =
 /// Descendants of the target forked while measured (tgid -> 1), when following is on. Asked only
 /// about process ids beyond `TRACED_BITS` (pid_max raised while measuring).
 #[map]
-pub static TRACED: aya_ebpf::maps::HashMap<u32, u32> =
-    aya_ebpf::maps::HashMap::with_max_entries(8192, 0);
+pub static TRACED: HashMap<u32, u32> = HashMap::with_max_entries(8192, 0);
 
 /// The same set as a bitmap indexed by process id, one bit each; the loader sizes it to the
 /// kernel's pid_max. Every task on the machine asks the filter on every syscall, and an array
@@ -72,7 +85,9 @@ pub static PROCS: PerCpuHashMap<u32, ProcStat> = PerCpuHashMap::with_max_entries
 pub static ON_CPU: PerCpuArray<OnCpu> = PerCpuArray::with_max_entries(1, 0);
 
 /// Sockets a traced process sent on (`struct sock` address -> owner), so that its packets are
-/// recognised when they leave from softirq or another task's context. LRU: a long attach sees
-/// many short connections.
+/// recognised when they leave from softirq or another task's context. An entry goes when its
+/// socket closes (`inet_sock_set_state` to TCP_CLOSE), so a long attach that sees many short
+/// connections does not fill it, and a new socket at a freed address inherits no owner; an
+/// insert that finds it full is counted (`SocketsLost`). Not an LRU, which evicts silently.
 #[map]
-pub static SOCKS: LruHashMap<u64, SockOwner> = LruHashMap::with_max_entries(4096, 0);
+pub static SOCKS: HashMap<u64, SockOwner> = HashMap::with_max_entries(16384, 0);

@@ -102,9 +102,16 @@ pub fn register_socket(sk: u64, tgid: u32, nr: u32) {
                 *owner = SockOwner { tgid, nr };
             }
         }
-    } else {
-        let _ = SOCKS.insert(&sk, &SockOwner { tgid, nr }, 0);
+    } else if SOCKS.insert(&sk, &SockOwner { tgid, nr }, 0).is_err() {
+        add(Counter::SocketsLost, 1);
     }
+}
+
+/// Socket `sk` closed (any process's): it has no owner any more, and a socket made later at the
+/// same address is not taken for it.
+#[inline(always)]
+pub fn forget_socket(sk: u64) {
+    let _ = SOCKS.remove(&sk);
 }
 
 /// The syscall thread `tid` is in (`NO_SYSCALL` when it is in none).
@@ -160,20 +167,29 @@ pub fn xmit(owner: SockOwner, linear: u64, paged: u64, in_context: bool) {
 pub fn sample(stack: Result<i64, i32>, in_kernel: bool) {
     match stack {
         Ok(id) if id >= 0 => {
-            add(Counter::SamplesKernel, 1);
             #[expect(
                 clippy::cast_possible_truncation,
                 clippy::cast_sign_loss,
                 reason = "stack ids are u32"
             )]
             let id = id as u32;
-            match STACK_SAMPLES.get_ptr_mut(&id) {
+            let kept = match STACK_SAMPLES.get_ptr_mut(&id) {
                 // SAFETY: per-CPU entry.
-                Some(n) => unsafe { *n += 1 },
-                None => {
-                    let _ = STACK_SAMPLES.insert(&id, &1, 0);
-                }
-            }
+                Some(n) => unsafe {
+                    *n += 1;
+                    true
+                },
+                None => STACK_SAMPLES.insert(&id, &1, 0).is_ok(),
+            };
+            // A sample whose stack has no room is lost, not counted without its stack.
+            add(
+                if kept {
+                    Counter::SamplesKernel
+                } else {
+                    Counter::SamplesLost
+                },
+                1,
+            );
         }
         _ if in_kernel => add(Counter::SamplesLost, 1),
         _ => add(Counter::SamplesUser, 1),

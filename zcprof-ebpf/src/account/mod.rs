@@ -8,25 +8,36 @@ use aya_ebpf::{
     },
 };
 use zcprof_common::{
-    ALWAYS_TIMED, Counter, DiskIo, EventKind, FORCED_START, IFNAMSIZ, InFlight, MAX_SYSCALL_NR,
-    NetXmit, OnCpu, ProcStat, TraceEvent, UNTIMED_START,
+    ALWAYS_TIMED, CONTROL_STARTED, CONTROL_STOPPING, Counter, DiskIo, EventKind, FORCED_START,
+    IFNAMSIZ, InFlight, MAX_SYSCALL_NR, NetXmit, OnCpu, ProcStat, TraceEvent, UNTIMED_START,
 };
 
 mod copies;
 
 pub use copies::{
-    copied, page_cache_write, register_socket, sample, sock_recv, socket_owner, syscall_of, xmit,
+    copied, forget_socket, page_cache_write, register_socket, sample, sock_recv, socket_owner,
+    syscall_of, xmit,
 };
 
 use crate::{
     filter::{following, target_tgid, traced, tracing},
-    maps::{COUNTERS, DISK_IO, EVENTS, IN_FLIGHT, NET_XMIT, ON_CPU, PROCS, SYSCALLS},
+    maps::{
+        BEFORE_START, CONTROL, COUNTERS, DISK_IO, EVENTS, IN_FLIGHT, NET_XMIT, ON_CPU, PROCS,
+        SYSCALLS,
+    },
 };
 
-/// This architecture's `execve` number, set by the loader: a successful exec renames the process
-/// in the per-process table.
+/// This architecture's numbers of the syscalls that make a task (`clone`, `clone3`, `fork`,
+/// `vfork`; `u32::MAX` where there is none), set by the loader: a new task's first return is
+/// from one of them, with 0, though it entered none.
 #[unsafe(no_mangle)]
-static EXECVE_NR: Global<u32> = Global::new(59);
+static CLONE_NR: Global<u32> = Global::new(56);
+#[unsafe(no_mangle)]
+static CLONE3_NR: Global<u32> = Global::new(435);
+#[unsafe(no_mangle)]
+static FORK_NR: Global<u32> = Global::new(57);
+#[unsafe(no_mangle)]
+static VFORK_NR: Global<u32> = Global::new(58);
 
 /// This architecture's `exit` and `exit_group` numbers, set by the loader. They never return,
 /// so they are always timed: their entry is the measured window's last event.
@@ -196,7 +207,9 @@ fn add_process(tgid: u32) {
         named_ns: now(),
         ..ProcStat::default()
     };
-    let _ = PROCS.insert(&tgid, &fresh, 0);
+    if PROCS.insert(&tgid, &fresh, 0).is_err() {
+        add(Counter::ProcessesLost, 1);
+    }
 }
 
 /// Totals of a process other than the measured one, in the `PROCS` hash map.
@@ -260,14 +273,11 @@ fn entry_time(on: &mut OnCpu, nr: u32, timed_so_far: u64) -> u64 {
     start
 }
 
-/// Remembers an in-flight syscall in the hash map, updating the thread's entry in place when it
-/// has one (an insert costs an allocation).
+/// Remembers an in-flight syscall in the hash map until it returns (or its thread ends). A
+/// full map is counted, never silent.
 #[inline(always)]
 fn park(tid: u32, entry: &InFlight) {
-    if let Some(slot) = IN_FLIGHT.get_ptr_mut(&tid) {
-        // SAFETY: the entry belongs to this thread, which is running here.
-        unsafe { *slot = *entry };
-    } else if IN_FLIGHT.insert(&tid, entry, 0).is_err() {
+    if IN_FLIGHT.insert(&tid, entry, 0).is_err() {
         add(Counter::InFlightLost, 1);
     }
 }
@@ -348,9 +358,19 @@ pub fn syscall_enter_regs(regs: u64, nr: i64) {
     }
 }
 
-/// A traced thread returns to user space from a syscall.
+/// The syscall thread `tid` was switched out in, taken out of the in-flight map.
 #[inline(always)]
-pub fn syscall_exit(tgid: u32, tid: u32, ret: i64) {
+fn unpark(tid: u32) -> Option<InFlight> {
+    // SAFETY: the value is copied out.
+    let parked = (unsafe { IN_FLIGHT.get(&tid) }).copied()?;
+    let _ = IN_FLIGHT.remove(&tid);
+    Some(parked)
+}
+
+/// A traced thread returns to user space from a syscall. `nr` reads the syscall's number from
+/// the task's registers: only a return whose entry was not seen needs it.
+#[inline(always)]
+pub fn syscall_exit(tgid: u32, tid: u32, ret: i64, nr: impl FnOnce() -> i64) {
     let Some(on) = on_cpu() else {
         return;
     };
@@ -359,22 +379,15 @@ pub fn syscall_exit(tgid: u32, tid: u32, ret: i64) {
         entry = Some(on.entry());
         on.start_ns = 0;
     }
-    if entry.is_none()
-        && let Some(parked) = IN_FLIGHT.get_ptr_mut(&tid)
-    {
-        // SAFETY: the entry belongs to this thread; copied out, then marked idle (start 0).
-        unsafe {
-            if (*parked).start_ns != 0 {
-                entry = Some(*parked);
-                (*parked).start_ns = 0;
-            }
-        }
+    if entry.is_none() {
+        // Deleted, not kept idle: a thread that ends inside a syscall, or that a later thread
+        // with the same id could be taken for, leaves nothing behind.
+        entry = unpark(tid);
     }
-    let Some(entry) = entry else {
-        add(Counter::UnmatchedReturns, 1);
-        return;
-    };
-    returned(on, tgid, tid, &entry, ret);
+    match entry {
+        Some(entry) => returned(on, tgid, tid, &entry, ret),
+        None => unmatched(tgid, tid, ret, nr()),
+    }
 }
 
 /// A syscall return seen by a hook that has the task's saved registers (`regs`, raw
@@ -394,8 +407,188 @@ pub fn syscall_exit_regs(regs: u64, ret: i64) {
         return;
     }
     if let Some((tgid, tid)) = traced() {
-        syscall_exit(tgid, tid, ret);
+        syscall_exit(tgid, tid, ret, || syscall_nr(regs));
     }
+}
+
+/// Where this architecture's saved registers keep the syscall number (`orig_ax` on x86-64,
+/// `syscallno` on arm64; `u32::MAX`: unknown), set by the loader.
+#[unsafe(no_mangle)]
+static REGS_NR_OFFSET: Global<u32> = Global::new(120);
+
+/// The syscall number in the saved registers at `regs` (-1 when unknown). A helper call: only
+/// returns without an entry read it.
+#[inline(always)]
+fn syscall_nr(regs: u64) -> i64 {
+    let offset = REGS_NR_OFFSET.load();
+    if offset == u32::MAX || regs == 0 {
+        return -1;
+    }
+    // The low 32 bits on both architectures (arm64's syscallno is an int).
+    // SAFETY: a kernel read through the helper, which fails cleanly on a bad address.
+    unsafe {
+        aya_ebpf::helpers::bpf_probe_read_kernel((regs + u64::from(offset)) as *const i32)
+            .map_or(-1, i64::from)
+    }
+}
+
+/// Whether `control`'s slot of the `CONTROL` array is set by user space.
+#[inline(always)]
+fn control(slot: u32) -> bool {
+    CONTROL.get(slot).is_some_and(|v| *v != 0)
+}
+
+/// A return of thread `tid` (syscall `nr`, returning `ret`) whose entry was not seen. Rare, so
+/// out of line: a syscall begun before measuring, a new task's first return, or a syscall
+/// refused before entry.
+#[inline(never)]
+fn unmatched(tgid: u32, tid: u32, ret: i64, nr: i64) {
+    add(Counter::UnmatchedReturns, 1);
+    if control(CONTROL_STOPPING) {
+        // Detaching: the programs go one by one, so an entry may have been missed.
+        return;
+    }
+    let fork = ret == 0
+        && (nr == i64::from(CLONE_NR.load())
+            || nr == i64::from(CLONE3_NR.load())
+            || nr == i64::from(FORK_NR.load())
+            || nr == i64::from(VFORK_NR.load()));
+    if fork {
+        add(Counter::NewTaskReturns, 1);
+        return;
+    }
+    if !control(CONTROL_STARTED) {
+        // `sys_enter` is not attached yet (it attaches after `sys_exit`): the syscall began
+        // before measuring. The thread's mark stays for a syscall still blocked.
+        add(Counter::ReturnsBeforeStart, 1);
+        return;
+    }
+    if BEFORE_START.remove(&tid).is_ok() {
+        add(Counter::ReturnsBeforeStart, 1);
+        return;
+    }
+    if nr < 0 || nr >= i64::from(MAX_SYSCALL_NR) {
+        // `sys_enter` counted it but keeps no slot for such numbers (or a tracer cancelled it).
+        if let Some(on) = on_cpu() {
+            on.returns += 1;
+        }
+        return;
+    }
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "bounded above"
+    )]
+    refused(tgid, tid, ret, nr as u32);
+}
+
+/// Syscall `nr` of thread `tid` returned `ret` without entering: refused before entry (a seccomp
+/// filter's errno). Counted as strace counts it, a call and an error of that syscall, one entry
+/// and one return, timed as taking no time.
+#[inline(always)]
+fn refused(tgid: u32, tid: u32, ret: i64, nr: u32) {
+    add(Counter::RefusedSyscalls, 1);
+    let Some(on) = on_cpu() else {
+        return;
+    };
+    on.entries += 1;
+    on.returns += 1;
+    let now = now();
+    if on.first_ns == 0 {
+        on.first_ns = now;
+    }
+    on.last_ns = now;
+    if let Some(stat) = SYSCALLS.get_ptr_mut(nr) {
+        // SAFETY: per-CPU entry.
+        unsafe {
+            (*stat).count += 1;
+            (*stat).timed += 1;
+            (*stat).forced += 1;
+            if ret < 0 {
+                (*stat).errors += 1;
+            } else {
+                #[expect(clippy::cast_sign_loss, reason = "checked non-negative")]
+                let ret = ret as u64;
+                (*stat).ret_sum = (*stat).ret_sum.wrapping_add(ret);
+            }
+        }
+    }
+    per_process_on(on, tgid, |p| p.syscalls += 1);
+    if tracing() {
+        emit_for(
+            (u64::from(tgid) << 32) | u64::from(tid),
+            EventKind::Syscall,
+            now,
+            now,
+            ret,
+            nr,
+            0,
+            Name::None,
+        );
+    }
+}
+
+/// A traced thread ends (`sched_process_exit`, run by the thread itself). The syscall it is in
+/// (`exit` or `exit_group`, which never return) leaves this CPU's slot and the in-flight map: the
+/// thread's last switch does not park it, and a thread given the same id later inherits
+/// nothing. A trace keeps it as a syscall without an end. Once per thread: out of line.
+#[inline(never)]
+pub fn thread_exit(tgid: u32, tid: u32) {
+    let mut entry = None;
+    if let Some(on) = on_cpu()
+        && on.tid == tid
+    {
+        if on.start_ns != 0 {
+            entry = Some(on.entry());
+        }
+        on.start_ns = 0;
+        on.regs = 0;
+    }
+    let parked = unpark(tid);
+    if entry.is_none() {
+        entry = parked;
+    }
+    let _ = BEFORE_START.remove(&tid);
+    if tracing()
+        && let Some(entry) = entry
+        && entry.start_ns != UNTIMED_START
+    {
+        emit_for(
+            (u64::from(tgid) << 32) | u64::from(tid),
+            EventKind::Exit,
+            entry.start_ns,
+            entry.start_ns,
+            0,
+            entry.nr,
+            0,
+            Name::None,
+        );
+    }
+}
+
+/// A traced process exec'd (`sched_process_exec`, once the exec succeeded, whichever syscall
+/// made it: execve or execveat). It has a new name now; and a thread that was not the leader
+/// (`old_tid`) has taken the leader's id (`tid`), so the syscall it is in, the exec, moves to that
+/// id to meet its return. Once per exec: out of line.
+#[inline(never)]
+pub fn process_exec(tgid: u32, tid: u32, old_tid: u32) {
+    per_process(tgid, |p| {
+        p.comm = bpf_get_current_comm().unwrap_or(p.comm);
+        p.named_ns = now();
+    });
+    if old_tid == tid || old_tid == 0 {
+        return;
+    }
+    if let Some(on) = on_cpu()
+        && on.tid == old_tid
+    {
+        on.tid = tid;
+    }
+    if let Some(parked) = unpark(old_tid) {
+        park(tid, &parked);
+    }
+    // It entered the exec while measured: nothing of it began before.
+    let _ = BEFORE_START.remove(&old_tid);
 }
 
 /// Accounts a syscall of thread `tid` of process `tgid`, entered as `entry`, returning `ret`.
@@ -419,16 +612,6 @@ fn returned(on: &mut OnCpu, tgid: u32, tid: u32, entry: &InFlight, ret: i64) {
             0,
             Name::None,
         );
-    }
-    if ret == 0 && entry.nr == EXECVE_NR.load() {
-        // The process has a new name now.
-        per_process_on(on, tgid, |p| {
-            p.comm = bpf_get_current_comm().unwrap_or(p.comm);
-            // The return's own timestamp when timed, else a fresh one (an exec is rare).
-            p.named_ns = if timed { now } else { self::now() };
-        });
-        // A thread that is not the leader takes the leader's id in exec: ask the filter again.
-        on.regs = 0;
     }
     if let Some(stat) = SYSCALLS.get_ptr_mut(entry.nr) {
         // SAFETY: per-CPU entry.
@@ -514,8 +697,8 @@ pub fn page_fault(user: bool) {
 /// A block request completed on `dev`; `op` is the first rwbs letter (R, W, D, F, ...).
 #[inline(always)]
 pub fn disk_io(dev: u32, bytes: u64, op: u8) {
-    if DISK_IO.get_ptr_mut(&dev).is_none() {
-        let _ = DISK_IO.insert(&dev, &DiskIo::default(), 0);
+    if DISK_IO.get_ptr_mut(&dev).is_none() && DISK_IO.insert(&dev, &DiskIo::default(), 0).is_err() {
+        add(Counter::DevicesLost, 1);
     }
     if let Some(io) = DISK_IO.get_ptr_mut(&dev) {
         // SAFETY: per-CPU entry.
@@ -548,8 +731,10 @@ pub fn disk_io(dev: u32, bytes: u64, op: u8) {
 /// A traced task handed a packet of `len` bytes to the device called `name`.
 #[inline(always)]
 pub fn net_xmit(name: &[u8; IFNAMSIZ], len: u64) {
-    if NET_XMIT.get_ptr_mut(name).is_none() {
-        let _ = NET_XMIT.insert(name, &NetXmit::default(), 0);
+    if NET_XMIT.get_ptr_mut(name).is_none()
+        && NET_XMIT.insert(name, &NetXmit::default(), 0).is_err()
+    {
+        add(Counter::DevicesLost, 1);
     }
     if let Some(x) = NET_XMIT.get_ptr_mut(name) {
         // SAFETY: per-CPU entry.

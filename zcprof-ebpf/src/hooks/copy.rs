@@ -4,9 +4,9 @@
 use aya_ebpf::{
     EbpfContext as _, Global,
     bindings::bpf_perf_event_data,
-    macros::{fexit, kretprobe, perf_event, tracepoint},
+    macros::{fexit, kretprobe, perf_event, raw_tracepoint, tracepoint},
     programs::{
-        FExitContext, PerfEventContext, RetProbeContext, TracePointContext,
+        FExitContext, PerfEventContext, RawTracePointContext, RetProbeContext, TracePointContext,
         tracing::StackIdContext as _,
     },
 };
@@ -170,6 +170,44 @@ pub fn sock_send_length_tracepoint(ctx: TracePointContext) -> u32 {
                 account::register_socket(sk, tgid, nr);
             }
         }
+    }
+    0
+}
+
+/// TCP's `TCP_CLOSE` state: the socket is done, no packet of it leaves any more.
+const TCP_CLOSE: i32 = 7;
+
+/// Raw tracepoint `inet_sock_set_state(const struct sock *sk, int oldstate, int newstate)`, for
+/// every TCP socket of the machine: a socket that closes leaves the owners' table (see
+/// `account::forget_socket`).
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn inet_sock_set_state_raw_tp(ctx: RawTracePointContext) -> i32 {
+    #[expect(clippy::cast_possible_truncation, reason = "an int")]
+    if ctx.arg::<u64>(2) as i32 == TCP_CLOSE {
+        account::forget_socket(ctx.arg::<u64>(0));
+    }
+    0
+}
+
+/// `sock:inet_sock_set_state` record offsets of `const void *skaddr` and `int newstate`, from
+/// the format file.
+#[unsafe(no_mangle)]
+static SOCKSTATE_OFF_SKADDR: Global<u32> = Global::new(8);
+#[unsafe(no_mangle)]
+static SOCKSTATE_OFF_NEWSTATE: Global<u32> = Global::new(20);
+
+/// Classic tracepoint `sock:inet_sock_set_state`.
+#[tracepoint(category = "sock", name = "inet_sock_set_state")]
+pub fn inet_sock_set_state_tracepoint(ctx: TracePointContext) -> u32 {
+    // SAFETY: offsets from the tracepoint's format file.
+    let (sk, state) = unsafe {
+        (
+            ctx.read_at::<u64>(SOCKSTATE_OFF_SKADDR.load() as usize),
+            ctx.read_at::<i32>(SOCKSTATE_OFF_NEWSTATE.load() as usize),
+        )
+    };
+    if let (Ok(sk), Ok(TCP_CLOSE)) = (sk, state) {
+        account::forget_socket(sk);
     }
     0
 }

@@ -2,11 +2,16 @@
 //! measure a program together with the children it starts.
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use aya_ebpf::{Global, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    Global,
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+};
+use zcprof_common::Counter;
 
 use crate::{
     account,
-    filter::{following, traced_tid},
+    filter::{following, traced, traced_tid},
     maps::{TRACED, TRACED_BITS},
 };
 
@@ -27,19 +32,69 @@ pub fn sched_process_fork_tracepoint(ctx: TracePointContext) -> u32 {
     if following() && child > 0 {
         #[expect(clippy::cast_sign_loss, reason = "checked positive")]
         let child = child as u32;
-        let _ = TRACED.insert(&child, &1, 0);
-        if let Some(word) = TRACED_BITS.get_ptr_mut(child / 64) {
-            let bit = 1u64 << (child % 64);
-            // SAFETY: a map value, valid while the program runs. Parents on other CPUs may set
-            // other bits of this word at the same time, so the bit is added atomically; it is
-            // added only when clear, so the add is an OR (a process id is forked once at a time).
-            unsafe {
-                if *word & bit == 0 {
-                    // The BPF target has no atomic types; the intrinsic becomes BPF's atomic add.
-                    atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(word, bit);
-                }
+        let Some(word) = TRACED_BITS.get_ptr_mut(child / 64) else {
+            // Beyond the bitmap (pid_max raised while measuring): the hash map, which can fill.
+            if TRACED.insert(&child, &1, 0).is_err() {
+                account::add(Counter::FollowLost, 1);
+            }
+            return 0;
+        };
+        let bit = 1u64 << (child % 64);
+        // SAFETY: a map value, valid while the program runs. Parents on other CPUs may set
+        // other bits of this word at the same time, so the bit is added atomically; it is
+        // added only when clear, so the add is an OR (a process id is forked once at a time).
+        unsafe {
+            if *word & bit == 0 {
+                // The BPF target has no atomic types; the intrinsic becomes BPF's atomic add.
+                atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(word, bit);
             }
         }
+    }
+    0
+}
+
+/// Raw tracepoint `sched_process_exit(struct task_struct *p, ...)`, run by every task that ends,
+/// in that task: a traced thread's syscall in flight goes with it (see `account::thread_exit`).
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn sched_process_exit_raw_tp(_ctx: RawTracePointContext) -> i32 {
+    if let Some((tgid, tid)) = traced() {
+        account::thread_exit(tgid, tid);
+    }
+    0
+}
+
+/// Classic tracepoint `sched:sched_process_exit`.
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn sched_process_exit_tracepoint(_ctx: TracePointContext) -> u32 {
+    if let Some((tgid, tid)) = traced() {
+        account::thread_exit(tgid, tid);
+    }
+    0
+}
+
+/// `sched:sched_process_exec` record offset of `pid_t old_pid`, from the format file.
+#[unsafe(no_mangle)]
+static EXEC_OFF_OLD_PID: Global<u32> = Global::new(16);
+
+/// Raw tracepoint `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm
+/// *bprm)`, in the task once its exec (execve or execveat) succeeded; `old_pid` is its thread id
+/// before, which differs from the one it has now when a thread other than the leader exec'd.
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn sched_process_exec_raw_tp(ctx: RawTracePointContext) -> i32 {
+    if let Some((tgid, tid)) = traced() {
+        #[expect(clippy::cast_possible_truncation, reason = "a pid_t")]
+        account::process_exec(tgid, tid, ctx.arg::<u64>(1) as u32);
+    }
+    0
+}
+
+/// Classic tracepoint `sched:sched_process_exec`.
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn sched_process_exec_tracepoint(ctx: TracePointContext) -> u32 {
+    if let Some((tgid, tid)) = traced() {
+        // SAFETY: offset from the tracepoint's format file.
+        let old = unsafe { ctx.read_at::<u32>(EXEC_OFF_OLD_PID.load() as usize) }.unwrap_or(tid);
+        account::process_exec(tgid, tid, old);
     }
     0
 }

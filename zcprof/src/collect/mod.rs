@@ -27,12 +27,32 @@ pub enum CollectError {
 pub struct Counts {
     /// Per syscall number, only those that were entered or returned.
     pub syscalls: BTreeMap<u32, SyscallStat>,
+    /// Entries and returns through the syscall path, syscalls refused before entry included.
     pub syscall_entries: u64,
     pub syscall_returns: u64,
+    /// Returns whose entry was not seen, of any kind (the three below, and those after
+    /// detaching began).
     pub unmatched_returns: u64,
+    /// Returns of syscalls that were in progress when measuring began (not counted as calls).
+    pub returns_before_start: u64,
+    /// New threads' and processes' first returns, from the fork or clone their parent made (not
+    /// counted as calls).
+    pub new_task_returns: u64,
+    /// Syscalls refused before entry (a seccomp filter's errno): counted as calls and errors of
+    /// their syscall, entries and returns.
+    pub refused_syscalls: u64,
     pub voluntary_switches: u64,
     pub involuntary_switches: u64,
+    /// Syscall entries that the in-flight table had no room for.
     pub in_flight_lost: u64,
+    /// Events of followed processes missing from the per-process totals (table full).
+    pub processes_lost: u64,
+    /// Children of traced processes that could not be followed (table full).
+    pub follow_lost: u64,
+    /// Block requests and packets not counted per device (table full).
+    pub devices_lost: u64,
+    /// Sockets of traced processes whose packets could not be attributed (table full).
+    pub sockets_lost: u64,
     pub page_faults_user: u64,
     pub page_faults_kernel: u64,
     pub samples_user: u64,
@@ -224,6 +244,13 @@ impl Counts {
                 Counter::PageCacheWriteBytes => counts.page_cache_write_bytes = values.sum(),
                 Counter::SockRecvBytes => counts.sock_recv_bytes = values.sum(),
                 Counter::ReceiverRecvBytes => counts.receiver_recv_bytes = values.sum(),
+                Counter::ReturnsBeforeStart => counts.returns_before_start = values.sum(),
+                Counter::NewTaskReturns => counts.new_task_returns = values.sum(),
+                Counter::RefusedSyscalls => counts.refused_syscalls = values.sum(),
+                Counter::ProcessesLost => counts.processes_lost = values.sum(),
+                Counter::FollowLost => counts.follow_lost = values.sum(),
+                Counter::DevicesLost => counts.devices_lost = values.sum(),
+                Counter::SocketsLost => counts.sockets_lost = values.sum(),
             }
         }
         let syscalls: PerCpuArray<_, SyscallStat> =

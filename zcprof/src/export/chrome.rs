@@ -121,6 +121,20 @@ pub fn write<W: Write>(out: &mut W, origin_ns: u64, runs: &[Run]) -> io::Result<
                         e.value
                     );
                 }
+                Some(EventKind::Exit) => {
+                    // A thread that ended in `exit` or `exit_group`: a slice with no end, like a
+                    // syscall still in progress when the programs were detached.
+                    let name = syscall_names
+                        .entry(e.arg)
+                        .or_insert_with(|| crate::model::syscalls::name_of(e.arg));
+                    let _ = write!(
+                        line,
+                        "{{\"ph\":\"B\",\"cat\":\"{}\",\"name\":\"{name}\",\"pid\":{pid},\"tid\":{tid},\"ts\":{},\"args\":{{\"nr\":{},\"unfinished\":true,\"thread_ended\":true}}}}",
+                        cat::SYSCALL,
+                        us(rel(e.start_ns)),
+                        e.arg
+                    );
+                }
                 Some(EventKind::Switch) => {
                     let voluntary = e.arg != 0;
                     let _ = write!(

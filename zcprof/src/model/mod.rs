@@ -159,6 +159,37 @@ pub struct RunReport {
     pub processes: Vec<ProcessRow>,
     /// The event trace of this run, with `--trace`.
     pub trace: Option<TraceSummary>,
+    /// Returns the kernel side saw without their entry, and what its tables had no room for.
+    pub accounting: Accounting,
+}
+
+/// Syscall returns without a seen entry, by cause, and events lost because an in-kernel table
+/// was full. Each non-zero one also has a note.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Accounting {
+    /// Returns of syscalls in progress when measuring began (a workload's process waiting to be
+    /// released, a blocked thread of an attached process): not counted as calls.
+    pub returns_before_start: u64,
+    /// New threads' and processes' first returns to user mode, from the fork or clone their
+    /// parent made: not counted as calls.
+    pub new_task_returns: u64,
+    /// Syscalls refused before entry, so that only their return was seen (a seccomp filter
+    /// returning an errno): counted as calls and errors of their syscall, and as one entry and
+    /// one return each, as strace counts them.
+    pub refused_syscalls: u64,
+    /// Syscall entries the in-flight table had no room for (their time is missing, their return
+    /// may be counted as refused).
+    pub in_flight_lost: u64,
+    /// Events of followed processes missing from the per-process rows.
+    pub processes_lost: u64,
+    /// Children of traced processes that could not be followed.
+    pub follow_lost: u64,
+    /// Block requests and packets not counted per device.
+    pub devices_lost: u64,
+    /// Sockets of traced processes whose packets could not be attributed.
+    pub sockets_lost: u64,
+    /// Kernel-mode samples whose stack could not be stored.
+    pub samples_lost: u64,
 }
 
 /// One process of a followed tree, counted in the kernel by its tgid.
@@ -517,13 +548,8 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         net: net.as_ref(),
         copies: &ledger.sender,
     }));
-    if counts.in_flight_lost > 0 {
-        notes.push(format!(
-            "{} syscall entries could not be tracked to their return (in-flight map full); their \
-             latency is missing",
-            counts.in_flight_lost
-        ));
-    }
+    let accounting = accounting(counts);
+    notes.extend(accounting_notes(&accounting));
 
     let trace = trace_summary(counts);
     if let Some(t) = trace.as_ref().filter(|t| t.lost > 0) {
@@ -578,7 +604,90 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         devices,
         processes: process_rows(counts),
         trace,
+        accounting,
     }
+}
+
+fn accounting(counts: &Counts) -> Accounting {
+    Accounting {
+        returns_before_start: counts.returns_before_start,
+        new_task_returns: counts.new_task_returns,
+        refused_syscalls: counts.refused_syscalls,
+        in_flight_lost: counts.in_flight_lost,
+        processes_lost: counts.processes_lost,
+        follow_lost: counts.follow_lost,
+        devices_lost: counts.devices_lost,
+        sockets_lost: counts.sockets_lost,
+        samples_lost: counts.samples_lost,
+    }
+}
+
+/// Notes on returns without an entry and on events lost to full in-kernel tables.
+fn accounting_notes(a: &Accounting) -> Vec<String> {
+    let mut notes = Vec::new();
+    if a.refused_syscalls > 0 {
+        notes.push(format!(
+            "{} syscalls were refused before entry (a seccomp filter returning an errno stops a \
+             call before sys_enter fires; sys_exit still fires): each is counted as a call and an \
+             error of its syscall, and as one entry and one return, as strace counts them.",
+            a.refused_syscalls
+        ));
+    }
+    let mut uncounted = Vec::new();
+    if a.returns_before_start > 0 {
+        uncounted.push(format!(
+            "{} of syscalls in progress when measuring began",
+            a.returns_before_start
+        ));
+    }
+    if a.new_task_returns > 0 {
+        uncounted.push(format!(
+            "{} first returns of new threads or processes (from the clone or fork their parent \
+             made)",
+            a.new_task_returns
+        ));
+    }
+    if !uncounted.is_empty() {
+        notes.push(format!(
+            "Returns without an entry of their own, not counted as calls: {}.",
+            uncounted.join("; ")
+        ));
+    }
+    let mut lost = Vec::new();
+    for (n, what) in [
+        (
+            a.in_flight_lost,
+            "syscall entries (in-flight table: their time is missing and their return may be \
+             counted as a refused call)",
+        ),
+        (
+            a.processes_lost,
+            "events of followed processes (per-process table: missing from their rows)",
+        ),
+        (
+            a.follow_lost,
+            "children of traced processes that were not followed (traced-process table)",
+        ),
+        (
+            a.devices_lost,
+            "block requests or packets (device tables: missing from the device rows)",
+        ),
+        (
+            a.sockets_lost,
+            "sockets whose packets were not attributed (socket table)",
+        ),
+    ] {
+        if n > 0 {
+            lost.push(format!("{n} {what}"));
+        }
+    }
+    if !lost.is_empty() {
+        notes.push(format!(
+            "In-kernel tables were full, so some events are missing from the figures: {}.",
+            lost.join("; ")
+        ));
+    }
+    notes
 }
 
 /// The receiving copy a remote sink reported: every byte its `read()` calls returned crossed from
@@ -931,6 +1040,7 @@ pub(crate) mod tests {
             total_ns: 1_000 * count,
             ret_sum: bytes,
             timed: count,
+            ..SyscallStat::default()
         };
         syscalls.insert(libc::SYS_read as u32, stat(16, 16 * block));
         syscalls.insert(libc::SYS_write as u32, stat(16, 16 * block));
@@ -1005,6 +1115,38 @@ pub(crate) mod tests {
             r.figures["syscalls"]
                 .source
                 .contains("counted in the kernel")
+        );
+    }
+
+    #[test]
+    fn returns_without_an_entry_and_full_tables_are_reported() {
+        let mut counts = read_write_counts();
+        counts.refused_syscalls = 1000;
+        counts.returns_before_start = 1;
+        counts.in_flight_lost = 3;
+        counts.sockets_lost = 2;
+        let r = report(Method::ReadWrite, &counts, true);
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["accounting"]["refused_syscalls"], 1000);
+        assert_eq!(v["accounting"]["returns_before_start"], 1);
+        assert_eq!(v["accounting"]["in_flight_lost"], 3);
+        let has = |text: &str| r.notes.iter().any(|n| n.contains(text));
+        assert!(
+            has("1000 syscalls were refused before entry"),
+            "{:?}",
+            r.notes
+        );
+        assert!(has("1 of syscalls in progress when measuring began"));
+        assert!(has("3 syscall entries") && has("2 sockets"));
+        // Nothing to say when nothing was seen.
+        let quiet = report(Method::ReadWrite, &read_write_counts(), true);
+        assert!(
+            !quiet
+                .notes
+                .iter()
+                .any(|n| n.contains("refused") || n.contains("tables were full")),
+            "{:?}",
+            quiet.notes
         );
     }
 
@@ -1091,6 +1233,7 @@ pub(crate) mod tests {
                 assert!(f.get(field).is_some(), "{key} lacks {field}");
             }
         }
+        assert_eq!(v["accounting"]["refused_syscalls"], 0);
         // Whole numbers are integers in JSON, not 33.0.
         assert_eq!(v["figures"]["syscalls"]["value"], serde_json::json!(33));
         assert!(v["figures"]["dma_bytes"]["value"].is_null());

@@ -46,14 +46,28 @@ pub enum Point {
     Ext4DaWriteEnd,
     /// ext4 copying into the page cache without delayed allocation.
     Ext4WriteEnd,
+    /// A task ending: a thread's syscall in flight (its `exit`) goes with it.
+    ProcessExit,
+    /// A successful exec: the process is renamed, and a thread that was not the leader takes
+    /// the leader's id, with the syscall it is in.
+    ProcessExec,
+    /// A TCP socket closing: it leaves the table of the traced processes' sockets.
+    SockClose,
 }
 
 impl Point {
-    /// Every point, in attach order.
-    pub const ALL: [Point; 19] = [
-        Point::SysEnter,
-        Point::SysExit,
+    /// Every point, in attach order. What keeps a syscall's entry until its return attaches
+    /// before the return, and the return before the entry: once `sys_enter` counts an entry,
+    /// `sched_switch` is there to park it when the thread blocks, `sys_exit` to meet it, the
+    /// task hooks to move it (exec) or drop it (exit). A return whose entry came before
+    /// `sys_enter` is a syscall begun before measuring, which the kernel side recognises.
+    pub const ALL: [Point; 22] = [
         Point::SchedSwitch,
+        Point::ProcessFork,
+        Point::ProcessExit,
+        Point::ProcessExec,
+        Point::SysExit,
+        Point::SysEnter,
         Point::PageFaultUser,
         Point::PageFaultKernel,
         Point::BlockIssue,
@@ -64,8 +78,8 @@ impl Point {
         Point::CopySample,
         Point::DmaMap,
         Point::DmaMapSg,
+        Point::SockClose,
         Point::SockSend,
-        Point::ProcessFork,
         Point::NetStartXmit,
         Point::SockRecv,
         Point::Ext4DaWriteEnd,
@@ -75,7 +89,14 @@ impl Point {
     /// Without these no report makes sense; the others are shown as unavailable when missing.
     #[must_use]
     pub fn required(self) -> bool {
-        matches!(self, Point::SysEnter | Point::SysExit | Point::SchedSwitch)
+        matches!(
+            self,
+            Point::SysEnter
+                | Point::SysExit
+                | Point::SchedSwitch
+                | Point::ProcessExit
+                | Point::ProcessExec
+        )
     }
 
     /// Name used in reports.
@@ -101,6 +122,9 @@ impl Point {
             Point::SockRecv => "skb_copy_datagram",
             Point::Ext4DaWriteEnd => "ext4_da_write_end",
             Point::Ext4WriteEnd => "ext4_write_end",
+            Point::ProcessExit => "sched_process_exit",
+            Point::ProcessExec => "sched_process_exec",
+            Point::SockClose => "inet_sock_set_state",
         }
     }
 }
@@ -385,6 +409,42 @@ pub const VARIANTS: &[Variant] = &[
         program: "ext4_write_end_tracepoint",
         target: "ext4/ext4_write_end",
     },
+    Variant {
+        point: Point::ProcessExit,
+        kind: HookKind::RawTp,
+        program: "sched_process_exit_raw_tp",
+        target: "sched_process_exit",
+    },
+    Variant {
+        point: Point::ProcessExit,
+        kind: HookKind::Tracepoint,
+        program: "sched_process_exit_tracepoint",
+        target: "sched/sched_process_exit",
+    },
+    Variant {
+        point: Point::ProcessExec,
+        kind: HookKind::RawTp,
+        program: "sched_process_exec_raw_tp",
+        target: "sched_process_exec",
+    },
+    Variant {
+        point: Point::ProcessExec,
+        kind: HookKind::Tracepoint,
+        program: "sched_process_exec_tracepoint",
+        target: "sched/sched_process_exec",
+    },
+    Variant {
+        point: Point::SockClose,
+        kind: HookKind::RawTp,
+        program: "inet_sock_set_state_raw_tp",
+        target: "inet_sock_set_state",
+    },
+    Variant {
+        point: Point::SockClose,
+        kind: HookKind::Tracepoint,
+        program: "inet_sock_set_state_tracepoint",
+        target: "sock/inet_sock_set_state",
+    },
 ];
 
 /// Programs that return at once, by hook target: the benchmark's floor for any BPF syscall hook
@@ -415,8 +475,10 @@ pub mod maps {
     pub const ON_CPU: &str = "ON_CPU";
     pub const TRACED_BITS: &str = "TRACED_BITS";
     pub const SOCKS: &str = "SOCKS";
+    pub const BEFORE_START: &str = "BEFORE_START";
+    pub const CONTROL: &str = "CONTROL";
     /// Every map, for the object check.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 16] = [
         SYSCALLS,
         COUNTERS,
         IN_FLIGHT,
@@ -431,6 +493,8 @@ pub mod maps {
         ON_CPU,
         TRACED_BITS,
         SOCKS,
+        BEFORE_START,
+        CONTROL,
     ];
 }
 
@@ -439,7 +503,11 @@ pub mod globals {
     pub const TARGET_TGID: &str = "TARGET_TGID";
     pub const FOLLOW: &str = "FOLLOW";
     pub const TRACE: &str = "TRACE";
-    pub const EXECVE_NR: &str = "EXECVE_NR";
+    pub const CLONE_NR: &str = "CLONE_NR";
+    pub const CLONE3_NR: &str = "CLONE3_NR";
+    pub const FORK_NR: &str = "FORK_NR";
+    pub const VFORK_NR: &str = "VFORK_NR";
+    pub const REGS_NR_OFFSET: &str = "REGS_NR_OFFSET";
     pub const EXIT_NR: &str = "EXIT_NR";
     pub const EXIT_GROUP_NR: &str = "EXIT_GROUP_NR";
     pub const TIME_MASK: &str = "TIME_MASK";
@@ -458,7 +526,7 @@ pub mod globals {
         ("DEV_OFF_NAME", "net_device", "name"),
     ];
     /// Record offsets of classic tracepoints: (global, event, field).
-    pub const OFFSETS: [(&str, &str, &str); 21] = [
+    pub const OFFSETS: [(&str, &str, &str); 24] = [
         ("BLK_OFF_DEV", "block/block_rq_issue", "dev"),
         ("BLK_OFF_BYTES", "block/block_rq_issue", "bytes"),
         ("BLK_OFF_RWBS", "block/block_rq_issue", "rwbs"),
@@ -495,6 +563,13 @@ pub mod globals {
             "FORK_OFF_CHILD_PID",
             "sched/sched_process_fork",
             "child_pid",
+        ),
+        ("EXEC_OFF_OLD_PID", "sched/sched_process_exec", "old_pid"),
+        ("SOCKSTATE_OFF_SKADDR", "sock/inet_sock_set_state", "skaddr"),
+        (
+            "SOCKSTATE_OFF_NEWSTATE",
+            "sock/inet_sock_set_state",
+            "newstate",
         ),
     ];
 }
@@ -539,6 +614,38 @@ mod tests {
             "global {} missing",
             globals::TARGET_TGID
         );
+    }
+
+    /// A syscall entry is kept until its return only if what parks it (`sched_switch`), moves
+    /// it (exec), drops it (exit) and meets it (`sys_exit`) is there before `sys_enter` counts
+    /// it: attached the other way round, entries of threads that blocked meanwhile were lost.
+    #[test]
+    fn what_keeps_an_entry_attaches_before_the_entry() {
+        let at = |p: Point| Point::ALL.iter().position(|&q| q == p).unwrap();
+        for p in [
+            Point::SchedSwitch,
+            Point::ProcessFork,
+            Point::ProcessExit,
+            Point::ProcessExec,
+            Point::SysExit,
+        ] {
+            assert!(
+                at(p) < at(Point::SysEnter),
+                "{p:?} attaches after sys_enter"
+            );
+        }
+        // Every point of the table once.
+        for v in VARIANTS {
+            assert!(
+                Point::ALL.contains(&v.point),
+                "{:?} is not attached",
+                v.point
+            );
+        }
+        let mut all = Point::ALL.to_vec();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), Point::ALL.len());
     }
 
     #[test]

@@ -195,13 +195,24 @@ fn unload(program: &mut aya::programs::Program) {
     };
 }
 
-/// This architecture's `execve` syscall number (a successful exec renames a process).
+/// This architecture's `clone`, `clone3`, `fork` and `vfork` numbers (`u32::MAX`: none): a new
+/// task's first return comes from one of them, though it entered none.
 #[cfg(target_arch = "x86_64")]
-const EXECVE_NR: u32 = 59;
+const CLONE_NRS: [u32; 4] = [56, 435, 57, 58];
 #[cfg(target_arch = "aarch64")]
-const EXECVE_NR: u32 = 221;
+const CLONE_NRS: [u32; 4] = [220, 435, u32::MAX, u32::MAX];
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-const EXECVE_NR: u32 = u32::MAX;
+const CLONE_NRS: [u32; 4] = [u32::MAX; 4];
+
+/// Where `struct pt_regs` keeps the syscall number: `orig_ax` on x86-64 (the 16th of its
+/// 8-byte registers), `syscallno` on arm64 (after `regs[31]`, `sp`, `pc`, `pstate`, `orig_x0`);
+/// `u32::MAX` where unknown. A return refused before entry is known by it.
+#[cfg(target_arch = "x86_64")]
+const REGS_NR_OFFSET: u32 = 15 * 8;
+#[cfg(target_arch = "aarch64")]
+const REGS_NR_OFFSET: u32 = 35 * 8;
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const REGS_NR_OFFSET: u32 = u32::MAX;
 
 /// This architecture's `exit` and `exit_group` numbers (always timed: they end the window).
 #[cfg(target_arch = "x86_64")]
@@ -298,6 +309,45 @@ fn skb_offsets() -> Result<Vec<u32>, String> {
                 .collect()
         })
         .clone()
+}
+
+/// Threads of process `tgid` that may be inside a syscall now: all but those stopped by a signal
+/// (state `T`, as `exec` holds its command before releasing it), which stop on their way out
+/// of a syscall, after its return.
+fn threads_maybe_in_syscall(tgid: u32) -> Vec<u32> {
+    threads_of(tgid)
+        .into_iter()
+        .filter(|tid| {
+            let stat = std::fs::read_to_string(format!("/proc/{tgid}/task/{tid}/stat"))
+                .unwrap_or_default();
+            // "tid (comm) S ...": the state follows the last parenthesis.
+            let state = stat
+                .rfind(')')
+                .and_then(|i| stat[i + 1..].split_whitespace().next());
+            state != Some("T")
+        })
+        .collect()
+}
+
+/// Marks threads `tids` in the `BEFORE_START` map: each may return from a syscall it entered
+/// before `sys_enter` was attached.
+fn mark_before_start(ebpf: &mut Ebpf, tids: &[u32]) {
+    if let Some(map) = ebpf.map_mut(catalog::maps::BEFORE_START)
+        && let Ok(mut marks) = aya::maps::HashMap::<_, u32, u32>::try_from(map)
+    {
+        for &tid in tids {
+            let _ = marks.insert(tid, 1, 0);
+        }
+    }
+}
+
+/// Sets slot `slot` of the `CONTROL` map (see `zcprof_common::CONTROL_STARTED`).
+fn control(ebpf: &mut Ebpf, slot: u32) {
+    if let Some(map) = ebpf.map_mut(catalog::maps::CONTROL)
+        && let Ok(mut control) = aya::maps::Array::<_, u32>::try_from(map)
+    {
+        let _ = control.set(slot, 1, 0);
+    }
 }
 
 /// The thread ids of process `tgid` now (empty when it is gone or unreadable).
@@ -410,6 +460,55 @@ pub fn attach_variant(
     Ok(())
 }
 
+/// Attaches the first variant of `point` that works here, recording the choice (or, for an
+/// optional point, why none works) in `plan`.
+///
+/// # Errors
+/// When `point` is required and no variant works.
+fn choose(
+    kernel: &Kernel,
+    plan: &mut HookPlan,
+    ebpf: &mut Ebpf,
+    point: Point,
+    tgid: u32,
+    sample_hz: u64,
+    skb_offsets: &Result<Vec<u32>, String>,
+) -> Result<(), ProbeError> {
+    let mut reasons = Vec::new();
+    for variant in catalog::variants_of(point) {
+        let missing = kernel.precondition(variant.kind).or_else(|| {
+            (point == Point::NetStartXmit)
+                .then(|| skb_offsets.clone().err())
+                .flatten()
+        });
+        let result = match missing {
+            Some(missing) => Err(missing),
+            None => attach_variant(ebpf, variant, tgid, sample_hz),
+        };
+        plan.attempts.push(Attempt {
+            point,
+            kind: variant.kind,
+            error: result.clone().err(),
+        });
+        match result {
+            Ok(()) => {
+                plan.chosen.push(variant);
+                return Ok(());
+            }
+            Err(reason) => reasons.push(format!("{}: {reason}", variant.kind.name())),
+        }
+    }
+    if point.required() {
+        return Err(ProbeError::NoVariant {
+            point: point.name(),
+            reasons: reasons.join("; "),
+        });
+    }
+    // Optional: the report shows it as unavailable, with these reasons.
+    plan.unavailable.push((point, reasons.join("; ")));
+    Ok(())
+}
+
 impl Probes {
     /// Loads the object with the filter set to `tgid` (and, with `follow`, the processes it
     /// forks while measured) and attaches one variant per point,
@@ -442,7 +541,6 @@ impl Probes {
         let mut loader = loader();
         let follow = u32::from(options.follow);
         let trace = u32::from(options.trace_ring.is_some());
-        let execve = EXECVE_NR;
         let (exit, exit_group) = EXIT_NRS;
         // A trace shows every syscall as a slice, so every syscall is timed.
         plan.time_every = if options.trace_ring.is_some() {
@@ -454,7 +552,18 @@ impl Probes {
         loader.override_global(catalog::globals::TARGET_TGID, &tgid, true);
         loader.override_global(catalog::globals::FOLLOW, &follow, true);
         loader.override_global(catalog::globals::TRACE, &trace, true);
-        loader.override_global(catalog::globals::EXECVE_NR, &execve, true);
+        for (global, nr) in [
+            catalog::globals::CLONE_NR,
+            catalog::globals::CLONE3_NR,
+            catalog::globals::FORK_NR,
+            catalog::globals::VFORK_NR,
+        ]
+        .into_iter()
+        .zip(&CLONE_NRS)
+        {
+            loader.override_global(global, nr, true);
+        }
+        loader.override_global(catalog::globals::REGS_NR_OFFSET, &REGS_NR_OFFSET, true);
         loader.override_global(catalog::globals::EXIT_NR, &exit, true);
         loader.override_global(catalog::globals::EXIT_GROUP_NR, &exit_group, true);
         loader.override_global(catalog::globals::TIME_MASK, &time_mask, true);
@@ -482,7 +591,19 @@ impl Probes {
         for (global, offset) in &offsets {
             loader.override_global(global, offset, true);
         }
+        // Threads that may return from a syscall begun before measuring, marked before `sys_exit`
+        // attaches.
+        let before_start = if tgid == 0 {
+            Vec::new()
+        } else {
+            threads_maybe_in_syscall(tgid)
+        };
+        loader.map_max_entries(
+            catalog::maps::BEFORE_START,
+            u32::try_from(before_start.len()).unwrap_or(u32::MAX).max(1),
+        );
         let mut ebpf = loader.load(OBJECT)?;
+        mark_before_start(&mut ebpf, &before_start);
         for point in Point::ALL {
             // Known not to work here: the report already has the reasons.
             if plan.unavailable(point).is_some() {
@@ -495,41 +616,22 @@ impl Probes {
                         reasons,
                     }
                 })?;
-                continue;
-            }
-            let mut reasons = Vec::new();
-            for variant in catalog::variants_of(point) {
-                let missing = kernel.precondition(variant.kind).or_else(|| {
-                    (point == Point::NetStartXmit)
-                        .then(|| skb_offsets.clone().err())
-                        .flatten()
-                });
-                let result = match missing {
-                    Some(missing) => Err(missing),
-                    None => attach_variant(&mut ebpf, variant, tgid, sample_hz),
-                };
-                plan.attempts.push(Attempt {
+            } else {
+                choose(
+                    kernel,
+                    plan,
+                    &mut ebpf,
                     point,
-                    kind: variant.kind,
-                    error: result.clone().err(),
-                });
-                match result {
-                    Ok(()) => {
-                        plan.chosen.push(variant);
-                        break;
-                    }
-                    Err(reason) => reasons.push(format!("{}: {reason}", variant.kind.name())),
-                }
+                    tgid,
+                    sample_hz,
+                    &skb_offsets,
+                )?;
             }
-            if plan.chosen(point).is_none() {
-                if point.required() {
-                    return Err(ProbeError::NoVariant {
-                        point: point.name(),
-                        reasons: reasons.join("; "),
-                    });
-                }
-                // Optional: the report shows it as unavailable, with these reasons.
-                plan.unavailable.push((point, reasons.join("; ")));
+            if point == Point::SysEnter {
+                // From now on a return without an entry is not of a syscall begun before
+                // measuring (unless its thread was marked in BEFORE_START): `sys_enter` sees
+                // every entry.
+                control(&mut ebpf, zcprof_common::CONTROL_STARTED);
             }
         }
         Ok(Probes { ebpf })
@@ -546,6 +648,9 @@ impl Probes {
     /// afterwards no longer move, even when the measured process is still running (attach).
     #[must_use]
     pub fn detach(mut self) -> Maps {
+        // The programs go together, in no order: from here a return without an entry may be one
+        // whose entry came after `sched_switch` or `sys_enter` went, and is left unclassified.
+        control(&mut self.ebpf, zcprof_common::CONTROL_STOPPING);
         // Each detach waits for the kernel's RCU grace periods (tens of milliseconds per
         // program); unloading all programs at once lets those waits overlap instead of adding
         // up (0.47 s for 12 programs one after another here).
