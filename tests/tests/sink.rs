@@ -93,8 +93,11 @@ impl Namespace {
             sink_addr: Ipv4Addr::new(10, 200, c, d + 2),
         };
         let peer = format!("zsk{pid}b");
-        // `ip netns add` makes its directory but not its parents (the VMs have no /var).
-        let _ = std::fs::create_dir_all("/var/run/netns");
+        // `ip netns add` makes its directory (/run/netns or /var/run/netns, as it was built) but
+        // not its parents, which the VMs' initramfs lacks.
+        for dir in ["/run/netns", "/var/run/netns"] {
+            let _ = std::fs::create_dir_all(dir);
+        }
         // Left over from a dead run with the same pid: start clean.
         ip_quiet(&["netns", "del", &ns.name]);
         ip_quiet(&["link", "del", &ns.host_link]);
