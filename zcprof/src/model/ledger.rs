@@ -31,8 +31,8 @@ pub struct CopyPath {
     /// How the bytes were obtained (a hooked function, a tracepoint, syscall semantics).
     pub source: String,
     pub note: String,
-    /// "measured" (counted in the kernel where the copy happens) or "derived" (from what the
-    /// syscalls returned).
+    /// "measured" (counted in the kernel where the copy happens), "derived" (from what the
+    /// syscalls returned), or "reported" (by a remote `zcprof sink`, for its own copy).
     pub evidence: &'static str,
     /// Kernel-mode samples of the process in copy routines on this path, where sampling ran.
     pub samples: Option<u64>,
