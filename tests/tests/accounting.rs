@@ -288,24 +288,32 @@ fn exec_from_thread(program: &str, at: bool) {
     .unwrap();
 }
 
-/// Four threads that sleep 50 us at a time for 4 s; `ready` is written once they run.
-fn sleepers(ready: &str) {
-    let end = std::time::Instant::now() + std::time::Duration::from_secs(4);
+/// Four threads that sleep 50 us at a time until the file `stop` appears in `dir` (at most a
+/// minute); `ready` is written there once they run.
+fn sleepers(dir: &str) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static STOP: AtomicBool = AtomicBool::new(false);
+    let dir = std::path::Path::new(dir);
     let threads: Vec<_> = (0..4)
         .map(|_| {
-            std::thread::spawn(move || {
+            std::thread::spawn(|| {
                 let pause = libc::timespec {
                     tv_sec: 0,
                     tv_nsec: 50_000,
                 };
-                while std::time::Instant::now() < end {
+                while !STOP.load(Ordering::Relaxed) {
                     // SAFETY: a valid duration, no remainder wanted.
                     unsafe { libc::nanosleep(&raw const pause, std::ptr::null_mut()) };
                 }
             })
         })
         .collect();
-    std::fs::write(ready, "ready").unwrap();
+    std::fs::write(dir.join("ready"), "ready").unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !dir.join("stop").exists() && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    STOP.store(true, Ordering::Relaxed);
     for t in threads {
         t.join().unwrap();
     }
@@ -497,7 +505,7 @@ fn attaching_loses_no_syscall_entry() {
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "workload", "--nocapture", "--test-threads=1"])
         .env("ZCPROF_TEST_WORKLOAD", "sleepers")
-        .env("ZCPROF_TEST_ARG", &ready)
+        .env("ZCPROF_TEST_ARG", &dir)
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -512,6 +520,7 @@ fn attaching_loses_no_syscall_entry() {
         .arg(&report)
         .output()
         .unwrap();
+    std::fs::write(dir.join("stop"), "stop").unwrap();
     let _ = child.wait();
     assert!(
         out.status.success(),
