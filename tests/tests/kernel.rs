@@ -14,7 +14,7 @@ const SIZE: u64 = 8 << 20;
 const BLOCK: u64 = 64 << 10;
 const STEPS: u64 = SIZE / BLOCK;
 /// Program names of the catalog (zcprof/src/probes/catalog.rs).
-const PROGRAMS: [&str; 43] = [
+const PROGRAMS: [&str; 45] = [
     "sched_process_fork_tracepoint",
     "sched_process_exit_raw_tp",
     "sched_process_exit_tracepoint",
@@ -58,6 +58,8 @@ const PROGRAMS: [&str; 43] = [
     "ext4_write_end_tracepoint",
     "generic_file_buffered_read_fexit",
     "generic_file_buffered_read_kretprobe",
+    "iomap_dio_complete_raw_tp",
+    "iomap_dio_complete_tracepoint",
 ];
 
 fn measure(method: &str, dir: &Path) -> Value {

@@ -230,6 +230,10 @@ fn workload() {
         return;
     };
     let from = std::env::var("ZCPROF_TEST_FROM").unwrap();
+    if name == "direct-reads" {
+        direct_reads(&from);
+        return;
+    }
     let to = std::env::var("ZCPROF_TEST_TO").unwrap();
     assert_eq!(name, "copy-file-range");
     let src = std::fs::File::open(from).unwrap();
@@ -255,6 +259,96 @@ fn workload() {
         );
         left -= u64::try_from(n).unwrap();
     }
+}
+
+/// Reads `path` with O_DIRECT in 32 KiB blocks, as nginx does with `directio`.
+fn direct_reads(path: &str) {
+    use std::os::{fd::AsRawFd as _, unix::fs::OpenOptionsExt as _};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .unwrap();
+    let layout = std::alloc::Layout::from_size_align(32 << 10, 4096).unwrap();
+    // SAFETY: non-zero size; freed below.
+    let buf = unsafe { std::alloc::alloc(layout) };
+    let mut offset = 0i64;
+    loop {
+        // SAFETY: buf is valid for layout.size() bytes.
+        let n = unsafe { libc::pread(file.as_raw_fd(), buf.cast(), layout.size(), offset) };
+        assert!(n >= 0, "pread: {}", std::io::Error::last_os_error());
+        if n == 0 {
+            break;
+        }
+        offset += i64::try_from(n).unwrap();
+    }
+    // SAFETY: allocated above with this layout.
+    unsafe { std::alloc::dealloc(buf, layout) };
+}
+
+/// This executable as the workload `name` under `zcprof exec`, with `from` (and `to`).
+fn workload_under_zcprof(name: &str, from: &Path, to: &Path) -> Value {
+    let report = to.with_extension("json");
+    let out = std::process::Command::new(zcprof_tests::zcprof_bin())
+        .args(["exec", "--format", "json", "-o"])
+        .arg(&report)
+        .arg("--")
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "workload", "--nocapture", "--test-threads=1"])
+        .env("ZCPROF_TEST_WORKLOAD", name)
+        .env("ZCPROF_TEST_FROM", from)
+        .env("ZCPROF_TEST_TO", to)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(&report).unwrap()).expect("JSON")
+}
+
+#[test]
+fn o_direct_reads_of_any_program_are_not_page_cache_copies() {
+    if !privileged("ledger_o_direct") {
+        return;
+    }
+    let dir = scratch_dir("ledger-odirect", env!("CARGO_TARGET_TMPDIR"));
+    let fs = filesystem_of(&dir);
+    if !matches!(fs.as_str(), "ext4" | "xfs" | "btrfs") {
+        skip(
+            "ledger_o_direct",
+            &format!("the scratch directory is on {fs}, which does O_DIRECT through memory"),
+        );
+        return;
+    }
+    let file = data_file(&dir);
+    let r = workload_under_zcprof("direct-reads", &file, &dir.join("direct"));
+    check_ledger(&r);
+    if let Err(why) = attached(&r, "iomap_dio_complete") {
+        skip("ledger_o_direct", &why);
+        return;
+    }
+    let read: u64 = r["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"] == "pread64")
+        .map(|s| s["bytes"].as_u64().unwrap_or(0))
+        .sum();
+    // The file, and a few KiB the test binary reads of itself.
+    assert!(
+        (SIZE..SIZE + SIZE / 100).contains(&read),
+        "{read}: {}",
+        r["syscalls_by_name"]
+    );
+    // The device wrote every byte into the user buffer: no page cache -> user copy for them
+    // (a few KiB of the test binary's own reads may remain).
+    let copied = path_bytes(&r, "page cache -> user buffer");
+    assert!(
+        copied < SIZE / 20,
+        "O_DIRECT reads counted as copies: {copied}"
+    );
 }
 
 /// `copy_file_range` from `file` to `copy`, by this executable under `zcprof exec`.

@@ -188,11 +188,14 @@ pub enum Counter {
     /// Sockets of traced processes whose owner could not be kept (`SOCKS` full): their packets
     /// are not attributed.
     SocketsLost = 34,
+    /// Bytes a device moved straight between a traced task's user buffer and the disk
+    /// (`O_DIRECT`, `iomap_dio_complete`): DMA, not a CPU copy.
+    DirectIoBytes = 35,
 }
 
 impl Counter {
     /// Every slot, for readers that want them all.
-    pub const ALL: [Counter; 35] = [
+    pub const ALL: [Counter; 36] = [
         Counter::SyscallEntries,
         Counter::SyscallReturns,
         Counter::UnmatchedReturns,
@@ -228,6 +231,7 @@ impl Counter {
         Counter::FollowLost,
         Counter::DevicesLost,
         Counter::SocketsLost,
+        Counter::DirectIoBytes,
     ];
 }
 
@@ -260,6 +264,8 @@ pub struct HookedBytes {
     pub page_cache_write: u64,
     /// Bytes copied from socket buffers to user memory.
     pub sock_recv: u64,
+    /// Bytes moved by `O_DIRECT` between the device and user memory (no CPU copy).
+    pub direct_io: u64,
 }
 
 /// The traced process that last sent on a socket, and in which syscall: packets of that socket

@@ -25,6 +25,7 @@ fn by_syscall(nr: u32, slot: Counter, bytes: u64) {
             Counter::XmitPagedBytes => by.xmit_paged += bytes,
             Counter::PageCacheWriteBytes => by.page_cache_write += bytes,
             Counter::SockRecvBytes => by.sock_recv += bytes,
+            Counter::DirectIoBytes => by.direct_io += bytes,
             _ => {}
         }
     }
@@ -60,6 +61,33 @@ pub fn copied(tid: u32, slot: Counter, ret: i64) {
     }
     if let Some(nr) = nr {
         by_syscall(nr, slot, bytes);
+    }
+}
+
+/// A device moved `ret` bytes straight between traced thread `tid`'s user buffer and the disk
+/// (`O_DIRECT`): counted under the syscall, but not as a copy of the process.
+#[inline(always)]
+pub fn direct_io(tid: u32, ret: i64) {
+    if ret <= 0 {
+        return;
+    }
+    #[expect(clippy::cast_sign_loss, reason = "checked positive")]
+    let bytes = ret as u64;
+    add(Counter::DirectIoBytes, bytes);
+    let nr = in_flight(tid).map(|f| f.nr);
+    if tracing() {
+        emit(
+            EventKind::Copy,
+            now(),
+            0,
+            ret,
+            Counter::DirectIoBytes as u32,
+            nr.unwrap_or(NO_SYSCALL),
+            Name::None,
+        );
+    }
+    if let Some(nr) = nr {
+        by_syscall(nr, Counter::DirectIoBytes, bytes);
     }
 }
 

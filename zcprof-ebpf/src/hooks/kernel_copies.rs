@@ -60,6 +60,8 @@ static DGRAM_OFF_LEN: Global<u32> = Global::new(16);
 #[unsafe(no_mangle)]
 static EXT4_DA_OFF_COPIED: Global<u32> = Global::new(36);
 #[unsafe(no_mangle)]
+static DIO_OFF_RET: Global<u32> = Global::new(56);
+#[unsafe(no_mangle)]
 static EXT4_OFF_COPIED: Global<u32> = Global::new(36);
 
 const ETH_P_IP: u16 = 0x0800;
@@ -283,6 +285,29 @@ pub fn ext4_write_end_tracepoint(ctx: TracePointContext) -> u32 {
         && let Some(copied) = field::<u32>(&ctx, &EXT4_OFF_COPIED)
     {
         account::page_cache_write(tid, copied);
+    }
+    0
+}
+
+/// Raw tracepoint `iomap_dio_complete(struct kiocb *iocb, int error, ssize_t ret)`: an `O_DIRECT`
+/// transfer of `ret` bytes between the device and user memory ended (in the caller's context for
+/// synchronous I/O). The device did it: not a CPU copy, but it tells a read-type syscall's bytes
+/// from a page-cache copy.
+#[raw_tracepoint(tracepoint = "iomap_dio_complete")]
+pub fn iomap_dio_complete_raw_tp(ctx: RawTracePointContext) -> i32 {
+    if let Some(tid) = traced_tid() {
+        account::direct_io(tid, ctx.arg::<i64>(2));
+    }
+    0
+}
+
+/// Classic tracepoint `iomap:iomap_dio_complete`.
+#[tracepoint(category = "iomap", name = "iomap_dio_complete")]
+pub fn iomap_dio_complete_tracepoint(ctx: TracePointContext) -> u32 {
+    if let Some(tid) = traced_tid()
+        && let Some(ret) = field::<i64>(&ctx, &DIO_OFF_RET)
+    {
+        account::direct_io(tid, ret);
     }
     0
 }

@@ -82,6 +82,8 @@ pub struct Counts {
     pub sock_recv_bytes: u64,
     /// The same for the built-in receiver (zcprof's own process).
     pub receiver_recv_bytes: u64,
+    /// Bytes devices moved straight to or from the traced process's buffers (`O_DIRECT`).
+    pub direct_io_bytes: u64,
     /// Hooked copy bytes by the syscall the thread was in (syscall number), non-zero only.
     pub hooked_by_syscall: BTreeMap<u32, HookedBytes>,
     /// Block I/O completed while measuring, by kernel `dev_t` (major << 20 | minor).
@@ -244,6 +246,7 @@ impl Counts {
                 Counter::PageCacheWriteBytes => counts.page_cache_write_bytes = values.sum(),
                 Counter::SockRecvBytes => counts.sock_recv_bytes = values.sum(),
                 Counter::ReceiverRecvBytes => counts.receiver_recv_bytes = values.sum(),
+                Counter::DirectIoBytes => counts.direct_io_bytes = values.sum(),
                 Counter::ReturnsBeforeStart => counts.returns_before_start = values.sum(),
                 Counter::NewTaskReturns => counts.new_task_returns = values.sum(),
                 Counter::RefusedSyscalls => counts.refused_syscalls = values.sum(),
@@ -343,6 +346,7 @@ impl Counts {
                     xmit_paged: a.xmit_paged + b.xmit_paged,
                     page_cache_write: a.page_cache_write + b.page_cache_write,
                     sock_recv: a.sock_recv + b.sock_recv,
+                    direct_io: a.direct_io + b.direct_io,
                 });
             if total != HookedBytes::default() {
                 counts.hooked_by_syscall.insert(nr, total);

@@ -54,6 +54,7 @@ pub fn copy_routine(slot: u32) -> &'static str {
         s if s == Counter::PageCacheWriteBytes as u32 => "page cache write (ext4 write_end)",
         s if s == Counter::SockRecvBytes as u32 => "socket receive (skb_copy_datagram_iter)",
         s if s == Counter::XmitLinearBytes as u32 => "copy into linear packet data (segmentation)",
+        s if s == Counter::DirectIoBytes as u32 => "O_DIRECT (device <-> user buffer, no CPU copy)",
         _ => "copy",
     }
 }
@@ -100,7 +101,7 @@ pub fn write<W: Write>(out: &mut W, origin_ns: u64, runs: &[Run]) -> io::Result<
             us(ctx.start_ns),
             us(ctx.end_ns.saturating_sub(ctx.start_ns)),
         ))?;
-        let mut copied: HashMap<u32, [u64; 7]> = HashMap::new();
+        let mut copied: HashMap<u32, [u64; 8]> = HashMap::new();
         let mut disk_total = 0u64;
         for e in events {
             let (pid, tid) = (e.tgid, e.tid);
@@ -187,13 +188,21 @@ pub fn write<W: Write>(out: &mut W, origin_ns: u64, runs: &[Run]) -> io::Result<
                         a if a == Counter::PageCacheWriteBytes as u32 => 4,
                         a if a == Counter::SockRecvBytes as u32 => 5,
                         a if a == Counter::XmitLinearBytes as u32 => 6,
+                        a if a == Counter::DirectIoBytes as u32 => 7,
                         _ => 3,
                     };
                     totals[i] += e.value.unsigned_abs();
                     records.push(&line)?;
                     line = format!(
-                        "{{\"ph\":\"C\",\"name\":\"bytes through hooked routines\",\"pid\":{pid},\"ts\":{ts},\"args\":{{\"filemap_read\":{},\"_copy_to_iter\":{},\"_copy_from_iter\":{},\"sock_send\":{},\"page_cache_write\":{},\"sock_recv\":{},\"segmentation\":{}}}}}",
-                        totals[0], totals[1], totals[2], totals[3], totals[4], totals[5], totals[6]
+                        "{{\"ph\":\"C\",\"name\":\"bytes through hooked routines\",\"pid\":{pid},\"ts\":{ts},\"args\":{{\"filemap_read\":{},\"_copy_to_iter\":{},\"_copy_from_iter\":{},\"sock_send\":{},\"page_cache_write\":{},\"sock_recv\":{},\"segmentation\":{},\"o_direct\":{}}}}}",
+                        totals[0],
+                        totals[1],
+                        totals[2],
+                        totals[3],
+                        totals[4],
+                        totals[5],
+                        totals[6],
+                        totals[7]
                     );
                 }
                 Some(EventKind::Disk) => {

@@ -296,6 +296,12 @@ fn add(runs: &mut [ReadRun], r: &Record) -> Result<(), String> {
                         by.sock_recv += bytes;
                     }
                 }
+                s if s == Counter::DirectIoBytes as u64 => {
+                    counts.direct_io_bytes += bytes;
+                    if let Some(by) = by {
+                        by.direct_io += bytes;
+                    }
+                }
                 s if s == Counter::XmitLinearBytes as u64 => {
                     counts.xmit_linear_bytes += bytes;
                     if let Some(by) = by {
@@ -304,7 +310,10 @@ fn add(runs: &mut [ReadRun], r: &Record) -> Result<(), String> {
                 }
                 other => return Err(format!("a copy event of unknown slot {other}")),
             }
-            if let Some(p) = process(run, r.pid) {
+            // O_DIRECT is the device's transfer, not a copy of the process.
+            if let Some(p) = process(run, r.pid)
+                && slot != Counter::DirectIoBytes as u64
+            {
                 if sock {
                     p.sock_send_bytes += bytes;
                 } else {

@@ -193,6 +193,7 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
         paths: Vec::new(),
     };
     let sock_recv = b.hook(Point::SockRecv);
+    let direct_io = b.hook(Point::DirectIo);
     let sock_send = b.hook(Point::SockSend);
     let xmit = b.hook(Point::NetStartXmit);
     let ext4: Vec<String> = [Point::Ext4DaWriteEnd, Point::Ext4WriteEnd]
@@ -213,21 +214,34 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
             "bytes filemap_read copied into user buffers during read-type syscalls".to_owned(),
             &[SampledPath::PageCacheToUser],
         );
-    } else if !inputs.dma_reads {
+    } else if direct_io.is_some() || !inputs.dma_reads {
         let from_sockets = if sock_recv.is_some() { recv_to_user } else { 0 };
-        let bytes = inputs.to_user.saturating_sub(from_sockets);
+        // O_DIRECT reads, in any process: the device wrote the user buffer (the note's "user
+        // direct I/O"), measured where the file system completes them.
+        let from_device = by_path(counts, DataPath::ToUser, |h| h.direct_io);
+        let bytes = inputs
+            .to_user
+            .saturating_sub(from_sockets)
+            .saturating_sub(from_device);
         b.derived(
             "page cache -> user buffer",
             "pc→user",
             bytes,
             format!(
-                "read-type syscalls returned {}{}; filemap_read cannot be hooked here ({}), so reads \
-                 from pipes and devices would count here too",
+                "read-type syscalls returned {}{}{}; filemap_read cannot be hooked here ({}), so \
+                 reads from pipes and devices would count here too",
                 fmt_bytes(inputs.to_user),
                 if sock_recv.is_some() {
                     format!(", less {} copied from sockets", fmt_bytes(from_sockets))
                 } else {
                     String::new()
+                },
+                match &direct_io {
+                    Some(hook) => format!(
+                        ", less {} the device wrote into user buffers with O_DIRECT ({hook})",
+                        fmt_bytes(from_device)
+                    ),
+                    None => String::new(),
                 },
                 missing(inputs.plan, Point::FilemapRead)
             ),
@@ -289,7 +303,9 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
     if sock_send.is_some() {
         // Whatever write-type syscalls moved that no socket or hooked file system took: pipes,
         // devices, other file systems.
-        let hooked = sent_copied + if ext4.is_empty() { 0 } else { written_to_cache };
+        // O_DIRECT writes: the device read the user buffer.
+        let to_device = by_path(counts, DataPath::FromUser, |h| h.direct_io);
+        let hooked = sent_copied + to_device + if ext4.is_empty() { 0 } else { written_to_cache };
         let rest = inputs.from_user.saturating_sub(hooked);
         if rest > inputs.from_user / 100 {
             b.derived(

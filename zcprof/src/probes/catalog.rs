@@ -53,6 +53,8 @@ pub enum Point {
     ProcessExec,
     /// A TCP socket closing: it leaves the table of the traced processes' sockets.
     SockClose,
+    /// An `O_DIRECT` transfer between a device and user memory completing (iomap file systems).
+    DirectIo,
 }
 
 impl Point {
@@ -61,7 +63,7 @@ impl Point {
     /// `sched_switch` is there to park it when the thread blocks, `sys_exit` to meet it, the
     /// task hooks to move it (exec) or drop it (exit). A return whose entry came before
     /// `sys_enter` is a syscall begun before measuring, which the kernel side recognises.
-    pub const ALL: [Point; 22] = [
+    pub const ALL: [Point; 23] = [
         Point::SchedSwitch,
         Point::ProcessFork,
         Point::ProcessExit,
@@ -84,6 +86,7 @@ impl Point {
         Point::SockRecv,
         Point::Ext4DaWriteEnd,
         Point::Ext4WriteEnd,
+        Point::DirectIo,
     ];
 
     /// Without these no report makes sense; the others are shown as unavailable when missing.
@@ -122,6 +125,7 @@ impl Point {
             Point::SockRecv => "skb_copy_datagram",
             Point::Ext4DaWriteEnd => "ext4_da_write_end",
             Point::Ext4WriteEnd => "ext4_write_end",
+            Point::DirectIo => "iomap_dio_complete",
             Point::ProcessExit => "sched_process_exit",
             Point::ProcessExec => "sched_process_exec",
             Point::SockClose => "inet_sock_set_state",
@@ -410,6 +414,18 @@ pub const VARIANTS: &[Variant] = &[
         target: "ext4/ext4_write_end",
     },
     Variant {
+        point: Point::DirectIo,
+        kind: HookKind::RawTp,
+        program: "iomap_dio_complete_raw_tp",
+        target: "iomap_dio_complete",
+    },
+    Variant {
+        point: Point::DirectIo,
+        kind: HookKind::Tracepoint,
+        program: "iomap_dio_complete_tracepoint",
+        target: "iomap/iomap_dio_complete",
+    },
+    Variant {
         point: Point::ProcessExit,
         kind: HookKind::RawTp,
         program: "sched_process_exit_raw_tp",
@@ -526,7 +542,7 @@ pub mod globals {
         ("DEV_OFF_NAME", "net_device", "name"),
     ];
     /// Record offsets of classic tracepoints: (global, event, field).
-    pub const OFFSETS: [(&str, &str, &str); 24] = [
+    pub const OFFSETS: [(&str, &str, &str); 25] = [
         ("BLK_OFF_DEV", "block/block_rq_issue", "dev"),
         ("BLK_OFF_BYTES", "block/block_rq_issue", "bytes"),
         ("BLK_OFF_RWBS", "block/block_rq_issue", "rwbs"),
@@ -559,6 +575,7 @@ pub mod globals {
         ("DGRAM_OFF_LEN", "skb/skb_copy_datagram_iovec", "len"),
         ("EXT4_DA_OFF_COPIED", "ext4/ext4_da_write_end", "copied"),
         ("EXT4_OFF_COPIED", "ext4/ext4_write_end", "copied"),
+        ("DIO_OFF_RET", "iomap/iomap_dio_complete", "ret"),
         (
             "FORK_OFF_CHILD_PID",
             "sched/sched_process_fork",
