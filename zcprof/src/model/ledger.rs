@@ -480,6 +480,25 @@ pub fn watched(plan: &HookPlan) -> Vec<String> {
     .collect()
 }
 
+/// A footnote for each derived path that sampling contradicted: the table's sum leaves it out,
+/// and says why here rather than only in the JSON.
+#[must_use]
+pub fn contradiction_notes(paths: &[CopyPath]) -> Vec<String> {
+    paths
+        .iter()
+        .filter(|p| p.contradicted)
+        .map(|p| {
+            format!(
+                "Syscall semantics says {} went {}, but none of the kernel-mode samples was \
+                 copying on that path: the CPU did not copy these bytes, and CPU copies leaves \
+                 them out (marked ✗).",
+                fmt_bytes(p.bytes),
+                p.path
+            )
+        })
+        .collect()
+}
+
 /// The short names of the paths, for the table cell; a contradicted path is marked `✗` (shown,
 /// not counted).
 #[must_use]

@@ -465,6 +465,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         "cpu_copy_bytes",
         ledger::figure(&ledger, transfers, &ledger::watched(plan)),
     );
+    notes.extend(ledger::contradiction_notes(&ledger.sender));
     for r in &ledger.receiver {
         #[expect(clippy::cast_precision_loss, reason = "display precision")]
         notes.push(format!(
