@@ -97,3 +97,38 @@ pub fn zcprof_programs_loaded(catalog: &[&str]) -> Vec<String> {
         })
         .collect()
 }
+
+/// Runs this test executable again as the workload `name` under `zcprof exec` (with `options`
+/// before the `--`), the workload's inputs in `env`, and returns the report. The workload is the
+/// test `workload` of the calling test file, a no-op unless `ZCPROF_TEST_WORKLOAD` names one: so
+/// the workloads exist wherever the tests run, the VMs included. The report goes to `report`,
+/// since the test harness writes to stdout too.
+///
+/// # Panics
+/// When zcprof fails or its report is not JSON.
+#[must_use]
+pub fn exec_self(
+    name: &str,
+    env: &[(&str, &std::path::Path)],
+    options: &[&str],
+    report: &std::path::Path,
+) -> serde_json::Value {
+    let mut cmd = Command::new(zcprof_bin());
+    cmd.args(["exec", "--format", "json", "-o"])
+        .arg(report)
+        .args(options)
+        .arg("--")
+        .arg(std::env::current_exe().expect("current exe"))
+        .args(["--exact", "workload", "--nocapture", "--test-threads=1"])
+        .env("ZCPROF_TEST_WORKLOAD", name);
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let out = cmd.output().expect("zcprof runs");
+    assert!(
+        out.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(report).expect("the report")).expect("JSON")
+}

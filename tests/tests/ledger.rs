@@ -288,24 +288,12 @@ fn direct_reads(path: &str) {
 
 /// This executable as the workload `name` under `zcprof exec`, with `from` (and `to`).
 fn workload_under_zcprof(name: &str, from: &Path, to: &Path) -> Value {
-    let report = to.with_extension("json");
-    let out = std::process::Command::new(zcprof_tests::zcprof_bin())
-        .args(["exec", "--format", "json", "-o"])
-        .arg(&report)
-        .arg("--")
-        .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "workload", "--nocapture", "--test-threads=1"])
-        .env("ZCPROF_TEST_WORKLOAD", name)
-        .env("ZCPROF_TEST_FROM", from)
-        .env("ZCPROF_TEST_TO", to)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&std::fs::read(&report).unwrap()).expect("JSON")
+    zcprof_tests::exec_self(
+        name,
+        &[("ZCPROF_TEST_FROM", from), ("ZCPROF_TEST_TO", to)],
+        &[],
+        &to.with_extension("json"),
+    )
 }
 
 #[test]
@@ -351,28 +339,6 @@ fn o_direct_reads_of_any_program_are_not_page_cache_copies() {
     );
 }
 
-/// `copy_file_range` from `file` to `copy`, by this executable under `zcprof exec`.
-fn copy_file_range_under_zcprof(file: &Path, copy: &Path) -> Value {
-    let report = copy.with_extension("json");
-    let out = std::process::Command::new(zcprof_tests::zcprof_bin())
-        .args(["exec", "--format", "json", "-o"])
-        .arg(&report)
-        .arg("--")
-        .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "workload", "--nocapture", "--test-threads=1"])
-        .env("ZCPROF_TEST_WORKLOAD", "copy-file-range")
-        .env("ZCPROF_TEST_FROM", file)
-        .env("ZCPROF_TEST_TO", copy)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&std::fs::read(&report).unwrap()).expect("JSON")
-}
-
 /// ext4 has no reflink: copy_file_range copies every byte from page cache to page cache.
 fn assert_page_cache_copy(r: &Value, test: &str) {
     check_ledger(r);
@@ -405,7 +371,7 @@ fn copy_file_range_on_ext4_copies_page_cache_to_page_cache() {
     }
     let file = data_file(&dir);
     let copy = dir.join("copy.bin");
-    let r = copy_file_range_under_zcprof(&file, &copy);
+    let r = workload_under_zcprof("copy-file-range", &file, &copy);
     assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&file).unwrap());
     assert_page_cache_copy(&r, "ledger_copy_file_range");
 
