@@ -564,6 +564,9 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         ));
     }
     if let Subject::Program(_) = &subject {
+        // Per MiB of the exact payload, not per whole step counted up (32.01 MiB is 32.01 MiB,
+        // not 33 steps).
+        per_exact_mib(bytes, &mut figures, &mut ledger);
         notes.push(format!(
             "No built-in workload: a step is 1 MiB of payload ({} moved in all: {} read into user \
              buffers, {} written from them, {} moved inside the kernel).",
@@ -732,6 +735,32 @@ fn sink_costs(sink: &SinkReport) -> String {
         ms(sink.elapsed_ns),
         sink.kernel
     )
+}
+
+/// Rescales every per-step figure of a program to per MiB of its exact payload.
+#[expect(clippy::cast_precision_loss, reason = "display precision")]
+fn per_exact_mib(
+    bytes: u64,
+    figures: &mut BTreeMap<&'static str, Figure>,
+    ledger: &mut ledger::Ledger,
+) {
+    if bytes == 0 {
+        return;
+    }
+    let mib = bytes as f64 / PROGRAM_STEP as f64;
+    let rescale = |value: f64, per: &mut Option<f64>| {
+        if per.is_some() {
+            *per = Some(value / mib);
+        }
+    };
+    for f in figures.values_mut() {
+        if let Some(v) = f.value {
+            rescale(v, &mut f.per_transfer);
+        }
+    }
+    for p in ledger.sender.iter_mut().chain(ledger.receiver.iter_mut()) {
+        rescale(p.bytes as f64, &mut p.per_transfer);
+    }
 }
 
 /// How syscalls were timed, for the report.
@@ -1202,6 +1231,38 @@ pub(crate) mod tests {
         assert_eq!(r.transfers, 1);
         assert_eq!(r.textbook.cpu_copies, None);
         assert!(r.notes.iter().any(|n| n.contains("1 MiB of payload")));
+    }
+
+    #[test]
+    fn program_figures_are_per_mib_of_the_exact_payload() {
+        // dd of 32 MiB and 10 KiB: read and written once each, so 2.00 copies per MiB, not
+        // 1.94 (the bytes spread over 33 whole steps).
+        let mut counts = read_write_counts();
+        let bytes = (32 << 20) + (10 << 10);
+        for nr in [libc::SYS_read as u32, libc::SYS_write as u32] {
+            counts.syscalls.get_mut(&nr).unwrap().ret_sum = bytes;
+        }
+        let r = build(RunInput {
+            subject: Subject::Program("dd".into()),
+            bytes: 0,
+            block_size: 0,
+            kernel_release: "6.18.0-test",
+            plan: &HookPlan::default(),
+            counts: &counts,
+            received: Vec::new(),
+            usage: None,
+            file: None,
+            net: None,
+            remote_receiver: None,
+            devices: Devices::default(),
+        });
+        let per_mib = r.figures["cpu_copy_bytes"].per_transfer.unwrap();
+        assert!(
+            (per_mib - 2.0 * f64::from(1 << 20)).abs() < 1.0,
+            "{per_mib}"
+        );
+        let step = r.copies[0].per_transfer.unwrap();
+        assert!((step - f64::from(1 << 20)).abs() < 1.0, "{step}");
     }
 
     #[test]

@@ -207,9 +207,8 @@ fn legend(runs: &[RunReport]) -> Vec<String> {
     vec![
         if r.kind == "program" {
             format!(
-                "step: 1 MiB of payload moved by the program ({} steps for {}); the textbook has no row \
-                 for a program",
-                r.transfers,
+                "step: 1 MiB of payload moved by the program ({}, figures per MiB of it); the \
+                 textbook has no row for a program",
                 format_bytes(r.bytes)
             )
         } else {
