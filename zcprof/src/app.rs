@@ -440,7 +440,7 @@ fn finish(outcome: &Outcome, format: Format, single: bool, to: Destination) -> E
     ExitCode::SUCCESS
 }
 
-fn doctor(format: Format) -> ExitCode {
+fn doctor(format: crate::cli::DoctorFormat) -> ExitCode {
     if caps::check_privileges().is_ok() {
         raise_memlock();
         if let Err(why) = caps::ensure_tracefs() {
@@ -449,9 +449,10 @@ fn doctor(format: Format) -> ExitCode {
     }
     let diagnosis = crate::doctor::diagnose();
     let text = match format {
-        Format::Json => serde_json::to_string_pretty(&diagnosis).unwrap_or_default() + "\n",
-        // Doctor's answer is a list, not a table of runs: csv and markdown get the plain text.
-        Format::Table | Format::Markdown | Format::Csv => crate::doctor::render(&diagnosis),
+        crate::cli::DoctorFormat::Json => {
+            serde_json::to_string_pretty(&diagnosis).unwrap_or_default() + "\n"
+        }
+        crate::cli::DoctorFormat::Table => crate::doctor::render(&diagnosis),
     };
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
     if diagnosis.usable() {

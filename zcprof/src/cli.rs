@@ -4,6 +4,13 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// Output formats of `doctor`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DoctorFormat {
+    Table,
+    Json,
+}
+
 use crate::{
     options::{Cache, Net, RunSpec, Switch, Workload},
     report::Format,
@@ -108,9 +115,10 @@ pub enum Command {
     },
     /// Show what this kernel allows: each hook type per measurement point, tried for real.
     Doctor {
-        /// Output format (table or json).
+        /// Output format (table or json: doctor's answer is a list of checks, not rows of runs,
+        /// so it has no csv or markdown).
         #[arg(long, value_enum, default_value = "table")]
-        format: Format,
+        format: DoctorFormat,
     },
     /// (internal) The measured transfer process.
     #[command(name = "__transfer", hide = true)]
@@ -490,6 +498,9 @@ mod tests {
             &["run", "--method", "sendfile", "--size", "0"],
             &["run", "--method", "sendfile", "--size", "lots"],
             &["compare", "--block-size", "0"],
+            // doctor prints checks, not rows of runs: no csv or markdown (issue 17 item 5).
+            &["doctor", "--format", "csv"],
+            &["doctor", "--format", "markdown"],
         ] {
             let err = parse_args(args).unwrap_err();
             let line = one_line(&err.render().to_string());
