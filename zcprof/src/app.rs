@@ -188,7 +188,11 @@ fn report_trace(path: &std::path::Path, format: Format) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(1, &e.to_string()),
     };
-    let reports: Vec<RunReport> = match runs.iter().map(crate::export::report_of).collect() {
+    let reports: Vec<RunReport> = match runs
+        .iter()
+        .map(|r| crate::export::report_of(r).map_err(|e| e.at(path)))
+        .collect()
+    {
         Ok(r) => r,
         Err(e) => return fail(1, &e.to_string()),
     };

@@ -232,6 +232,22 @@ impl Drop for Trace {
     }
 }
 
+impl ExportError {
+    /// The error naming the trace file `path`, where it was made without knowing it.
+    #[must_use]
+    pub fn at(self, path: &std::path::Path) -> ExportError {
+        match self {
+            ExportError::Invalid { path: p, reason } if p.as_os_str().is_empty() => {
+                ExportError::Invalid {
+                    path: path.to_owned(),
+                    reason,
+                }
+            }
+            other => other,
+        }
+    }
+}
+
 /// The report of a run read back from a trace, made by the same model as a live run.
 ///
 /// # Errors
@@ -576,5 +592,18 @@ mod tests {
             Trace::create(Path::new("/nonexistent-dir/x.json"), 1 << 20),
             Err(ExportError::Write { .. })
         ));
+    }
+
+    #[test]
+    fn an_unusable_trace_is_named() {
+        let err = ExportError::Invalid {
+            path: PathBuf::new(),
+            reason: "unknown method \"sendfilX\"".into(),
+        }
+        .at(std::path::Path::new("edited.json"));
+        assert_eq!(
+            err.to_string(),
+            "edited.json is not a usable zcprof trace: unknown method \"sendfilX\""
+        );
     }
 }
