@@ -278,3 +278,15 @@ fn unknown_net() {
     );
     assert!(line.contains("maybe") && line.contains("off"), "{line}");
 }
+
+#[test]
+fn report_of_a_report_says_what_the_file_is() {
+    let dir = empty_dir("report-of-report");
+    let file = dir.join("compare.json");
+    std::fs::write(&file, r#"{"runs": [], "failed": []}"#).unwrap();
+    let err = fails(zcprof().arg("report").arg(&file), 1);
+    assert!(
+        err.contains("compare.json") && err.contains("not a trace") && err.contains("--trace"),
+        "{err}"
+    );
+}

@@ -76,6 +76,18 @@ pub struct ReadRun {
     pub counts: Counts,
 }
 
+/// Whether the JSON at `path` is one of zcprof's reports (a run, or compare's runs) rather than a
+/// trace.
+fn is_report(path: &Path) -> bool {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|v| {
+            (v.get("runs").is_some() && v.get("failed").is_some())
+                || (v.get("method").is_some() && v.get("figures").is_some())
+        })
+}
+
 /// Reads the trace at `path`.
 ///
 /// # Errors
@@ -93,6 +105,10 @@ pub fn read(path: &Path) -> Result<Vec<ReadRun>, ExportError> {
     let parsed: File = serde_json::from_reader(std::io::BufReader::new(file)).map_err(|e| {
         invalid(if e.is_eof() {
             format!("it ends early (truncated?): {e}")
+        } else if e.is_data() && is_report(path) {
+            "it is a zcprof report (the JSON of run, compare, exec or attach), not a trace: \
+             `zcprof report` reads the files written by --trace FILE"
+                .to_owned()
         } else {
             e.to_string()
         })
