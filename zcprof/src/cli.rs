@@ -393,13 +393,27 @@ impl WorkloadArgs {
                 "direct-io needs --block-size to be a multiple of 4096 (O_DIRECT alignment), not {block_size}"
             )));
         }
-        if let Some(path) = &file
-            && let Err(e) = std::fs::File::open(path)
-        {
-            return Err(UsageError(format!(
-                "cannot read --file {}: {e}",
-                path.display()
-            )));
+        // Everything wrong with --file is a usage error (exit 2), found before measuring: one
+        // rule for a missing, empty, special or short file.
+        if let Some(path) = &file {
+            let meta = std::fs::File::open(path)
+                .and_then(|f| f.metadata())
+                .map_err(|e| UsageError(format!("cannot read --file {}: {e}", path.display())))?;
+            if !meta.is_file() {
+                return Err(UsageError(format!(
+                    "--file {} is not a regular file",
+                    path.display()
+                )));
+            }
+            if let Some(size) = size
+                && meta.len() < size
+            {
+                return Err(UsageError(format!(
+                    "--file {} holds {} bytes, fewer than --size {size}",
+                    path.display(),
+                    meta.len()
+                )));
+            }
         }
         let dir = dir.unwrap_or_else(std::env::temp_dir);
         if file.is_none() && !dir.is_dir() {

@@ -290,3 +290,26 @@ fn report_of_a_report_says_what_the_file_is() {
         "{err}"
     );
 }
+
+/// Everything wrong with --file is bad usage, exit 2, whatever it is.
+#[test]
+fn every_file_problem_is_bad_usage() {
+    let dir = empty_dir("file-problems");
+    let empty = dir.join("empty.dat");
+    std::fs::write(&empty, b"").unwrap();
+    let short = dir.join("short.dat");
+    std::fs::write(&short, vec![1u8; 1000]).unwrap();
+    for (file, size, want) in [
+        (empty.to_str().unwrap(), None, "is empty"),
+        ("/dev/zero", None, "not a regular file"),
+        (short.to_str().unwrap(), Some("1M"), "fewer than --size"),
+    ] {
+        let mut cmd = zcprof();
+        cmd.args(["run", "--method", "sendfile", "--file", file]);
+        if let Some(size) = size {
+            cmd.args(["--size", size]);
+        }
+        let line = fails(&mut cmd, 2);
+        assert!(line.contains(want), "{file}: {line}");
+    }
+}
