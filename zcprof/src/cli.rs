@@ -422,6 +422,22 @@ impl WorkloadArgs {
                 dir.display()
             )));
         }
+        // The generated file must fit: filling a RAM-backed tmpfs until it runs out would take
+        // the machine's memory with it.
+        if file.is_none()
+            && let Some(size) = size
+            && let Ok(fs) = nix::sys::statvfs::statvfs(&dir)
+        {
+            let free = u64::from(fs.blocks_available()).saturating_mul(fs.fragment_size());
+            if size > free {
+                return Err(UsageError(format!(
+                    "--size {} does not fit in --dir {}: {} free",
+                    crate::units::format_bytes(size),
+                    dir.display(),
+                    crate::units::format_bytes(free)
+                )));
+            }
+        }
         Ok(Workload {
             runs: RunSpec::plan(&methods, net, sg, compare),
             methods,

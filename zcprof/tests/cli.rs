@@ -313,3 +313,20 @@ fn every_file_problem_is_bad_usage() {
         assert!(line.contains(want), "{file}: {line}");
     }
 }
+
+#[test]
+fn a_file_that_cannot_fit_is_refused_before_it_is_written() {
+    let dir = empty_dir("no-room");
+    let line = fails(
+        zcprof()
+            .args(["run", "--method", "sendfile", "--size", "100000G", "--dir"])
+            .arg(&dir),
+        2,
+    );
+    assert!(line.contains("does not fit"), "{line}");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}
