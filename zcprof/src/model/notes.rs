@@ -82,10 +82,10 @@ pub fn differences(inputs: &Inputs<'_>) -> Vec<String> {
     };
     match method {
         Some(Method::Sendfile | Method::Splice | Method::Tee) => {
-            let call = if method == Some(Method::Sendfile) {
-                "sendfile"
-            } else {
-                "splice"
+            let call = match method {
+                Some(Method::Sendfile) => "sendfile",
+                Some(Method::Tee) => "tee's splice",
+                _ => "splice",
             };
             let to_socket = path_blocks("page cache -> socket buffer");
             let mut note = format!(

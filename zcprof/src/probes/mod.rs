@@ -386,6 +386,14 @@ pub fn attach_variant(
             }
             source = s.source();
         }
+        // A refusal before the verifier ran (EPERM from a security module) comes with an empty
+        // log: "Verifier output: " and nothing after it says nothing.
+        if let Some(at) = text.find("Verifier output:")
+            && text[at + "Verifier output:".len()..].trim().is_empty()
+        {
+            text.truncate(at);
+            text = text.trim_end().trim_end_matches('.').to_owned();
+        }
         text
     };
     match variant.kind {

@@ -44,6 +44,12 @@ fn tb(value: Option<f64>) -> String {
 
 fn per_step(f: Option<&Figure>) -> String {
     match f {
+        // Below what two decimals show, say so: "0.01 (0.00 vol, 0.00 invol)" read as parts that
+        // do not add up.
+        Some(Figure {
+            per_transfer: Some(v),
+            ..
+        }) if *v > 0.0 && *v < 0.005 => "<0.01".to_owned(),
         Some(Figure {
             per_transfer: Some(v),
             ..
@@ -586,6 +592,30 @@ mod tests {
         let md = markdown(&runs, &[]);
         assert!(md.lines().any(|l| l.starts_with("| splice |")), "{md}");
         assert!(md.contains("Notes:"));
+    }
+
+    /// README's list of the JSON contract's fields is the list the binary writes.
+    #[test]
+    fn readme_lists_every_json_field() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("`--format json` is the stable contract")
+            .expect("README has the JSON section");
+        let para = &readme[start..];
+        let para = &para[..para.find("The elapsed and throughput").expect("its end")];
+        let documented: std::collections::BTreeSet<&str> = para
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|w| w.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            // The command named in passing.
+            .filter(|w| *w != "compare")
+            .collect();
+        let r = report(Method::ReadWrite, &read_write_counts(), true);
+        let v = serde_json::to_value(&r).unwrap();
+        let written: std::collections::BTreeSet<&str> =
+            v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(documented, written);
     }
 
     #[test]
