@@ -594,6 +594,47 @@ mod tests {
         assert!(md.contains("Notes:"));
     }
 
+    /// A legend line that differs between rows names the rows; one that all share is said once
+    /// (issue 17 item 2), and so is a note all share.
+    #[test]
+    fn legends_and_notes_hold_for_every_row() {
+        let runs = [
+            report(Method::ReadWrite, &read_write_counts(), true),
+            report(Method::Splice, &crate::collect::Counts::default(), true),
+        ];
+        let lines = legend(&runs);
+        let copies = lines
+            .iter()
+            .find(|l| l.starts_with("CPU copies:"))
+            .expect("a CPU copies line");
+        assert!(
+            copies.contains("read-write: ") && copies.contains("splice: "),
+            "{copies}"
+        );
+        let syscalls = lines.iter().find(|l| l.starts_with("syscalls:")).unwrap();
+        assert!(!syscalls.contains("read-write:"), "{syscalls}");
+        let switch_notes: Vec<_> = notes(&runs)
+            .into_iter()
+            .filter(|n| n.contains("\"context switches\""))
+            .collect();
+        assert_eq!(switch_notes.len(), 1, "{switch_notes:?}");
+        assert!(switch_notes[0].starts_with("all: "), "{switch_notes:?}");
+    }
+
+    #[test]
+    fn tiny_per_step_values_are_not_rounded_to_zero() {
+        let f = |v: f64| Figure {
+            value: Some(v),
+            per_transfer: Some(v),
+            source: String::new(),
+            note: String::new(),
+            estimate: None,
+        };
+        assert_eq!(per_step(Some(&f(0.001))), "<0.01");
+        assert_eq!(per_step(Some(&f(0.0))), "0.00");
+        assert_eq!(per_step(Some(&f(0.012))), "0.01");
+    }
+
     /// README's list of the JSON contract's fields is the list the binary writes.
     #[test]
     fn readme_lists_every_json_field() {
