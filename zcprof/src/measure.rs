@@ -275,8 +275,8 @@ fn unfinished(maps: &dyn crate::probes::MapSource) -> Vec<Unfinished> {
             in_flight
                 .iter()
                 .filter_map(Result::ok)
-                // Entries stay after their syscall returns, marked idle by a start of 0. Only
-                // timed syscalls have a start to show (a trace times them all).
+                // A return deletes its entry, so what is left is in flight. Only timed syscalls
+                // have a start to show (a trace times them all).
                 .filter(|(_, f)| f.start_ns > zcprof_common::UNTIMED_START)
                 .map(|(tid, f)| Unfinished {
                     tgid: f.tgid,

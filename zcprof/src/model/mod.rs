@@ -32,6 +32,9 @@ pub struct SyscallRow {
     pub total_ns: u64,
     /// Calls whose entry and return were timed (all of them in trace mode).
     pub timed: u64,
+    /// Of the timed calls, those timed whatever the random draw (the first few of a syscall on a
+    /// CPU, and exits): counted as they are, not scaled.
+    pub forced: u64,
     /// Bytes returned, for syscalls whose return value is a byte count.
     pub bytes: Option<u64>,
     pub data_path: DataPath,
@@ -299,6 +302,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
             errors: stat.errors,
             total_ns: scaled_time(stat),
             timed: stat.timed,
+            forced: stat.forced.min(stat.timed),
             bytes: (path != DataPath::NoData).then_some(stat.ret_sum),
             data_path: path,
         });
