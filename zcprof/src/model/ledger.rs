@@ -3,7 +3,7 @@
 //! with the evidence it rests on. Kernel-internal copies count as much as those through user
 //! buffers: the note's sendfile row has "1 CPU copy (page cache -> socket buffer)". The built-in
 //! receiver's own copy is kept apart.
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, fmt::Write as _};
 
 use zcprof_common::HookedBytes;
 
@@ -15,7 +15,10 @@ use super::{
 };
 use crate::{
     collect::Counts,
-    probes::{HookPlan, catalog::Point},
+    probes::{
+        HookPlan,
+        catalog::{Point, Variant},
+    },
     workload::Method,
 };
 
@@ -81,7 +84,7 @@ pub struct Inputs<'a> {
     /// Bytes read-type and write-type syscalls returned.
     pub to_user: u64,
     pub from_user: u64,
-    /// O_DIRECT reads from a block device: the device wrote the user buffer.
+    /// `O_DIRECT` reads from a block device: the device wrote the user buffer.
     pub dma_reads: bool,
     pub samples: &'a Samples,
 }
@@ -96,7 +99,7 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     fn hook(&self, point: Point) -> Option<String> {
-        self.inputs.plan.chosen(point).map(|v| v.describe())
+        self.inputs.plan.chosen(point).map(Variant::describe)
     }
 
     #[expect(clippy::cast_precision_loss, reason = "per-step display")]
@@ -176,16 +179,18 @@ impl Builder<'_> {
 
 fn with_samples(mut note: String, samples: Option<u64>, s: &Samples) -> String {
     if let Some(n) = samples {
-        note.push_str(&format!(
+        let _ = write!(
+            note,
             "; sampled: {n} of {} kernel-mode samples in copy routines on this path",
             s.kernel
-        ));
+        );
     }
     note
 }
 
 /// Builds the ledger.
 #[expect(clippy::too_many_lines, reason = "one path after another")]
+#[must_use]
 pub fn build(inputs: &Inputs<'_>) -> Ledger {
     let counts = inputs.counts;
     let mut b = Builder {
@@ -428,6 +433,7 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
 }
 
 /// The CPU-copies figure: the sender's ledger summed, with the sources of its paths.
+#[must_use]
 pub fn figure(ledger: &Ledger, transfers: u64, watched: &[String]) -> Figure {
     let total = ledger.sender_bytes();
     let parts: Vec<String> = ledger
@@ -466,6 +472,7 @@ pub fn figure(ledger: &Ledger, transfers: u64, watched: &[String]) -> Figure {
 }
 
 /// The hooks the ledger watched, for a run with nothing to show.
+#[must_use]
 pub fn watched(plan: &HookPlan) -> Vec<String> {
     [
         Point::FilemapRead,
@@ -476,7 +483,7 @@ pub fn watched(plan: &HookPlan) -> Vec<String> {
         Point::SysEnter,
     ]
     .into_iter()
-    .filter_map(|p| plan.chosen(p).map(|v| v.describe()))
+    .filter_map(|p| plan.chosen(p).map(Variant::describe))
     .collect()
 }
 
