@@ -427,6 +427,8 @@ impl WorkloadArgs {
         if file.is_none()
             && let Some(size) = size
             && let Ok(fs) = nix::sys::statvfs::statvfs(&dir)
+            // Pseudo file systems (/proc) report no blocks at all: writing there fails on its own.
+            && fs.blocks() > 0
         {
             let free = u64::from(fs.blocks_available()).saturating_mul(fs.fragment_size());
             if size > free {
