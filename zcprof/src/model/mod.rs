@@ -302,7 +302,13 @@ pub fn build(input: RunInput<'_>) -> RunReport {
             errors: stat.errors,
             total_ns: scaled_time(stat),
             timed: stat.timed,
-            forced: stat.forced.min(stat.timed),
+            // With every call timed (trace mode) nothing is scaled, and a trace keeps no such
+            // mark: none is forced.
+            forced: if plan.time_every <= 1 {
+                0
+            } else {
+                stat.forced.min(stat.timed)
+            },
             bytes: (path != DataPath::NoData).then_some(stat.ret_sum),
             data_path: path,
         });
