@@ -791,11 +791,12 @@ mod tests {
         // A stream number twice: the second is turned away, the first still counts.
         let remote = Remote::open(&addr, 1, 10).unwrap();
         send(&remote, 0, 10);
-        let mut again = TcpStream::connect(remote.peer).unwrap();
-        again
-            .write_all(Remote::data_hello(&remote.token, 0).as_bytes())
-            .unwrap();
-        let _ = again.write_all(&[1u8; 10]);
+        // Best effort: the sink may close the duplicate before it is written, or (on a loaded
+        // machine) the connection may not be taken at all; either way it must not count.
+        if let Ok(mut again) = TcpStream::connect(remote.peer) {
+            let _ = again.write_all(Remote::data_hello(&remote.token, 0).as_bytes());
+            let _ = again.write_all(&[1u8; 10]);
+        }
         let report = remote.finish(Duration::from_secs(10)).unwrap();
         assert_eq!(report.received, vec![10]);
     }
