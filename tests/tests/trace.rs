@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, path::Path};
 
 use serde_json::Value;
-use zcprof_tests::{privileged, run, run_json, scratch_dir};
+use zcprof_tests::{privileged, run, run_json, scratch_dir, skip};
 
 /// Runs `args` with `--trace FILE` and returns the run's JSON report and the parsed trace.
 fn traced(args: &[&str], file: &Path) -> (Value, Value) {
@@ -233,23 +233,42 @@ fn a_small_ring_buffer_loses_events_and_says_so() {
     }
     let dir = scratch_dir("trace-loss", env!("CARGO_TARGET_TMPDIR"));
     let file = dir.join("loss.json");
-    // One page holds 64 events; 4 KiB steps make thousands in a burst.
-    let (r, trace) = traced(
-        &[
-            "run",
-            "--method",
-            "read-write",
-            "--size",
-            "16M",
-            "--block-size",
-            "4K",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--trace-buffer",
-            "4K",
-        ],
-        &file,
-    );
+    // One page holds 64 events; 4 KiB steps make thousands in a burst. On one emulated CPU the
+    // draining thread can keep pace now and then (seen once in three runs on the 6.1 VM): a run
+    // that lost nothing is tried again, and after three a loud skip says so.
+    let mut tries = 0;
+    let (r, trace) = loop {
+        tries += 1;
+        let (r, trace) = traced(
+            &[
+                "run",
+                "--method",
+                "read-write",
+                "--size",
+                "16M",
+                "--block-size",
+                "4K",
+                "--dir",
+                dir.to_str().unwrap(),
+                "--trace-buffer",
+                "4K",
+            ],
+            &file,
+        );
+        if r["trace"]["lost"].as_u64() != Some(0) || tries == 3 {
+            break (r, trace);
+        }
+    };
+    if r["trace"]["lost"].as_u64() == Some(0) {
+        skip(
+            "trace_loss",
+            &format!(
+                "the draining thread kept pace with a one-page ring three times here: {}",
+                r["trace"]
+            ),
+        );
+        return;
+    }
     let lost = r["trace"]["lost"].as_u64().unwrap();
     let per_cpu: u64 = r["trace"]["lost_per_cpu"]
         .as_array()
