@@ -41,12 +41,30 @@ pub fn copied(tid: u32, slot: Counter, ret: i64) {
     }
     #[expect(clippy::cast_sign_loss, reason = "checked positive")]
     let bytes = ret as u64;
-    add(slot, bytes);
     if matches!(slot, Counter::SockSendBytes) {
         per_process(current_tgid(), |p| p.sock_send_bytes += bytes);
     } else {
         per_process(current_tgid(), |p| p.copied_bytes += bytes);
     }
+    under_syscall(tid, slot, ret);
+}
+
+/// A device moved `ret` bytes straight between traced thread `tid`'s user buffer and the disk
+/// (`O_DIRECT`): counted under the syscall, but not as a copy of the process.
+#[inline(always)]
+pub fn direct_io(tid: u32, ret: i64) {
+    if ret > 0 {
+        under_syscall(tid, Counter::DirectIoBytes, ret);
+    }
+}
+
+/// Counts `ret` (positive) bytes in `slot`, as a trace event, and under the syscall thread `tid`
+/// is in.
+#[inline(always)]
+fn under_syscall(tid: u32, slot: Counter, ret: i64) {
+    #[expect(clippy::cast_sign_loss, reason = "callers checked positive")]
+    let bytes = ret as u64;
+    add(slot, bytes);
     let nr = in_flight(tid).map(|f| f.nr);
     if tracing() {
         emit(
@@ -61,33 +79,6 @@ pub fn copied(tid: u32, slot: Counter, ret: i64) {
     }
     if let Some(nr) = nr {
         by_syscall(nr, slot, bytes);
-    }
-}
-
-/// A device moved `ret` bytes straight between traced thread `tid`'s user buffer and the disk
-/// (`O_DIRECT`): counted under the syscall, but not as a copy of the process.
-#[inline(always)]
-pub fn direct_io(tid: u32, ret: i64) {
-    if ret <= 0 {
-        return;
-    }
-    #[expect(clippy::cast_sign_loss, reason = "checked positive")]
-    let bytes = ret as u64;
-    add(Counter::DirectIoBytes, bytes);
-    let nr = in_flight(tid).map(|f| f.nr);
-    if tracing() {
-        emit(
-            EventKind::Copy,
-            now(),
-            0,
-            ret,
-            Counter::DirectIoBytes as u32,
-            nr.unwrap_or(NO_SYSCALL),
-            Name::None,
-        );
-    }
-    if let Some(nr) = nr {
-        by_syscall(nr, Counter::DirectIoBytes, bytes);
     }
 }
 
