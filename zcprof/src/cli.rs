@@ -151,9 +151,9 @@ pub struct OutputArgs {
 #[derive(Clone, Debug, Args)]
 pub struct TraceArgs {
     /// Time one syscall in N (a power of two), at random, and scale the sum to all calls; the
-    /// first 8 of each syscall per CPU are always timed. Reading the clock at entry and return
-    /// costs about 100 ns per syscall; 1 times every call. Default 16; --trace times every
-    /// call.
+    /// first 256 of each syscall per CPU, and time blocked or preempted inside any call, are
+    /// always timed. Reading the clock at entry and return costs about 100 ns per syscall; 1
+    /// times every call. Default 16; --trace times every call.
     #[arg(long, value_name = "N")]
     pub time_every: Option<u32>,
     /// Also record individual events (syscall spans with their bytes, context switches, copies,

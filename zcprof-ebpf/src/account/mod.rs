@@ -9,7 +9,8 @@ use aya_ebpf::{
 };
 use zcprof_common::{
     ALWAYS_TIMED, CONTROL_STARTED, CONTROL_STOPPING, Counter, DiskIo, EventKind, FORCED_START,
-    IFNAMSIZ, InFlight, MAX_SYSCALL_NR, NetXmit, OnCpu, ProcStat, TraceEvent, UNTIMED_START,
+    IFNAMSIZ, InFlight, MAX_SYSCALL_NR, NetXmit, OnCpu, ProcStat, RANDOM_SQ_SHIFT, TraceEvent,
+    UNTIMED_START,
 };
 
 mod copies;
@@ -596,8 +597,11 @@ pub fn process_exec(tgid: u32, tid: u32, old_tid: u32) {
 fn returned(on: &mut OnCpu, tgid: u32, tid: u32, entry: &InFlight, ret: i64) {
     on.returns += 1;
     let timed = entry.start_ns != UNTIMED_START;
-    let now = if timed { now() } else { 0 };
-    if timed {
+    let switched = entry.switched_ns != 0;
+    // A call that was switched out is timed from that switch on, drawn or not: only a parked
+    // call (the slow path already) pays this clock read.
+    let now = if timed || switched { now() } else { 0 };
+    if timed || switched {
         on.last_ns = now;
     }
     if tracing() {
@@ -616,13 +620,25 @@ fn returned(on: &mut OnCpu, tgid: u32, tid: u32, entry: &InFlight, ret: i64) {
     if let Some(stat) = SYSCALLS.get_ptr_mut(entry.nr) {
         // SAFETY: per-CPU entry.
         unsafe {
+            // The head (entry to the first switch-out, or to the return) is sampled; the tail
+            // (from that switch on) is measured for every call.
+            let head_end = if switched {
+                (*stat).switched += 1;
+                (*stat).switched_ns += now.wrapping_sub(entry.switched_ns);
+                entry.switched_ns
+            } else {
+                now
+            };
             if timed {
-                let ns = now.wrapping_sub(entry.start_ns);
+                let ns = head_end.saturating_sub(entry.start_ns);
                 (*stat).total_ns += ns;
                 (*stat).timed += 1;
                 if entry.start_ns & FORCED_START != 0 {
                     (*stat).forced += 1;
                     (*stat).forced_ns += ns;
+                } else {
+                    let units = ns >> RANDOM_SQ_SHIFT;
+                    (*stat).random_sq = (*stat).random_sq.saturating_add(units * units);
                 }
             }
             if ret < 0 {
@@ -644,7 +660,12 @@ pub fn context_switch(tid: u32, voluntary: bool) {
         && on.tid == tid
     {
         if on.start_ns != 0 {
-            park(tid, &on.entry());
+            let mut entry = on.entry();
+            entry.switched_ns = now();
+            // Inside a syscall of the measured process: the window reaches this far at least,
+            // so a watched server that ends idle (blocked) ends its window where it blocked.
+            on.last_ns = on.last_ns.max(entry.switched_ns);
+            park(tid, &entry);
         }
         // The registers' address no longer names the task running here (see
         // `syscall_enter_regs`).

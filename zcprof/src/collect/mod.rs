@@ -268,6 +268,9 @@ impl Counts {
                 total.timed += s.timed;
                 total.forced += s.forced;
                 total.forced_ns += s.forced_ns;
+                total.random_sq = total.random_sq.saturating_add(s.random_sq);
+                total.switched += s.switched;
+                total.switched_ns += s.switched_ns;
                 total.ret_sum = total.ret_sum.wrapping_add(s.ret_sum);
             }
             if total != SyscallStat::default() {

@@ -4,6 +4,7 @@ mod copies;
 mod figure;
 pub mod ledger;
 mod notes;
+pub mod syscall_time;
 pub mod syscalls;
 pub mod textbook;
 
@@ -27,9 +28,15 @@ pub struct SyscallRow {
     pub name: String,
     pub count: u64,
     pub errors: u64,
-    /// Time in the kernel: measured over the `timed` calls, scaled to `count` when only a
-    /// sample was timed.
+    /// Time in the kernel: the time from each call's first switch-out to its return, measured
+    /// for every call, plus the time before it (or to the return), measured over the `timed`
+    /// calls and scaled to `count` when only a sample was timed (see `syscall_time`).
     pub total_ns: u64,
+    /// When part of `total_ns` was scaled: the random samples and the 95 % interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_estimate: Option<syscall_time::TimeInterval>,
+    /// Calls switched out (blocked or preempted) at least once before they returned.
+    pub switched: u64,
     /// Calls whose entry and return were timed (all of them in trace mode).
     pub timed: u64,
     /// Of the timed calls, those timed whatever the random draw (the first few of a syscall on a
@@ -296,11 +303,14 @@ pub fn build(input: RunInput<'_>) -> RunReport {
             DataPath::NoData => {}
         }
         by_name.insert(name.clone(), stat.count);
+        let time = syscall_time::estimate(stat);
         rows.push(SyscallRow {
             name,
             count: stat.count,
             errors: stat.errors,
-            total_ns: scaled_time(stat),
+            total_ns: time.ns,
+            time_estimate: time.interval,
+            switched: stat.switched,
             timed: stat.timed,
             // With every call timed (trace mode) nothing is scaled, and a trace keeps no such
             // mark: none is forced.
@@ -520,8 +530,9 @@ pub fn build(input: RunInput<'_>) -> RunReport {
                 elapsed as f64,
                 &clock,
                 "first syscall entry to the last timed syscall event of the measured process (its \
-                 exit is always timed; with sampled timing a run that does not exit ends at most a \
-                 few syscalls early)",
+                 exit is always timed, and so is every switch-out inside a syscall and that \
+                 call's return; with sampled timing a process that neither exits nor blocks at \
+                 the end ends its window at most a few syscalls early)",
             ),
         );
         figures.insert(
@@ -602,7 +613,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         elapsed_ns: elapsed,
         kernel: kernel_release.to_owned(),
         hooks,
-        syscall_timing: syscall_timing(plan.time_every),
+        syscall_timing: syscall_time::description(plan.time_every),
         syscalls_by_name: by_name,
         syscalls: rows,
         figures,
@@ -771,43 +782,6 @@ fn per_exact_mib(
     for p in ledger.sender.iter_mut().chain(ledger.receiver.iter_mut()) {
         rescale(p.bytes as f64, &mut p.per_transfer);
     }
-}
-
-/// How syscalls were timed, for the report.
-fn syscall_timing(every: u32) -> String {
-    use zcprof_common::ALWAYS_TIMED;
-    if every <= 1 {
-        "every call timed (bpf_ktime_get_ns at entry and return)".to_owned()
-    } else {
-        format!(
-            "sampled: bpf_ktime_get_ns at entry and return of 1 call in {every} at random, and \
-             of every call of a syscall until {ALWAYS_TIMED} were timed on a CPU; ≈ marks an \
-             estimate: the time of those first calls plus the random sample's, scaled to the \
-             calls not timed (--time-every 1 times every call)"
-        )
-    }
-}
-
-/// A syscall's time in the kernel: the timed calls' sum when every call was timed, else an
-/// estimate. Calls timed whatever the draw (the first few on each CPU) are not a sample of the
-/// others, which may differ (a program's first calls often wait where later ones do not): they
-/// count for themselves, and the random sample's mean stands for every call not forced.
-fn scaled_time(stat: &zcprof_common::SyscallStat) -> u64 {
-    if stat.timed == 0 || stat.timed >= stat.count {
-        return stat.total_ns;
-    }
-    let forced = stat.forced.min(stat.timed);
-    let forced_ns = stat.forced_ns.min(stat.total_ns);
-    let random = stat.timed - forced;
-    let scaled = if random == 0 {
-        // Only forced calls were timed: their mean is all there is.
-        u128::from(stat.total_ns) * u128::from(stat.count) / u128::from(stat.timed)
-    } else {
-        u128::from(forced_ns)
-            + u128::from(stat.total_ns - forced_ns) * u128::from(stat.count - forced)
-                / u128::from(random)
-    };
-    u64::try_from(scaled).unwrap_or(u64::MAX)
 }
 
 /// The per-process rows of a followed tree, busiest first.
@@ -1027,47 +1001,6 @@ pub(crate) mod tests {
     use zcprof_common::SyscallStat;
 
     use super::*;
-
-    #[test]
-    fn sampled_syscall_time_is_scaled_to_every_call() {
-        let stat = |count, timed, total_ns| SyscallStat {
-            count,
-            timed,
-            total_ns,
-            ..SyscallStat::default()
-        };
-        // 10 of 160 calls timed, 500 ns each: the 160 calls took about 80 us.
-        assert_eq!(scaled_time(&stat(160, 10, 5_000)), 80_000);
-        // Every call timed: the sum itself.
-        assert_eq!(scaled_time(&stat(3, 3, 900)), 900);
-        // A call still in flight was counted but not returned: nothing to scale.
-        assert_eq!(scaled_time(&stat(4, 3, 900)), 1_200);
-        assert_eq!(scaled_time(&stat(1, 0, 0)), 0);
-        assert!(syscall_timing(1).starts_with("every call"));
-        // 8 forced calls of 10 ms, then 20,000 calls of 300 ns, 1,250 of them drawn: the forced
-        // ones count once, the sample stands for the 20,000 (scaled like the rest, the forced
-        // calls' time would be 16 times too much).
-        let early = SyscallStat {
-            count: 20_008,
-            timed: 1_258,
-            total_ns: 80_000_000 + 1_250 * 300,
-            forced: 8,
-            forced_ns: 80_000_000,
-            ..SyscallStat::default()
-        };
-        assert_eq!(scaled_time(&early), 80_000_000 + 20_000 * 300);
-        // Only forced calls timed: their mean for all.
-        let few = SyscallStat {
-            count: 10,
-            timed: 8,
-            total_ns: 800,
-            forced: 8,
-            forced_ns: 800,
-            ..SyscallStat::default()
-        };
-        assert_eq!(scaled_time(&few), 1_000);
-        assert!(syscall_timing(16).contains("1 call in 16"));
-    }
 
     /// Counts shaped like a read-write run of 1 MiB in 64 KiB steps, with the kernel boundary
     /// faked: 16 reads and 16 writes of 64 KiB, then `exit_group`.

@@ -415,6 +415,29 @@ pub fn live_table(r: &RunReport) -> String {
     t.to_string()
 }
 
+/// A syscall's time in the kernel: exact, or ≈ an estimate ± the half-width of its 95 %
+/// interval in percent (the larger side), or "too few timed" where the sample says nothing.
+fn time_cell(s: &crate::model::SyscallRow) -> String {
+    let ms = |ns: u64| ns as f64 / 1e6;
+    if s.timed == 0 && s.switched == 0 {
+        return "-".to_owned();
+    }
+    match s.time_estimate {
+        None => format!("{:.3} ms", ms(s.total_ns)),
+        Some(i) => match (i.low_ns, i.high_ns) {
+            (Some(low), Some(high)) if s.total_ns > 0 => {
+                let half = (high - s.total_ns).max(s.total_ns - low) as f64;
+                format!(
+                    "≈{:.3} ms ±{:.0}%",
+                    ms(s.total_ns),
+                    100.0 * half / s.total_ns as f64
+                )
+            }
+            _ => format!("≈{:.3} ms (too few timed)", ms(s.total_ns)),
+        },
+    }
+}
+
 /// Per-syscall breakdown of one run.
 fn syscall_table(r: &RunReport) -> String {
     let mut t = Table::new();
@@ -431,13 +454,7 @@ fn syscall_table(r: &RunReport) -> String {
             s.count.to_string(),
             s.errors.to_string(),
             s.bytes.map_or_else(|| "-".to_owned(), format_bytes),
-            if s.timed == 0 {
-                "-".to_owned()
-            } else if s.timed < s.count {
-                format!("≈{:.3} ms", s.total_ns as f64 / 1e6)
-            } else {
-                format!("{:.3} ms", s.total_ns as f64 / 1e6)
-            },
+            time_cell(s),
         ]);
     }
     format!(

@@ -1,0 +1,174 @@
+//! Sampled figures hold: time in the kernel never exceeds the time a single-threaded sender had,
+//! the sample agrees with timing every call, and the elapsed window is exact under sampling.
+#![cfg(target_os = "linux")]
+
+use serde_json::Value;
+use zcprof_tests::{privileged, run_json, scratch_dir};
+
+/// Runs of each kind: the six.
+const RUNS: usize = 6;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        f64::midpoint(v[n / 2 - 1], v[n / 2])
+    }
+}
+
+/// The summed time in the kernel of a run's syscalls, and its elapsed window, in ns.
+#[expect(clippy::cast_precision_loss, reason = "nanoseconds far below 2^52")]
+fn kernel_and_elapsed(r: &Value) -> (f64, f64) {
+    let sum: u64 = r["syscalls"]
+        .as_array()
+        .expect("syscall rows")
+        .iter()
+        .map(|s| s["total_ns"].as_u64().expect("total_ns"))
+        .sum();
+    let elapsed = r["elapsed_ns"].as_u64().expect("elapsed_ns");
+    assert!(elapsed > 0, "empty window: {r}");
+    (sum as f64, elapsed as f64)
+}
+
+fn runs(method: &str, block: &str, dir: &str, every: bool) -> Vec<Value> {
+    let mut args = vec![
+        "run",
+        "--method",
+        method,
+        "--size",
+        "16M",
+        "--block-size",
+        block,
+        "--dir",
+        dir,
+    ];
+    if every {
+        args.extend(["--time-every", "1"]);
+    }
+    (0..RUNS).map(|_| run_json(&args)).collect()
+}
+
+/// Six default runs against six with every call timed: every sampled run's time in the kernel is
+/// at most 1.05x its window (one thread cannot spend more), and the medians of the time in the
+/// kernel agree within 25 %, as do the medians of the elapsed time.
+fn check_sampled_time(test: &str, method: &str, block: &str) {
+    if !privileged(test) {
+        return;
+    }
+    let dir = scratch_dir(test, env!("CARGO_TARGET_TMPDIR"));
+    let dir = dir.to_str().unwrap();
+    let sampled = runs(method, block, dir, false);
+    let every = runs(method, block, dir, true);
+    for r in &sampled {
+        assert!(
+            r["syscall_timing"]
+                .as_str()
+                .unwrap()
+                .contains("1 call in 16"),
+            "{}",
+            r["syscall_timing"]
+        );
+        let (kernel, elapsed) = kernel_and_elapsed(r);
+        assert!(
+            kernel <= 1.05 * elapsed,
+            "{method}: {kernel} ns in syscalls in a {elapsed} ns window: {}",
+            r["syscalls"]
+        );
+    }
+    let stat = |rs: &[Value], f: fn((f64, f64)) -> f64| {
+        median(rs.iter().map(|r| f(kernel_and_elapsed(r))).collect())
+    };
+    let (k_sampled, k_every) = (stat(&sampled, |x| x.0), stat(&every, |x| x.0));
+    assert!(
+        (k_sampled - k_every).abs() <= 0.25 * k_every,
+        "{method}: median time in kernel {k_sampled} ns sampled, {k_every} ns with every call timed"
+    );
+    // Elapsed within the noise: the sampled runs' median lies inside the range of the runs that
+    // timed every call, or within 25 % of their median (a window cut short by sampling, as
+    // before, fell to a third).
+    let e_sampled = stat(&sampled, |x| x.1);
+    let e_every: Vec<f64> = every.iter().map(|r| kernel_and_elapsed(r).1).collect();
+    let (lo, hi) = (
+        e_every.iter().copied().fold(f64::INFINITY, f64::min),
+        e_every.iter().copied().fold(0.0, f64::max),
+    );
+    let mid = median(e_every.clone());
+    assert!(
+        (lo..=hi).contains(&e_sampled) || (e_sampled - mid).abs() <= 0.25 * mid,
+        "{method}: median elapsed {e_sampled} ns sampled, {e_every:?} ns with every call timed"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn sampled_sendfile_time_stays_within_the_window() {
+    check_sampled_time("timing_sendfile", "sendfile", "64K");
+}
+
+#[test]
+fn sampled_read_write_time_stays_within_the_window() {
+    check_sampled_time("timing_read_write", "read-write", "4K");
+}
+
+/// Where part of a syscall's time was scaled, the JSON carries the samples and a 95 % interval
+/// around the estimate, and the table marks it.
+#[test]
+fn scaled_time_carries_its_interval() {
+    if !privileged("timing_interval") {
+        return;
+    }
+    let dir = scratch_dir("timing-interval", env!("CARGO_TARGET_TMPDIR"));
+    let d = dir.to_str().unwrap();
+    // 64 MiB in 4 KiB steps: 16,384 reads, far more than the 256 always timed.
+    let r = run_json(&[
+        "run",
+        "--method",
+        "read-write",
+        "--size",
+        "64M",
+        "--block-size",
+        "4K",
+        "--dir",
+        d,
+    ]);
+    let read = r["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "read")
+        .expect("read row");
+    let (count, timed) = (
+        read["count"].as_u64().unwrap(),
+        read["timed"].as_u64().unwrap(),
+    );
+    assert!(timed < count, "{read}");
+    let est = &read["time_estimate"];
+    let (samples, low, high) = (
+        est["samples"].as_u64().unwrap(),
+        est["low_ns"].as_u64().unwrap(),
+        est["high_ns"].as_u64().unwrap(),
+    );
+    let total = read["total_ns"].as_u64().unwrap();
+    assert!(samples >= 100, "{read}");
+    assert!(low <= total && total <= high && low < high, "{read}");
+    let table = zcprof_tests::run(&[
+        "run",
+        "--method",
+        "read-write",
+        "--size",
+        "64M",
+        "--block-size",
+        "4K",
+        "--dir",
+        d,
+    ]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("read") && l.contains('≈') && l.contains('±')),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
