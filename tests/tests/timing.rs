@@ -172,3 +172,106 @@ fn scaled_time_carries_its_interval() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `compare --repeat 3`: every figure that was measured in the runs is a median with its min,
+/// max and all three values; the CSV and Markdown carry the spread; a trace of the repeated
+/// runs re-renders as the same folded rows.
+#[test]
+fn repeated_compare_reports_median_min_max_and_every_value() {
+    if !privileged("timing_repeat") {
+        return;
+    }
+    let dir = scratch_dir("timing-repeat", env!("CARGO_TARGET_TMPDIR"));
+    let d = dir.to_str().unwrap();
+    let trace = dir.join("repeat.json");
+    let common = [
+        "compare",
+        "--methods",
+        "read-write,sendfile",
+        "--size",
+        "4M",
+        "--dir",
+        d,
+        "--repeat",
+        "3",
+        "--warmup",
+        "1",
+    ];
+    let mut traced = common.to_vec();
+    traced.extend(["--trace", trace.to_str().unwrap()]);
+    let r = run_json(&traced);
+    let runs = r["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2, "one folded row per method: {r}");
+    for run in runs {
+        assert_eq!(run["repeat"]["runs"], 3, "{}", run["repeat"]);
+        assert_eq!(run["repeat"]["warmup"], 1);
+        for (name, f) in run["figures"].as_object().unwrap() {
+            if f["value"].is_null() {
+                continue;
+            }
+            let s = &f["spread"];
+            let values: Vec<f64> = s["values"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{name} has no values: {f}"))
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            assert_eq!(values.len(), 3, "{name}: {f}");
+            let (min, max, median) = (
+                s["min"].as_f64().unwrap(),
+                s["max"].as_f64().unwrap(),
+                s["median"].as_f64().unwrap(),
+            );
+            assert!(min <= median && median <= max, "{name}: {f}");
+            assert!(
+                values.iter().all(|v| (min..=max).contains(v)),
+                "{name}: {f}"
+            );
+            // The value is the median, as the JSON rounds it (four decimals).
+            let value = f["value"].as_f64().unwrap();
+            assert!((value - median).abs() <= 1e-3 * median.abs().max(1.0), "{name}: {f}");
+        }
+        // The syscalls are the same every time: 2 per step for read-write, 1 for sendfile, at
+        // median, min and max alike.
+        let per_step = &run["figures"]["syscalls"]["spread"]["per_transfer"];
+        assert!(per_step[1].as_f64().unwrap() >= 1.0, "{per_step}");
+    }
+    // The trace holds the three measured rounds (not the warm-up), and re-renders folded.
+    let report = zcprof_tests::run(&["report", trace.to_str().unwrap(), "--format", "json"]);
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    let again: Value = serde_json::from_slice(&report.stdout).unwrap();
+    let again = again["runs"].as_array().expect("runs");
+    assert_eq!(again.len(), 2);
+    assert!(
+        again.iter().all(|run| run["repeat"]["runs"] == 3),
+        "{again:?}"
+    );
+
+    let mut csv = common.to_vec();
+    csv.extend(["--format", "csv"]);
+    let out = zcprof_tests::run(&csv);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let header = text.lines().next().unwrap();
+    assert!(
+        header.contains(",repeat,") && header.contains("elapsed_ns_min,elapsed_ns_max"),
+        "{header}"
+    );
+    let mut md = common.to_vec();
+    md.extend(["--format", "markdown"]);
+    let out = zcprof_tests::run(&md);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("the median of 3 runs"), "{text}");
+    // Elapsed differs from run to run by more than a tenth of a millisecond: a range shows.
+    assert!(
+        text.lines()
+            .filter(|l| l.starts_with("| "))
+            .any(|l| l.contains(" ms [")),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -48,8 +48,12 @@ pub fn main(command: Command) -> ExitCode {
             format,
             output,
             trace,
+            no_repeat,
             command,
         } => {
+            if let Err(UsageError(msg)) = no_repeat.validate("exec") {
+                return fail(2, &msg);
+            }
             let output = match open_output(&output) {
                 Ok(o) => o,
                 Err(code) => return code,
@@ -68,7 +72,11 @@ pub fn main(command: Command) -> ExitCode {
             format,
             output,
             trace,
+            no_repeat,
         } => {
+            if let Err(UsageError(msg)) = no_repeat.validate("attach") {
+                return fail(2, &msg);
+            }
             let output = match open_output(&output) {
                 Ok(o) => o,
                 Err(code) => return code,
@@ -206,6 +214,8 @@ fn report_trace(path: &std::path::Path, format: Format) -> ExitCode {
             "zcprof: warning: this trace lost {lost} events; its totals are lower than what happened"
         );
     }
+    // A trace of repeated runs holds each repetition: fold them as the live run did.
+    let reports = crate::model::repeat::fold_all(reports, 0);
     finish(
         &Outcome {
             runs: reports,
@@ -393,7 +403,10 @@ fn measure_all(opts: &Workload, trace: Option<&mut Trace>) -> Result<Outcome, Me
     // closes it explicitly, so that a pair that will not go is an error, not a warning.
     let network = measure::network(opts)?;
     let source = measure::source(opts)?;
-    let outcome = if let [spec] = opts.runs[..] {
+    let outcome = if let [spec] = opts.runs[..]
+        && opts.repeat == 1
+        && opts.warmup == 0
+    {
         // A single run reports its own error, not a failed row.
         let mut plan = crate::probes::HookPlan::default();
         let report = measure::run_single(&kernel, &mut plan, &source, &network, spec, opts, trace)?;

@@ -72,6 +72,8 @@ pub enum Command {
         output: OutputArgs,
         #[command(flatten)]
         trace: TraceArgs,
+        #[command(flatten)]
+        no_repeat: NoRepeat,
     },
     /// Start a command and measure it and its descendants from its first instruction; exit with
     /// its exit status.
@@ -90,6 +92,8 @@ pub enum Command {
         output: OutputArgs,
         #[command(flatten)]
         trace: TraceArgs,
+        #[command(flatten)]
+        no_repeat: NoRepeat,
         /// The command and its arguments, after `--`.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
@@ -268,6 +272,50 @@ pub struct WorkloadArgs {
     /// reports its own costs.
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_to)]
     pub to: Option<String>,
+    /// Measure each run N times, methods interleaved across the repetitions, and report every
+    /// figure as the median with its min and max (JSON: median, min, max and every value).
+    #[arg(long, value_name = "N", default_value = "1", value_parser = parse_repeat)]
+    pub repeat: u32,
+    /// Run each method N times unmeasured before the measured runs (the page cache, the TCP
+    /// stack and the sender's code warm up; --cache cold still evicts the file before each run).
+    #[arg(long, value_name = "N", default_value = "0")]
+    pub warmup: u32,
+}
+
+/// `--repeat`: a count of at least one.
+fn parse_repeat(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if (1..=1000).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "expected a number of repetitions from 1 to 1000, not {s:?}"
+        )),
+    }
+}
+
+/// `--repeat` and `--warmup` on `exec` and `attach`, accepted by the parser only to be refused
+/// with the reason.
+#[derive(Clone, Debug, Args)]
+pub struct NoRepeat {
+    #[arg(long, hide = true, value_name = "N")]
+    repeat: Option<String>,
+    #[arg(long, hide = true, value_name = "N")]
+    warmup: Option<String>,
+}
+
+impl NoRepeat {
+    /// # Errors
+    /// When either was given.
+    pub fn validate(&self, command: &str) -> Result<(), UsageError> {
+        let flag = match (&self.repeat, &self.warmup) {
+            (Some(_), _) => "--repeat",
+            (None, Some(_)) => "--warmup",
+            (None, None) => return Ok(()),
+        };
+        Err(UsageError(format!(
+            "{flag} repeats built-in workloads only (run, compare); {command} measures one live \
+             program: run it again instead"
+        )))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -360,6 +408,8 @@ impl WorkloadArgs {
             net,
             sg,
             to,
+            repeat,
+            warmup,
         } = self;
         if to.is_some() && (net == Net::Veth || sg.is_some()) {
             return Err(UsageError(
@@ -451,6 +501,8 @@ impl WorkloadArgs {
             dir,
             cache,
             format,
+            repeat,
+            warmup,
         })
     }
 }
@@ -675,6 +727,8 @@ mod tests {
                 net: Net::Loopback,
                 sg: None,
                 to: None,
+                repeat: 1,
+                warmup: 0,
             };
             args.validate(methods, false)
         };
@@ -701,6 +755,8 @@ mod tests {
             net: Net::Loopback,
             sg: None,
             to: None,
+            repeat: 1,
+            warmup: 0,
         };
         assert!(
             args.validate(vec![Method::Splice], false)

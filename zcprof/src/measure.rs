@@ -371,7 +371,9 @@ pub struct Outcome {
 }
 
 /// Measures each run in turn with one hook plan; a failing run is recorded and the rest still
-/// run.
+/// run. With `--repeat`/`--warmup` the whole list runs again and again (methods interleaved, so
+/// a drift of the machine touches them alike); warm-up rounds are neither kept nor traced, and
+/// the repetitions of each run are folded into one report of medians.
 #[must_use]
 pub fn run_all(
     kernel: &Kernel,
@@ -382,35 +384,54 @@ pub fn run_all(
 ) -> Outcome {
     let mut plan = HookPlan::default();
     let mut outcome = Outcome::default();
-    let mut progress = Progress::new(opts.runs.len());
-    for &spec in &opts.runs {
-        if crate::cancel::requested() {
-            outcome.interrupted = true;
-            break;
-        }
-        progress.start(&spec.label());
-        let result = run_one(
-            kernel,
-            &mut plan,
-            source,
-            network,
-            spec,
-            opts,
-            trace.as_deref_mut(),
-        );
-        progress.done();
-        match result {
-            Ok(report) => outcome.runs.push(report),
-            Err(e) if e.is_interrupt() => {
+    let rounds = opts.warmup + opts.repeat;
+    let mut progress = Progress::new(opts.runs.len() * rounds as usize);
+    let mut measured = Vec::new();
+    'rounds: for round in 0..rounds {
+        let warming = round < opts.warmup;
+        for &spec in &opts.runs {
+            if crate::cancel::requested() {
                 outcome.interrupted = true;
-                break;
+                break 'rounds;
             }
-            Err(e) => outcome.failed.push(Failed {
-                method: spec.label(),
-                error: e.to_string(),
-            }),
+            let label = if warming {
+                format!("{} (warm-up {}/{})", spec.label(), round + 1, opts.warmup)
+            } else if opts.repeat > 1 {
+                format!(
+                    "{} ({}/{})",
+                    spec.label(),
+                    round - opts.warmup + 1,
+                    opts.repeat
+                )
+            } else {
+                spec.label()
+            };
+            progress.start(&label);
+            let result = run_one(
+                kernel,
+                &mut plan,
+                source,
+                network,
+                spec,
+                opts,
+                if warming { None } else { trace.as_deref_mut() },
+            );
+            progress.done();
+            match result {
+                Ok(report) if !warming => measured.push(report),
+                Ok(_) => {}
+                Err(e) if e.is_interrupt() => {
+                    outcome.interrupted = true;
+                    break 'rounds;
+                }
+                Err(e) => outcome.failed.push(Failed {
+                    method: label,
+                    error: e.to_string(),
+                }),
+            }
         }
     }
+    outcome.runs = model::repeat::fold_all(measured, opts.warmup);
     outcome
 }
 

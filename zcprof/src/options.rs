@@ -108,6 +108,10 @@ pub struct Workload {
     pub dir: PathBuf,
     pub cache: Cache,
     pub format: Format,
+    /// Measured repetitions of every run (1: once).
+    pub repeat: u32,
+    /// Unmeasured runs of each before them.
+    pub warmup: u32,
 }
 
 #[cfg(test)]

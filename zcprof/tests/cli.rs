@@ -330,3 +330,26 @@ fn a_file_that_cannot_fit_is_refused_before_it_is_written() {
         "nothing written"
     );
 }
+
+#[test]
+fn repeat_needs_a_count_and_a_built_in_workload() {
+    for bad in ["0", "1.5", "many", "1001"] {
+        let line = fails(zcprof().args(["compare", "--repeat", bad]), 2);
+        assert!(line.contains("repetitions from 1"), "{line}");
+    }
+    let line = fails(zcprof().args(["exec", "--repeat", "3", "--", "true"]), 2);
+    assert!(
+        line.contains("built-in workloads only") && line.contains("exec"),
+        "{line}"
+    );
+    let line = fails(zcprof().args(["attach", "--pid", "1", "--warmup", "1"]), 2);
+    assert!(
+        line.contains("--warmup") && line.contains("attach"),
+        "{line}"
+    );
+    let line = fails(
+        zcprof().args(["run", "--method", "sendfile", "--warmup", "x"]),
+        2,
+    );
+    assert!(line.contains("--warmup"), "{line}");
+}

@@ -55,6 +55,9 @@ pub struct Figure {
     /// For a sampled estimate: the samples it rests on and its 95 % interval.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub estimate: Option<Estimate>,
+    /// With `--repeat`: `value` and `per_transfer` are medians, and this is their spread.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spread: Option<super::repeat::Spread>,
 }
 
 /// How far a sampled proportion can be trusted.
@@ -113,6 +116,7 @@ impl Figure {
             source: source.describe(),
             note: note.into(),
             estimate: None,
+            spread: None,
         }
     }
 
@@ -124,6 +128,7 @@ impl Figure {
             source: source.describe(),
             note: note.into(),
             estimate: None,
+            spread: None,
         }
     }
 
@@ -135,6 +140,7 @@ impl Figure {
             source: Source::Unavailable.describe(),
             note: reason.into(),
             estimate: None,
+            spread: None,
         }
     }
 }

@@ -4,6 +4,7 @@ mod copies;
 mod figure;
 pub mod ledger;
 mod notes;
+pub mod repeat;
 pub mod syscall_time;
 pub mod syscalls;
 pub mod textbook;
@@ -171,6 +172,9 @@ pub struct RunReport {
     pub trace: Option<TraceSummary>,
     /// Returns the kernel side saw without their entry, and what its tables had no room for.
     pub accounting: Accounting,
+    /// With `--repeat` (or `--warmup`): the runs this report folds; its figures are medians.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeat: Option<repeat::Repeat>,
 }
 
 /// Syscall returns without a seen entry, by cause, and events lost because an in-kernel table
@@ -630,6 +634,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         processes: process_rows(counts),
         trace,
         accounting,
+        repeat: None,
     }
 }
 

@@ -52,11 +52,32 @@ fn per_step(f: Option<&Figure>) -> String {
         }) if *v > 0.0 && *v < 0.005 => "<0.01".to_owned(),
         Some(Figure {
             per_transfer: Some(v),
+            spread,
             ..
-        }) => format!("{v:.2}"),
+        }) => format!(
+            "{v:.2}{}",
+            range(spread.as_ref().and_then(|s| s.per_transfer), |x| format!(
+                "{x:.2}"
+            ))
+        ),
         Some(Figure { value: None, .. }) | None => "n/a".to_owned(),
         Some(Figure { value: Some(v), .. }) => format!("{v}"),
     }
+}
+
+/// A repeated figure's range, ` [min-max]`, from its `[median, min, max]`; nothing when the
+/// figure was not repeated or every repetition agreed to the digits shown.
+fn range(spread: Option<[f64; 3]>, show: impl Fn(f64) -> String) -> String {
+    match spread {
+        Some([_, lo, hi]) if show(lo) != show(hi) => format!(" [{}-{}]", show(lo), show(hi)),
+        _ => String::new(),
+    }
+}
+
+/// The `[median, min, max]` of a repeated figure's total value.
+fn value_spread(f: Option<&Figure>) -> Option<[f64; 3]> {
+    f.and_then(|f| f.spread.as_ref())
+        .map(|s| [s.median, s.min, s.max])
 }
 
 /// Bytes per step, shown as whole-block equivalents (what the textbook counts as "copies").
@@ -67,12 +88,18 @@ fn per_step(f: Option<&Figure>) -> String {
     reason = "display"
 )]
 fn blocks(f: Option<&Figure>, block_size: u64) -> String {
+    let in_blocks = |b: f64| format!("{:.2}", b / block_size.max(1) as f64);
     f.and_then(|f| f.per_transfer).map_or_else(
         || "n/a".to_owned(),
         |b| {
             format!(
-                "{:.2} ({}/step)",
-                b / block_size.max(1) as f64,
+                "{}{} ({}/step)",
+                in_blocks(b),
+                range(
+                    f.and_then(|f| f.spread.as_ref())
+                        .and_then(|s| s.per_transfer),
+                    in_blocks
+                ),
                 format_bytes(b.round() as u64)
             )
         },
@@ -134,10 +161,27 @@ fn cells(r: &RunReport) -> [String; 8] {
             blocks(fig("dma_bytes"), r.block_size),
             tb(t.dma_copies)
         ),
-        elapsed.map_or_else(|| "n/a".to_owned(), |ns| format!("{:.1} ms", ns / 1e6)),
+        elapsed.map_or_else(
+            || "n/a".to_owned(),
+            |ns| {
+                let ms = |ns: f64| format!("{:.1}", ns / 1e6);
+                format!(
+                    "{} ms{}",
+                    ms(ns),
+                    range(value_spread(fig("elapsed_ns")), ms)
+                )
+            },
+        ),
         throughput.map_or_else(
             || "n/a".to_owned(),
-            |b| format!("{:.2} GiB/s", b / f64::from(1u32 << 30)),
+            |b| {
+                let gib = |b: f64| format!("{:.2}", b / f64::from(1u32 << 30));
+                format!(
+                    "{} GiB/s{}",
+                    gib(b),
+                    range(value_spread(fig("throughput_bytes_per_sec")), gib)
+                )
+            },
         ),
     ]
 }
@@ -227,6 +271,7 @@ fn legend(runs: &[RunReport]) -> Vec<String> {
         },
         "tb: the textbook's figure per step (shared/TEXTBOOK.md); '-' where the note gives none"
             .to_owned(),
+        repetitions(runs),
         format!("syscalls: {}", src("syscalls")),
         format!(
             "mode switches: user->kernel entries plus kernel->user returns, {}",
@@ -248,6 +293,81 @@ fn legend(runs: &[RunReport]) -> Vec<String> {
         format!("DMA: device transfers in blocks per step: {dma}"),
         format!("elapsed, throughput: {}", src("elapsed_ns")),
     ]
+}
+
+/// How many runs each row rests on: one, or the median of several with `[min-max]`.
+fn repetitions(runs: &[RunReport]) -> String {
+    per_row(runs, |r| match r.repeat {
+        Some(rep) if rep.runs > 1 => format!(
+            "each cell: the median of {} runs (methods interleaved{}), [min-max] where they differ",
+            rep.runs,
+            if rep.warmup > 0 {
+                format!(", after {} each", warmups(rep.warmup))
+            } else {
+                String::new()
+            }
+        ),
+        Some(rep) => format!(
+            "one measured run, after {} (--repeat N for medians and spread)",
+            warmups(rep.warmup)
+        ),
+        None => "one run (--repeat N for medians and spread)".to_owned(),
+    })
+}
+
+fn warmups(n: u32) -> String {
+    if n == 1 {
+        "1 unmeasured warm-up run".to_owned()
+    } else {
+        format!("{n} unmeasured warm-up runs")
+    }
+}
+
+/// The table's figures whose repetitions are too far apart to rank rows on.
+const SPREAD_CHECKED: [&str; 7] = [
+    "syscalls",
+    "mode_switches",
+    "context_switches",
+    "cpu_copy_bytes",
+    "dma_bytes",
+    "elapsed_ns",
+    "throughput_bytes_per_sec",
+];
+
+/// One warning per figure and row whose repetitions lie further apart than
+/// `repeat::WIDE_SPREAD` of their median.
+#[must_use]
+pub fn spread_warnings(runs: &[RunReport]) -> Vec<String> {
+    use crate::model::repeat::{WIDE_SPREAD, wide};
+    wide(runs, &SPREAD_CHECKED)
+        .into_iter()
+        .map(|(r, name, s)| {
+            let (lo, hi) = match (name, s.per_transfer) {
+                ("elapsed_ns", _) => (
+                    format!("{:.1} ms", s.min / 1e6),
+                    format!("{:.1} ms", s.max / 1e6),
+                ),
+                ("throughput_bytes_per_sec", _) => {
+                    let gib = f64::from(1u32 << 30);
+                    (
+                        format!("{:.2} GiB/s", s.min / gib),
+                        format!("{:.2} GiB/s", s.max / gib),
+                    )
+                }
+                (_, Some([_, lo, hi])) => (format!("{lo:.2}"), format!("{hi:.2} per step")),
+                _ => (format!("{}", s.min), format!("{}", s.max)),
+            };
+            format!(
+                "{name} of {} ranges from {lo} to {hi} over {} runs ({:.0}% of its median, more \
+                 than {:.0}%): too wide to rank methods on; use more --repeat, --warmup, or a \
+                 quieter machine",
+                row_label(r),
+                s.values.len(),
+                s.relative() * 100.0,
+                WIDE_SPREAD * 100.0
+            )
+        })
+        .collect()
 }
 
 /// Notes of all runs, each said once, prefixed by the methods it applies to.
@@ -313,6 +433,9 @@ pub fn table(runs: &[RunReport], failed: &[Failed]) -> String {
         let _ = writeln!(out, "Notes:");
         for (i, n) in notes(runs).iter().enumerate() {
             let _ = writeln!(out, "  [{}] {n}", i + 1);
+        }
+        for w in spread_warnings(runs) {
+            let _ = writeln!(out, "Warning: {w}");
         }
     }
     if let [only] = runs {
@@ -494,6 +617,9 @@ pub fn markdown(runs: &[RunReport], failed: &[Failed]) -> String {
         for (i, n) in notes(runs).iter().enumerate() {
             let _ = writeln!(out, "{}. {n}", i + 1);
         }
+        for w in spread_warnings(runs) {
+            let _ = writeln!(out, "\n**Warning:** {w}");
+        }
     }
     out
 }
@@ -524,9 +650,18 @@ pub fn csv(runs: &[RunReport], failed: &[Failed]) -> String {
         "transfers".into(),
         "elapsed_ns".into(),
     ];
+    // Repeated runs: the value is the median, and its min and max follow it.
+    let repeated = runs.iter().any(|r| r.repeat.is_some_and(|p| p.runs > 1));
+    if repeated {
+        header.push("repeat".into());
+    }
     for k in &keys {
         header.push(format!("{k}_value"));
         header.push(format!("{k}_per_step"));
+        if repeated {
+            header.push(format!("{k}_min"));
+            header.push(format!("{k}_max"));
+        }
     }
     header.push("error".into());
     let mut out = header.join(",") + "\n";
@@ -540,10 +675,18 @@ pub fn csv(runs: &[RunReport], failed: &[Failed]) -> String {
             r.transfers.to_string(),
             r.elapsed_ns.to_string(),
         ];
+        if repeated {
+            row.push(r.repeat.map_or(1, |p| p.runs).to_string());
+        }
         for k in &keys {
             let f = r.figures.get(k);
             row.push(num(f.and_then(|f| f.value)));
             row.push(num(f.and_then(|f| f.per_transfer)));
+            if repeated {
+                let s = f.and_then(|f| f.spread.as_ref());
+                row.push(num(s.map(|s| s.min)));
+                row.push(num(s.map(|s| s.max)));
+            }
         }
         row.push(String::new());
         out.push_str(&(row.join(",") + "\n"));
@@ -646,6 +789,7 @@ mod tests {
             source: String::new(),
             note: String::new(),
             estimate: None,
+            spread: None,
         };
         assert_eq!(per_step(Some(&f(0.001))), "<0.01");
         assert_eq!(per_step(Some(&f(0.0))), "0.00");
@@ -728,5 +872,49 @@ mod tests {
         let v: serde_json::Value =
             serde_json::from_str(&json_compare(&runs, &[]).unwrap()).unwrap();
         assert_eq!(v["runs"][0]["method"], "tee");
+    }
+
+    #[test]
+    fn repeated_runs_show_medians_ranges_and_warnings_in_every_format() {
+        use crate::model::repeat::fold_all;
+        let mut runs = Vec::new();
+        for ns in [1_000_000, 3_000_000, 2_000_000] {
+            let mut counts = read_write_counts();
+            counts.last_event_ns = counts.first_event_ns + ns;
+            runs.push(report(Method::ReadWrite, &counts, true));
+        }
+        let folded = fold_all(runs, 1);
+        assert_eq!(folded.len(), 1);
+        let t = table(&folded, &[]);
+        assert!(t.contains("2.0 ms [1.0-3.0]"), "{t}");
+        assert!(t.contains("the median of 3 runs"), "{t}");
+        assert!(t.contains("after 1 unmeasured warm-up run each"), "{t}");
+        // Every repetition made the same syscalls: no range where they agree.
+        assert!(t.contains("2.06 (tb 2)"), "{t}");
+        assert!(
+            t.contains(
+                "Warning: elapsed_ns of read-write ranges from 1.0 ms to 3.0 ms over 3 runs"
+            ),
+            "{t}"
+        );
+        let md = markdown(&folded, &[]);
+        assert!(
+            md.contains("2.0 ms [1.0-3.0]") && md.contains("**Warning:**"),
+            "{md}"
+        );
+        let csv = csv(&folded, &[]);
+        let mut lines = csv.lines();
+        let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+        let row: Vec<&str> = lines.next().unwrap().split(',').collect();
+        let col = |name: &str| row[header.iter().position(|h| *h == name).unwrap()];
+        assert_eq!(col("repeat"), "3");
+        assert_eq!(col("elapsed_ns_value"), "2000000");
+        assert_eq!(col("elapsed_ns_min"), "1000000");
+        assert_eq!(col("elapsed_ns_max"), "3000000");
+        let json: serde_json::Value =
+            serde_json::from_str(&json_compare(&folded, &[]).unwrap()).unwrap();
+        let e = &json["runs"][0]["figures"]["elapsed_ns"]["spread"];
+        assert_eq!(e["values"].as_array().unwrap().len(), 3);
+        assert_eq!(json["runs"][0]["repeat"]["runs"], 3);
     }
 }
