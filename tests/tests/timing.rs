@@ -229,7 +229,10 @@ fn repeated_compare_reports_median_min_max_and_every_value() {
             );
             // The value is the median, as the JSON rounds it (four decimals).
             let value = f["value"].as_f64().unwrap();
-            assert!((value - median).abs() <= 1e-3 * median.abs().max(1.0), "{name}: {f}");
+            assert!(
+                (value - median).abs() <= 1e-3 * median.abs().max(1.0),
+                "{name}: {f}"
+            );
         }
         // The syscalls are the same every time: 2 per step for read-write, 1 for sendfile, at
         // median, min and max alike.
@@ -274,4 +277,109 @@ fn repeated_compare_reports_median_min_max_and_every_value() {
         "{text}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The sum of `total_ns` over the named syscalls of a run.
+fn syscall_ns(r: &Value, names: &[&str]) -> u64 {
+    r["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| names.contains(&s["name"].as_str().unwrap_or("")))
+        .map(|s| s["total_ns"].as_u64().unwrap())
+        .sum()
+}
+
+/// A program that sleeps a second and then copies /dev/zero to /dev/null: its time on a CPU
+/// (sampled) is a small part of the window, agrees with the time its reads and writes took in
+/// the kernel (hooked: they never block), and a note says what the window held.
+#[test]
+fn cpu_time_says_how_much_of_the_window_was_busy() {
+    if !privileged("timing_cpu_time") {
+        return;
+    }
+    let out = zcprof_tests::run(&[
+        "exec",
+        "--time-every",
+        "1",
+        "--format",
+        "json",
+        "--",
+        "sh",
+        "-c",
+        "sleep 1; dd if=/dev/zero of=/dev/null bs=64k count=30000 2>/dev/null",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cpu = r["figures"]["cpu_time_ns"]["value"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no cpu time: {}", r["figures"]["cpu_time_ns"]));
+    let elapsed = r["elapsed_ns"].as_f64().unwrap();
+    #[expect(clippy::cast_precision_loss, reason = "nanoseconds")]
+    let rw = syscall_ns(&r, &["read", "write"]) as f64;
+    assert!(elapsed > 1e9, "{elapsed}");
+    assert!(
+        cpu > 0.0 && cpu < 0.5 * elapsed,
+        "cpu {cpu} ns of {elapsed} ns"
+    );
+    assert!(
+        cpu >= 0.7 * rw && cpu <= 2.0 * rw + 50e6,
+        "cpu {cpu} ns sampled against {rw} ns in dd's reads and writes"
+    );
+    let notes = r["notes"].to_string();
+    assert!(
+        notes.contains("on a CPU") && notes.contains("off a CPU"),
+        "{notes}"
+    );
+}
+
+/// Attached to a shell that only waits for its child, which does the copying: the report says
+/// the process moved no data and names the child.
+#[test]
+fn an_idle_attach_target_names_its_busy_children() {
+    use std::os::unix::process::CommandExt as _;
+    if !privileged("timing_idle_target") {
+        return;
+    }
+    let mut sh = std::process::Command::new("sh")
+        .args(["-c", "cat /dev/zero > /dev/null & wait"])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pgid = i32::try_from(sh.id()).unwrap();
+    // The child must exist before the attach.
+    let mut waited = 0;
+    while !std::fs::read_to_string(format!("/proc/{}/task/{}/children", sh.id(), sh.id()))
+        .is_ok_and(|c| !c.trim().is_empty())
+        && waited < 50
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        waited += 1;
+    }
+    let pid = sh.id().to_string();
+    let out = zcprof_tests::run(&[
+        "attach",
+        "--pid",
+        &pid,
+        "--duration",
+        "1s",
+        "--format",
+        "json",
+    ]);
+    // SAFETY: signalling our own process group.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    let _ = sh.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let notes = r["notes"].to_string();
+    assert!(notes.contains("made no data transfers"), "{notes}");
+    assert!(notes.contains("(cat)"), "{notes}");
 }

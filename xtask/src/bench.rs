@@ -1009,6 +1009,8 @@ fn fidelity(bins: &Bins, dir: &Path, opts: &Options, results: &mut Results) -> R
                         &SIZE.to_string(),
                         "--block-size",
                         &block.to_string(),
+                        "--addr",
+                        "127.0.0.1",
                         "--port",
                     ]);
                 let mut rf = Command::new(&bins.reference);

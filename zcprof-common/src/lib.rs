@@ -213,11 +213,14 @@ pub enum Counter {
     /// Bytes a device moved straight between a traced task's user buffer and the disk
     /// (`O_DIRECT`, `iomap_dio_complete`): DMA, not a CPU copy.
     DirectIoBytes = 35,
+    /// Nanoseconds of CPU time of the traced threads, summed over their cpu-clock samples'
+    /// periods (each sample stands for the CPU time since the one before it).
+    SampledCpuNs = 36,
 }
 
 impl Counter {
     /// Every slot, for readers that want them all.
-    pub const ALL: [Counter; 36] = [
+    pub const ALL: [Counter; 37] = [
         Counter::SyscallEntries,
         Counter::SyscallReturns,
         Counter::UnmatchedReturns,
@@ -254,6 +257,7 @@ impl Counter {
         Counter::DevicesLost,
         Counter::SocketsLost,
         Counter::DirectIoBytes,
+        Counter::SampledCpuNs,
     ];
 }
 

@@ -168,6 +168,7 @@ pub fn run_one(
         net: Some(net),
         remote_receiver: delivery.sink,
         devices: names.devices(&counts),
+        unmeasured_children: Vec::new(),
     };
     if let (Some(trace), Some(recording)) = (trace, recording) {
         let workload_name = BTreeMap::from([(pid, format!("{method} (zcprof workload)"))]);
@@ -347,6 +348,7 @@ impl Recording {
             samples_user: counts.samples_user,
             samples_kernel: counts.samples_kernel,
             samples_lost: counts.samples_lost,
+            sampled_cpu_ns: counts.sampled_cpu_ns,
             kernel_stacks: counts.kernel_stacks.clone(),
         };
         trace.add_run(context, self.recorded, self.unfinished);
@@ -443,6 +445,7 @@ fn program_report(
     counts: &Counts,
     usage: Option<crate::workload::ChildUsage>,
     save: Option<(&mut Trace, Recording, bool)>,
+    unmeasured_children: Vec<model::activity::Child>,
 ) -> RunReport {
     let names = DeviceNames::resolve(counts);
     let input = RunInput {
@@ -458,6 +461,7 @@ fn program_report(
         net: None,
         remote_receiver: None,
         devices: names.devices(counts),
+        unmeasured_children,
     };
     if let Some((trace, recording, followed)) = save {
         recording.save(trace, &input, names, followed, BTreeMap::new());
@@ -497,7 +501,15 @@ pub fn exec(
     let (counts, recording) = measured.finish(trace.as_deref())?;
     let save = trace.zip(recording).map(|(t, r)| (t, r, follow));
     Ok((
-        program_report(kernel, &plan, name, &counts, Some(ended.usage), save),
+        program_report(
+            kernel,
+            &plan,
+            name,
+            &counts,
+            Some(ended.usage),
+            save,
+            Vec::new(),
+        ),
         ended.status,
     ))
 }
@@ -527,12 +539,26 @@ pub fn attach(
         0,
     )?;
     let name = format!("pid {pid}");
+    // Children already running are not followed (only those forked from now on): named in the
+    // report should the process itself move no data.
+    let unmeasured_children = crate::process::children_of(pid)
+        .into_iter()
+        .map(|(pid, name)| model::activity::Child { pid, name })
+        .collect();
     let mut live = Live::new(kernel, &plan, &name);
     let end = crate::process::watch(pid, duration, interval, || live.tick(&measured.probes));
     let (counts, recording) = measured.finish(trace.as_deref())?;
     let save = trace.zip(recording).map(|(t, r)| (t, r, follow));
     Ok((
-        program_report(kernel, &plan, name, &counts, None, save),
+        program_report(
+            kernel,
+            &plan,
+            name,
+            &counts,
+            None,
+            save,
+            unmeasured_children,
+        ),
         end,
     ))
 }
@@ -568,6 +594,7 @@ impl<'a> Live<'a> {
             &counts,
             None,
             None,
+            Vec::new(),
         );
         let table = crate::report::live_table(&report);
         let _ = writeln!(

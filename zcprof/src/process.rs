@@ -177,6 +177,30 @@ pub fn check_pid(pid: u32) -> Result<(), ProcessError> {
     }
 }
 
+/// The processes whose parent is `pid`, with their names, by pid: read from every
+/// `/proc/PID/stat` (the `children` files need a kernel option and list one thread's children
+/// only).
+#[must_use]
+pub fn children_of(pid: u32) -> Vec<(u32, String)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out: Vec<(u32, String)> = dir
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|child| {
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+            // "PID (comm) S PPID ...": the name may hold spaces and parentheses.
+            let (head, rest) = stat.rsplit_once(") ")?;
+            let name = head.split_once(" (")?.1.to_owned();
+            let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == pid).then_some((child, name))
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
 /// A live process: present and not a zombie.
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {

@@ -180,6 +180,13 @@ pub fn xmit(owner: SockOwner, linear: u64, paged: u64, in_context: bool) {
     }
 }
 
+/// A cpu-clock sample of a traced thread stands for `period_ns` of its CPU time, whatever
+/// becomes of its stack.
+#[inline(always)]
+pub fn sampled_cpu(period_ns: u64) {
+    add(Counter::SampledCpuNs, period_ns);
+}
+
 /// A perf sample of a traced task: in user mode (`stack` is an error, there is no kernel
 /// stack) or in kernel mode with the id of its stored stack.
 #[inline(always)]

@@ -16,8 +16,8 @@ use zcprof_common::{
 mod copies;
 
 pub use copies::{
-    copied, direct_io, forget_socket, page_cache_write, register_socket, sample, sock_recv,
-    socket_owner, syscall_of, xmit,
+    copied, direct_io, forget_socket, page_cache_write, register_socket, sample, sampled_cpu,
+    sock_recv, socket_owner, syscall_of, xmit,
 };
 
 use crate::{

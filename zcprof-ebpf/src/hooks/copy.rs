@@ -81,7 +81,9 @@ const KERNEL_SPACE: u64 = 1 << 63;
 pub fn copy_sample_perf_event(ctx: PerfEventContext) -> u32 {
     if traced_tid().is_some() {
         // SAFETY: a perf-event program's context is bpf_perf_event_data.
-        let ip = unsafe { instruction_pointer(&*(ctx.as_ptr() as *const bpf_perf_event_data)) };
+        let data = unsafe { &*(ctx.as_ptr() as *const bpf_perf_event_data) };
+        account::sampled_cpu(data.sample_period);
+        let ip = instruction_pointer(data);
         let in_kernel = ip & KERNEL_SPACE != 0;
         let stack = if in_kernel {
             ctx.get_stackid(&STACKS, 0)

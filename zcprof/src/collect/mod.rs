@@ -56,6 +56,8 @@ pub struct Counts {
     pub page_faults_user: u64,
     pub page_faults_kernel: u64,
     pub samples_user: u64,
+    /// CPU time of the measured threads: the sum of their cpu-clock samples' periods.
+    pub sampled_cpu_ns: u64,
     pub samples_kernel: u64,
     pub samples_lost: u64,
     /// Kernel-mode samples by stack, symbolized leaf first.
@@ -247,6 +249,7 @@ impl Counts {
                 Counter::SockRecvBytes => counts.sock_recv_bytes = values.sum(),
                 Counter::ReceiverRecvBytes => counts.receiver_recv_bytes = values.sum(),
                 Counter::DirectIoBytes => counts.direct_io_bytes = values.sum(),
+                Counter::SampledCpuNs => counts.sampled_cpu_ns = values.sum(),
                 Counter::ReturnsBeforeStart => counts.returns_before_start = values.sum(),
                 Counter::NewTaskReturns => counts.new_task_returns = values.sum(),
                 Counter::RefusedSyscalls => counts.refused_syscalls = values.sum(),

@@ -95,6 +95,9 @@ pub struct RunContext {
     pub samples_user: u64,
     pub samples_kernel: u64,
     pub samples_lost: u64,
+    /// The samples' periods summed: CPU time. Absent from older traces (0).
+    #[serde(default)]
+    pub sampled_cpu_ns: u64,
     pub kernel_stacks: Vec<(Vec<String>, u64)>,
 }
 
@@ -281,6 +284,7 @@ pub fn report_of(run: &ReadRun) -> Result<crate::model::RunReport, ExportError> 
         net: ctx.net.clone(),
         remote_receiver: ctx.remote_receiver.clone(),
         devices: ctx.devices.devices(&run.counts),
+        unmeasured_children: Vec::new(),
     });
     report.notes.push(format!(
         "Re-rendered from a saved trace: counts rebuilt from its {} events; cpu-clock samples \
@@ -368,6 +372,7 @@ mod tests {
                 samples_user: 2,
                 samples_kernel: 3,
                 samples_lost: 0,
+                sampled_cpu_ns: 0,
                 kernel_stacks: vec![(vec!["filemap_read".into()], 3)],
             },
             recorded: Recorded {

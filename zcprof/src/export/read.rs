@@ -157,6 +157,7 @@ fn seed(context: &RunContext) -> Counts {
         samples_user: context.samples_user,
         samples_kernel: context.samples_kernel,
         samples_lost: context.samples_lost,
+        sampled_cpu_ns: context.sampled_cpu_ns,
         kernel_stacks: context.kernel_stacks.clone(),
         trace_events: context.events,
         trace_lost: context.lost_per_cpu.clone(),

@@ -1,5 +1,6 @@
 //! The cost report: turns raw kernel counts into figures with provenance, next to the textbook's
 //! claims, with footnotes where they differ for a known reason.
+pub mod activity;
 mod copies;
 mod figure;
 pub mod ledger;
@@ -246,6 +247,9 @@ pub struct RunInput<'a> {
     /// replaces the built-in receiver's).
     pub remote_receiver: Option<SinkReport>,
     pub devices: Devices,
+    /// Children of an attached process that ran before the attach (so were not followed),
+    /// named when it moved no data itself.
+    pub unmeasured_children: Vec<activity::Child>,
 }
 
 /// Transfer steps of `bytes` moved `block_size` at a time.
@@ -284,6 +288,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         net,
         remote_receiver,
         devices,
+        unmeasured_children,
     } = input;
     let method = subject.method();
     let enter = hook(plan, Point::SysEnter);
@@ -525,6 +530,18 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         },
     );
     page_fault_figures(plan, counts, transfers, &mut figures);
+    let program = matches!(subject, Subject::Program(_));
+    activity::cpu_time(plan, counts, program, bytes, &mut figures, &mut notes);
+    if let Subject::Program(name) = &subject
+        && let Some(note) = activity::idle_target(
+            name,
+            counts.syscall_entries,
+            to_user.max(from_user).max(in_kernel),
+            &unmeasured_children,
+        )
+    {
+        notes.push(note);
+    }
     let elapsed = counts.window_ns();
     #[expect(clippy::cast_precision_loss, reason = "display precision")]
     if elapsed > 0 {
@@ -1063,6 +1080,7 @@ pub(crate) mod tests {
             net: None,
             remote_receiver: None,
             devices: Devices::default(),
+            unmeasured_children: Vec::new(),
         })
     }
 
@@ -1170,6 +1188,7 @@ pub(crate) mod tests {
             net: None,
             remote_receiver: None,
             devices: Devices::default(),
+            unmeasured_children: Vec::new(),
         });
         assert_eq!(r.method, "dd");
         assert_eq!(r.kind, "program");
@@ -1203,6 +1222,7 @@ pub(crate) mod tests {
             net: None,
             remote_receiver: None,
             devices: Devices::default(),
+            unmeasured_children: Vec::new(),
         });
         let per_mib = r.figures["cpu_copy_bytes"].per_transfer.unwrap();
         assert!(
