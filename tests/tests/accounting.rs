@@ -545,3 +545,132 @@ fn attaching_loses_no_syscall_entry() {
     );
     assert_eq!(accounting["refused_syscalls"], 0, "{accounting}");
 }
+
+/// A followed child exits and its id is given to an unrelated process (the test's own child,
+/// not a descendant of the measured program, placed on that id through `ns_last_pid`). That
+/// process reads 20,000 bytes one at a time: none of its reads may be counted.
+#[test]
+fn a_reused_process_id_is_not_followed() {
+    use std::process::{Command, Stdio};
+    if !privileged("accounting_pid_reuse") {
+        return;
+    }
+    let dir = scratch_dir("acct-pid-reuse", env!("CARGO_TARGET_TMPDIR"));
+    let pid_file = dir.join("child.pid");
+    let report = dir.join("report.json");
+    // The inner shell writes its id and exits; the outer one waits 4 s, reading nothing.
+    let script = format!("sh -c 'echo $$ > {}'; sleep 4", pid_file.display());
+    let mut zcprof = Command::new(zcprof_tests::zcprof_bin())
+        .args(["exec", "--format", "json", "-o"])
+        .arg(&report)
+        .args(["--", "sh", "-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child: Option<u32> = None;
+    for _ in 0..200 {
+        child = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        if child.is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let child = child.expect("the inner shell wrote its id");
+    // Let the kernel free the task (an RCU grace period), as it has long done before an id
+    // comes round again.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut reused = false;
+    for _ in 0..50 {
+        if std::fs::write("/proc/sys/kernel/ns_last_pid", (child - 1).to_string()).is_err() {
+            break;
+        }
+        let mut dd = Command::new("dd")
+            .args(["if=/dev/zero", "of=/dev/null", "bs=1", "count=20000"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let got = dd.id();
+        assert!(dd.wait().unwrap().success());
+        if got == child {
+            reused = true;
+            break;
+        }
+    }
+    let out = zcprof.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !reused {
+        skip(
+            "accounting_pid_reuse",
+            "could not place a process on the freed id (ns_last_pid not writable, or other \
+             processes took it 50 times)",
+        );
+        return;
+    }
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let reads = r["syscalls_by_name"]["read"].as_u64().unwrap_or(0);
+    assert!(
+        reads < 1_000,
+        "{reads} reads counted: the unrelated process on reused id {child} was followed"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A shell that starts 5,000 short processes: the per-process table holds 4,095 of them, the
+/// others are summed in one row (pid 0) that says how many it holds, and the rows add up to the
+/// total syscall count.
+#[test]
+fn processes_beyond_the_table_are_folded_into_others() {
+    use std::process::{Command, Stdio};
+    if !privileged("accounting_folded") {
+        return;
+    }
+    let out = Command::new(zcprof_tests::zcprof_bin())
+        .args(["exec", "--format", "json", "--"])
+        .args([
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 5000 ]; do /bin/true; i=$((i+1)); done",
+        ])
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = r["processes"].as_array().unwrap();
+    let others = rows.last().unwrap();
+    assert_eq!(others["pid"], 0, "the others' row is last: {others}");
+    let folded = r["accounting"]["processes_folded"].as_u64().unwrap();
+    assert!(folded >= 800, "{folded} processes folded of 5,001");
+    assert!(
+        others["name"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{folded} processes")),
+        "{others}"
+    );
+    // The table's 4,096 entries (the others' row one of them) and the measured shell's own.
+    assert!(rows.len() <= 4_097, "{} rows", rows.len());
+    let summed: u64 = rows.iter().map(|p| p["syscalls"].as_u64().unwrap()).sum();
+    assert_eq!(summed, r["figures"]["syscalls"]["value"].as_u64().unwrap());
+    assert_eq!(r["accounting"]["processes_lost"], 0);
+    assert!(
+        r["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("\"others\" row")),
+        "{}",
+        r["notes"]
+    );
+}

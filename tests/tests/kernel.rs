@@ -14,12 +14,13 @@ const SIZE: u64 = 8 << 20;
 const BLOCK: u64 = 64 << 10;
 const STEPS: u64 = SIZE / BLOCK;
 /// Program names of the catalog (zcprof/src/probes/catalog.rs).
-const PROGRAMS: [&str; 45] = [
+const PROGRAMS: [&str; 46] = [
     "sched_process_fork_tracepoint",
     "sched_process_exit_raw_tp",
     "sched_process_exit_tracepoint",
     "sched_process_exec_raw_tp",
     "sched_process_exec_tracepoint",
+    "sched_process_free_tracepoint",
     "inet_sock_set_state_raw_tp",
     "inet_sock_set_state_tracepoint",
     "tcp_sendmsg_fexit",
@@ -423,8 +424,29 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn ctrl_c_during(stage: &str, wait_for: impl Fn(u32, &Path) -> bool) {
-    let dir = scratch_dir(&format!("ctrlc-{stage}"), env!("CARGO_TARGET_TMPDIR"));
+/// Whether process `pid` holds a descriptor of a file in `dir` (the generated file has no name,
+/// so it shows only there, as `DIR/#INODE (deleted)`).
+fn holds_file_in(pid: u32, dir: &Path) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+        fds.filter_map(Result::ok)
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target.starts_with(dir)))
+    })
+}
+
+/// Sends `signal` to zcprof at `stage` (once `wait_for` holds) and checks that nothing is left:
+/// no file in --dir, no transfer process, no program. SIGINT, SIGTERM and SIGHUP end it cleanly
+/// with one line; SIGKILL ends it at once, and the kernel must still free everything.
+fn interrupt_during(
+    stage: &str,
+    signal: nix::sys::signal::Signal,
+    wait_for: impl Fn(u32, &Path) -> bool,
+) {
+    use nix::sys::signal::Signal;
+    use std::os::unix::process::ExitStatusExt as _;
+    let dir = scratch_dir(
+        &format!("sig-{stage}-{signal}"),
+        env!("CARGO_TARGET_TMPDIR"),
+    );
     let child = Command::new(zcprof_bin())
         .args([
             "run",
@@ -453,48 +475,77 @@ fn ctrl_c_during(stage: &str, wait_for: impl Fn(u32, &Path) -> bool) {
     let workers = children_of(pid);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
-        nix::sys::signal::Signal::SIGINT,
+        signal,
     )
     .unwrap();
     let status = guard.0.wait().unwrap();
     let mut err = String::new();
     std::io::Read::read_to_string(guard.0.stderr.as_mut().unwrap(), &mut err).unwrap();
-    assert_eq!(
-        status.code(),
-        Some(130),
-        "{stage}: exit status; stderr: {err}"
-    );
-    assert!(err.contains("interrupted"), "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
+    if signal == Signal::SIGKILL {
+        assert_eq!(status.signal(), Some(9), "{stage}: {status:?}");
+    } else {
+        assert_eq!(
+            status.code(),
+            Some(128 + signal as i32),
+            "{stage} {signal}: exit status; stderr: {err}"
+        );
+        assert!(err.contains("interrupted"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
     assert_eq!(
         std::fs::read_dir(&dir).unwrap().count(),
         0,
-        "{stage}: temporary file removed"
+        "{stage} {signal}: temporary file removed"
     );
+    // A killed parent's transfer process dies with it (PR_SET_PDEATHSIG): give the kernel a
+    // moment to deliver that.
     for w in workers {
-        assert!(!alive(w), "{stage}: transfer process {w} still alive");
+        for _ in 0..200 {
+            if !alive(w) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(
+            !alive(w),
+            "{stage} {signal}: transfer process {w} still alive"
+        );
     }
-    assert!(programs_left().is_empty(), "{stage}: programs still loaded");
+    assert!(
+        programs_left().is_empty(),
+        "{stage} {signal}: programs still loaded"
+    );
 }
 
+const SIGNALS: [nix::sys::signal::Signal; 4] = [
+    nix::sys::signal::Signal::SIGINT,
+    nix::sys::signal::Signal::SIGTERM,
+    nix::sys::signal::Signal::SIGHUP,
+    nix::sys::signal::Signal::SIGKILL,
+];
+
 #[test]
-fn ctrl_c_while_writing_the_file_leaves_nothing() {
-    if !privileged("ctrl_c_file") {
+fn a_signal_while_writing_the_file_leaves_nothing() {
+    if !privileged("signal_file") {
         return;
     }
-    ctrl_c_during("file", |_, dir| std::fs::read_dir(dir).unwrap().count() > 0);
+    for signal in SIGNALS {
+        interrupt_during("file", signal, holds_file_in);
+    }
 }
 
 #[test]
-fn ctrl_c_during_the_transfer_leaves_nothing() {
-    if !privileged("ctrl_c_transfer") {
+fn a_signal_during_the_transfer_leaves_nothing() {
+    if !privileged("signal_transfer") {
         return;
     }
     // Wait until the probes are really attached, which also proves the leftover check can see
     // zcprof's programs at all.
-    ctrl_c_during("transfer", |pid, _| {
-        !children_of(pid).is_empty() && !zcprof_programs_loaded(&PROGRAMS).is_empty()
-    });
+    for signal in SIGNALS {
+        interrupt_during("transfer", signal, |pid, _| {
+            !children_of(pid).is_empty() && !zcprof_programs_loaded(&PROGRAMS).is_empty()
+        });
+    }
 }
 
 #[test]

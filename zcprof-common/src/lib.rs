@@ -49,6 +49,11 @@ pub struct SyscallStat {
 /// `SyscallStat::random_sq` is kept in units of `1 << RANDOM_SQ_SHIFT` nanoseconds.
 pub const RANDOM_SQ_SHIFT: u32 = 4;
 
+/// The per-process table's key for the processes that found it full: their totals are summed
+/// there, so the table's rows always add up to what was counted. User space makes this entry
+/// before the programs run.
+pub const OTHER_PROCESSES: u32 = u32::MAX;
+
 /// Every syscall of one number is timed until this many were, on each CPU; sampling starts
 /// after that. Rare syscalls (an execve, a wait4) are then timed exactly, and so is a short run
 /// of large transfers (a 16 MiB sendfile in 64 KiB steps is 256 calls), where a 1-in-16 sample
@@ -216,11 +221,16 @@ pub enum Counter {
     /// Nanoseconds of CPU time of the traced threads, summed over their cpu-clock samples'
     /// periods (each sample stands for the CPU time since the one before it).
     SampledCpuNs = 36,
+    /// Ids of followed tasks taken out of the followed set when their task was freed.
+    PidsForgotten = 37,
+    /// Distinct processes whose totals went to the `OTHER_PROCESSES` row because the
+    /// per-process table was full (counted once each, up to the memory of `FOLDED`).
+    ProcessesFolded = 38,
 }
 
 impl Counter {
     /// Every slot, for readers that want them all.
-    pub const ALL: [Counter; 37] = [
+    pub const ALL: [Counter; 39] = [
         Counter::SyscallEntries,
         Counter::SyscallReturns,
         Counter::UnmatchedReturns,
@@ -258,6 +268,8 @@ impl Counter {
         Counter::SocketsLost,
         Counter::DirectIoBytes,
         Counter::SampledCpuNs,
+        Counter::PidsForgotten,
+        Counter::ProcessesFolded,
     ];
 }
 

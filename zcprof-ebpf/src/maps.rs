@@ -2,7 +2,7 @@
 //! drains the trace ring buffer while it runs).
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
 };
 use zcprof_common::{
     CONTROL_SLOTS, COUNTER_SLOTS, DiskIo, HookedBytes, IFNAMSIZ, InFlight, MAX_SYSCALL_NR, NetXmit,
@@ -79,6 +79,11 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
 /// most of the syscalls, and the slot costs it no hash lookup).
 #[map]
 pub static PROCS: PerCpuHashMap<u32, ProcStat> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// Processes folded into the `OTHER_PROCESSES` row, so each is counted once. An LRU: beyond its
+/// size a process folded long ago may be counted again, and the memory stays bounded.
+#[map]
+pub static FOLDED: LruHashMap<u32, u8> = LruHashMap::with_max_entries(65536, 0);
 
 /// One slot per CPU, see `OnCpu`.
 #[map]

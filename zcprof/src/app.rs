@@ -15,9 +15,6 @@ use crate::{
     workload::Method,
 };
 
-/// Exit status after Ctrl-C, as shells report a SIGINT death.
-const EXIT_INTERRUPTED: u8 = 130;
-
 /// Runs `command` to completion; Ctrl-C or SIGTERM cancel it cleanly.
 #[must_use]
 pub fn main(command: Command) -> ExitCode {
@@ -253,20 +250,30 @@ fn watched(job: impl FnOnce() -> ExitCode + Send + 'static) -> ExitCode {
     runtime.block_on(under_watch(job))
 }
 
-/// Runs the blocking `job` while Ctrl-C and SIGTERM request cancellation; the job notices,
-/// cleans up and returns normally.
+/// Runs the blocking `job` while Ctrl-C, SIGTERM and SIGHUP (a closed terminal) request
+/// cancellation; the job notices, cleans up and returns normally.
 async fn under_watch(job: impl FnOnce() -> ExitCode + Send + 'static) -> ExitCode {
+    use tokio::signal::unix::{SignalKind, signal};
     let mut task = tokio::task::spawn_blocking(job);
-    let mut sigterm =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let mut sigterm = signal(SignalKind::terminate()).ok();
+    let mut sighup = signal(SignalKind::hangup()).ok();
     let result = loop {
         tokio::select! {
             r = &mut task => break r,
-            _ = tokio::signal::ctrl_c() => cancel::request(),
-            Some(()) = async { match sigterm.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => cancel::request(),
+            _ = tokio::signal::ctrl_c() => cancel::request_by(libc::SIGINT),
+            Some(()) = recv(sigterm.as_mut()) => cancel::request_by(libc::SIGTERM),
+            Some(()) = recv(sighup.as_mut()) => cancel::request_by(libc::SIGHUP),
         }
     };
     result.unwrap_or_else(|e| fail(1, &format!("internal error: {e}")))
+}
+
+/// The next delivery of a signal that could be watched; never, for one that could not.
+async fn recv(s: Option<&mut tokio::signal::unix::Signal>) -> Option<()> {
+    match s {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// `zcprof sink`: serves runs until `runs` ended or Ctrl-C.
@@ -302,7 +309,7 @@ fn workloads(opts: &Workload, output: Option<ReportFile>, trace: Option<&mut Tra
             single,
             Destination::or(output, Destination::Stdout),
         ),
-        Err(e) if e.is_interrupt() => fail(EXIT_INTERRUPTED, "interrupted"),
+        Err(e) if e.is_interrupt() => fail(cancel::exit_status(), "interrupted"),
         Err(e) => fail(
             if matches!(e, MeasureError::Usage(_)) {
                 2
@@ -352,7 +359,7 @@ fn exec(
             }
             if cancel::requested() {
                 fail(
-                    EXIT_INTERRUPTED,
+                    cancel::exit_status(),
                     "interrupted: the command was stopped; the table holds what ran",
                 )
             } else {
@@ -438,7 +445,7 @@ fn finish(outcome: &Outcome, format: Format, single: bool, to: Destination) -> E
     }
     if outcome.interrupted {
         return fail(
-            EXIT_INTERRUPTED,
+            cancel::exit_status(),
             "interrupted: the table above holds the methods that finished",
         );
     }

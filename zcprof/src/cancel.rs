@@ -4,6 +4,8 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 static CANCELLED: AtomicBool = AtomicBool::new(false);
 static CHILD: AtomicI32 = AtomicI32::new(0);
+/// The signal that cancelled the run (SIGINT unless another was recorded).
+static SIGNAL: AtomicI32 = AtomicI32::new(libc::SIGINT);
 
 /// The flag that long loops poll.
 #[must_use]
@@ -14,6 +16,19 @@ pub fn flag() -> &'static AtomicBool {
 /// True once Ctrl-C (or SIGTERM) arrived.
 pub fn requested() -> bool {
     CANCELLED.load(Ordering::SeqCst)
+}
+
+/// `request`, remembering that `signal` asked for it, for the exit status.
+pub fn request_by(signal: i32) {
+    SIGNAL.store(signal, Ordering::SeqCst);
+    request();
+}
+
+/// The exit status of a cancelled run, as shells report a death by the signal that cancelled
+/// it: 130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP.
+#[must_use]
+pub fn exit_status() -> u8 {
+    u8::try_from(128 + SIGNAL.load(Ordering::SeqCst)).unwrap_or(130)
 }
 
 /// Marks the run as cancelled and kills the current workload child, if any. The code waiting

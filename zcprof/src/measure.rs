@@ -125,7 +125,7 @@ pub fn run_one(
         source.evict().map_err(|e| {
             MeasureError::Usage(format!(
                 "cannot evict {} from the page cache: {e}",
-                source.path().display()
+                source.describe()
             ))
         })?;
     }
@@ -357,7 +357,7 @@ impl Recording {
 
 fn file_info(source: &SourceFile, cache: Cache) -> FileInfo {
     FileInfo {
-        path: source.path().display().to_string(),
+        path: source.describe(),
         filesystem: source.fs_type.clone(),
         block_device: source.block_backed,
         cache: cache.name().to_owned(),

@@ -9,22 +9,24 @@ use aya_ebpf::{
 };
 use zcprof_common::{
     ALWAYS_TIMED, CONTROL_STARTED, CONTROL_STOPPING, Counter, DiskIo, EventKind, FORCED_START,
-    IFNAMSIZ, InFlight, MAX_SYSCALL_NR, NetXmit, OnCpu, ProcStat, RANDOM_SQ_SHIFT, TraceEvent,
-    UNTIMED_START,
+    IFNAMSIZ, InFlight, MAX_SYSCALL_NR, NetXmit, OTHER_PROCESSES, OnCpu, ProcStat, RANDOM_SQ_SHIFT,
+    TraceEvent, UNTIMED_START,
 };
 
 mod copies;
+mod follow;
 
 pub use copies::{
     copied, direct_io, forget_socket, page_cache_write, register_socket, sample, sampled_cpu,
     sock_recv, socket_owner, syscall_of, xmit,
 };
+pub use follow::{follow, forget};
 
 use crate::{
     filter::{following, target_tgid, traced, tracing},
     maps::{
-        BEFORE_START, CONTROL, COUNTERS, DISK_IO, EVENTS, IN_FLIGHT, NET_XMIT, ON_CPU, PROCS,
-        SYSCALLS,
+        BEFORE_START, CONTROL, COUNTERS, DISK_IO, EVENTS, FOLDED, IN_FLIGHT, NET_XMIT, ON_CPU,
+        PROCS, SYSCALLS,
     },
 };
 
@@ -208,9 +210,25 @@ fn add_process(tgid: u32) {
         named_ns: now(),
         ..ProcStat::default()
     };
-    if PROCS.insert(&tgid, &fresh, 0).is_err() {
+    // A full table: `other_process` folds the process into the others' row.
+    let _ = PROCS.insert(&tgid, &fresh, 0);
+}
+
+/// Totals of a process the table had no room for, summed in the `OTHER_PROCESSES` row. Out of
+/// line: only processes beyond the table's capacity come here.
+#[inline(never)]
+fn fold_process(tgid: u32) -> Option<*mut ProcStat> {
+    // SAFETY: the value is not kept.
+    if unsafe { FOLDED.get(&tgid) }.is_none() {
+        let _ = FOLDED.insert(&tgid, &1, 0);
+        add(Counter::ProcessesFolded, 1);
+    }
+    let others = PROCS.get_ptr_mut(&OTHER_PROCESSES);
+    if others.is_none() {
+        // User space did not make the row: say that these events are missing.
         add(Counter::ProcessesLost, 1);
     }
+    others
 }
 
 /// Totals of a process other than the measured one, in the `PROCS` hash map.
@@ -219,7 +237,7 @@ fn other_process(tgid: u32, update: impl FnOnce(&mut ProcStat)) {
     if PROCS.get_ptr_mut(&tgid).is_none() {
         add_process(tgid);
     }
-    if let Some(p) = PROCS.get_ptr_mut(&tgid) {
+    if let Some(p) = PROCS.get_ptr_mut(&tgid).or_else(|| fold_process(tgid)) {
         // SAFETY: per-CPU entry.
         update(unsafe { &mut *p });
     }

@@ -1,18 +1,13 @@
 //! Process lifetime: forks of traced processes join the traced set, so `exec` and `attach`
 //! measure a program together with the children it starts.
-use core::intrinsics::{AtomicOrdering, atomic_xadd};
-
+use crate::{
+    account,
+    filter::{traced, traced_tid},
+};
 use aya_ebpf::{
     Global,
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
-};
-use zcprof_common::Counter;
-
-use crate::{
-    account,
-    filter::{following, traced, traced_tid},
-    maps::{TRACED, TRACED_BITS},
 };
 
 /// `sched:sched_process_fork` record offset of `pid_t child_pid`, from the format file.
@@ -29,27 +24,21 @@ pub fn sched_process_fork_tracepoint(ctx: TracePointContext) -> u32 {
     // SAFETY: offset from the tracepoint's format file.
     let child = unsafe { ctx.read_at::<i32>(FORK_OFF_CHILD_PID.load() as usize) }.unwrap_or(0);
     account::forked(child);
-    if following() && child > 0 {
-        #[expect(clippy::cast_sign_loss, reason = "checked positive")]
-        let child = child as u32;
-        let Some(word) = TRACED_BITS.get_ptr_mut(child / 64) else {
-            // Beyond the bitmap (pid_max raised while measuring): the hash map, which can fill.
-            if TRACED.insert(&child, &1, 0).is_err() {
-                account::add(Counter::FollowLost, 1);
-            }
-            return 0;
-        };
-        let bit = 1u64 << (child % 64);
-        // SAFETY: a map value, valid while the program runs. Parents on other CPUs may set
-        // other bits of this word at the same time, so the bit is added atomically; it is
-        // added only when clear, so the add is an OR (a process id is forked once at a time).
-        unsafe {
-            if *word & bit == 0 {
-                // The BPF target has no atomic types; the intrinsic becomes BPF's atomic add.
-                atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(word, bit);
-            }
-        }
-    }
+    account::follow(child);
+    0
+}
+
+/// `sched:sched_process_free` record offset of `pid_t pid`, from the format file.
+#[unsafe(no_mangle)]
+static FREE_OFF_PID: Global<u32> = Global::new(12);
+
+/// Classic tracepoint `sched:sched_process_free`, when any task's last reference goes (from an
+/// RCU callback, not in the task): its id leaves the followed set (see `account::forget`).
+#[tracepoint(category = "sched", name = "sched_process_free")]
+pub fn sched_process_free_tracepoint(ctx: TracePointContext) -> u32 {
+    // SAFETY: offset from the tracepoint's format file.
+    let pid = unsafe { ctx.read_at::<i32>(FREE_OFF_PID.load() as usize) }.unwrap_or(0);
+    account::forget(pid);
     0
 }
 

@@ -58,6 +58,10 @@ pub struct Counts {
     pub samples_user: u64,
     /// CPU time of the measured threads: the sum of their cpu-clock samples' periods.
     pub sampled_cpu_ns: u64,
+    /// Followed ids taken out of the set when their task was freed.
+    pub pids_forgotten: u64,
+    /// Distinct processes summed in the others' row of the per-process table.
+    pub processes_folded: u64,
     pub samples_kernel: u64,
     pub samples_lost: u64,
     /// Kernel-mode samples by stack, symbolized leaf first.
@@ -250,6 +254,8 @@ impl Counts {
                 Counter::ReceiverRecvBytes => counts.receiver_recv_bytes = values.sum(),
                 Counter::DirectIoBytes => counts.direct_io_bytes = values.sum(),
                 Counter::SampledCpuNs => counts.sampled_cpu_ns = values.sum(),
+                Counter::PidsForgotten => counts.pids_forgotten = values.sum(),
+                Counter::ProcessesFolded => counts.processes_folded = values.sum(),
                 Counter::ReturnsBeforeStart => counts.returns_before_start = values.sum(),
                 Counter::NewTaskReturns => counts.new_task_returns = values.sum(),
                 Counter::RefusedSyscalls => counts.refused_syscalls = values.sum(),

@@ -197,6 +197,9 @@ pub struct Accounting {
     pub in_flight_lost: u64,
     /// Events of followed processes missing from the per-process rows.
     pub processes_lost: u64,
+    /// Processes beyond the per-process table's capacity: their totals are in its "others" row
+    /// (pid 0), so the rows still add up.
+    pub processes_folded: u64,
     /// Children of traced processes that could not be followed.
     pub follow_lost: u64,
     /// Block requests and packets not counted per device.
@@ -662,6 +665,7 @@ fn accounting(counts: &Counts) -> Accounting {
         refused_syscalls: counts.refused_syscalls,
         in_flight_lost: counts.in_flight_lost,
         processes_lost: counts.processes_lost,
+        processes_folded: counts.processes_folded,
         follow_lost: counts.follow_lost,
         devices_lost: counts.devices_lost,
         sockets_lost: counts.sockets_lost,
@@ -732,6 +736,14 @@ fn accounting_notes(a: &Accounting) -> Vec<String> {
         notes.push(format!(
             "In-kernel tables were full, so some events are missing from the figures: {}.",
             lost.join("; ")
+        ));
+    }
+    if a.processes_folded > 0 {
+        notes.push(format!(
+            "The per-process table holds {} processes: {} more were summed in its \"others\" row \
+             (pid 0), so the rows still add up to the totals.",
+            PROCESS_ROWS - 1,
+            a.processes_folded
         ));
     }
     notes
@@ -808,12 +820,25 @@ fn per_exact_mib(
 
 /// The per-process rows of a followed tree, busiest first.
 fn process_rows(counts: &Counts) -> Vec<ProcessRow> {
+    use zcprof_common::OTHER_PROCESSES;
     let mut rows: Vec<ProcessRow> = counts
         .processes
         .iter()
+        // The others' row exists from the start; it is shown once something went there.
+        .filter(|&(&pid, p)| {
+            pid != OTHER_PROCESSES || p.syscalls > 0 || counts.processes_folded > 0
+        })
         .map(|(&pid, p)| ProcessRow {
-            pid,
-            name: p.name.clone(),
+            pid: if pid == OTHER_PROCESSES { 0 } else { pid },
+            name: if pid == OTHER_PROCESSES {
+                format!(
+                    "others ({} processes beyond the table's {} rows)",
+                    counts.processes_folded,
+                    PROCESS_ROWS - 1
+                )
+            } else {
+                p.name.clone()
+            },
             syscalls: p.syscalls,
             context_switches_voluntary: p.voluntary_switches,
             context_switches_involuntary: p.involuntary_switches,
@@ -823,9 +848,18 @@ fn process_rows(counts: &Counts) -> Vec<ProcessRow> {
             sock_send_bytes: p.sock_send_bytes,
         })
         .collect();
-    rows.sort_by(|a, b| b.syscalls.cmp(&a.syscalls).then(a.pid.cmp(&b.pid)));
+    // Busiest first, the others' row (pid 0) last.
+    rows.sort_by(|a, b| {
+        (a.pid == 0)
+            .cmp(&(b.pid == 0))
+            .then(b.syscalls.cmp(&a.syscalls))
+            .then(a.pid.cmp(&b.pid))
+    });
     rows
 }
+
+/// Entries of the kernel side's per-process table (`PROCS`), the others' row included.
+pub const PROCESS_ROWS: usize = 4096;
 
 fn trace_summary(counts: &Counts) -> Option<TraceSummary> {
     let lost: u64 = counts.trace_lost.iter().sum();

@@ -55,6 +55,9 @@ pub enum Point {
     SockClose,
     /// An `O_DIRECT` transfer between a device and user memory completing (iomap file systems).
     DirectIo,
+    /// Any task freed: its id leaves the followed set, so a process given the id again later is
+    /// not taken for a child.
+    ProcessFree,
 }
 
 impl Point {
@@ -63,11 +66,12 @@ impl Point {
     /// `sched_switch` is there to park it when the thread blocks, `sys_exit` to meet it, the
     /// task hooks to move it (exec) or drop it (exit). A return whose entry came before
     /// `sys_enter` is a syscall begun before measuring, which the kernel side recognises.
-    pub const ALL: [Point; 23] = [
+    pub const ALL: [Point; 24] = [
         Point::SchedSwitch,
         Point::ProcessFork,
         Point::ProcessExit,
         Point::ProcessExec,
+        Point::ProcessFree,
         Point::SysExit,
         Point::SysEnter,
         Point::PageFaultUser,
@@ -129,6 +133,7 @@ impl Point {
             Point::ProcessExit => "sched_process_exit",
             Point::ProcessExec => "sched_process_exec",
             Point::SockClose => "inet_sock_set_state",
+            Point::ProcessFree => "sched_process_free",
         }
     }
 }
@@ -438,6 +443,12 @@ pub const VARIANTS: &[Variant] = &[
         target: "sched/sched_process_exit",
     },
     Variant {
+        point: Point::ProcessFree,
+        kind: HookKind::Tracepoint,
+        program: "sched_process_free_tracepoint",
+        target: "sched/sched_process_free",
+    },
+    Variant {
         point: Point::ProcessExec,
         kind: HookKind::RawTp,
         program: "sched_process_exec_raw_tp",
@@ -493,8 +504,9 @@ pub mod maps {
     pub const SOCKS: &str = "SOCKS";
     pub const BEFORE_START: &str = "BEFORE_START";
     pub const CONTROL: &str = "CONTROL";
+    pub const FOLDED: &str = "FOLDED";
     /// Every map, for the object check.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 17] = [
         SYSCALLS,
         COUNTERS,
         IN_FLIGHT,
@@ -511,6 +523,7 @@ pub mod maps {
         SOCKS,
         BEFORE_START,
         CONTROL,
+        FOLDED,
     ];
 }
 
@@ -542,7 +555,7 @@ pub mod globals {
         ("DEV_OFF_NAME", "net_device", "name"),
     ];
     /// Record offsets of classic tracepoints: (global, event, field).
-    pub const OFFSETS: [(&str, &str, &str); 25] = [
+    pub const OFFSETS: [(&str, &str, &str); 26] = [
         ("BLK_OFF_DEV", "block/block_rq_issue", "dev"),
         ("BLK_OFF_BYTES", "block/block_rq_issue", "bytes"),
         ("BLK_OFF_RWBS", "block/block_rq_issue", "rwbs"),
@@ -582,6 +595,7 @@ pub mod globals {
             "child_pid",
         ),
         ("EXEC_OFF_OLD_PID", "sched/sched_process_exec", "old_pid"),
+        ("FREE_OFF_PID", "sched/sched_process_free", "pid"),
         ("SOCKSTATE_OFF_SKADDR", "sock/inet_sock_set_state", "skaddr"),
         (
             "SOCKSTATE_OFF_NEWSTATE",

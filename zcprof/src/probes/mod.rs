@@ -341,6 +341,19 @@ fn mark_before_start(ebpf: &mut Ebpf, tids: &[u32]) {
     }
 }
 
+/// Makes the per-process table's row for processes beyond its capacity (see
+/// `zcprof_common::OTHER_PROCESSES`); without it their events are counted as lost.
+fn make_others_row(ebpf: &mut Ebpf) {
+    use zcprof_common::{OTHER_PROCESSES, ProcStat};
+    if let Some(map) = ebpf.map_mut(catalog::maps::PROCS)
+        && let Ok(mut procs) = aya::maps::PerCpuHashMap::<_, u32, ProcStat>::try_from(map)
+        && let Ok(cpus) = aya::util::nr_cpus()
+        && let Ok(values) = aya::maps::PerCpuValues::try_from(vec![ProcStat::default(); cpus])
+    {
+        let _ = procs.insert(OTHER_PROCESSES, values, 0);
+    }
+}
+
 /// Sets slot `slot` of the `CONTROL` map (see `zcprof_common::CONTROL_STARTED`).
 fn control(ebpf: &mut Ebpf, slot: u32) {
     if let Some(map) = ebpf.map_mut(catalog::maps::CONTROL)
@@ -612,6 +625,7 @@ impl Probes {
         );
         let mut ebpf = loader.load(OBJECT)?;
         mark_before_start(&mut ebpf, &before_start);
+        make_others_row(&mut ebpf);
         for point in Point::ALL {
             // Known not to work here: the report already has the reasons.
             if plan.unavailable(point).is_some() {

@@ -1,5 +1,6 @@
-//! The file a workload sends: a generated temporary file (removed on drop, also after Ctrl-C)
-//! or the user's own, with the facts about its file system that decide what "direct" means.
+//! The file a workload sends: a generated temporary file, which has no name and so goes with
+//! zcprof however it ends (SIGKILL included), or the user's own, with the facts about its file
+//! system that decide what "direct" means.
 use std::{
     fs::{self, File, OpenOptions},
     io::{self, Read as _, Write as _},
@@ -28,10 +29,15 @@ pub enum SourceError {
 /// What a workload reads from.
 #[derive(Debug)]
 pub struct SourceFile {
+    /// Where it is opened: the user's path, or for a generated file the magic link of zcprof's
+    /// descriptor (`/proc/PID/fd/N`), which the transfer process opens like any path.
     path: PathBuf,
     len: u64,
-    /// Removed on drop when zcprof created it.
-    temporary: bool,
+    /// A generated file: its only handle. The file system frees it when the last descriptor
+    /// closes, which the kernel does for any exit of zcprof and its children.
+    unnamed: Option<File>,
+    /// The directory a generated file lives in, for the report.
+    dir: PathBuf,
     /// File system type name, as in /proc/self/mountinfo.
     pub fs_type: String,
     /// False for file systems with no block device (tmpfs, ...): no disk DMA can happen there.
@@ -64,7 +70,8 @@ impl SourceFile {
         Ok(SourceFile {
             path: path.to_owned(),
             len: meta.len(),
-            temporary: false,
+            unnamed: None,
+            dir: path.parent().map(Path::to_owned).unwrap_or_default(),
             fs_type,
             block_backed,
         })
@@ -80,21 +87,12 @@ impl SourceFile {
             dir: dir.to_owned(),
             source,
         };
-        let path = dir.join(format!("zcprof-{}-{:x}.dat", std::process::id(), nanos()));
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(unwritable)?;
-        // From here on the guard removes the file on every exit path.
-        let mut guard = SourceFile {
-            path,
-            len: size,
-            temporary: true,
-            fs_type: String::new(),
-            block_backed: false,
-        };
+        let mut file = unnamed_file(dir).map_err(unwritable)?;
+        let path = PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            std::os::fd::AsRawFd::as_raw_fd(&file)
+        ));
         let mut chunk = vec![0u8; 1 << 20];
         let mut state = 0x9E37_79B9_7F4A_7C15_u64 ^ nanos();
         let mut left = size;
@@ -115,8 +113,15 @@ impl SourceFile {
         }
         file.sync_all().map_err(unwritable)?;
         let dev = file.metadata().map_err(unwritable)?.dev();
-        (guard.fs_type, guard.block_backed) = filesystem_of(dev);
-        Ok(guard)
+        let (fs_type, block_backed) = filesystem_of(dev);
+        Ok(SourceFile {
+            path,
+            len: size,
+            unnamed: Some(file),
+            dir: dir.to_owned(),
+            fs_type,
+            block_backed,
+        })
     }
 
     /// Reads the first `size` bytes once, so that a user-given file is in the page cache too.
@@ -154,10 +159,23 @@ impl SourceFile {
         Ok(())
     }
 
-    /// The file's path.
+    /// The path to open the file by (for a generated file, a `/proc/PID/fd/N` link).
     #[must_use]
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// What the report calls the file: its path, or where a generated one lives.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        if self.unnamed.is_some() {
+            format!(
+                "an unnamed temporary file in {} (gone when zcprof ends)",
+                self.dir.display()
+            )
+        } else {
+            self.path.display().to_string()
+        }
     }
 
     /// The file's length in bytes.
@@ -167,11 +185,30 @@ impl SourceFile {
     }
 }
 
-impl Drop for SourceFile {
-    fn drop(&mut self) {
-        if self.temporary {
-            let _ = fs::remove_file(&self.path);
+/// A new file in `dir` without a name: `O_TMPFILE` where the file system has it, else a
+/// named file unlinked the moment it exists (a kill in between is a window of one syscall).
+fn unnamed_file(dir: &Path) -> io::Result<File> {
+    match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir)
+    {
+        Ok(f) => Ok(f),
+        // O_TMPFILE unknown to the file system (EOPNOTSUPP), or to an old kernel (EISDIR).
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR)) => {
+            let path = dir.join(format!("zcprof-{}-{:x}.dat", std::process::id(), nanos()));
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)?;
+            fs::remove_file(&path)?;
+            Ok(f)
         }
+        Err(e) => Err(e),
     }
 }
 
