@@ -202,6 +202,8 @@ struct Measured {
     probes: Probes,
     recorder: Option<Recorder>,
     start_ns: u64,
+    /// The process tree's CPU time, counted from the attach on (or why it cannot be).
+    clock: Result<crate::collect::TaskClock, String>,
 }
 
 /// What a traced measurement recorded, waiting for its report to be known.
@@ -231,6 +233,8 @@ impl Measured {
         };
         let mut probes = Probes::attach(kernel, plan, pid, options)?;
         crate::timing::mark("probes attached");
+        let clock = crate::collect::TaskClock::open(&threads(pid))
+            .map_err(|e| format!("no task-clock counter for pid {pid}: {e}"));
         let recorder = if trace.is_some() {
             probes.take_events().map(Recorder::start)
         } else {
@@ -240,16 +244,21 @@ impl Measured {
             probes,
             recorder,
             start_ns,
+            clock,
         })
     }
 
     /// Detaches, takes the last events, and reads the counts.
     fn finish(self, trace: Option<&Trace>) -> Result<(Counts, Option<Recording>), MeasureError> {
         crate::timing::mark("measured process done");
+        let cpu = self
+            .clock
+            .and_then(|c| c.read().map_err(|e| format!("reading the task clock: {e}")));
         let maps = self.probes.detach();
         crate::timing::mark("programs detached");
         let recorded = self.recorder.map(Recorder::finish);
-        let counts = Counts::read(&maps)?;
+        let mut counts = Counts::read(&maps)?;
+        counts.task_clock_ns = Some(cpu);
         crate::timing::mark("counts read");
         let recording = match (recorded, trace) {
             (Some(recorded), Some(trace)) => Some(Recording {
@@ -262,6 +271,18 @@ impl Measured {
         };
         Ok((counts, recording))
     }
+}
+
+/// The thread ids of process `pid` now (the process itself when they cannot be listed).
+fn threads(pid: u32) -> Vec<u32> {
+    let tids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    if tids.is_empty() { vec![pid] } else { tids }
 }
 
 /// Syscalls entered but not returned when the programs were detached: parked in the hash map

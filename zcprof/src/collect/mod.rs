@@ -1,8 +1,10 @@
 //! Collection: reads the per-CPU maps once, after the measured run, and folds the CPUs.
 mod kallsyms;
+mod task_clock;
 
 pub use kallsyms::Kallsyms;
 use std::collections::BTreeMap;
+pub use task_clock::TaskClock;
 
 use aya::maps::{PerCpuArray, PerCpuHashMap};
 use zcprof_common::{
@@ -58,6 +60,9 @@ pub struct Counts {
     pub samples_user: u64,
     /// CPU time of the measured threads: the sum of their cpu-clock samples' periods.
     pub sampled_cpu_ns: u64,
+    /// CPU time of the measured process tree from task-clock counters, or why there is none
+    /// (filled in by the measuring layer, which owns the counters).
+    pub task_clock_ns: Option<Result<u64, String>>,
     /// Followed ids taken out of the set when their task was freed.
     pub pids_forgotten: u64,
     /// Distinct processes summed in the others' row of the per-process table.

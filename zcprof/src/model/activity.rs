@@ -18,9 +18,9 @@ pub struct Child {
 /// At most this many children are named in a note.
 const NAMED_CHILDREN: usize = 8;
 
-/// `cpu_time_ns`: the measured threads' time on a CPU, from the cpu-clock samples' periods
-/// (each sample stands for the nanoseconds of CPU time since the one before it), and for a
-/// program, a note when the window held much idle time.
+/// `cpu_time_ns`: the measured process tree's time on a CPU, from its task-clock counters, else
+/// from the cpu-clock samples' periods (each sample stands for the CPU time since the one
+/// before it); and for a program, a note when the window held much idle time.
 #[expect(clippy::cast_precision_loss, reason = "display precision")]
 pub fn cpu_time(
     plan: &HookPlan,
@@ -30,32 +30,73 @@ pub fn cpu_time(
     figures: &mut BTreeMap<&'static str, Figure>,
     notes: &mut Vec<String>,
 ) {
-    if plan.chosen(Point::CopySample).is_none() {
-        figures.insert(
-            "cpu_time_ns",
-            Figure::unavailable(super::missing(plan, Point::CopySample)),
-        );
-        return;
-    }
     let samples = counts.samples_user + counts.samples_kernel + counts.samples_lost;
-    let source = Source::Sampled(vec![format!(
-        "{} at {} Hz",
-        hook(plan, Point::CopySample),
-        plan.sample_hz
-    )]);
-    let ns = counts.sampled_cpu_ns;
-    let mut figure = Figure::scalar(
-        ns as f64,
-        &source,
-        format!(
-            "time the measured threads spent on a CPU (user and kernel) while measured: the sum \
-             of the sampling periods of their {samples} cpu-clock samples"
-        ),
-    );
-    figure.per_transfer = None;
-    figures.insert("cpu_time_ns", figure);
+    let sampling = plan.chosen(Point::CopySample).is_some();
+    let ns = match &counts.task_clock_ns {
+        Some(Ok(ns)) => {
+            let check = if sampling {
+                format!(
+                    "; sampling saw {:.1} ms in {samples} cpu-clock samples (a short-lived \
+                     child's last partial period is not sampled, so that is lower)",
+                    counts.sampled_cpu_ns as f64 / 1e6
+                )
+            } else {
+                String::new()
+            };
+            figures.insert(
+                "cpu_time_ns",
+                Figure::scalar(
+                    *ns as f64,
+                    &Source::Counted(vec![
+                        "perf_event task-clock, one counter per thread, inherited by the threads \
+                         and processes they start"
+                            .to_owned(),
+                    ]),
+                    format!(
+                        "time the measured process tree spent on a CPU (user and kernel) while \
+                         measured{check}"
+                    ),
+                ),
+            );
+            *ns
+        }
+        // No counter (a trace re-read, a live view, a kernel that refused it): the samples'
+        // periods, where sampling ran.
+        other if sampling => {
+            let source = Source::Sampled(vec![format!(
+                "{} at {} Hz",
+                hook(plan, Point::CopySample),
+                plan.sample_hz
+            )]);
+            let why = match other {
+                Some(Err(e)) => format!(" ({e})"),
+                _ => String::new(),
+            };
+            figures.insert(
+                "cpu_time_ns",
+                Figure::scalar(
+                    counts.sampled_cpu_ns as f64,
+                    &source,
+                    format!(
+                        "time the measured threads spent on a CPU (user and kernel) while \
+                         measured: the sum of the sampling periods of their {samples} cpu-clock \
+                         samples, no counter{why}"
+                    ),
+                ),
+            );
+            counts.sampled_cpu_ns
+        }
+        other => {
+            let why = match other {
+                Some(Err(e)) => e.clone(),
+                _ => super::missing(plan, Point::CopySample),
+            };
+            figures.insert("cpu_time_ns", Figure::unavailable(why));
+            return;
+        }
+    };
     let window = counts.window_ns();
-    if !program || window == 0 || samples == 0 {
+    if !program || window == 0 || ns == 0 {
         return;
     }
     // Said when the window held mostly waiting: a server between requests, a program blocked on
@@ -63,7 +104,7 @@ pub fn cpu_time(
     if ns * 2 < window {
         let busy = (ns as f64 / 1e9).max(f64::MIN_POSITIVE);
         notes.push(format!(
-            "The measured window of {:.1} ms (elapsed) held {:.1} ms on a CPU ({samples} samples): \
+            "The measured window of {:.1} ms (elapsed) held {:.1} ms on a CPU: \
              the process spent {:.0}% of it off a CPU (blocked or asleep: waiting for requests, a \
              disk, the network, a timer). \
              Throughput over the window is {}/s; over its time on a CPU, {}/s.",
