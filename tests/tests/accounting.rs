@@ -558,8 +558,8 @@ fn a_reused_process_id_is_not_followed() {
     let dir = scratch_dir("acct-pid-reuse", env!("CARGO_TARGET_TMPDIR"));
     let pid_file = dir.join("child.pid");
     let report = dir.join("report.json");
-    // The inner shell writes its id and exits; the outer one waits 4 s, reading nothing.
-    let script = format!("sh -c 'echo $$ > {}'; sleep 4", pid_file.display());
+    // The inner shell writes its id and exits; the outer one waits 10 s, reading nothing.
+    let script = format!("sh -c 'echo $$ > {}'; sleep 10", pid_file.display());
     let mut zcprof = Command::new(zcprof_tests::zcprof_bin())
         .args(["exec", "--format", "json", "-o"])
         .arg(&report)
@@ -569,7 +569,8 @@ fn a_reused_process_id_is_not_followed() {
         .spawn()
         .unwrap();
     let mut child: Option<u32> = None;
-    for _ in 0..200 {
+    // zcprof starts in well under a second here; an emulated VM takes several.
+    for _ in 0..3000 {
         child = std::fs::read_to_string(&pid_file)
             .ok()
             .and_then(|s| s.trim().parse().ok());

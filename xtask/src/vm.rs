@@ -27,7 +27,7 @@ const KERNELS: [(&str, &str); 4] = [
 const VM_DEADLINE: Duration = Duration::from_secs(20 * 60);
 
 /// Tests that need more than a small VM offers (a 1 GiB file in RAM, under emulation).
-const SKIPPED_IN_VM: [&str; 1] = ["ctrl_c"];
+const SKIPPED_IN_VM: [&str; 2] = ["ctrl_c", "a_signal_"];
 
 fn cache_dir() -> PathBuf {
     let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);

@@ -370,6 +370,7 @@ impl Recording {
             samples_kernel: counts.samples_kernel,
             samples_lost: counts.samples_lost,
             sampled_cpu_ns: counts.sampled_cpu_ns,
+            task_clock_ns: counts.task_clock_ns.clone().and_then(Result::ok),
             kernel_stacks: counts.kernel_stacks.clone(),
         };
         trace.add_run(context, self.recorded, self.unfinished);

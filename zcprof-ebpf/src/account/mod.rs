@@ -680,9 +680,6 @@ pub fn context_switch(tid: u32, voluntary: bool) {
         if on.start_ns != 0 {
             let mut entry = on.entry();
             entry.switched_ns = now();
-            // Inside a syscall of the measured process: the window reaches this far at least,
-            // so a watched server that ends idle (blocked) ends its window where it blocked.
-            on.last_ns = on.last_ns.max(entry.switched_ns);
             park(tid, &entry);
         }
         // The registers' address no longer names the task running here (see

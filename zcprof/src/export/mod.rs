@@ -98,6 +98,9 @@ pub struct RunContext {
     /// The samples' periods summed: CPU time. Absent from older traces (0).
     #[serde(default)]
     pub sampled_cpu_ns: u64,
+    /// The task-clock counters' CPU time, where they could be read. Absent from older traces.
+    #[serde(default)]
+    pub task_clock_ns: Option<u64>,
     pub kernel_stacks: Vec<(Vec<String>, u64)>,
 }
 
@@ -373,6 +376,7 @@ mod tests {
                 samples_kernel: 3,
                 samples_lost: 0,
                 sampled_cpu_ns: 0,
+                task_clock_ns: None,
                 kernel_stacks: vec![(vec!["filemap_read".into()], 3)],
             },
             recorded: Recorded {

@@ -158,6 +158,7 @@ fn seed(context: &RunContext) -> Counts {
         samples_kernel: context.samples_kernel,
         samples_lost: context.samples_lost,
         sampled_cpu_ns: context.sampled_cpu_ns,
+        task_clock_ns: context.task_clock_ns.map(Ok),
         kernel_stacks: context.kernel_stacks.clone(),
         trace_events: context.events,
         trace_lost: context.lost_per_cpu.clone(),

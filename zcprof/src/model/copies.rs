@@ -18,6 +18,8 @@ const COPY_ROUTINES: &[&str] = &[
     "_copy_to_iter",
     "_copy_from_iter",
     "_copy_from_iter_nocache",
+    // 5.10's wrapper for a copy that must be whole (tcp_sendmsg's).
+    "_copy_from_iter_full",
     "_copy_from_iter_flushcache",
     "copy_page_to_iter",
     "copy_page_from_iter",

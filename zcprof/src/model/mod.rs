@@ -37,8 +37,10 @@ pub struct SyscallRow {
     /// When part of `total_ns` was scaled: the random samples and the 95 % interval.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub time_estimate: Option<syscall_time::TimeInterval>,
-    /// Calls switched out (blocked or preempted) at least once before they returned.
-    pub switched: u64,
+    /// Calls switched out (blocked or preempted) at least once before they returned, where only
+    /// a sample was timed (with every call timed, as in a trace, the split is not needed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub switched: Option<u64>,
     /// Calls whose entry and return were timed (all of them in trace mode).
     pub timed: u64,
     /// Of the timed calls, those timed whatever the random draw (the first few of a syscall on a
@@ -322,7 +324,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
             errors: stat.errors,
             total_ns: time.ns,
             time_estimate: time.interval,
-            switched: stat.switched,
+            switched: (plan.time_every > 1).then_some(stat.switched),
             timed: stat.timed,
             // With every call timed (trace mode) nothing is scaled, and a trace keeps no such
             // mark: none is forced.
@@ -554,9 +556,9 @@ pub fn build(input: RunInput<'_>) -> RunReport {
                 elapsed as f64,
                 &clock,
                 "first syscall entry to the last timed syscall event of the measured process (its \
-                 exit is always timed, and so is every switch-out inside a syscall and that \
-                 call's return; with sampled timing a process that neither exits nor blocks at \
-                 the end ends its window at most a few syscalls early)",
+                 exit is always timed, and so is the return of every call that was switched out; \
+                 with sampled timing a process that does not exit ends its window at most a few \
+                 syscalls early)",
             ),
         );
         figures.insert(

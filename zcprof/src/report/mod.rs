@@ -542,7 +542,7 @@ pub fn live_table(r: &RunReport) -> String {
 /// interval in percent (the larger side), or "too few timed" where the sample says nothing.
 fn time_cell(s: &crate::model::SyscallRow) -> String {
     let ms = |ns: u64| ns as f64 / 1e6;
-    if s.timed == 0 && s.switched == 0 {
+    if s.timed == 0 && s.switched.unwrap_or(0) == 0 {
         return "-".to_owned();
     }
     match s.time_estimate {
