@@ -1,6 +1,6 @@
 //! How busy the measured process was inside its window: its time on a CPU, and a process that
 //! moved no data at all (an idle server, or the master of one whose workers do the work).
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, fmt::Write as _};
 
 use super::{Figure, Source, hook};
 use crate::{
@@ -21,7 +21,12 @@ const NAMED_CHILDREN: usize = 8;
 /// `cpu_time_ns`: the measured process tree's time on a CPU, from its task-clock counters, else
 /// from the cpu-clock samples' periods (each sample stands for the CPU time since the one
 /// before it); and for a program, a note when the window held much idle time.
-#[expect(clippy::cast_precision_loss, reason = "display precision")]
+#[expect(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "display precision; byte rates are positive and far below 2^64"
+)]
 pub fn cpu_time(
     plan: &HookPlan,
     counts: &Counts,
@@ -119,6 +124,7 @@ pub fn cpu_time(
 
 /// A note for a program that moved no payload while measured, naming the children that may
 /// have (they were running before the attach, so they were not measured).
+#[must_use]
 pub fn idle_target(name: &str, syscalls: u64, moved: u64, children: &[Child]) -> Option<String> {
     if moved > 0 {
         return None;
@@ -134,7 +140,8 @@ pub fn idle_target(name: &str, syscalls: u64, moved: u64, children: &[Child]) ->
             .take(NAMED_CHILDREN)
             .map(|c| format!("{} ({})", c.pid, c.name))
             .collect();
-        note.push_str(&format!(
+        let _ = write!(
+            note,
             " Its children, running before the attach and so not measured, may do the work \
              (a server's master leaves the transfers to its workers): {}{}; attach to one of \
              them (--pid {}).",
@@ -145,7 +152,7 @@ pub fn idle_target(name: &str, syscalls: u64, moved: u64, children: &[Child]) ->
                 String::new()
             },
             children[0].pid
-        ));
+        );
     }
     Some(note)
 }

@@ -23,6 +23,10 @@ pub struct Spread {
 impl Spread {
     /// `(max - min) / median`: how far apart the repetitions lie, relative to the figure.
     #[must_use]
+    #[expect(
+        clippy::float_cmp,
+        reason = "equal repetitions are exactly equal values"
+    )]
     pub fn relative(&self) -> f64 {
         if self.median == 0.0 {
             if self.max == self.min {
@@ -80,6 +84,7 @@ fn min_max(values: &[f64]) -> (f64, f64) {
 #[expect(
     clippy::cast_possible_truncation,
     clippy::cast_sign_loss,
+    clippy::cast_precision_loss,
     reason = "medians of nanosecond counts, far below 2^53"
 )]
 pub fn fold(mut runs: Vec<RunReport>, warmup: u32) -> RunReport {
