@@ -1788,3 +1788,80 @@ fn output_file_keeps_the_report_apart_from_the_commands_stdout() {
     assert!(calls(&r, "write") >= 1, "{}", r["syscalls_by_name"]);
     assert_eq!(r["method"], "sh", "{}", r["method"]);
 }
+
+/// A user that is not root, with only CAP_BPF and CAP_PERFMON, can measure: the syscall path's
+/// hooks are raw tracepoints, which need nothing more. What needs more (tracefs, named kernel
+/// symbols) is unavailable with its reason, never a wrong number.
+#[test]
+fn bpf_and_perfmon_capabilities_are_enough() {
+    use std::os::unix::fs::PermissionsExt as _;
+    if !privileged("capabilities") {
+        return;
+    }
+    let dir = scratch_dir("caps", env!("CARGO_TARGET_TMPDIR"));
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // nobody must reach the binary too: a copy in the scratch directory.
+    let bin = dir.join("zcprof");
+    std::fs::copy(zcprof_bin(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut parent = dir.parent();
+    while let Some(p) = parent {
+        if std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 == 0) {
+            skip(
+                "capabilities",
+                &format!("{} is not searchable by other users", p.display()),
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+            return;
+        }
+        parent = p.parent();
+    }
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=+bpf,+perfmon",
+            "--ambient-caps=+bpf,+perfmon",
+            "--",
+        ])
+        .arg(&bin)
+        .args([
+            "run",
+            "--method",
+            "read-write",
+            "--size",
+            "4M",
+            "--format",
+            "json",
+            "--dir",
+        ])
+        .arg(&dir)
+        .output();
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => {
+            skip(
+                "capabilities",
+                &format!("setpriv (util-linux) cannot run here: {e}"),
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+            return;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // 64 reads and 64 writes of 64 KiB, and the exit.
+    assert_eq!(fig(&r, "syscalls"), 129, "{}", r["syscalls"]);
+    let share = &r["figures"]["copy_cpu_share"];
+    assert!(
+        share["value"].as_f64().is_some_and(|v| v > 0.0)
+            || share["note"].as_str().unwrap().contains("kallsyms"),
+        "{share}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

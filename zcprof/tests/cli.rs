@@ -182,6 +182,7 @@ fn no_privileges() {
         1,
     );
     assert!(line.contains("needs root"), "{line}");
+    assert!(line.contains("CAP_BPF and CAP_PERFMON missing"), "{line}");
     assert_eq!(
         std::fs::read_dir(&dir).unwrap().count(),
         0,
@@ -352,4 +353,28 @@ fn repeat_needs_a_count_and_a_built_in_workload() {
         2,
     );
     assert!(line.contains("--warmup"), "{line}");
+}
+
+/// With CAP_BPF alone, the one line names the capability still missing.
+#[test]
+fn one_capability_short_names_the_other() {
+    if !is_root() {
+        eprintln!("skipping one_capability_short_names_the_other: setting capabilities needs root");
+        return;
+    }
+    let line = fails(
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=+bpf",
+                "--ambient-caps=+bpf",
+                "--",
+            ])
+            .arg(env!("CARGO_BIN_EXE_zcprof"))
+            .args(["run", "--method", "sendfile", "--size", "1M"]),
+        1,
+    );
+    assert!(line.contains(": CAP_PERFMON missing"), "{line}");
 }

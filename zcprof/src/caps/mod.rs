@@ -15,6 +15,12 @@ pub enum CapsError {
         "zcprof needs root (or CAP_BPF and CAP_PERFMON) to load eBPF programs: run it with sudo"
     )]
     NotPrivileged,
+    /// Not root, and one or both of the two capabilities missing (named).
+    #[error(
+        "zcprof needs root, or CAP_BPF and CAP_PERFMON, to load eBPF programs: {0} missing (run it \
+         with sudo, or grant it, e.g. setpriv --ambient-caps=+bpf,+perfmon)"
+    )]
+    Missing(String),
 }
 
 /// Facts about the running kernel that decide which hook types can work.
@@ -105,10 +111,15 @@ pub fn check_privileges() -> Result<(), CapsError> {
         .unwrap_or(0);
     let has = |cap: u32| effective & (1 << cap) != 0;
     if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
-        Ok(())
-    } else {
-        Err(CapsError::NotPrivileged)
+        return Ok(());
     }
+    // Name what is missing: a user who granted one of the two should hear about the other.
+    let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
+        .into_iter()
+        .filter(|&(cap, _)| !has(cap))
+        .map(|(_, name)| name)
+        .collect();
+    Err(CapsError::Missing(missing.join(" and ")))
 }
 
 /// Finds `field`'s offset in a tracefs format file: lines like

@@ -320,6 +320,23 @@ fn sampled(
         );
         return;
     }
+    // Without CAP_SYSLOG (CAP_BPF and CAP_PERFMON alone) /proc/kallsyms shows zero addresses:
+    // no frame gets a name, and a share computed from that would read as "no copy".
+    let named = counts.kernel_stacks.iter().any(|(frames, _)| {
+        frames
+            .iter()
+            .any(|f| !f.starts_with("0x") && !f.starts_with('['))
+    });
+    if !named {
+        figures.insert(
+            "copy_cpu_share",
+            Figure::unavailable(format!(
+                "{kernel} kernel-mode samples, but no frame could be named: /proc/kallsyms shows \
+                 zero addresses to this process (it needs root or CAP_SYSLOG)"
+            )),
+        );
+        return;
+    }
     let mut paths: BTreeMap<String, u64> = BTreeMap::new();
     let mut copying = 0;
     for (frames, n) in &counts.kernel_stacks {
