@@ -73,7 +73,8 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     if seconds <= 0.0 || !seconds.is_finite() {
         return Err("duration must be greater than zero".to_owned());
     }
-    Ok(std::time::Duration::from_secs_f64(seconds))
+    std::time::Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("'{text}' is longer than any run can last"))
 }
 
 /// Formats a byte count with a binary unit: `64 MiB`, `1.50 KiB`, `12 B`.

@@ -40,10 +40,20 @@ impl Record {
     }
 
     fn arg_u64(&self, key: &str) -> Result<u64, String> {
-        self.args
+        let n = self
+            .args
             .get(key)
             .and_then(serde_json::Value::as_u64)
-            .ok_or_else(|| format!("a {} event without a numeric args.{key}", self.cat))
+            .ok_or_else(|| format!("a {} event without a numeric args.{key}", self.cat))?;
+        // One event's bytes or id, summed over at most millions of events: a value this large
+        // was not written by zcprof, and would overflow the sums.
+        if n > MAX_ARG {
+            return Err(format!(
+                "a {} event with args.{key} = {n}, beyond any real one",
+                self.cat
+            ));
+        }
+        Ok(n)
     }
 
     fn arg_i64(&self, key: &str) -> Result<i64, String> {
@@ -67,8 +77,25 @@ impl Record {
     reason = "trace times are non-negative and far below 2^53 ns"
 )]
 fn us_to_ns(us: f64) -> u64 {
-    (us * 1000.0).round().max(0.0) as u64
+    // Capped where sums of many stay below 2^64: a century of nanoseconds is 2^62.
+    (us * 1000.0).round().clamp(0.0, MAX_NS as f64) as u64
 }
+
+/// The largest unsigned number anywhere in `v`.
+fn largest(v: &serde_json::Value) -> Option<u64> {
+    match v {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::Array(a) => a.iter().filter_map(largest).max(),
+        serde_json::Value::Object(o) => o.values().filter_map(largest).max(),
+        _ => None,
+    }
+}
+
+/// The largest event argument (bytes, ids) a trace may hold: 1 TiB.
+const MAX_ARG: u64 = 1 << 40;
+
+/// The largest timestamp or duration a trace may hold, in ns (about 36 years).
+const MAX_NS: u64 = 1 << 60;
 
 /// One run read back: its context and the counts rebuilt from its events.
 pub struct ReadRun {
@@ -116,6 +143,16 @@ pub fn read(path: &Path) -> Result<Vec<ReadRun>, ExportError> {
     let section = parsed.zcprof.ok_or_else(|| {
         invalid("it has no \"zcprof\" section (was it recorded with zcprof --trace?)".into())
     })?;
+    // The runs' counts are summed and scaled when the table is rebuilt: a number beyond what
+    // any run can reach was edited in, and would overflow there.
+    for run in &section.runs {
+        let value = serde_json::to_value(run).map_err(|e| invalid(e.to_string()))?;
+        if let Some(n) = largest(&value).filter(|&n| n > MAX_NS) {
+            return Err(invalid(format!(
+                "its run context holds the number {n}, beyond any real count (edited?)"
+            )));
+        }
+    }
     if section.version != FORMAT_VERSION {
         return Err(invalid(format!(
             "format version {} (this zcprof reads version {FORMAT_VERSION})",
@@ -215,7 +252,7 @@ fn add(runs: &mut [ReadRun], r: &Record) -> Result<(), String> {
                         .entry(nr)
                         .or_insert_with(SyscallStat::default);
                     stat.count += 1;
-                    stat.total_ns += dur;
+                    stat.total_ns = stat.total_ns.saturating_add(dur);
                     stat.timed += 1;
                     if ret < 0 {
                         stat.errors += 1;
@@ -223,7 +260,7 @@ fn add(runs: &mut [ReadRun], r: &Record) -> Result<(), String> {
                         stat.ret_sum = stat.ret_sum.wrapping_add(ret.unsigned_abs());
                     }
                     run.counts.syscall_returns += 1;
-                    stamp(&mut run.counts, ts, ts + dur);
+                    stamp(&mut run.counts, ts, ts.saturating_add(dur));
                 }
                 "B" => {
                     run.counts.syscalls.entry(nr).or_default().count += 1;
