@@ -322,18 +322,20 @@ fn emit_program(
     output: Option<ReportFile>,
 ) -> Result<(), ExitCode> {
     let one = std::slice::from_ref(report);
-    let (text, default) = match format {
+    let to = |default| Destination::or(output, default);
+    let (text, to) = match format {
         Format::Json => (
             report::json_run(report).unwrap_or_default() + "\n",
-            Destination::Stdout,
+            to(Destination::Stdout),
         ),
-        Format::Table => (report::table(one, &[]), Destination::Stderr),
-        Format::Markdown => (report::markdown(one, &[]), Destination::Stderr),
-        Format::Csv => (report::csv(one, &[]), Destination::Stdout),
+        Format::Table => {
+            let to = to(Destination::Stderr);
+            (report::render(one, &[], &layout(&to)), to)
+        }
+        Format::Markdown => (report::markdown(one, &[]), to(Destination::Stderr)),
+        Format::Csv => (report::csv(one, &[]), to(Destination::Stdout)),
     };
-    Destination::or(output, default)
-        .write(&text)
-        .map_err(|e| fail(1, &e.to_string()))
+    to.write(&text).map_err(|e| fail(1, &e.to_string()))
 }
 
 fn exec(
@@ -421,9 +423,18 @@ fn measure_all(opts: &Workload, trace: Option<&mut Trace>) -> Result<Outcome, Me
     Ok(outcome)
 }
 
+/// The table's layout for where it goes: fitted to a terminal, as wide as it is in a file.
+fn layout(to: &Destination) -> report::Layout {
+    match to {
+        Destination::Stdout => report::Layout::terminal(report::Stream::Stdout),
+        Destination::Stderr => report::Layout::terminal(report::Stream::Stderr),
+        Destination::File(_) => report::Layout::plain(),
+    }
+}
+
 fn finish(outcome: &Outcome, format: Format, single: bool, to: Destination) -> ExitCode {
     let text = match format {
-        Format::Table => report::table(&outcome.runs, &outcome.failed),
+        Format::Table => report::render(&outcome.runs, &outcome.failed, &layout(&to)),
         Format::Markdown => report::markdown(&outcome.runs, &outcome.failed),
         Format::Csv => report::csv(&outcome.runs, &outcome.failed),
         Format::Json if single && outcome.failed.is_empty() && outcome.runs.len() == 1 => {
