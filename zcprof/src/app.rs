@@ -41,7 +41,13 @@ pub fn main(command: Command) -> ExitCode {
         Command::Doctor { format } => return doctor(format),
         // No eBPF and no privileges: a sink only reads sockets.
         Command::Sink { listen, runs } => return watched(move || sink(listen, runs)),
-        Command::Report { trace, format } => return report_trace(&trace, format),
+        Command::Report { trace, format, svg } => {
+            let svg = match create(svg.as_deref()) {
+                Ok(f) => f,
+                Err(code) => return code,
+            };
+            return report_trace(&trace, format, svg);
+        }
         Command::Exec {
             no_follow,
             interval,
@@ -103,14 +109,37 @@ pub fn main(command: Command) -> ExitCode {
     privileged(move || with_trace(&trace, |t| workloads(&opts, output, t)))
 }
 
-/// Creates the file of `-o` after the usage checks and before privileges and measuring, so a
-/// path that cannot be written fails in a moment (exit 1), not after the run.
-fn open_output(args: &OutputArgs) -> Result<Option<ReportFile>, ExitCode> {
-    args.output
-        .as_deref()
-        .map(ReportFile::create)
+/// The files a measuring command writes besides stdout and stderr.
+struct Outputs {
+    /// `-o`: the report.
+    report: Option<ReportFile>,
+    /// `--svg`: the data-path picture.
+    svg: Option<ReportFile>,
+}
+
+/// Creates the files of `-o` and `--svg` after the usage checks and before privileges and
+/// measuring, so a path that cannot be written fails in a moment (exit 1), not after the run.
+fn open_output(args: &OutputArgs) -> Result<Outputs, ExitCode> {
+    Ok(Outputs {
+        report: create(args.output.as_deref())?,
+        svg: create(args.svg.as_deref())?,
+    })
+}
+
+fn create(path: Option<&std::path::Path>) -> Result<Option<ReportFile>, ExitCode> {
+    path.map(ReportFile::create)
         .transpose()
         .map_err(|e| fail(1, &e.to_string()))
+}
+
+/// Draws the picture of `runs` into the file of `--svg`; with no run, the file is removed.
+fn write_svg(file: Option<ReportFile>, runs: &[RunReport]) -> Result<(), ExitCode> {
+    match file {
+        Some(f) if !runs.is_empty() => f
+            .write(&report::svg(runs))
+            .map_err(|e| fail(1, &e.to_string())),
+        _ => Ok(()),
+    }
 }
 
 /// `zcprof __empty-hooks`: the benchmark's floor. Attaches the empty programs, runs `command`
@@ -191,7 +220,7 @@ fn with_trace(args: &TraceArgs, job: impl FnOnce(Option<&mut Trace>) -> ExitCode
 }
 
 /// `zcprof report TRACE`: the cost table of a saved trace.
-fn report_trace(path: &std::path::Path, format: Format) -> ExitCode {
+fn report_trace(path: &std::path::Path, format: Format, svg: Option<ReportFile>) -> ExitCode {
     let runs = match crate::export::read(path) {
         Ok(r) => r,
         Err(e) => return fail(1, &e.to_string()),
@@ -224,6 +253,7 @@ fn report_trace(path: &std::path::Path, format: Format) -> ExitCode {
         format,
         runs.len() == 1,
         Destination::Stdout,
+        svg,
     )
 }
 
@@ -292,7 +322,7 @@ fn sink(listen: std::net::SocketAddr, runs: Option<u64>) -> ExitCode {
     }
 }
 
-fn workloads(opts: &Workload, output: Option<ReportFile>, trace: Option<&mut Trace>) -> ExitCode {
+fn workloads(opts: &Workload, output: Outputs, trace: Option<&mut Trace>) -> ExitCode {
     let format = opts.format;
     let single = opts.runs.len() == 1;
     match measure_all(opts, trace) {
@@ -300,7 +330,8 @@ fn workloads(opts: &Workload, output: Option<ReportFile>, trace: Option<&mut Tra
             &outcome,
             format,
             single,
-            Destination::or(output, Destination::Stdout),
+            Destination::or(output.report, Destination::Stdout),
+            output.svg,
         ),
         Err(e) if e.is_interrupt() => fail(EXIT_INTERRUPTED, "interrupted"),
         Err(e) => fail(
@@ -316,13 +347,10 @@ fn workloads(opts: &Workload, output: Option<ReportFile>, trace: Option<&mut Tra
 
 /// Writes one program's report: JSON and CSV on stdout, tables on stderr (as perf stat does) so
 /// that the measured command's own output stays clean; all of them to the file of `-o`.
-fn emit_program(
-    report: &RunReport,
-    format: Format,
-    output: Option<ReportFile>,
-) -> Result<(), ExitCode> {
+fn emit_program(report: &RunReport, format: Format, output: Outputs) -> Result<(), ExitCode> {
     let one = std::slice::from_ref(report);
-    let to = |default| Destination::or(output, default);
+    write_svg(output.svg, one)?;
+    let to = |default| Destination::or(output.report, default);
     let (text, to) = match format {
         Format::Json => (
             report::json_run(report).unwrap_or_default() + "\n",
@@ -343,7 +371,7 @@ fn exec(
     follow: bool,
     interval: Option<std::time::Duration>,
     format: Format,
-    output: Option<ReportFile>,
+    output: Outputs,
     trace: Option<&mut Trace>,
 ) -> ExitCode {
     let kernel = Kernel::detect();
@@ -378,7 +406,7 @@ fn attach(
     follow: bool,
     interval: Option<std::time::Duration>,
     format: Format,
-    output: Option<ReportFile>,
+    output: Outputs,
     trace: Option<&mut Trace>,
 ) -> ExitCode {
     let kernel = Kernel::detect();
@@ -432,7 +460,16 @@ fn layout(to: &Destination) -> report::Layout {
     }
 }
 
-fn finish(outcome: &Outcome, format: Format, single: bool, to: Destination) -> ExitCode {
+fn finish(
+    outcome: &Outcome,
+    format: Format,
+    single: bool,
+    to: Destination,
+    svg: Option<ReportFile>,
+) -> ExitCode {
+    if let Err(code) = write_svg(svg, &outcome.runs) {
+        return code;
+    }
     let text = match format {
         Format::Table => report::render(&outcome.runs, &outcome.failed, &layout(&to)),
         Format::Markdown => report::markdown(&outcome.runs, &outcome.failed),

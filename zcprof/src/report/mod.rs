@@ -4,6 +4,7 @@
 mod cells;
 mod csv;
 mod legend;
+mod picture;
 mod table;
 
 #[cfg(test)]
@@ -14,6 +15,7 @@ use std::fmt::Write as _;
 pub use cells::{Form, HEADERS};
 pub use csv::csv;
 pub use legend::spread_warnings;
+pub use picture::svg;
 pub use table::{Layout, Stream, live_table, render, wrap};
 
 use crate::model::RunReport;
