@@ -41,12 +41,21 @@ pub fn main(command: Command) -> ExitCode {
         Command::Doctor { format } => return doctor(format),
         // No eBPF and no privileges: a sink only reads sockets.
         Command::Sink { listen, runs } => return watched(move || sink(listen, runs)),
-        Command::Report { trace, format, svg } => {
-            let svg = match create(svg.as_deref()) {
+        Command::Report {
+            trace,
+            format,
+            svg,
+            html,
+        } => {
+            let files = match open_output(&OutputArgs {
+                output: None,
+                svg,
+                html,
+            }) {
                 Ok(f) => f,
                 Err(code) => return code,
             };
-            return report_trace(&trace, format, svg);
+            return report_trace(&trace, format, files);
         }
         Command::Exec {
             no_follow,
@@ -115,6 +124,8 @@ struct Outputs {
     report: Option<ReportFile>,
     /// `--svg`: the data-path picture.
     svg: Option<ReportFile>,
+    /// `--html`: the self-contained page.
+    html: Option<ReportFile>,
 }
 
 /// Creates the files of `-o` and `--svg` after the usage checks and before privileges and
@@ -123,6 +134,7 @@ fn open_output(args: &OutputArgs) -> Result<Outputs, ExitCode> {
     Ok(Outputs {
         report: create(args.output.as_deref())?,
         svg: create(args.svg.as_deref())?,
+        html: create(args.html.as_deref())?,
     })
 }
 
@@ -132,14 +144,26 @@ fn create(path: Option<&std::path::Path>) -> Result<Option<ReportFile>, ExitCode
         .map_err(|e| fail(1, &e.to_string()))
 }
 
-/// Draws the picture of `runs` into the file of `--svg`; with no run, the file is removed.
-fn write_svg(file: Option<ReportFile>, runs: &[RunReport]) -> Result<(), ExitCode> {
-    match file {
-        Some(f) if !runs.is_empty() => f
-            .write(&report::svg(runs))
-            .map_err(|e| fail(1, &e.to_string())),
-        _ => Ok(()),
+/// Draws the picture of `runs` into the file of `--svg` and writes the page of `--html`; with no
+/// run, the files are removed.
+fn write_files(
+    svg: Option<ReportFile>,
+    html: Option<ReportFile>,
+    runs: &[RunReport],
+    failed: &[report::Failed],
+) -> Result<(), ExitCode> {
+    if runs.is_empty() {
+        return Ok(());
     }
+    if let Some(f) = svg {
+        f.write(&report::svg(runs))
+            .map_err(|e| fail(1, &e.to_string()))?;
+    }
+    if let Some(f) = html {
+        f.write(&report::html(runs, failed))
+            .map_err(|e| fail(1, &e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// `zcprof __empty-hooks`: the benchmark's floor. Attaches the empty programs, runs `command`
@@ -220,7 +244,7 @@ fn with_trace(args: &TraceArgs, job: impl FnOnce(Option<&mut Trace>) -> ExitCode
 }
 
 /// `zcprof report TRACE`: the cost table of a saved trace.
-fn report_trace(path: &std::path::Path, format: Format, svg: Option<ReportFile>) -> ExitCode {
+fn report_trace(path: &std::path::Path, format: Format, files: Outputs) -> ExitCode {
     let runs = match crate::export::read(path) {
         Ok(r) => r,
         Err(e) => return fail(1, &e.to_string()),
@@ -253,7 +277,7 @@ fn report_trace(path: &std::path::Path, format: Format, svg: Option<ReportFile>)
         format,
         runs.len() == 1,
         Destination::Stdout,
-        svg,
+        (files.svg, files.html),
     )
 }
 
@@ -331,7 +355,7 @@ fn workloads(opts: &Workload, output: Outputs, trace: Option<&mut Trace>) -> Exi
             format,
             single,
             Destination::or(output.report, Destination::Stdout),
-            output.svg,
+            (output.svg, output.html),
         ),
         Err(e) if e.is_interrupt() => fail(EXIT_INTERRUPTED, "interrupted"),
         Err(e) => fail(
@@ -349,7 +373,7 @@ fn workloads(opts: &Workload, output: Outputs, trace: Option<&mut Trace>) -> Exi
 /// that the measured command's own output stays clean; all of them to the file of `-o`.
 fn emit_program(report: &RunReport, format: Format, output: Outputs) -> Result<(), ExitCode> {
     let one = std::slice::from_ref(report);
-    write_svg(output.svg, one)?;
+    write_files(output.svg, output.html, one, &[])?;
     let to = |default| Destination::or(output.report, default);
     let (text, to) = match format {
         Format::Json => (
@@ -465,9 +489,9 @@ fn finish(
     format: Format,
     single: bool,
     to: Destination,
-    svg: Option<ReportFile>,
+    (svg, html): (Option<ReportFile>, Option<ReportFile>),
 ) -> ExitCode {
-    if let Err(code) = write_svg(svg, &outcome.runs) {
+    if let Err(code) = write_files(svg, html, &outcome.runs, &outcome.failed) {
         return code;
     }
     let text = match format {

@@ -227,26 +227,28 @@ fn output_into_a_missing_directory() {
     }
 }
 
-/// `--svg` into a directory that does not exist: the same one line and exit 1 as `-o`, before
-/// privileges or measuring, on every command that draws (report included).
+/// `--svg` and `--html` into a directory that does not exist: the same one line and exit 1 as
+/// `-o`, before privileges or measuring, on every command that writes them (report included).
 #[test]
 fn svg_into_a_missing_directory() {
-    let missing = "/nonexistent/zcprof/path.svg";
     let trace = empty_dir("svg-report").join("no-trace.json");
-    for args in [
-        &[
-            "run", "--method", "sendfile", "--size", "1M", "--svg", missing,
-        ][..],
-        &["compare", "--svg", missing],
-        &["exec", "--svg", missing, "--", "true"],
-        &["attach", "--pid", "1", "--svg", missing],
-        &["report", trace.to_str().unwrap(), "--svg", missing],
+    for (flag, missing) in [
+        ("--svg", "/nonexistent/zcprof/path.svg"),
+        ("--html", "/nonexistent/zcprof/page.html"),
     ] {
-        let line = fails(zcprof().args(args), 1);
-        assert!(
-            line.contains(missing) && line.contains("No such file"),
-            "{args:?}: {line}"
-        );
+        for args in [
+            &["run", "--method", "sendfile", "--size", "1M", flag, missing][..],
+            &["compare", flag, missing],
+            &["exec", flag, missing, "--", "true"],
+            &["attach", "--pid", "1", flag, missing],
+            &["report", trace.to_str().unwrap(), flag, missing],
+        ] {
+            let line = fails(zcprof().args(args), 1);
+            assert!(
+                line.contains(missing) && line.contains("No such file"),
+                "{args:?}: {line}"
+            );
+        }
     }
 }
 

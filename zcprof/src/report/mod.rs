@@ -3,6 +3,7 @@
 //! all figures are listed under the table.
 mod cells;
 mod csv;
+mod html;
 mod legend;
 mod picture;
 mod table;
@@ -14,6 +15,7 @@ use std::fmt::Write as _;
 
 pub use cells::{Form, HEADERS};
 pub use csv::csv;
+pub use html::html;
 pub use legend::spread_warnings;
 pub use picture::svg;
 pub use table::{Layout, Stream, live_table, render, wrap};
