@@ -116,11 +116,26 @@ fn arrow_node(a: &Arrow, nth: usize, top: f64) -> Group {
     } else {
         (x1, x2)
     };
-    let (sy, ey) = (y1 + edge, y2 + edge);
-    let (cx, cy) = (f64::midpoint(sx, ex), sy.min(ey) + lift * 1.6);
-    let d = format!("M {sx:.1} {sy:.1} Q {cx:.1} {cy:.1} {ex:.1} {ey:.1}");
-    let apex = (sy + 2.0 * cy + ey) / 4.0;
-    let label_y = apex + if side < 0.0 { -5.0 } else { 13.0 };
+    let (d, cx, label_y, anchor) = if y1 < y2 {
+        // Down to the station under the row: straight, labelled beside it.
+        let (sy, ey) = (y1 + BOX_H / 2.0, y2 - BOX_H / 2.0);
+        (
+            format!("M {x1:.1} {sy:.1} L {x2:.1} {ey:.1}"),
+            x1 + 8.0,
+            f64::midpoint(sy, ey) + 4.0,
+            "start",
+        )
+    } else {
+        let (sy, ey) = (y1 + edge, y2 + edge);
+        let (cx, cy) = (f64::midpoint(sx, ex), sy.min(ey) + lift * 1.6);
+        let apex = (sy + 2.0 * cy + ey) / 4.0;
+        (
+            format!("M {sx:.1} {sy:.1} Q {cx:.1} {cy:.1} {ex:.1} {ey:.1}"),
+            cx,
+            apex + if side < 0.0 { -5.0 } else { 13.0 },
+            "middle",
+        )
+    };
     Group::new()
         .set("class", format!("arrow {}", a.kind.class()))
         .set("data-from", a.from)
@@ -139,7 +154,7 @@ fn arrow_node(a: &Arrow, nth: usize, top: f64) -> Group {
             Text::new(a.label.as_str())
                 .set("x", cx)
                 .set("y", label_y)
-                .set("text-anchor", "middle")
+                .set("text-anchor", anchor)
                 .set("font-size", 11)
                 .set("fill", stroke),
         )
@@ -377,10 +392,15 @@ fn timeline(r: &RunReport, top: f64) -> Group {
     }
     g.add(
         Text::new(format!(
-            "one step: {} mode switches{} (line), {} scheduler switches ({} voluntary, {} \
+            "one step: {} mode switches{} (line{}), {} scheduler switches ({} voluntary, {} \
              involuntary; dots), {} syscalls{}",
             fmt("mode_switches"),
             tb(r.textbook.mode_switches),
+            if mode.round() > n as f64 {
+                format!(": the first {n}")
+            } else {
+                String::new()
+            },
             fmt("context_switches"),
             fmt("context_switches_voluntary"),
             fmt("context_switches_involuntary"),
@@ -421,30 +441,37 @@ fn lane(r: &RunReport, top: f64) -> Group {
     }
     let list = arrows(r);
     let mut stations: Vec<(&str, &str)> = STATIONS.to_vec();
-    stations.extend(RECEIVER);
+    // A program's report has no receiver of zcprof's: nothing to draw apart.
+    let receiver = !r.received.is_empty() || !r.receiver_copies.is_empty();
+    if receiver {
+        stations.extend(RECEIVER);
+    }
     if list.iter().any(|a| a.from == OTHER.0 || a.to == OTHER.0) {
         stations.push(OTHER);
     }
     for (id, name) in stations {
         g = g.add(station_node(id, name, top));
     }
-    g = g.add(
-        Line::new()
-            .set("x1", 860)
-            .set("y1", top + 50.0)
-            .set("x2", 860)
-            .set("y2", top + 220.0)
-            .set("stroke", "#999999")
-            .set("stroke-dasharray", "4 4"),
-    );
-    g = g.add(
-        Text::new("receiver, apart (the note counts the sender)")
-            .set("x", 1050)
-            .set("y", top + 215.0)
-            .set("text-anchor", "middle")
-            .set("font-size", 11)
-            .set("fill", "#555555"),
-    );
+    if receiver {
+        g = g
+            .add(
+                Line::new()
+                    .set("x1", 860)
+                    .set("y1", top + 50.0)
+                    .set("x2", 860)
+                    .set("y2", top + 220.0)
+                    .set("stroke", "#999999")
+                    .set("stroke-dasharray", "4 4"),
+            )
+            .add(
+                Text::new("receiver, apart (the note counts the sender)")
+                    .set("x", 1050)
+                    .set("y", top + 215.0)
+                    .set("text-anchor", "middle")
+                    .set("font-size", 11)
+                    .set("fill", "#555555"),
+            );
+    }
     // Arcs on one side nest: the nth arc on a side is lifted further.
     let (mut above, mut below) = (0, 0);
     for a in &list {
@@ -602,6 +629,27 @@ mod tests {
             "zero CPU copies, yet a CPU-copy arrow: {arrows:?}"
         );
         assert!(arrows.iter().any(|a| a.0 == "dma"));
+    }
+
+    /// A program's report (exec, attach) has no receiver of zcprof's: nothing is drawn apart;
+    /// a copy into neither page cache nor socket goes to a station of its own.
+    #[test]
+    fn a_program_has_no_receiver_and_its_other_copies_a_station() {
+        let mut r = report(Method::ReadWrite, &read_write_counts(), true);
+        r.received.clear();
+        r.receiver_copies.clear();
+        let lanes = parse(&svg(&[r]));
+        let (_, stations, arrows) = &lanes[0];
+        assert!(
+            !stations.iter().any(|s| s.starts_with("receiver")),
+            "{stations:?}"
+        );
+        // The fake ledger's write went to "user buffer -> kernel".
+        assert!(stations.iter().any(|s| s == "other"), "{stations:?}");
+        assert!(
+            arrows.iter().any(|a| a.1 == "user buffer -> kernel"),
+            "{arrows:?}"
+        );
     }
 
     #[test]
