@@ -75,15 +75,7 @@ pub fn legend(runs: &[RunReport], form: Form) -> Vec<String> {
                 format_bytes(r.bytes)
             )
         },
-        if compact {
-            "(n) after a figure: the textbook's figure per step (shared/TEXTBOOK.md), none where \
-             the note gives none; (1; SG 0) is sendfile's row and its SG-DMA row. A figure away \
-             from the textbook's is highlighted where the terminal shows colour"
-                .to_owned()
-        } else {
-            "tb: the textbook's figure per step (shared/TEXTBOOK.md); '-' where the note gives none"
-                .to_owned()
-        },
+        textbook_line(runs, compact),
         repetitions(runs),
         format!("syscalls: {}", src("syscalls")),
         format!(
@@ -131,6 +123,28 @@ pub fn legend(runs: &[RunReport], form: Form) -> Vec<String> {
         lines.push(ranges);
     }
     lines
+}
+
+/// What stands beside a measured figure: the textbook's, as `tb n` or, compact, `(n)`.
+fn textbook_line(runs: &[RunReport], compact: bool) -> String {
+    if compact {
+        format!(
+            "(n) after a figure: the textbook's figure per step (shared/TEXTBOOK.md), none \
+             where the note gives none{}. A figure away from the textbook's is highlighted \
+             where the terminal shows colour",
+            if runs
+                .iter()
+                .any(|r| r.textbook.cpu_copies_with_sg_dma.is_some())
+            {
+                "; (1; SG 0) is sendfile's row and its SG-DMA row"
+            } else {
+                ""
+            }
+        )
+    } else {
+        "tb: the textbook's figure per step (shared/TEXTBOOK.md); '-' where the note gives none"
+            .to_owned()
+    }
 }
 
 /// One row's copy ledger in words: each path's blocks per step, the bytes, the sampled share.
