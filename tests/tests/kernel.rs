@@ -326,6 +326,8 @@ fn compare_runs_every_method() {
         return;
     }
     let dir = scratch_dir("compare", env!("CARGO_TARGET_TMPDIR"));
+    let pictures = scratch_dir("compare-svg", env!("CARGO_TARGET_TMPDIR"));
+    let svg = pictures.join("paths.svg");
     let d = run_json(&[
         "compare",
         "--size",
@@ -334,7 +336,14 @@ fn compare_runs_every_method() {
         "64K",
         "--dir",
         dir.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
     ]);
+    check_picture(
+        &d,
+        &std::fs::read_to_string(&svg).expect("the SVG was written"),
+    );
+    let _ = std::fs::remove_dir_all(&pictures);
     let methods: Vec<_> = d["runs"]
         .as_array()
         .unwrap()
@@ -361,6 +370,63 @@ fn compare_runs_every_method() {
         programs_left().is_empty(),
         "programs detached after the run"
     );
+}
+
+/// The `--svg` picture of a compare: one lane per run, each with the stations, and one CPU-copy
+/// arrow per path of the run's copy ledger, labelled with its measured blocks per step; a run
+/// whose ledger holds no copy (sendfile over loopback) has no CPU-copy arrow.
+fn check_picture(d: &Value, svg: &str) {
+    let doc = roxmltree::Document::parse(svg).expect("the SVG is well-formed XML");
+    let has_class = |n: &roxmltree::Node, c: &str| {
+        n.attribute("class")
+            .is_some_and(|v| v.split(' ').any(|w| w == c))
+    };
+    let lanes: Vec<_> = doc.descendants().filter(|n| has_class(n, "lane")).collect();
+    let runs = d["runs"].as_array().unwrap();
+    assert_eq!(lanes.len(), runs.len());
+    let mut without_copies = 0;
+    for (lane, r) in lanes.iter().zip(runs) {
+        let method = r["method"].as_str().unwrap();
+        assert_eq!(lane.attribute("data-row"), Some(method));
+        let stations = lane
+            .descendants()
+            .filter(|n| has_class(n, "station"))
+            .count();
+        assert!(stations >= 7, "{method}: {stations} stations");
+        let arrows: Vec<(String, String)> = lane
+            .descendants()
+            .filter(|n| has_class(n, "cpu-copy"))
+            .filter(|n| !n.attribute("data-path").unwrap().contains("receiver"))
+            .map(|n| {
+                let text = n.descendants().filter_map(|t| t.text()).collect::<String>();
+                (n.attribute("data-path").unwrap().to_owned(), text)
+            })
+            .collect();
+        let block = r["block_size"].as_f64().unwrap();
+        let copies: Vec<&Value> = r["copies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["bytes"].as_u64().unwrap() > 0 && c["contradicted"] == false)
+            .collect();
+        assert_eq!(arrows.len(), copies.len(), "{method}: {arrows:?}");
+        for c in &copies {
+            let path = c["path"].as_str().unwrap();
+            let blocks = format!("{:.2}", c["per_transfer"].as_f64().unwrap() / block);
+            assert!(
+                arrows
+                    .iter()
+                    .any(|(p, text)| p == path && text.contains(&blocks)),
+                "{method}: no arrow for {path} with {blocks}: {arrows:?}"
+            );
+        }
+        if copies.is_empty() {
+            without_copies += 1;
+        }
+        let dma = lane.descendants().filter(|n| has_class(n, "dma")).count();
+        assert_eq!(dma, 2, "{method}: the disk's and the device's DMA");
+    }
+    assert!(without_copies > 0, "sendfile over loopback copies nothing");
 }
 
 #[test]
@@ -1815,6 +1881,16 @@ fn bpf_and_perfmon_capabilities_are_enough() {
             return;
         }
         parent = p.parent();
+    }
+    // util-linux's setpriv (busybox's has no --reuid).
+    let util_linux = Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("util-linux"));
+    if !util_linux {
+        skip("capabilities", "util-linux setpriv is not installed here");
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
     }
     let out = Command::new("setpriv")
         .args([

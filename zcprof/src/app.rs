@@ -38,7 +38,22 @@ pub fn main(command: Command) -> ExitCode {
         Command::Doctor { format } => return doctor(format),
         // No eBPF and no privileges: a sink only reads sockets.
         Command::Sink { listen, runs } => return watched(move || sink(listen, runs)),
-        Command::Report { trace, format } => return report_trace(&trace, format),
+        Command::Report {
+            trace,
+            format,
+            svg,
+            html,
+        } => {
+            let files = match open_output(&OutputArgs {
+                output: None,
+                svg,
+                html,
+            }) {
+                Ok(f) => f,
+                Err(code) => return code,
+            };
+            return report_trace(&trace, format, files);
+        }
         Command::Exec {
             no_follow,
             interval,
@@ -100,14 +115,52 @@ pub fn main(command: Command) -> ExitCode {
     privileged(move || with_trace(&trace, |t| workloads(&opts, output, t)))
 }
 
-/// Creates the file of `-o` after the usage checks and before privileges and measuring, so a
-/// path that cannot be written fails in a moment (exit 1), not after the run.
-fn open_output(args: &OutputArgs) -> Result<Option<ReportFile>, ExitCode> {
-    args.output
-        .as_deref()
-        .map(ReportFile::create)
+/// The files a measuring command writes besides stdout and stderr.
+struct Outputs {
+    /// `-o`: the report.
+    report: Option<ReportFile>,
+    /// `--svg`: the data-path picture.
+    svg: Option<ReportFile>,
+    /// `--html`: the self-contained page.
+    html: Option<ReportFile>,
+}
+
+/// Creates the files of `-o` and `--svg` after the usage checks and before privileges and
+/// measuring, so a path that cannot be written fails in a moment (exit 1), not after the run.
+fn open_output(args: &OutputArgs) -> Result<Outputs, ExitCode> {
+    Ok(Outputs {
+        report: create(args.output.as_deref())?,
+        svg: create(args.svg.as_deref())?,
+        html: create(args.html.as_deref())?,
+    })
+}
+
+fn create(path: Option<&std::path::Path>) -> Result<Option<ReportFile>, ExitCode> {
+    path.map(ReportFile::create)
         .transpose()
         .map_err(|e| fail(1, &e.to_string()))
+}
+
+/// Draws the picture of `runs` into the file of `--svg` and writes the page of `--html`; with no
+/// run, the files are removed.
+fn write_files(
+    svg: Option<ReportFile>,
+    html: Option<ReportFile>,
+    runs: &[RunReport],
+    failed: &[report::Failed],
+) -> Result<(), ExitCode> {
+    if runs.is_empty() {
+        return Ok(());
+    }
+    if let Some(f) = svg {
+        f.write(&report::svg(runs))
+            .map_err(|e| fail(1, &e.to_string()))?;
+    }
+    if let Some(f) = html {
+        f.write(&report::html(runs, failed))
+            .map_err(|e| fail(1, &e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// `zcprof __empty-hooks`: the benchmark's floor. Attaches the empty programs, runs `command`
@@ -188,7 +241,7 @@ fn with_trace(args: &TraceArgs, job: impl FnOnce(Option<&mut Trace>) -> ExitCode
 }
 
 /// `zcprof report TRACE`: the cost table of a saved trace.
-fn report_trace(path: &std::path::Path, format: Format) -> ExitCode {
+fn report_trace(path: &std::path::Path, format: Format, files: Outputs) -> ExitCode {
     let runs = match crate::export::read(path) {
         Ok(r) => r,
         Err(e) => return fail(1, &e.to_string()),
@@ -221,6 +274,7 @@ fn report_trace(path: &std::path::Path, format: Format) -> ExitCode {
         format,
         runs.len() == 1,
         Destination::Stdout,
+        (files.svg, files.html),
     )
 }
 
@@ -299,7 +353,7 @@ fn sink(listen: std::net::SocketAddr, runs: Option<u64>) -> ExitCode {
     }
 }
 
-fn workloads(opts: &Workload, output: Option<ReportFile>, trace: Option<&mut Trace>) -> ExitCode {
+fn workloads(opts: &Workload, output: Outputs, trace: Option<&mut Trace>) -> ExitCode {
     let format = opts.format;
     let single = opts.runs.len() == 1;
     match measure_all(opts, trace) {
@@ -307,7 +361,8 @@ fn workloads(opts: &Workload, output: Option<ReportFile>, trace: Option<&mut Tra
             &outcome,
             format,
             single,
-            Destination::or(output, Destination::Stdout),
+            Destination::or(output.report, Destination::Stdout),
+            (output.svg, output.html),
         ),
         Err(e) if e.is_interrupt() => fail(cancel::exit_status(), "interrupted"),
         Err(e) => fail(
@@ -323,24 +378,23 @@ fn workloads(opts: &Workload, output: Option<ReportFile>, trace: Option<&mut Tra
 
 /// Writes one program's report: JSON and CSV on stdout, tables on stderr (as perf stat does) so
 /// that the measured command's own output stays clean; all of them to the file of `-o`.
-fn emit_program(
-    report: &RunReport,
-    format: Format,
-    output: Option<ReportFile>,
-) -> Result<(), ExitCode> {
+fn emit_program(report: &RunReport, format: Format, output: Outputs) -> Result<(), ExitCode> {
     let one = std::slice::from_ref(report);
-    let (text, default) = match format {
+    write_files(output.svg, output.html, one, &[])?;
+    let to = |default| Destination::or(output.report, default);
+    let (text, to) = match format {
         Format::Json => (
             report::json_run(report).unwrap_or_default() + "\n",
-            Destination::Stdout,
+            to(Destination::Stdout),
         ),
-        Format::Table => (report::table(one, &[]), Destination::Stderr),
-        Format::Markdown => (report::markdown(one, &[]), Destination::Stderr),
-        Format::Csv => (report::csv(one, &[]), Destination::Stdout),
+        Format::Table => {
+            let to = to(Destination::Stderr);
+            (report::render(one, &[], &layout(&to)), to)
+        }
+        Format::Markdown => (report::markdown(one, &[]), to(Destination::Stderr)),
+        Format::Csv => (report::csv(one, &[]), to(Destination::Stdout)),
     };
-    Destination::or(output, default)
-        .write(&text)
-        .map_err(|e| fail(1, &e.to_string()))
+    to.write(&text).map_err(|e| fail(1, &e.to_string()))
 }
 
 fn exec(
@@ -348,7 +402,7 @@ fn exec(
     follow: bool,
     interval: Option<std::time::Duration>,
     format: Format,
-    output: Option<ReportFile>,
+    output: Outputs,
     trace: Option<&mut Trace>,
 ) -> ExitCode {
     let kernel = Kernel::detect();
@@ -383,7 +437,7 @@ fn attach(
     follow: bool,
     interval: Option<std::time::Duration>,
     format: Format,
-    output: Option<ReportFile>,
+    output: Outputs,
     trace: Option<&mut Trace>,
 ) -> ExitCode {
     let kernel = Kernel::detect();
@@ -428,9 +482,27 @@ fn measure_all(opts: &Workload, trace: Option<&mut Trace>) -> Result<Outcome, Me
     Ok(outcome)
 }
 
-fn finish(outcome: &Outcome, format: Format, single: bool, to: Destination) -> ExitCode {
+/// The table's layout for where it goes: fitted to a terminal, as wide as it is in a file.
+fn layout(to: &Destination) -> report::Layout {
+    match to {
+        Destination::Stdout => report::Layout::terminal(report::Stream::Stdout),
+        Destination::Stderr => report::Layout::terminal(report::Stream::Stderr),
+        Destination::File(_) => report::Layout::plain(),
+    }
+}
+
+fn finish(
+    outcome: &Outcome,
+    format: Format,
+    single: bool,
+    to: Destination,
+    (svg, html): (Option<ReportFile>, Option<ReportFile>),
+) -> ExitCode {
+    if let Err(code) = write_files(svg, html, &outcome.runs, &outcome.failed) {
+        return code;
+    }
     let text = match format {
-        Format::Table => report::table(&outcome.runs, &outcome.failed),
+        Format::Table => report::render(&outcome.runs, &outcome.failed, &layout(&to)),
         Format::Markdown => report::markdown(&outcome.runs, &outcome.failed),
         Format::Csv => report::csv(&outcome.runs, &outcome.failed),
         Format::Json if single && outcome.failed.is_empty() && outcome.runs.len() == 1 => {

@@ -104,6 +104,12 @@ pub enum Command {
         trace: PathBuf,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+        /// Also draw each run's data path to FILE as SVG (see `run --svg`).
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+        /// Also write the self-contained HTML page to FILE (see `run --html`).
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
     },
     /// Receive the transfers of `run`/`compare --to` (from another host or network namespace),
     /// check their byte counts and report the receiving side's costs back. Needs no privileges.
@@ -149,6 +155,15 @@ pub struct OutputArgs {
     /// example to keep it apart from a command's own output.
     #[arg(short = 'o', long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Also draw each run's data path to FILE as SVG: the stations from disk to device, DMA,
+    /// CPU copies by path and page references with their bytes per step beside the textbook's,
+    /// and the mode and scheduler switches of one step (one lane per method).
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+    /// Also write one self-contained HTML page to FILE (no network needed to open it): the
+    /// table, the data-path pictures, the notes and the provenance of every figure.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 /// Recording detail (syscall timing, event tracing), on every measuring command.

@@ -228,6 +228,31 @@ fn output_into_a_missing_directory() {
     }
 }
 
+/// `--svg` and `--html` into a directory that does not exist: the same one line and exit 1 as
+/// `-o`, before privileges or measuring, on every command that writes them (report included).
+#[test]
+fn svg_into_a_missing_directory() {
+    let trace = empty_dir("svg-report").join("no-trace.json");
+    for (flag, missing) in [
+        ("--svg", "/nonexistent/zcprof/path.svg"),
+        ("--html", "/nonexistent/zcprof/page.html"),
+    ] {
+        for args in [
+            &["run", "--method", "sendfile", "--size", "1M", flag, missing][..],
+            &["compare", flag, missing],
+            &["exec", flag, missing, "--", "true"],
+            &["attach", "--pid", "1", flag, missing],
+            &["report", trace.to_str().unwrap(), flag, missing],
+        ] {
+            let line = fails(zcprof().args(args), 1);
+            assert!(
+                line.contains(missing) && line.contains("No such file"),
+                "{args:?}: {line}"
+            );
+        }
+    }
+}
+
 /// A usage error is reported before `-o` is created, and leaves no file.
 #[test]
 fn output_is_not_created_for_bad_usage() {
