@@ -1,6 +1,7 @@
 //! The cost report: turns raw kernel counts into figures with provenance, next to the textbook's
 //! claims, with footnotes where they differ for a known reason.
 pub mod activity;
+mod beyond;
 mod copies;
 mod figure;
 pub mod ledger;
@@ -9,6 +10,7 @@ pub mod repeat;
 pub mod syscall_time;
 pub mod syscalls;
 pub mod textbook;
+mod zerocopy;
 
 use std::collections::BTreeMap;
 
@@ -166,6 +168,8 @@ pub struct RunReport {
     /// What a remote sink (`--to`) reported of itself: bytes per stream, its reads, and the
     /// CPU time and scheduler switches of its draining threads.
     pub sink: Option<SinkReport>,
+    /// msg-zerocopy: the kernel's verdict from the completions (null for other methods).
+    pub zerocopy: Option<crate::workload::Verdict>,
     pub devices: Devices,
     /// Per-process totals when a process tree was followed (exec, attach), by pid.
     pub processes: Vec<ProcessRow>,
@@ -246,6 +250,8 @@ pub struct RunInput<'a> {
     /// The remote sink's report, when a `zcprof sink` received instead of zcprof (its copy
     /// replaces the built-in receiver's).
     pub remote_receiver: Option<SinkReport>,
+    /// msg-zerocopy: the kernel's verdict from the completions.
+    pub zerocopy: Option<crate::workload::Verdict>,
     pub devices: Devices,
     /// Children of an attached process that ran before the attach (so were not followed),
     /// named when it moved no data itself.
@@ -287,6 +293,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         file,
         net,
         remote_receiver,
+        zerocopy,
         devices,
         unmeasured_children,
     } = input;
@@ -482,7 +489,12 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         from_user,
         dma_reads,
         samples: &samples,
+        zerocopy: zerocopy.as_ref(),
     });
+    if let Some(v) = &zerocopy {
+        let device = net.as_ref().map(|n| n.device.as_str());
+        notes.push(zerocopy::note(v, device, block_size, transfers, &samples));
+    }
     if let Some(sink) = &remote_receiver {
         ledger.receiver = vec![sink_copy(
             sink,
@@ -647,6 +659,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         file,
         net,
         sink: remote_receiver,
+        zerocopy,
         devices,
         processes: process_rows(counts),
         trace,
@@ -1079,6 +1092,7 @@ pub(crate) mod tests {
             }),
             net: None,
             remote_receiver: None,
+            zerocopy: None,
             devices: Devices::default(),
             unmeasured_children: Vec::new(),
         })
@@ -1187,6 +1201,7 @@ pub(crate) mod tests {
             file: None,
             net: None,
             remote_receiver: None,
+            zerocopy: None,
             devices: Devices::default(),
             unmeasured_children: Vec::new(),
         });
@@ -1221,6 +1236,7 @@ pub(crate) mod tests {
             file: None,
             net: None,
             remote_receiver: None,
+            zerocopy: None,
             devices: Devices::default(),
             unmeasured_children: Vec::new(),
         });
