@@ -256,3 +256,43 @@ fn msg_zerocopy_on_loopback_is_copied_and_the_kernel_says_so() {
         "the verdict is in a note: {notes:?}"
     );
 }
+
+#[test]
+fn msg_zerocopy_over_veth_to_another_namespace_is_copied_too() {
+    if !privileged("msg_zerocopy_veth") {
+        return;
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        skip("msg_zerocopy_veth", "ip (iproute2) is not installed");
+        return;
+    }
+    let dir = scratch_dir("m-zerocopy-veth", env!("CARGO_TARGET_TMPDIR"));
+    let out = zcprof_tests::run(&[
+        "run",
+        "--method",
+        "msg-zerocopy",
+        "--net",
+        "veth",
+        "--size",
+        "8M",
+        "--block-size",
+        "64K",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    check_common(&r);
+    assert_eq!(r["net"]["kind"], "veth");
+    // The far end is another namespace of this host: still local delivery, still copied.
+    let v = &r["zerocopy"];
+    assert_eq!(v["copied"], v["sends"], "{v}");
+    assert_eq!(v["copied_bytes"].as_u64(), Some(SIZE), "{v}");
+    assert_eq!(fig(&r, "cpu_copy_bytes"), SIZE, "{}", r["copies"]);
+}

@@ -574,12 +574,14 @@ fn method_options(
             && let Some((_, flag)) = network.iter().find(|(given, _)| *given)
         {
             return Err(UsageError(format!(
-                "{flag} does not apply to {m}: it copies the file to another file, not to a                  socket (leave {m} out of --methods)"
+                "{flag} does not apply to {m}: it copies the file to another file, not to a \
+                 socket (leave {m} out of --methods)"
             )));
         }
         if m.preloads_payload() && cache == Cache::Cold {
             return Err(UsageError(format!(
-                "--cache cold does not apply to {m}: it reads the file into user memory before                  measuring, so the disk would deliver nothing measured (leave {m} out of --methods)"
+                "--cache cold does not apply to {m}: it reads the file into user memory before \
+                 measuring, so the disk would deliver nothing measured (leave {m} out of --methods)"
             )));
         }
     }
@@ -766,7 +768,7 @@ mod tests {
         ] {
             let err = compare_workload(args).unwrap_err();
             assert!(
-                err.0.starts_with(flag) && !err.0.contains('\n'),
+                err.0.starts_with(flag) && !err.0.contains('\n') && !err.0.contains("  "),
                 "{args:?}: {}",
                 err.0
             );
