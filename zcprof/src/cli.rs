@@ -491,6 +491,7 @@ impl WorkloadArgs {
             )));
         }
         method_options(&methods, net, sg.is_some(), to.is_some(), cache)?;
+        payload_fits(&methods, size, file.as_deref())?;
         direct_io_alignment(&methods, block_size)?;
         // Everything wrong with --file is a usage error (exit 2), found before measuring: one
         // rule for a missing, empty, special or short file.
@@ -584,6 +585,28 @@ fn method_options(
                  measuring, so the disk would deliver nothing measured (leave {m} out of --methods)"
             )));
         }
+    }
+    Ok(())
+}
+
+/// The methods that send from user memory must find room for the whole payload there: checked
+/// before the file is written.
+///
+/// # Errors
+/// A one-line usage error when the payload is more than half the available memory.
+fn payload_fits(
+    methods: &[Method],
+    size: Option<u64>,
+    file: Option<&std::path::Path>,
+) -> Result<(), UsageError> {
+    let size = size
+        .or_else(|| {
+            file.and_then(|f| std::fs::metadata(f).ok())
+                .map(|m| m.len())
+        })
+        .unwrap_or(crate::options::DEFAULT_SIZE);
+    for &m in methods.iter().filter(|m| m.preloads_payload()) {
+        crate::workload::beyond::check_payload_fits(m, size).map_err(UsageError)?;
     }
     Ok(())
 }

@@ -71,3 +71,29 @@ pub(super) fn vmsplice(
     }
     Ok(())
 }
+
+/// Refuses a payload that would take more than half the memory the kernel says is available:
+/// vmsplice and msg-zerocopy send the whole payload from user memory, and filling memory would
+/// take the machine down with the run.
+///
+/// # Errors
+/// The reason, in one line, when it does not fit.
+pub fn check_payload_fits(method: super::Method, size: u64) -> Result<(), String> {
+    let available = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map(|kib| kib.saturating_mul(1024));
+    match available {
+        Some(bytes) if size > bytes / 2 => Err(format!(
+            "{method} sends from user memory: --size {} is more than half the {} available \
+             (choose a smaller --size)",
+            crate::units::format_bytes(size),
+            crate::units::format_bytes(bytes)
+        )),
+        _ => Ok(()),
+    }
+}

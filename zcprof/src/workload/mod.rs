@@ -1,6 +1,6 @@
 //! Workloads: the built-in transfer techniques, each run in its own process against a receiver
 //! that drains and counts every byte. Only that process is measured.
-mod beyond;
+pub mod beyond;
 mod destination;
 mod method;
 pub mod net;

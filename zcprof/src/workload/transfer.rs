@@ -215,6 +215,7 @@ fn run(args: &TransferArgs) -> io::Result<()> {
         Method::ReadWrite | Method::DirectIo => Some(AlignedBuf::new(block)?),
         // The whole payload in user memory, read now: the measured loop sends from memory.
         m if m.preloads_payload() => {
+            beyond::check_payload_fits(m, args.size).map_err(io::Error::other)?;
             let mut b = AlignedBuf::new(size)?;
             preload(prep.file, &mut b.as_mut_slice()[..size])?;
             Some(b)
