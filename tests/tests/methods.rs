@@ -1,7 +1,11 @@
 //! The methods beyond the note (copy-file-range, vmsplice, msg-zerocopy) against the real
 //! kernel: their syscalls equal what strace saw of the same run, and the copy ledger shows what
 //! the kernel did with each "zero-copy" request. Without root they skip, saying so on stderr.
-use std::{collections::BTreeMap, path::Path, process::Command};
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    process::{Command, Stdio},
+};
 
 use serde_json::Value;
 use zcprof_tests::{privileged, scratch_dir, skip, zcprof_bin};
@@ -295,4 +299,68 @@ fn msg_zerocopy_over_veth_to_another_namespace_is_copied_too() {
     assert_eq!(v["copied"], v["sends"], "{v}");
     assert_eq!(v["copied_bytes"].as_u64(), Some(SIZE), "{v}");
     assert_eq!(fig(&r, "cpu_copy_bytes"), SIZE, "{}", r["copies"]);
+}
+
+/// Kills zcprof if the test fails midway.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn ctrl_c_during_copy_file_range_removes_the_destination_too() {
+    if !privileged("ctrl_c_copy_file_range") {
+        return;
+    }
+    let dir = scratch_dir("m-cfr-ctrlc", env!("CARGO_TARGET_TMPDIR"));
+    let child = Command::new(zcprof_bin())
+        .args([
+            "run",
+            "--method",
+            "copy-file-range",
+            "--size",
+            "1G",
+            "--block-size",
+            "4K",
+            "--dir",
+            dir.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = KillOnDrop(child);
+    // The destination exists once the transfer process is being started.
+    let has_copy = || {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .any(|e| e.unwrap().path().extension().is_some_and(|x| x == "copy"))
+    };
+    while !has_copy() {
+        assert!(
+            guard.0.try_wait().unwrap().is_none(),
+            "zcprof ended before the copy began"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let pid = i32::try_from(guard.0.id()).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = guard.0.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(guard.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
