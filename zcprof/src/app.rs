@@ -12,7 +12,6 @@ use crate::{
     options::Workload,
     output::{Destination, ReportFile},
     report::{self, Format},
-    workload::Method,
 };
 
 /// Runs `command` to completion; Ctrl-C or SIGTERM cancel it cleanly.
@@ -28,11 +27,7 @@ pub fn main(command: Command) -> ExitCode {
             run.trace,
         ),
         Command::Compare(cmp) => {
-            let methods = if cmp.methods.is_empty() {
-                Method::ALL.to_vec()
-            } else {
-                cmp.methods
-            };
+            let methods = cmp.resolved_methods();
             (cmp.workload.validate(methods, true), cmp.output, cmp.trace)
         }
         Command::Doctor { format } => return doctor(format),

@@ -20,7 +20,8 @@ use crate::{
 
 const EXAMPLES: &str = "\
 EXAMPLES:
-    sudo zcprof compare                         # every method, 64 MiB in 64 KiB steps
+    sudo zcprof compare                         # the note's six methods, 64 MiB in 64 KiB steps
+    sudo zcprof compare --methods all           # and copy-file-range, vmsplice, msg-zerocopy
     sudo zcprof run --method sendfile           # one method, with its syscall breakdown
     sudo zcprof run --method read-write --size 16M --block-size 4K
     sudo zcprof compare --format json > costs.json
@@ -242,9 +243,10 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct CompareArgs {
-    /// Methods to compare (default: all), comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',')]
-    pub methods: Vec<Method>,
+    /// Methods to compare, comma-separated (default: the note's six; `all` adds
+    /// copy-file-range, vmsplice and msg-zerocopy).
+    #[arg(long, value_delimiter = ',', value_parser = method_choice())]
+    pub methods: Vec<MethodChoice>,
     #[command(flatten)]
     pub workload: WorkloadArgs,
     #[command(flatten)]
@@ -297,6 +299,48 @@ pub struct WorkloadArgs {
     pub warmup: u32,
 }
 
+/// One item of `compare --methods`: a method, or `all` of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MethodChoice {
+    All,
+    One(Method),
+}
+
+/// Parses `--methods` items, listing the names (and `all`) in clap's error and help.
+fn method_choice() -> impl clap::builder::TypedValueParser<Value = MethodChoice> {
+    use clap::builder::TypedValueParser as _;
+    let names: Vec<&'static str> = Method::ALL
+        .iter()
+        .map(|m| m.name())
+        .chain(["all"])
+        .collect();
+    clap::builder::PossibleValuesParser::new(names)
+        .map(|name| Method::from_name(&name).map_or(MethodChoice::All, MethodChoice::One))
+}
+
+impl CompareArgs {
+    /// The methods to run, in order, each once: the note's six when none were named.
+    #[must_use]
+    pub fn resolved_methods(&self) -> Vec<Method> {
+        if self.methods.is_empty() {
+            return Method::NOTE.to_vec();
+        }
+        let mut out = Vec::new();
+        for choice in &self.methods {
+            let add: &[Method] = match choice {
+                MethodChoice::All => &Method::ALL,
+                MethodChoice::One(m) => std::slice::from_ref(m),
+            };
+            for m in add {
+                if !out.contains(m) {
+                    out.push(*m);
+                }
+            }
+        }
+        out
+    }
+}
+
 /// `--repeat`: a count of at least one.
 fn parse_repeat(s: &str) -> Result<u32, String> {
     match s.parse::<u32>() {
@@ -343,13 +387,21 @@ pub struct TransferArgs {
     pub size: u64,
     #[arg(long)]
     pub block_size: u64,
+    /// The receiver (none for a method that writes a file).
     #[arg(long)]
-    pub addr: std::net::IpAddr,
+    pub addr: Option<std::net::IpAddr>,
     #[arg(long)]
-    pub port: u16,
+    pub port: Option<u16>,
     /// A sink's run token, sent as the first line of each stream.
     #[arg(long)]
     pub token: Option<String>,
+    /// The destination file of copy-file-range, created by the parent.
+    #[arg(long)]
+    pub dest: Option<String>,
+    /// A shared memory file the child maps before measuring, for what the kernel told it
+    /// (msg-zerocopy's completions) without a syscall in the measured window.
+    #[arg(long)]
+    pub report_fd: Option<i32>,
 }
 
 /// `zcprof sink`'s default address: this host only, on the sink's port.
@@ -453,11 +505,9 @@ impl WorkloadArgs {
                 units::format_bytes(size)
             )));
         }
-        if methods.contains(&Method::DirectIo) && block_size % 4096 != 0 {
-            return Err(UsageError(format!(
-                "direct-io needs --block-size to be a multiple of 4096 (O_DIRECT alignment), not {block_size}"
-            )));
-        }
+        method_options(&methods, net, sg.is_some(), to.is_some(), cache)?;
+        payload_fits(&methods, size, file.as_deref())?;
+        direct_io_alignment(&methods, block_size)?;
         // Everything wrong with --file is a usage error (exit 2), found before measuring: one
         // rule for a missing, empty, special or short file.
         if let Some(path) = &file {
@@ -520,6 +570,74 @@ impl WorkloadArgs {
             warmup,
         })
     }
+}
+
+/// Refuses the options that mean nothing for one of `methods`: the network options for a method
+/// that writes a file, and `--cache cold` for one that reads its payload before measuring.
+///
+/// # Errors
+/// A one-line usage error naming the method and the option.
+fn method_options(
+    methods: &[Method],
+    net: Net,
+    sg: bool,
+    to: bool,
+    cache: Cache,
+) -> Result<(), UsageError> {
+    let network = [(net == Net::Veth, "--net veth"), (sg, "--sg"), (to, "--to")];
+    for &m in methods {
+        if !m.uses_network()
+            && let Some((_, flag)) = network.iter().find(|(given, _)| *given)
+        {
+            return Err(UsageError(format!(
+                "{flag} does not apply to {m}: it copies the file to another file, not to a \
+                 socket (leave {m} out of --methods)"
+            )));
+        }
+        if m.preloads_payload() && cache == Cache::Cold {
+            return Err(UsageError(format!(
+                "--cache cold does not apply to {m}: it reads the file into user memory before \
+                 measuring, so the disk would deliver nothing measured (leave {m} out of --methods)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The methods that send from user memory must find room for the whole payload there: checked
+/// before the file is written.
+///
+/// # Errors
+/// A one-line usage error when the payload is more than half the available memory.
+fn payload_fits(
+    methods: &[Method],
+    size: Option<u64>,
+    file: Option<&std::path::Path>,
+) -> Result<(), UsageError> {
+    let size = size
+        .or_else(|| {
+            file.and_then(|f| std::fs::metadata(f).ok())
+                .map(|m| m.len())
+        })
+        .unwrap_or(crate::options::DEFAULT_SIZE);
+    for &m in methods.iter().filter(|m| m.preloads_payload()) {
+        crate::workload::beyond::check_payload_fits(m, size).map_err(UsageError)?;
+    }
+    Ok(())
+}
+
+/// `O_DIRECT` needs aligned blocks.
+///
+/// # Errors
+/// A one-line usage error when direct-io is asked for with a block size that is not a multiple
+/// of 4096.
+fn direct_io_alignment(methods: &[Method], block_size: u64) -> Result<(), UsageError> {
+    if methods.contains(&Method::DirectIo) && block_size % 4096 != 0 {
+        return Err(UsageError(format!(
+            "direct-io needs --block-size to be a multiple of 4096 (O_DIRECT alignment), not {block_size}"
+        )));
+    }
+    Ok(())
 }
 
 /// Parses the command line. Help and version go to stdout with status 0; errors are one line
@@ -620,6 +738,96 @@ mod tests {
         );
     }
 
+    fn compare_workload(args: &[&str]) -> Result<Workload, UsageError> {
+        let cli = parse_args(args).unwrap();
+        let Command::Compare(cmp) = cli.command else {
+            panic!("not compare")
+        };
+        let methods = cmp.resolved_methods();
+        cmp.workload.validate(methods, true)
+    }
+
+    #[test]
+    fn compare_keeps_the_notes_methods_and_all_adds_the_others() {
+        let names =
+            |w: Workload| -> Vec<&'static str> { w.methods.iter().map(|m| m.name()).collect() };
+        let default = compare_workload(&["compare"]).unwrap();
+        assert_eq!(
+            names(default),
+            [
+                "read-write",
+                "direct-io",
+                "mmap-write",
+                "sendfile",
+                "splice",
+                "tee"
+            ]
+        );
+        let all = compare_workload(&["compare", "--methods", "all"]).unwrap();
+        assert_eq!(all.methods, Method::ALL);
+        let listed = compare_workload(&["compare", "--methods", "vmsplice,all,sendfile"]).unwrap();
+        assert_eq!(listed.methods.len(), Method::ALL.len(), "each once");
+        assert_eq!(listed.methods[0], Method::Vmsplice, "in the order given");
+        let one = compare_workload(&["compare", "--methods", "msg-zerocopy"]).unwrap();
+        assert_eq!(one.methods, [Method::MsgZerocopy]);
+    }
+
+    #[test]
+    fn options_that_mean_nothing_for_a_method_are_refused() {
+        for (args, flag) in [
+            (
+                &["compare", "--methods", "copy-file-range", "--net", "veth"][..],
+                "--net veth",
+            ),
+            (
+                &["compare", "--methods", "all", "--to", "192.0.2.7:9465"],
+                "--to",
+            ),
+            (
+                &[
+                    "compare",
+                    "--methods",
+                    "copy-file-range",
+                    "--net",
+                    "veth",
+                    "--sg",
+                    "off",
+                ],
+                "--net veth",
+            ),
+            (
+                &["compare", "--methods", "vmsplice", "--cache", "cold"],
+                "--cache cold",
+            ),
+            (
+                &["compare", "--methods", "msg-zerocopy", "--cache", "cold"],
+                "--cache cold",
+            ),
+        ] {
+            let err = compare_workload(args).unwrap_err();
+            assert!(
+                err.0.starts_with(flag) && !err.0.contains('\n') && !err.0.contains("  "),
+                "{args:?}: {}",
+                err.0
+            );
+        }
+        assert!(
+            compare_workload(&["compare", "--methods", "copy-file-range", "--cache", "cold"])
+                .is_ok()
+        );
+        assert!(
+            compare_workload(&[
+                "compare",
+                "--methods",
+                "msg-zerocopy,vmsplice",
+                "--net",
+                "veth"
+            ])
+            .is_ok()
+        );
+        assert!(parse_args(&["compare", "--methods", "everything"]).is_err());
+    }
+
     #[test]
     fn sg_needs_veth() {
         let workload = |args: &[&str]| {
@@ -627,7 +835,8 @@ mod tests {
             let Command::Compare(cmp) = cli.command else {
                 panic!("not compare")
             };
-            cmp.workload.validate(cmp.methods, true)
+            let methods = cmp.resolved_methods();
+            cmp.workload.validate(methods, true)
         };
         let err = workload(&["compare", "--sg", "off"]).unwrap_err();
         assert!(err.0.contains("--sg needs --net veth"), "{}", err.0);

@@ -24,6 +24,8 @@ fn main() -> ExitCode {
             addr: t.addr,
             port: t.port,
             token: t.token,
+            dest: t.dest,
+            report_fd: t.report_fd,
         });
     }
     app::main(cli.command)

@@ -131,12 +131,13 @@ pub fn run_one(
     }
     let ready = Ready::start(method, source, size, opts.block_size, network)?;
     let pid = ready.pid();
-    let net = model::NetPath {
+    // A method that writes a file has no network path.
+    let net = ready.receiver().map(|receiver| model::NetPath {
         kind: network.kind().to_owned(),
         device: network.device().to_owned(),
         scatter_gather,
-        receiver: ready.receiver().to_string(),
-    };
+        receiver: receiver.to_string(),
+    });
     let measured = Measured::attach(
         kernel,
         plan,
@@ -146,7 +147,7 @@ pub fn run_one(
         trace.as_deref(),
         // The built-in receivers are threads of this process; a remote sink reports its own
         // costs, and nothing of zcprof's receives.
-        if network.remote_sink().is_some() {
+        if network.remote_sink().is_some() || !method.uses_network() {
             0
         } else {
             std::process::id()
@@ -165,8 +166,9 @@ pub fn run_one(
         received: delivery.received,
         usage: Some(delivery.usage),
         file: Some(file_info(source, opts.cache)),
-        net: Some(net),
+        net,
         remote_receiver: delivery.sink,
+        zerocopy: delivery.zerocopy,
         devices: names.devices(&counts),
         unmeasured_children: Vec::new(),
     };
@@ -357,6 +359,7 @@ impl Recording {
             file: input.file.clone(),
             net: input.net.clone(),
             remote_receiver: input.remote_receiver.clone(),
+            zerocopy: input.zerocopy,
             devices,
             followed,
             process_names,
@@ -482,6 +485,7 @@ fn program_report(
         file: None,
         net: None,
         remote_receiver: None,
+        zerocopy: None,
         devices: names.devices(counts),
         unmeasured_children,
     };

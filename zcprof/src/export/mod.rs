@@ -77,6 +77,9 @@ pub struct RunContext {
     /// What a remote sink (`--to`) reported of itself. Absent from older traces (`None`).
     #[serde(default)]
     pub remote_receiver: Option<SinkReport>,
+    /// msg-zerocopy's completion verdict. Absent from older traces (`None`).
+    #[serde(default)]
+    pub zerocopy: Option<crate::workload::Verdict>,
     pub devices: DeviceNames,
     /// Whether a process tree was followed (the per-process table exists).
     pub followed: bool,
@@ -286,6 +289,7 @@ pub fn report_of(run: &ReadRun) -> Result<crate::model::RunReport, ExportError> 
         file: ctx.file.clone(),
         net: ctx.net.clone(),
         remote_receiver: ctx.remote_receiver.clone(),
+        zerocopy: ctx.zerocopy,
         devices: ctx.devices.devices(&run.counts),
         unmeasured_children: Vec::new(),
     });
@@ -363,6 +367,7 @@ mod tests {
                 file: None,
                 net: None,
                 remote_receiver: None,
+                zerocopy: None,
                 devices: DeviceNames::default(),
                 followed: true,
                 process_names: BTreeMap::from([(PID, "tester".to_owned())]),

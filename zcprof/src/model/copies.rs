@@ -58,6 +58,8 @@ pub enum SampledPath {
     ToPageCache,
     /// Under a socket receive: socket buffer -> user.
     SocketToUser,
+    /// Under `skb_copy_ubufs`: `MSG_ZEROCOPY` pages copied after all (local delivery).
+    DeferredZerocopy,
     /// Pipes and anything else.
     PipeOrOther,
 }
@@ -65,6 +67,7 @@ pub enum SampledPath {
 /// Caller functions that name a path, checked from the leaf up: the first match wins (a
 /// segmentation inside a sendmsg is segmentation).
 const PATH_CALLERS: &[(&str, SampledPath)] = &[
+    ("skb_copy_ubufs", SampledPath::DeferredZerocopy),
     ("skb_copy_bits", SampledPath::Segmentation),
     ("skb_segment", SampledPath::Segmentation),
     ("__skb_linearize", SampledPath::Segmentation),

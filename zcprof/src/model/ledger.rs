@@ -87,6 +87,8 @@ pub struct Inputs<'a> {
     /// `O_DIRECT` reads from a block device: the device wrote the user buffer.
     pub dma_reads: bool,
     pub samples: &'a Samples,
+    /// msg-zerocopy: the kernel's completion verdict.
+    pub zerocopy: Option<&'a crate::workload::Verdict>,
 }
 
 /// Below this many kernel-mode samples, the absence of copy samples on a path says nothing.
@@ -264,6 +266,21 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
     };
     let written_to_cache = by_path(counts, DataPath::FromUser, |h| h.page_cache_write);
     match &sock_send {
+        // MSG_ZEROCOPY: the socket took the pages by reference; what the kernel copied after
+        // all is what its completions say, checked by sampling.
+        Some(hook) if inputs.zerocopy.is_some() => {
+            if let Some(v) = inputs.zerocopy
+                && let Some(p) = super::zerocopy::copied_path(
+                    v,
+                    sent_copied,
+                    hook,
+                    inputs.transfers,
+                    inputs.samples,
+                )
+            {
+                b.paths.push(p);
+            }
+        }
         Some(hook) => b.measured(
             to_socket,
             to_socket_short,
@@ -410,7 +427,8 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
     let sender = b.paths;
 
     let mut receiver = Vec::new();
-    if inputs.method.is_some()
+    // A method that writes a file (copy-file-range) has no receiver.
+    if inputs.method.is_some_and(Method::uses_network)
         && let Some(hook) = sock_recv
     {
         #[expect(clippy::cast_precision_loss, reason = "per-step display")]

@@ -2,6 +2,7 @@
 //! claims, with footnotes where they differ for a known reason.
 mod accounting;
 pub mod activity;
+mod beyond;
 mod copies;
 mod device_figures;
 mod figure;
@@ -12,6 +13,7 @@ mod sink_side;
 pub mod syscall_time;
 pub mod syscalls;
 pub mod textbook;
+mod zerocopy;
 
 use std::collections::BTreeMap;
 
@@ -175,6 +177,8 @@ pub struct RunReport {
     /// What a remote sink (`--to`) reported of itself: bytes per stream, its reads, and the
     /// CPU time and scheduler switches of its draining threads.
     pub sink: Option<SinkReport>,
+    /// msg-zerocopy: the kernel's verdict from the completions (null for other methods).
+    pub zerocopy: Option<crate::workload::Verdict>,
     pub devices: Devices,
     /// Per-process totals when a process tree was followed (exec, attach), by pid.
     pub processes: Vec<ProcessRow>,
@@ -202,6 +206,8 @@ pub struct RunInput<'a> {
     /// The remote sink's report, when a `zcprof sink` received instead of zcprof (its copy
     /// replaces the built-in receiver's).
     pub remote_receiver: Option<SinkReport>,
+    /// msg-zerocopy: the kernel's verdict from the completions.
+    pub zerocopy: Option<crate::workload::Verdict>,
     pub devices: Devices,
     /// Children of an attached process that ran before the attach (so were not followed),
     /// named when it moved no data itself.
@@ -243,6 +249,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         file,
         net,
         remote_receiver,
+        zerocopy,
         devices,
         unmeasured_children,
     } = input;
@@ -438,7 +445,12 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         from_user,
         dma_reads,
         samples: &samples,
+        zerocopy: zerocopy.as_ref(),
     });
+    if let Some(v) = &zerocopy {
+        let device = net.as_ref().map(|n| n.device.as_str());
+        notes.push(zerocopy::note(v, device, block_size, transfers, &samples));
+    }
     if let Some(sink) = &remote_receiver {
         ledger.receiver = vec![sink_copy(
             sink,
@@ -603,6 +615,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         file,
         net,
         sink: remote_receiver,
+        zerocopy,
         devices,
         processes: process_rows(counts),
         trace,

@@ -158,6 +158,17 @@ pub fn differences(inputs: &Inputs<'_>) -> Vec<String> {
         )),
         _ => {}
     }
+    if let Some(m) = method
+        && let Some(note) = super::beyond::note(&super::beyond::Inputs {
+            method: m,
+            block_size,
+            copies,
+            file,
+            net,
+        })
+    {
+        notes.push(note);
+    }
     if transfers > 0 && counts.syscall_entries == 0 {
         notes.push(
             "No syscall of the transfer process was seen: the probes did not fire.".to_owned(),
@@ -182,7 +193,10 @@ pub fn differences(inputs: &Inputs<'_>) -> Vec<String> {
                     " (the file system has no block device, so nothing can come from a disk)"
                 }
             ));
-        } else if file.is_some() && dma < size / 100.0 {
+        } else if file.is_some()
+            && dma < size / 100.0
+            && !method.is_some_and(Method::preloads_payload)
+        {
             notes.push(format!(
                 "The page cache was warm: the file was already in memory, so the disk did no DMA for it \
                  ({} read from disk while measuring). Use --cache cold to see the note's disk DMA.",

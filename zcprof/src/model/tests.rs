@@ -58,6 +58,7 @@ pub(crate) fn report(method: Method, counts: &Counts, block_device: bool) -> Run
         }),
         net: None,
         remote_receiver: None,
+        zerocopy: None,
         devices: Devices::default(),
         unmeasured_children: Vec::new(),
     })
@@ -166,6 +167,7 @@ fn programs_are_measured_per_mib_of_payload() {
         file: None,
         net: None,
         remote_receiver: None,
+        zerocopy: None,
         devices: Devices::default(),
         unmeasured_children: Vec::new(),
     });
@@ -200,6 +202,7 @@ fn program_figures_are_per_mib_of_the_exact_payload() {
         file: None,
         net: None,
         remote_receiver: None,
+        zerocopy: None,
         devices: Devices::default(),
         unmeasured_children: Vec::new(),
     });

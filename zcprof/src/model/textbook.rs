@@ -102,5 +102,20 @@ pub fn for_method(method: Method, scatter_gather: Option<bool>) -> Textbook {
             note: "tee: like splice, but both ends must be pipes; no figures given",
             ..none
         },
+        // Beyond the note: it has no row for these, so every figure is "-".
+        Method::CopyFileRange => Textbook {
+            note: "copy_file_range: not in the note (file to file inside the kernel; the kernel's \
+                   documentation: shared extents on a reflink file system, else a copy)",
+            ..none
+        },
+        Method::Vmsplice => Textbook {
+            note: "vmsplice: not in the note (user pages into a pipe by reference, per vmsplice(2))",
+            ..none
+        },
+        Method::MsgZerocopy => Textbook {
+            note: "MSG_ZEROCOPY: not in the note (user pages sent by reference, per the kernel's \
+                   msg_zerocopy.rst, which also says local delivery copies anyway)",
+            ..none
+        },
     }
 }

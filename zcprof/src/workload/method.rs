@@ -1,7 +1,8 @@
-//! The transfer techniques of the textbook, by their command-line names.
+//! The transfer techniques, by their command-line names: the textbook's six, and the interfaces
+//! people use today that the note does not cover (`copy_file_range`, `vmsplice`, `MSG_ZEROCOPY`).
 use std::fmt;
 
-/// One way of moving a file to a socket.
+/// One way of moving a file to a socket (or, for `copy-file-range`, to another file).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
@@ -17,17 +18,39 @@ pub enum Method {
     Splice,
     /// `splice()` file to pipe, `tee()` to a second pipe, `splice()` both pipes to two sockets.
     Tee,
+    /// `copy_file_range()` from the file to a destination file beside it: file to file.
+    CopyFileRange,
+    /// The payload read into user memory before measuring; `vmsplice()` into a pipe, then
+    /// `splice()` pipe to socket.
+    Vmsplice,
+    /// `SO_ZEROCOPY` and `send(MSG_ZEROCOPY)` from user memory; completions read from the
+    /// socket's error queue.
+    MsgZerocopy,
 }
 
 impl Method {
-    /// Every method, in the order the textbook introduces them.
-    pub const ALL: [Method; 6] = [
+    /// The note's methods, in the order the textbook introduces them: what `compare` runs by
+    /// default.
+    pub const NOTE: [Method; 6] = [
         Method::ReadWrite,
         Method::DirectIo,
         Method::MmapWrite,
         Method::Sendfile,
         Method::Splice,
         Method::Tee,
+    ];
+
+    /// Every method: the note's, then those beyond it (`compare --methods all`).
+    pub const ALL: [Method; 9] = [
+        Method::ReadWrite,
+        Method::DirectIo,
+        Method::MmapWrite,
+        Method::Sendfile,
+        Method::Splice,
+        Method::Tee,
+        Method::CopyFileRange,
+        Method::Vmsplice,
+        Method::MsgZerocopy,
     ];
 
     /// The command-line and JSON name.
@@ -40,6 +63,9 @@ impl Method {
             Method::Sendfile => "sendfile",
             Method::Splice => "splice",
             Method::Tee => "tee",
+            Method::CopyFileRange => "copy-file-range",
+            Method::Vmsplice => "vmsplice",
+            Method::MsgZerocopy => "msg-zerocopy",
         }
     }
 
@@ -49,10 +75,29 @@ impl Method {
         Method::ALL.into_iter().find(|m| m.name() == name)
     }
 
-    /// How many receiving sockets the method writes to (tee feeds two consumers).
+    /// How many receiving sockets the method writes to (tee feeds two consumers,
+    /// copy-file-range none: it writes a file).
     #[must_use]
     pub fn streams(self) -> usize {
-        if self == Method::Tee { 2 } else { 1 }
+        match self {
+            Method::Tee => 2,
+            Method::CopyFileRange => 0,
+            _ => 1,
+        }
+    }
+
+    /// Whether the method sends to a socket, so that the network options (`--net`, `--sg`,
+    /// `--to`) mean something for it.
+    #[must_use]
+    pub fn uses_network(self) -> bool {
+        self.streams() > 0
+    }
+
+    /// Whether the payload is read into user memory before the measured window, so that the
+    /// page cache's state at the start (`--cache cold`) changes nothing measured.
+    #[must_use]
+    pub fn preloads_payload(self) -> bool {
+        matches!(self, Method::Vmsplice | Method::MsgZerocopy)
     }
 }
 

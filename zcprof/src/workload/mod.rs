@@ -1,9 +1,12 @@
 //! Workloads: the built-in transfer techniques, each run in its own process against a receiver
 //! that drains and counts every byte. Only that process is measured.
+pub mod beyond;
+mod destination;
 mod method;
 pub mod net;
 mod source;
 pub mod transfer;
+pub mod zerocopy;
 
 use std::{
     io::{self, BufRead as _, BufReader, Read as _, Write as _},
@@ -15,6 +18,7 @@ use std::{
 pub use method::Method;
 pub use net::{NetError, Network};
 pub use source::{SourceError, SourceFile};
+pub use zerocopy::Verdict;
 
 use crate::{
     cancel,
@@ -57,6 +61,18 @@ pub enum WorkloadError {
     /// The remote sink refused the run, or did not report.
     #[error("{method}: {source}")]
     Sink { method: Method, source: SinkError },
+    /// copy-file-range's destination does not hold the source's bytes.
+    #[error(
+        "{method}: the destination holds {got} of the {expected} bytes of the source, equal and in place"
+    )]
+    BadCopy {
+        method: Method,
+        got: u64,
+        expected: u64,
+    },
+    /// msg-zerocopy ended without leaving the kernel's verdict.
+    #[error("{method}: the transfer process left no completion verdict")]
+    NoVerdict { method: Method },
     /// Ctrl-C.
     #[error("interrupted")]
     Interrupted,
@@ -78,6 +94,8 @@ pub struct Delivery {
     pub usage: ChildUsage,
     /// What a remote sink reported of itself (`--to`).
     pub sink: Option<SinkReport>,
+    /// msg-zerocopy: what the kernel's completions said.
+    pub zerocopy: Option<Verdict>,
 }
 
 /// A workload whose child is ready and blocked before its first measured syscall.
@@ -88,7 +106,11 @@ pub struct Ready {
     stdin: ChildStdin,
     stderr: ChildStderr,
     receivers: Vec<JoinHandle<io::Result<u64>>>,
-    receiver: SocketAddr,
+    /// None for a method that writes a file.
+    receiver: Option<SocketAddr>,
+    /// copy-file-range's destination, and the source it must equal.
+    destination: Option<(destination::Destination, std::path::PathBuf)>,
+    verdict: Option<zerocopy::VerdictFile>,
     /// The run at a remote sink, which receives instead of zcprof's own threads.
     remote: Option<Remote>,
     _registered: cancel::ChildGuard,
@@ -110,6 +132,7 @@ impl Ready {
     ) -> Result<Ready, WorkloadError> {
         let spawn_err = |source| WorkloadError::Spawn { method, source };
         let (listener, remote) = match network.remote_sink() {
+            _ if !method.uses_network() => (None, None),
             Some(sink) => {
                 let remote = Remote::open(&sink.addr, method.streams(), size)
                     .map_err(|source| WorkloadError::Sink { method, source })?;
@@ -118,9 +141,20 @@ impl Ready {
             None => (Some(network.listen()?), None),
         };
         let receiver = match (&listener, &remote) {
-            (Some(l), _) => l.local_addr().map_err(spawn_err)?,
-            (None, Some(r)) => r.peer,
-            (None, None) => unreachable!("one receiver or the other"),
+            (Some(l), _) => Some(l.local_addr().map_err(spawn_err)?),
+            (None, Some(r)) => Some(r.peer),
+            (None, None) => None,
+        };
+        let destination = if method == Method::CopyFileRange {
+            let d = destination::Destination::create(source.path()).map_err(spawn_err)?;
+            Some((d, source.path().to_owned()))
+        } else {
+            None
+        };
+        let verdict = if method == Method::MsgZerocopy {
+            Some(zerocopy::VerdictFile::create().map_err(spawn_err)?)
+        } else {
+            None
         };
         let exe = std::env::current_exe().map_err(spawn_err)?;
         let mut command = Command::new(exe);
@@ -134,9 +168,18 @@ impl Ready {
                 &size.to_string(),
                 "--block-size",
                 &block_size.to_string(),
-            ])
-            .args(["--addr", &receiver.ip().to_string()])
-            .args(["--port", &receiver.port().to_string()]);
+            ]);
+        if let Some(receiver) = receiver {
+            command
+                .args(["--addr", &receiver.ip().to_string()])
+                .args(["--port", &receiver.port().to_string()]);
+        }
+        if let Some((d, _)) = &destination {
+            command.arg("--dest").arg(d.path());
+        }
+        if let Some(v) = &verdict {
+            command.args(["--report-fd", &v.raw().to_string()]);
+        }
         if let Some(r) = &remote {
             command.args(["--token", &r.token]);
         }
@@ -160,6 +203,8 @@ impl Ready {
             stderr,
             receivers: Vec::new(),
             receiver,
+            destination,
+            verdict,
             remote,
             _registered: registered,
         };
@@ -192,9 +237,10 @@ impl Ready {
         self.child.id()
     }
 
-    /// Where the receiver listens (the first stream's address and port).
+    /// Where the receiver listens (the first stream's address and port); none for a method
+    /// that writes a file.
     #[must_use]
-    pub fn receiver(&self) -> SocketAddr {
+    pub fn receiver(&self) -> Option<SocketAddr> {
         self.receiver
     }
 
@@ -220,8 +266,37 @@ impl Ready {
                 message: one_line(&message, status),
             });
         }
+        let zerocopy = match &self.verdict {
+            Some(file) => Some(file.read().ok_or(WorkloadError::NoVerdict {
+                method: self.method,
+            })?),
+            None => None,
+        };
         if let Some(remote) = self.remote.take() {
-            return self.remote_delivery(remote, usage);
+            let mut delivery = self.remote_delivery(remote, usage)?;
+            delivery.zerocopy = zerocopy;
+            return Ok(delivery);
+        }
+        if let Some((dest, source)) = &self.destination {
+            let got = dest
+                .verify(source, self.size)
+                .map_err(|source| WorkloadError::Spawn {
+                    method: self.method,
+                    source,
+                })?;
+            if got != self.size {
+                return Err(WorkloadError::BadCopy {
+                    method: self.method,
+                    got,
+                    expected: self.size,
+                });
+            }
+            return Ok(Delivery {
+                received: vec![got],
+                usage,
+                sink: None,
+                zerocopy,
+            });
         }
         let received = self.reap_receivers();
         for (stream, got) in received.iter().enumerate() {
@@ -238,6 +313,7 @@ impl Ready {
             received,
             usage,
             sink: None,
+            zerocopy,
         })
     }
 
@@ -271,6 +347,7 @@ impl Ready {
             received: report.received.clone(),
             usage,
             sink: Some(report),
+            zerocopy: None,
         })
     }
 

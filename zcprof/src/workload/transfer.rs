@@ -8,10 +8,10 @@ use std::{
     ffi::CString,
     io::{self, Read as _, Write as _},
     net::{IpAddr, TcpStream},
-    os::fd::{AsRawFd as _, RawFd},
+    os::fd::{AsRawFd, RawFd},
 };
 
-use super::Method;
+use super::{Method, beyond, zerocopy};
 
 /// What the parent asks the child to do.
 #[derive(Clone, Debug)]
@@ -21,11 +21,15 @@ pub struct TransferArgs {
     pub size: u64,
     pub block_size: u64,
     /// The receiver: 127.0.0.1, the peer of a veth pair, or a `zcprof sink`.
-    pub addr: IpAddr,
-    pub port: u16,
+    pub addr: Option<IpAddr>,
+    pub port: Option<u16>,
     /// A sink's run token: each stream says it first (`sink::Remote::data_hello`), before the
     /// measured window.
     pub token: Option<String>,
+    /// copy-file-range's destination file, created by the parent (which removes it).
+    pub dest: Option<String>,
+    /// msg-zerocopy: a shared memory file for the kernel's completion verdict.
+    pub report_fd: Option<i32>,
 }
 
 /// Entry point of the hidden `__transfer` subcommand. Never returns.
@@ -50,7 +54,7 @@ fn os_err(what: &str) -> io::Error {
     io::Error::new(err.kind(), format!("{what}: {err}"))
 }
 
-fn check(ret: isize, what: &str) -> io::Result<usize> {
+pub(super) fn check(ret: isize, what: &str) -> io::Result<usize> {
     #[expect(clippy::cast_sign_loss, reason = "checked non-negative")]
     if ret < 0 {
         Err(os_err(what))
@@ -64,6 +68,8 @@ struct Prepared {
     file: RawFd,
     socks: Vec<TcpStream>,
     pipes: Vec<(RawFd, RawFd)>,
+    /// copy-file-range's destination.
+    dest: Option<RawFd>,
 }
 
 fn open_source(args: &TransferArgs) -> io::Result<RawFd> {
@@ -112,15 +118,29 @@ fn make_pipe(size: u64) -> io::Result<(RawFd, RawFd)> {
 fn prepare(args: &TransferArgs) -> io::Result<Prepared> {
     let file = open_source(args)?;
     let mut socks = Vec::new();
-    for stream in 0..args.method.streams() {
+    let receiver = match (args.addr, args.port) {
+        (Some(addr), Some(port)) => Some((addr, port)),
+        _ => None,
+    };
+    if args.method.streams() > 0 && receiver.is_none() {
+        return Err(io::Error::other(format!(
+            "{} sends to a socket: no receiver was given",
+            args.method
+        )));
+    }
+    for (stream, (addr, port)) in receiver
+        .into_iter()
+        .cycle()
+        .take(args.method.streams())
+        .enumerate()
+    {
         let what = |e: io::Error, doing: &str| {
             io::Error::new(
                 e.kind(),
-                format!("{doing} the receiver at {}:{}: {e}", args.addr, args.port),
+                format!("{doing} the receiver at {addr}:{port}: {e}"),
             )
         };
-        let mut sock =
-            TcpStream::connect((args.addr, args.port)).map_err(|e| what(e, "connect to"))?;
+        let mut sock = TcpStream::connect((addr, port)).map_err(|e| what(e, "connect to"))?;
         if let Some(token) = &args.token {
             sock.write_all(crate::sink::Remote::data_hello(token, stream).as_bytes())
                 .map_err(|e| what(e, "say hello to"))?;
@@ -128,11 +148,62 @@ fn prepare(args: &TransferArgs) -> io::Result<Prepared> {
         socks.push(sock);
     }
     let pipes = match args.method {
-        Method::Splice => vec![make_pipe(args.block_size)?],
+        Method::Splice | Method::Vmsplice => vec![make_pipe(args.block_size)?],
         Method::Tee => vec![make_pipe(args.block_size)?, make_pipe(args.block_size)?],
         _ => Vec::new(),
     };
-    Ok(Prepared { file, socks, pipes })
+    let dest = match &args.dest {
+        Some(path) => Some(open_dest(path)?),
+        None if args.method == Method::CopyFileRange => {
+            return Err(io::Error::other("copy-file-range needs a destination file"));
+        }
+        None => None,
+    };
+    Ok(Prepared {
+        file,
+        socks,
+        pipes,
+        dest,
+    })
+}
+
+/// Opens the destination the parent created, emptied.
+fn open_dest(path: &str) -> io::Result<RawFd> {
+    let c = CString::new(path).map_err(|_| io::Error::other("path has a NUL byte"))?;
+    // SAFETY: valid C string.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_TRUNC | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(os_err(&format!("open the destination {path}")));
+    }
+    Ok(fd)
+}
+
+/// Reads the first `size` bytes of the file into `buf`, before the measured window: the payload
+/// of the methods that send from user memory.
+fn preload(file: RawFd, buf: &mut [u8]) -> io::Result<()> {
+    let mut at = 0;
+    while at < buf.len() {
+        let rest = &mut buf[at..];
+        // SAFETY: rest is a valid mutable slice; the offset is explicit.
+        let n = check(
+            unsafe {
+                libc::pread(
+                    file,
+                    rest.as_mut_ptr().cast(),
+                    rest.len(),
+                    i64::try_from(at).unwrap_or(i64::MAX),
+                )
+            },
+            "read the payload into memory",
+        )?;
+        if n == 0 {
+            return Err(io::Error::other(
+                "the file ended before --size bytes were read",
+            ));
+        }
+        at += n;
+    }
+    Ok(())
 }
 
 fn run(args: &TransferArgs) -> io::Result<()> {
@@ -142,6 +213,22 @@ fn run(args: &TransferArgs) -> io::Result<()> {
     // Buffers are allocated and touched before `go`: first-touch page faults are setup cost.
     let mut buffer = match args.method {
         Method::ReadWrite | Method::DirectIo => Some(AlignedBuf::new(block)?),
+        // The whole payload in user memory, read now: the measured loop sends from memory.
+        m if m.preloads_payload() => {
+            beyond::check_payload_fits(m, args.size).map_err(io::Error::other)?;
+            let mut b = AlignedBuf::new(size)?;
+            preload(prep.file, &mut b.as_mut_slice()[..size])?;
+            Some(b)
+        }
+        _ => None,
+    };
+    let zerocopy = match args.method {
+        Method::MsgZerocopy => Some(zerocopy::Sender::prepare(
+            prep.socks[0].as_raw_fd(),
+            args.report_fd,
+            size,
+            block,
+        )?),
         _ => None,
     };
 
@@ -153,7 +240,7 @@ fn run(args: &TransferArgs) -> io::Result<()> {
     io::stdin().read_exact(&mut go)?;
 
     // ---- measured window starts here ----
-    let sock = prep.socks[0].as_raw_fd();
+    let sock = prep.socks.first().map_or(-1, AsRawFd::as_raw_fd);
     let result = match args.method {
         Method::ReadWrite | Method::DirectIo => {
             let buf = buffer
@@ -174,6 +261,26 @@ fn run(args: &TransferArgs) -> io::Result<()> {
             size,
             block,
         ),
+        Method::CopyFileRange => {
+            beyond::copy_file_range(prep.file, prep.dest.unwrap_or(-1), size, block)
+        }
+        Method::Vmsplice => {
+            let payload = buffer
+                .as_mut()
+                .map(AlignedBuf::as_mut_slice)
+                .unwrap_or_default();
+            beyond::vmsplice(&payload[..size], prep.pipes[0], sock, block)
+        }
+        Method::MsgZerocopy => {
+            let payload = buffer
+                .as_mut()
+                .map(AlignedBuf::as_mut_slice)
+                .unwrap_or_default();
+            zerocopy.map_or_else(
+                || Err(io::Error::other("MSG_ZEROCOPY was not prepared")),
+                |mut z| z.send_all(&payload[..size]),
+            )
+        }
     };
     // exit_group closes everything; dropping here would add close() calls (and, in debug
     // builds, std's fcntl check of each descriptor) to the measured window.
@@ -282,7 +389,13 @@ fn splice_fd(from: RawFd, to: RawFd, len: usize, more: bool, what: &str) -> io::
 }
 
 /// Moves exactly `len` bytes that are already in a pipe onward.
-fn drain(pipe_r: RawFd, to: RawFd, mut len: usize, more: bool, what: &str) -> io::Result<()> {
+pub(super) fn drain(
+    pipe_r: RawFd,
+    to: RawFd,
+    mut len: usize,
+    more: bool,
+    what: &str,
+) -> io::Result<()> {
     while len > 0 {
         let n = splice_fd(pipe_r, to, len, more, what)?;
         if n == 0 {

@@ -1,0 +1,366 @@
+//! The methods beyond the note (copy-file-range, vmsplice, msg-zerocopy) against the real
+//! kernel: their syscalls equal what strace saw of the same run, and the copy ledger shows what
+//! the kernel did with each "zero-copy" request. Without root they skip, saying so on stderr.
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    process::{Command, Stdio},
+};
+
+use serde_json::Value;
+use zcprof_tests::{privileged, scratch_dir, skip, zcprof_bin};
+
+const SIZE: u64 = 8 << 20;
+const BLOCK: u64 = 64 << 10;
+const STEPS: u64 = SIZE / BLOCK;
+
+/// Runs `method` under `strace -f -ff` (one file per process), so that zcprof and strace watch
+/// the same run. Returns zcprof's report and, when strace is installed, the syscalls strace saw
+/// the transfer process make after it was released (the read of the go byte): zcprof's window.
+fn measure_under_strace(method: &str, dir: &Path) -> (Value, Option<BTreeMap<String, u64>>) {
+    let args = [
+        "run",
+        "--method",
+        method,
+        "--size",
+        "8M",
+        "--block-size",
+        "64K",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--format",
+        "json",
+    ];
+    let traces = dir.join("strace");
+    std::fs::create_dir_all(&traces).unwrap();
+    let out = Command::new("strace")
+        .args(["-f", "-ff", "-qq", "-o"])
+        .arg(traces.join("st"))
+        .arg(zcprof_bin())
+        .args(args)
+        .output();
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => {
+            skip(
+                &format!("{method} strace comparison"),
+                &format!("strace cannot run: {e}"),
+            );
+            let out = zcprof_tests::run(&args);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return (serde_json::from_slice(&out.stdout).expect("JSON"), None);
+        }
+    };
+    assert!(
+        out.status.success(),
+        "zcprof {args:?} under strace: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let seen = transfer_calls(&traces);
+    let _ = std::fs::remove_dir_all(&traces);
+    (report, Some(seen))
+}
+
+/// The syscalls of the `__transfer` process's strace file after it read its go byte.
+fn transfer_calls(traces: &Path) -> BTreeMap<String, u64> {
+    for entry in std::fs::read_dir(traces).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        if !text.contains("\"__transfer\"") {
+            continue;
+        }
+        let mut calls = BTreeMap::new();
+        let mut released = false;
+        for line in text.lines() {
+            if line.starts_with("+++") || line.starts_with("---") {
+                continue;
+            }
+            let name: String = line
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if released && !name.is_empty() {
+                *calls.entry(name).or_default() += 1;
+            } else if line.starts_with("read(0, \"g\"") {
+                released = true;
+            }
+        }
+        assert!(released, "the transfer process never read its go byte");
+        return calls;
+    }
+    panic!("strace saw no __transfer process");
+}
+
+fn calls(r: &Value, name: &str) -> u64 {
+    r["syscalls_by_name"]
+        .get(name)
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+}
+
+fn fig(r: &Value, key: &str) -> u64 {
+    r["figures"][key]["value"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("figure {key}: {}", r["figures"][key]))
+}
+
+/// The ledger's bytes on `path`.
+fn path_bytes(r: &Value, path: &str) -> u64 {
+    r["copies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["path"] == path && p["contradicted"] == false)
+        .map(|p| p["bytes"].as_u64().unwrap())
+        .sum()
+}
+
+/// zcprof's syscall counts equal strace's for the same run, call for call.
+fn check_strace(method: &str, r: &Value, strace: Option<&BTreeMap<String, u64>>) {
+    let method_calls: BTreeMap<String, u64> = r["syscalls_by_name"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+        .collect();
+    if let Some(strace) = strace {
+        assert_eq!(&method_calls, strace, "{method}: zcprof vs strace -f");
+    }
+}
+
+/// Facts of every run: the bytes arrived, every syscall but exit_group returned.
+fn check_common(r: &Value) {
+    let method = r["method"].as_str().unwrap();
+    let received = r["received"].as_array().unwrap();
+    assert!(!received.is_empty(), "{method}: nothing verified");
+    for got in received {
+        assert_eq!(got.as_u64(), Some(SIZE), "{method}: bytes delivered");
+    }
+    assert_eq!(calls(r, "exit_group"), 1, "{method}: one exit_group");
+    let entries = fig(r, "syscalls");
+    assert_eq!(fig(r, "mode_switches"), 2 * entries - 1, "{method}");
+    assert_eq!(r["transfers"].as_u64(), Some(STEPS));
+    assert_eq!(r["textbook"]["cpu_copies"], Value::Null, "{method}: no row");
+}
+
+fn filesystem_is(dir: &Path, fs: &str) -> bool {
+    let dir = dir.canonicalize().unwrap();
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, point, kind) = (f.next()?, f.next()?, f.next()?);
+            dir.starts_with(point).then(|| (point.len(), kind == fs))
+        })
+        .max()
+        .is_some_and(|(_, yes)| yes)
+}
+
+#[test]
+fn copy_file_range_copies_page_cache_to_page_cache_on_ext4() {
+    if !privileged("copy_file_range") {
+        return;
+    }
+    let dir = scratch_dir("m-cfr", env!("CARGO_TARGET_TMPDIR"));
+    let (r, strace) = measure_under_strace("copy-file-range", &dir);
+    check_common(&r);
+    check_strace("copy-file-range", &r, strace.as_ref());
+    assert_eq!(calls(&r, "copy_file_range"), STEPS);
+    assert_eq!(fig(&r, "in_kernel_bytes"), SIZE);
+    assert_eq!(fig(&r, "user_buffer_copy_bytes"), 0);
+    assert_eq!(r["net"], Value::Null, "a file, not a socket");
+    assert_eq!(r["receiver_copies"].as_array().unwrap().len(), 0);
+    if filesystem_is(&dir, "ext4") {
+        let pc = path_bytes(&r, "page cache -> page cache");
+        assert!(
+            (SIZE..=SIZE + SIZE / 100).contains(&pc),
+            "page cache -> page cache {pc} of {SIZE}: {}",
+            r["copies"]
+        );
+        assert_eq!(fig(&r, "cpu_copy_bytes"), pc, "the only copy");
+    } else {
+        skip(
+            "copy_file_range ledger",
+            "the scratch directory is not on ext4",
+        );
+    }
+    // The source and the destination are gone.
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn vmsplice_sends_user_pages_without_a_copy() {
+    if !privileged("vmsplice") {
+        return;
+    }
+    let dir = scratch_dir("m-vmsplice", env!("CARGO_TARGET_TMPDIR"));
+    let (r, strace) = measure_under_strace("vmsplice", &dir);
+    check_common(&r);
+    check_strace("vmsplice", &r, strace.as_ref());
+    assert_eq!(calls(&r, "vmsplice"), STEPS, "{}", r["syscalls_by_name"]);
+    assert!(calls(&r, "splice") >= STEPS);
+    assert_eq!(calls(&r, "read") + calls(&r, "write"), 0);
+    // Loopback has scatter-gather: the pages go by reference all the way.
+    assert_eq!(fig(&r, "cpu_copy_bytes"), 0, "{}", r["copies"]);
+    assert_eq!(
+        fig(&r, "in_kernel_bytes"),
+        2 * SIZE,
+        "into the pipe and out"
+    );
+}
+
+#[test]
+fn msg_zerocopy_on_loopback_is_copied_and_the_kernel_says_so() {
+    if !privileged("msg_zerocopy") {
+        return;
+    }
+    let dir = scratch_dir("m-zerocopy", env!("CARGO_TARGET_TMPDIR"));
+    let (r, strace) = measure_under_strace("msg-zerocopy", &dir);
+    check_common(&r);
+    check_strace("msg-zerocopy", &r, strace.as_ref());
+    let v = &r["zerocopy"];
+    let sends = v["sends"].as_u64().unwrap();
+    assert_eq!(
+        calls(&r, "sendto"),
+        sends,
+        "one completion id per send: {v}"
+    );
+    assert!(sends >= STEPS, "{v}");
+    assert_eq!(v["completed"].as_u64(), Some(sends), "every send completed");
+    // Local delivery: the kernel copies the pinned pages anyway and says so in every
+    // completion (Documentation/networking/msg_zerocopy.rst, "Loopback").
+    assert_eq!(v["copied"].as_u64(), Some(sends), "verdict: {v}");
+    assert_eq!(v["copied_bytes"].as_u64(), Some(SIZE), "{v}");
+    assert_eq!(v["zerocopy_bytes"].as_u64(), Some(0), "{v}");
+    // At least one recvmsg(MSG_ERRQUEUE) read a notification.
+    assert!(calls(&r, "recvmsg") >= v["notifications"].as_u64().unwrap());
+    // The ledger shows the copy: about one per byte, on the MSG_ZEROCOPY path, and no plain
+    // user -> socket copy (the socket took the pages by reference).
+    let zc = path_bytes(
+        &r,
+        "user buffer -> socket buffer (MSG_ZEROCOPY, copied after all)",
+    );
+    assert_eq!(zc, SIZE, "{}", r["copies"]);
+    assert_eq!(path_bytes(&r, "user buffer -> socket buffer"), 0);
+    assert_eq!(fig(&r, "cpu_copy_bytes"), SIZE);
+    let notes = r["notes"].as_array().unwrap();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("SO_EE_CODE_ZEROCOPY_COPIED")),
+        "the verdict is in a note: {notes:?}"
+    );
+}
+
+#[test]
+fn msg_zerocopy_over_veth_to_another_namespace_is_copied_too() {
+    if !privileged("msg_zerocopy_veth") {
+        return;
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        skip("msg_zerocopy_veth", "ip (iproute2) is not installed");
+        return;
+    }
+    let dir = scratch_dir("m-zerocopy-veth", env!("CARGO_TARGET_TMPDIR"));
+    let out = zcprof_tests::run(&[
+        "run",
+        "--method",
+        "msg-zerocopy",
+        "--net",
+        "veth",
+        "--size",
+        "8M",
+        "--block-size",
+        "64K",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    check_common(&r);
+    assert_eq!(r["net"]["kind"], "veth");
+    // The far end is another namespace of this host: still local delivery, still copied.
+    let v = &r["zerocopy"];
+    assert_eq!(v["copied"], v["sends"], "{v}");
+    assert_eq!(v["copied_bytes"].as_u64(), Some(SIZE), "{v}");
+    assert_eq!(fig(&r, "cpu_copy_bytes"), SIZE, "{}", r["copies"]);
+}
+
+/// Kills zcprof if the test fails midway.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn ctrl_c_during_copy_file_range_removes_the_destination_too() {
+    if !privileged("ctrl_c_copy_file_range") {
+        return;
+    }
+    let dir = scratch_dir("m-cfr-ctrlc", env!("CARGO_TARGET_TMPDIR"));
+    let child = Command::new(zcprof_bin())
+        .args([
+            "run",
+            "--method",
+            "copy-file-range",
+            "--size",
+            "1G",
+            "--block-size",
+            "4K",
+            "--dir",
+            dir.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = KillOnDrop(child);
+    // The destination exists once the transfer process is being started.
+    let has_copy = || {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .any(|e| e.unwrap().path().extension().is_some_and(|x| x == "copy"))
+    };
+    while !has_copy() {
+        assert!(
+            guard.0.try_wait().unwrap().is_none(),
+            "zcprof ended before the copy began"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let pid = i32::try_from(guard.0.id()).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = guard.0.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(guard.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

@@ -1,0 +1,188 @@
+//! `MSG_ZEROCOPY` in the copy ledger: the socket takes the user pages pinned, by reference, and
+//! the kernel may copy them later anyway (on local delivery, `skb_orphan_frags_rx` ->
+//! `skb_copy_ubufs`; or at send, when the route has no scatter-gather). Its own verdict comes
+//! back in the completions on the socket's error queue: `SO_EE_CODE_ZEROCOPY_COPIED`.
+use std::fmt::Write as _;
+
+use super::{
+    CopyPath,
+    copies::{SampledPath, Samples},
+    fmt_bytes,
+};
+use crate::workload::Verdict;
+
+/// Below this many kernel-mode samples, the absence of copy samples says nothing.
+const CONTRADICTION_SAMPLES: u64 = 50;
+
+/// The ledger's name of the path.
+pub const PATH: &str = "user buffer -> socket buffer (MSG_ZEROCOPY, copied after all)";
+
+/// The ledger entry for the bytes of `MSG_ZEROCOPY` sends that the kernel said it copied (none
+/// when it copied none). `sent` is what the sockets took during the sends, counted at `hook`.
+#[must_use]
+pub fn copied_path(
+    verdict: &Verdict,
+    sent: u64,
+    hook: &str,
+    transfers: u64,
+    samples: &Samples,
+) -> Option<CopyPath> {
+    let bytes = verdict.copied_bytes;
+    if bytes == 0 {
+        return None;
+    }
+    let on_path = samples.on(&[SampledPath::DeferredZerocopy, SampledPath::ToSocket]);
+    let contradicted = on_path == Some(0) && samples.kernel >= CONTRADICTION_SAMPLES;
+    let mut note = format!(
+        "the kernel's completions marked {} of {} MSG_ZEROCOPY sends SO_EE_CODE_ZEROCOPY_COPIED: \
+         their {} were copied out of the pinned user pages after all ({} taken by the sockets \
+         in all, counted at {hook})",
+        verdict.copied,
+        verdict.sends,
+        fmt_bytes(bytes),
+        fmt_bytes(sent)
+    );
+    if let Some(n) = on_path {
+        let _ = write!(
+            note,
+            "; sampled: {n} of {} kernel-mode samples copying in skb_copy_ubufs or a sendmsg",
+            samples.kernel
+        );
+    }
+    if contradicted {
+        note.push_str("; CONTRADICTED: no sample was copying there; left out of the total");
+    }
+    #[expect(clippy::cast_precision_loss, reason = "per-step display")]
+    Some(CopyPath {
+        path: PATH.to_owned(),
+        bytes,
+        per_transfer: (transfers > 0).then(|| bytes as f64 / transfers as f64),
+        source: "derived from the kernel's MSG_ZEROCOPY completions (SO_EE_CODE_ZEROCOPY_COPIED, \
+                 read from the socket's error queue by the sender) and the sends' return values; \
+                 checked against sampled kernel stacks"
+            .to_owned(),
+        note,
+        evidence: "derived",
+        samples: on_path,
+        contradicted,
+        short: "user→sock(zc copied)",
+    })
+}
+
+/// The footnote: what was asked, what the kernel answered, what was measured.
+#[must_use]
+#[expect(clippy::cast_precision_loss, reason = "display precision")]
+pub fn note(
+    verdict: &Verdict,
+    device: Option<&str>,
+    block_size: u64,
+    transfers: u64,
+    samples: &Samples,
+) -> String {
+    let on = device.map_or_else(String::new, |d| format!(" over {d}"));
+    let per_step = if transfers > 0 {
+        verdict.copied_bytes as f64 / transfers as f64 / block_size.max(1) as f64
+    } else {
+        0.0
+    };
+    let seen = match samples.on(&[SampledPath::DeferredZerocopy]) {
+        Some(n) if n > 0 => format!(
+            " Sampling saw the copy itself: {n} of {} kernel-mode samples in skb_copy_ubufs, the \
+             deferred copy the kernel makes when a zerocopy packet is delivered to a local socket \
+             (skb_orphan_frags_rx), so that a receiver cannot hold the sender's pages for ever.",
+            samples.kernel
+        ),
+        Some(_) => format!(
+            " Sampling found no sample in skb_copy_ubufs ({} kernel-mode samples).",
+            samples.kernel
+        ),
+        None => String::new(),
+    };
+    format!(
+        "MSG_ZEROCOPY{on}: requested for {} sends of {} (the sockets pinned the user pages and \
+         took them by reference); the \
+         kernel's verdict in {} completion notification(s): {} of {} ids copied \
+         (SO_EE_CODE_ZEROCOPY_COPIED), {} sent by reference: {per_step:.2} block copies per step \
+         on this path.{seen}{}",
+        verdict.sends,
+        fmt_bytes(verdict.copied_bytes + verdict.zerocopy_bytes),
+        verdict.notifications,
+        verdict.copied,
+        verdict.completed,
+        fmt_bytes(verdict.zerocopy_bytes),
+        if verdict.enobufs > 0 {
+            format!(
+                " {} sends were refused with ENOBUFS (too many completions outstanding) and sent \
+                 again after reading completions.",
+                verdict.enobufs
+            )
+        } else {
+            String::new()
+        }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(copied: u64, sends: u64) -> Verdict {
+        Verdict {
+            sends,
+            completed: sends,
+            copied,
+            copied_bytes: copied << 16,
+            zerocopy_bytes: (sends - copied) << 16,
+            notifications: 1,
+            enobufs: 0,
+        }
+    }
+
+    fn samples(kernel: u64, in_copy: u64) -> Samples {
+        Samples {
+            ran: true,
+            kernel,
+            by_path: [(SampledPath::DeferredZerocopy, in_copy)].into(),
+        }
+    }
+
+    #[test]
+    fn the_copied_sends_are_the_path_and_the_zero_copied_are_not() {
+        let p = copied_path(&verdict(128, 128), 128 << 16, "tp", 128, &samples(10, 2)).unwrap();
+        assert_eq!(p.bytes, 128 << 16);
+        assert_eq!(p.per_transfer, Some(65536.0));
+        assert!(!p.contradicted);
+        assert_eq!(p.samples, Some(2));
+        let none = copied_path(&verdict(0, 128), 128 << 16, "tp", 128, &samples(10, 0));
+        assert!(none.is_none(), "a send by reference is no copy");
+        let half = copied_path(&verdict(64, 128), 128 << 16, "tp", 128, &samples(10, 1)).unwrap();
+        assert_eq!(half.bytes, 64 << 16);
+    }
+
+    #[test]
+    fn many_samples_and_none_copying_contradict_the_verdict() {
+        let p = copied_path(&verdict(8, 8), 8 << 16, "tp", 8, &samples(500, 0)).unwrap();
+        assert!(p.contradicted);
+        let n = note(&verdict(8, 8), Some("lo"), 65536, 8, &samples(500, 0));
+        assert!(
+            n.contains("8 of 8 ids copied") && n.contains("over lo"),
+            "{n}"
+        );
+    }
+
+    #[test]
+    fn sampling_finds_the_deferred_copy_by_its_caller() {
+        let frames: Vec<String> = [
+            "memcpy",
+            "skb_copy_ubufs",
+            "__netif_receive_skb_core",
+            "tcp_sendmsg_locked",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(
+            super::super::copies::sampled_path(&frames),
+            Some(SampledPath::DeferredZerocopy)
+        );
+    }
+}
