@@ -334,11 +334,16 @@ fn ctrl_c_during_copy_file_range_removes_the_destination_too() {
         .spawn()
         .unwrap();
     let mut guard = KillOnDrop(child);
-    // The destination exists once the transfer process is being started.
+    // The destination exists once the transfer process is being started. Both files have no
+    // name: they show as zcprof's descriptors of files in the directory.
+    let pid = guard.0.id();
     let has_copy = || {
-        std::fs::read_dir(&dir)
-            .unwrap()
-            .any(|e| e.unwrap().path().extension().is_some_and(|x| x == "copy"))
+        std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+            fds.filter_map(Result::ok)
+                .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.starts_with(&dir)))
+                .count()
+                >= 2
+        })
     };
     while !has_copy() {
         assert!(

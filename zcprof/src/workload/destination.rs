@@ -1,48 +1,45 @@
-//! copy-file-range's destination: a file beside the source (on the same file system, where a
-//! reflink-capable one could share extents), created before the run, checked byte for byte
-//! after it, and removed on drop, also after Ctrl-C.
+//! copy-file-range's destination: a file without a name in the source's directory (on the same
+//! file system, where a reflink-capable one could share extents), made before the run, checked
+//! byte for byte after it, and gone with its last descriptor however zcprof ends.
 use std::{
-    fs::{self, File, OpenOptions},
+    fs::File,
     io::{self, Read as _},
-    os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
 };
 
 /// The destination file of one run.
 #[derive(Debug)]
 pub struct Destination {
+    /// The only handle of the file, held (never read) so that the file lives as long as this.
+    _file: File,
+    /// Its magic link, which the transfer process opens like a path.
     path: PathBuf,
 }
 
 impl Destination {
-    /// Creates an empty file beside `source`.
+    /// Creates an empty unnamed file in `dir`.
     ///
     /// # Errors
-    /// When the source's directory is not writable.
-    pub fn create(source: &Path) -> io::Result<Destination> {
-        let dir = source.parent().unwrap_or(Path::new("."));
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let path = dir.join(format!("zcprof-{}-{nanos:x}.copy", std::process::id()));
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "cannot create the destination file in {}: {e}",
-                        dir.display()
-                    ),
-                )
-            })?;
-        Ok(Destination { path })
+    /// When `dir` is not writable.
+    pub fn create(dir: &Path) -> io::Result<Destination> {
+        let file = super::source::unnamed_file(dir).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot create the destination file in {}: {e}",
+                    dir.display()
+                ),
+            )
+        })?;
+        let path = PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            std::os::fd::AsRawFd::as_raw_fd(&file)
+        ));
+        Ok(Destination { _file: file, path })
     }
 
-    /// The file's path.
+    /// The path to open the file by.
     #[must_use]
     pub fn path(&self) -> &Path {
         &self.path
@@ -88,10 +85,4 @@ fn read_full(file: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(at)
-}
-
-impl Drop for Destination {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-    }
 }

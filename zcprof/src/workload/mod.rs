@@ -146,7 +146,7 @@ impl Ready {
             (None, None) => None,
         };
         let destination = if method == Method::CopyFileRange {
-            let d = destination::Destination::create(source.path()).map_err(spawn_err)?;
+            let d = destination::Destination::create(source.dir()).map_err(spawn_err)?;
             Some((d, source.path().to_owned()))
         } else {
             None

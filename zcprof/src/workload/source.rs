@@ -165,6 +165,12 @@ impl SourceFile {
         &self.path
     }
 
+    /// The directory the file is in (where a generated one was made).
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// What the report calls the file: its path, or where a generated one lives.
     #[must_use]
     pub fn describe(&self) -> String {
@@ -187,7 +193,7 @@ impl SourceFile {
 
 /// A new file in `dir` without a name: `O_TMPFILE` where the file system has it, else a
 /// named file unlinked the moment it exists (a kill in between is a window of one syscall).
-fn unnamed_file(dir: &Path) -> io::Result<File> {
+pub(crate) fn unnamed_file(dir: &Path) -> io::Result<File> {
     match OpenOptions::new()
         .read(true)
         .write(true)
