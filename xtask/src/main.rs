@@ -130,6 +130,9 @@ fn main() -> Result<()> {
                         ("nginx", "nginx"),
                         ("strace", "strace"),
                         ("curl", "curl"),
+                        ("tmux", "tmux"),
+                        ("chromium", "chromium"),
+                        ("setpriv", "util-linux"),
                     ]),
                 )?;
             }
