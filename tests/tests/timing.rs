@@ -80,10 +80,14 @@ fn check_sampled_time(test: &str, method: &str, block: &str) {
     let stat = |rs: &[Value], f: fn((f64, f64)) -> f64| {
         median(rs.iter().map(|r| f(kernel_and_elapsed(r))).collect())
     };
-    let (k_sampled, k_every) = (stat(&sampled, |x| x.0), stat(&every, |x| x.0));
+    // Compared as a share of each run's window: how long a run takes swings far more than how
+    // it splits its time (on one emulated CPU a 16 MiB sendfile took 90 to 350 ms, as the
+    // receiver's thread got the CPU or not), and the estimate's bias is what is tested here.
+    let (k_sampled, k_every) = (stat(&sampled, |x| x.0 / x.1), stat(&every, |x| x.0 / x.1));
     assert!(
         (k_sampled - k_every).abs() <= 0.25 * k_every,
-        "{method}: median time in kernel {k_sampled} ns sampled, {k_every} ns with every call timed"
+        "{method}: median share of the window in the kernel {k_sampled:.3} sampled, \
+         {k_every:.3} with every call timed"
     );
     // Elapsed within the noise: the sampled runs' median lies inside the range of the runs that
     // timed every call, or within 25 % of their median (a window cut short by sampling, as
@@ -322,19 +326,24 @@ fn cpu_time_says_how_much_of_the_window_was_busy() {
     #[expect(clippy::cast_precision_loss, reason = "nanoseconds")]
     let rw = syscall_ns(&r, &["read", "write"]) as f64;
     assert!(elapsed > 1e9, "{elapsed}");
+    // The second of sleep holds no CPU time, however slow the machine runs dd.
     assert!(
-        cpu > 0.0 && cpu < 0.5 * elapsed,
+        cpu > 0.0 && cpu + 0.9e9 <= elapsed,
         "cpu {cpu} ns of {elapsed} ns"
     );
     assert!(
         cpu >= 0.7 * rw && cpu <= 2.0 * rw + 50e6,
         "cpu {cpu} ns sampled against {rw} ns in dd's reads and writes"
     );
+    // The note is for windows mostly off a CPU (dd is quick on real hardware, not under
+    // emulation).
     let notes = r["notes"].to_string();
-    assert!(
-        notes.contains("on a CPU") && notes.contains("off a CPU"),
-        "{notes}"
-    );
+    if cpu * 2.0 < elapsed {
+        assert!(
+            notes.contains("on a CPU") && notes.contains("off a CPU"),
+            "{notes}"
+        );
+    }
 }
 
 /// Attached to a shell that only waits for its child, which does the copying: the report says
