@@ -444,8 +444,11 @@ fn sampled_time_keeps_early_calls_apart() {
     let (estimate, measured) = (time(&sampled), time(&every));
     // The 8 slow calls alone take 80 ms: the estimate must not scale them like the rest.
     assert!(measured >= 80_000_000, "{measured}");
+    // Scaled like the rest, they would make it 16 times that (1.3 s). The 20,000 quick calls'
+    // sample is uneven where a hypervisor takes the CPU inside them (one emulated CPU: +40 %),
+    // so the bound is a factor of two, far below the fault it guards against.
     assert!(
-        estimate.abs_diff(measured) * 4 <= measured,
+        estimate <= 2 * measured && 2 * estimate >= measured,
         "sampled estimate {estimate} ns against {measured} ns with every call timed"
     );
 }
