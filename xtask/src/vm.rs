@@ -16,6 +16,7 @@ use crate::{cargo, run};
 
 /// The kernels of the matrix: a label and the Debian suite whose cloud kernel it is.
 /// The matrix: Debian's current cloud kernel of each suite, resolved when the test runs.
+/// In pairs that run side by side (see `vm_test`).
 const KERNELS: [(&str, &str); 4] = [
     ("debian-bullseye", "bullseye"),
     ("debian-bookworm", "bookworm"),
@@ -24,7 +25,7 @@ const KERNELS: [(&str, &str); 4] = [
 ];
 
 /// A VM that has not finished by then is stopped and counts as failed.
-const VM_DEADLINE: Duration = Duration::from_secs(20 * 60);
+const VM_DEADLINE: Duration = Duration::from_secs(30 * 60);
 
 /// Tests that need more than a small VM offers (a 1 GiB file in RAM, under emulation).
 const SKIPPED_IN_VM: [&str; 2] = ["ctrl_c", "a_signal_"];
@@ -595,52 +596,110 @@ pub fn vm_test(root: &Path, only: Option<&str>) -> Result<()> {
     ensure_tools()?;
     let uri = archive_uri()?;
     let (zcprof, tests) = build_test_binaries(root)?;
-    let work = root.join("target/vm");
-    fs::create_dir_all(&work)?;
-    let mut failed = Vec::new();
-    let mut skipped = Vec::new();
-    let mut booted = 0;
-    for (label, suite) in KERNELS
+    let kernels: Vec<(&str, &str)> = KERNELS
         .into_iter()
         .filter(|(l, _)| only.is_none_or(|o| l.contains(o)))
-    {
-        // The archive changes under us (sid daily): a kernel that cannot be had is a loud
-        // skip, not a failure; one that boots and fails its tests is.
-        let kernel = match fetch_kernel(suite, &uri) {
-            Ok(k) => k,
-            Err(e) => {
-                eprintln!("vm-test: SKIPPING {label}: its kernel cannot be fetched: {e:#}");
-                skipped.push(label);
-                continue;
-            }
-        };
-        let initrd = build_initramfs(&work, &kernel, &zcprof, &tests, &root.join("target/tmp"))?;
-        let label = format!("{label} {}", kernel.release);
-        eprintln!("vm-test: booting {label}");
-        booted += 1;
-        if boot(&label, &kernel, &initrd, &work.join("disk.img"))? {
-            eprintln!("vm-test: {label}: passed");
-        } else {
-            eprintln!("vm-test: {label}: FAILED");
-            failed.push(label);
+        .collect();
+    // Each VM has one vCPU (see `boot`) and runs CPU-bound under TCG: on two cores two of them
+    // at a time take about the time of one, each with a work directory of its own.
+    let parallel = std::env::var("ZCPROF_VM_PARALLEL")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(2)
+        .max(1);
+    let mut outcomes = Vec::new();
+    for group in kernels.chunks(parallel) {
+        let results: Vec<Result<Outcome>> = std::thread::scope(|s| {
+            let handles: Vec<_> = group
+                .iter()
+                .map(|&(label, suite)| {
+                    let (uri, zcprof, tests) = (&uri, &zcprof, &tests);
+                    s.spawn(move || one_kernel(root, label, suite, uri, zcprof, tests))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("a VM thread panicked")))
+                })
+                .collect()
+        });
+        for r in results {
+            outcomes.push(r?);
         }
     }
+    let count = |want: fn(&Outcome) -> bool| outcomes.iter().filter(|o| want(o)).count();
     // A plain closing line, the form CI reads in any language.
     println!(
         "kernels: {} passed, {} failed, {} skipped",
-        booted - failed.len(),
-        failed.len(),
-        skipped.len()
+        count(|o| matches!(o, Outcome::Passed(_))),
+        count(|o| matches!(o, Outcome::Failed(_))),
+        count(|o| matches!(o, Outcome::Skipped(_)))
     );
+    let names = |want: fn(&Outcome) -> bool| {
+        outcomes
+            .iter()
+            .filter(|o| want(o))
+            .map(Outcome::label)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let skipped = names(|o| matches!(o, Outcome::Skipped(_)));
     if !skipped.is_empty() {
-        eprintln!(
-            "vm-test: not fetched, so not tested: {}",
-            skipped.join(", ")
-        );
+        eprintln!("vm-test: not fetched, so not tested: {skipped}");
     }
+    let failed = names(|o| matches!(o, Outcome::Failed(_)));
     if failed.is_empty() {
         Ok(())
     } else {
-        bail!("kernel tests failed on: {}", failed.join(", "))
+        bail!("kernel tests failed on: {failed}")
     }
+}
+
+/// How one kernel of the matrix fared.
+enum Outcome {
+    Passed(String),
+    Failed(String),
+    Skipped(String),
+}
+
+impl Outcome {
+    fn label(&self) -> &str {
+        match self {
+            Outcome::Passed(l) | Outcome::Failed(l) | Outcome::Skipped(l) => l,
+        }
+    }
+}
+
+/// Fetches, boots and tests one kernel, in a work directory of its own.
+fn one_kernel(
+    root: &Path,
+    label: &str,
+    suite: &str,
+    uri: &str,
+    zcprof: &Path,
+    tests: &[PathBuf],
+) -> Result<Outcome> {
+    // The archive changes under us (sid daily): a kernel that cannot be had is a loud skip, not
+    // a failure; one that boots and fails its tests is.
+    let kernel = match fetch_kernel(suite, uri) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("vm-test: SKIPPING {label}: its kernel cannot be fetched: {e:#}");
+            return Ok(Outcome::Skipped(label.to_owned()));
+        }
+    };
+    let work = root.join("target/vm").join(label);
+    fs::create_dir_all(&work)?;
+    let initrd = build_initramfs(&work, &kernel, zcprof, tests, &root.join("target/tmp"))?;
+    let label = format!("{label} {}", kernel.release);
+    eprintln!("vm-test: booting {label}");
+    Ok(if boot(&label, &kernel, &initrd, &work.join("disk.img"))? {
+        eprintln!("vm-test: {label}: passed");
+        Outcome::Passed(label)
+    } else {
+        eprintln!("vm-test: {label}: FAILED");
+        Outcome::Failed(label)
+    })
 }
