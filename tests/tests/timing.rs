@@ -52,7 +52,7 @@ fn runs(method: &str, block: &str, dir: &str, every: bool) -> Vec<Value> {
 
 /// Six default runs against six with every call timed: every sampled run's time in the kernel is
 /// at most 1.05x its window (one thread cannot spend more), and the medians of the time in the
-/// kernel agree within 25 %, as do the medians of the elapsed time.
+/// kernel agree within 25 %, and the elapsed window is not cut short.
 fn check_sampled_time(test: &str, method: &str, block: &str) {
     if !privileged(test) {
         return;
@@ -89,18 +89,19 @@ fn check_sampled_time(test: &str, method: &str, block: &str) {
         "{method}: median share of the window in the kernel {k_sampled:.3} sampled, \
          {k_every:.3} with every call timed"
     );
-    // Elapsed within the noise: the sampled runs' median lies inside the range of the runs that
-    // timed every call, or within 25 % of their median (a window cut short by sampling, as
-    // before, fell to a third).
+    // Elapsed not cut short: the fault guarded against ended the window at the last timed event,
+    // and the window fell to a third of the true one. Timing every call costs time of its own
+    // (on one emulated CPU the sampled runs were faster than every fully timed one: 81 ms against
+    // 85 to 432 ms), so the bound is one-sided below: the sampled median is at least half the
+    // fastest fully timed run. Above, it stays within 1.25x the slowest.
     let e_sampled = stat(&sampled, |x| x.1);
     let e_every: Vec<f64> = every.iter().map(|r| kernel_and_elapsed(r).1).collect();
     let (lo, hi) = (
         e_every.iter().copied().fold(f64::INFINITY, f64::min),
         e_every.iter().copied().fold(0.0, f64::max),
     );
-    let mid = median(e_every.clone());
     assert!(
-        (lo..=hi).contains(&e_sampled) || (e_sampled - mid).abs() <= 0.25 * mid,
+        (0.5 * lo..=1.25 * hi).contains(&e_sampled),
         "{method}: median elapsed {e_sampled} ns sampled, {e_every:?} ns with every call timed"
     );
     let _ = std::fs::remove_dir_all(dir);
