@@ -199,7 +199,7 @@ fn with_trace(args: &TraceArgs, job: impl FnOnce(Option<&mut Trace>) -> ExitCode
     let Some(path) = &args.trace else {
         return job(None);
     };
-    let mut trace = match Trace::create(path, args.trace_buffer) {
+    let mut trace = match Trace::create(path, args.trace_buffer, args.trace_limit) {
         Ok(t) => t,
         Err(e) => {
             return fail(
@@ -219,13 +219,23 @@ fn with_trace(args: &TraceArgs, job: impl FnOnce(Option<&mut Trace>) -> ExitCode
     match trace.write() {
         Ok(w) => {
             eprintln!(
-                "zcprof: trace written to {}: {} events{} ({} records; open it in ui.perfetto.dev)",
+                "zcprof: trace written to {}: {} events{}{} ({} records; open it in ui.perfetto.dev)",
                 w.path.display(),
                 w.events,
                 if w.lost > 0 {
                     format!(", {} LOST (incomplete: raise --trace-buffer)", w.lost)
                 } else {
                     ", none lost".to_owned()
+                },
+                if w.over_limit > 0 {
+                    format!(
+                        ", {} past --trace-limit {} not kept (incomplete: the trace holds the first {})",
+                        w.over_limit,
+                        w.limit,
+                        w.events - w.over_limit
+                    )
+                } else {
+                    String::new()
                 },
                 w.records
             );
@@ -257,6 +267,13 @@ fn report_trace(path: &std::path::Path, format: Format, files: Outputs) -> ExitC
     if lost > 0 {
         eprintln!(
             "zcprof: warning: this trace lost {lost} events; its totals are lower than what happened"
+        );
+    }
+    let over_limit: u64 = runs.iter().map(|r| r.context.over_limit).sum();
+    if over_limit > 0 {
+        eprintln!(
+            "zcprof: warning: this trace stopped at its --trace-limit: {over_limit} later events \
+             were not kept; its totals cover only the recorded part"
         );
     }
     // A trace of repeated runs holds each repetition: fold them as the live run did.

@@ -237,11 +237,12 @@ impl Measured {
         crate::timing::mark("probes attached");
         let clock = crate::collect::TaskClock::open(&threads(pid))
             .map_err(|e| format!("no task-clock counter for pid {pid}: {e}"));
-        let recorder = if trace.is_some() {
-            probes.take_events().map(Recorder::start)
-        } else {
-            None
-        };
+        let recorder = trace.and_then(|t| {
+            let limit = t.remaining();
+            probes
+                .take_events()
+                .map(|ring| Recorder::start(ring, limit))
+        });
         Ok(Measured {
             probes,
             recorder,
@@ -260,6 +261,7 @@ impl Measured {
         crate::timing::mark("programs detached");
         let recorded = self.recorder.map(Recorder::finish);
         let mut counts = Counts::read(&maps)?;
+        counts.trace_over_limit = recorded.as_ref().map_or(0, |r| r.over_limit);
         counts.task_clock_ns = Some(cpu);
         crate::timing::mark("counts read");
         let recording = match (recorded, trace) {
@@ -367,6 +369,7 @@ impl Recording {
             end_ns: self.end_ns,
             events: counts.trace_events,
             lost_per_cpu: counts.trace_lost.clone(),
+            over_limit: counts.trace_over_limit,
             unmatched_returns: counts.unmatched_returns,
             in_flight_lost: counts.in_flight_lost,
             samples_user: counts.samples_user,

@@ -46,6 +46,34 @@ pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     }
 }
 
+/// Parses a count: `N`, `NK` (thousands) or `NM` (millions), greater than zero.
+///
+/// # Errors
+/// On anything else.
+pub fn parse_count(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, suffix) = t.split_at(digits);
+    let scale: u64 = match suffix.to_ascii_lowercase().as_str() {
+        "" => 1,
+        "k" => 1_000,
+        "m" => 1_000_000,
+        _ => {
+            return Err(format!(
+                "'{text}' is not a count (examples: 50000, 200K, 4M)"
+            ));
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| {
+            format!("'{text}' is not a count greater than zero (examples: 50000, 200K, 4M)")
+        })
+}
+
 /// Parses a duration: `10s`, `500ms`, `2m`, or a plain number of seconds.
 ///
 /// # Errors
@@ -106,6 +134,16 @@ mod tests {
         assert_eq!(parse_size("64M"), Ok(64 << 20));
         assert_eq!(parse_size("1g"), Ok(1 << 30));
         assert_eq!(parse_size("2MiB"), Ok(2 << 20));
+    }
+
+    #[test]
+    fn counts_take_decimal_multiples_and_refuse_zero() {
+        assert_eq!(parse_count("50000"), Ok(50_000));
+        assert_eq!(parse_count("200K"), Ok(200_000));
+        assert_eq!(parse_count("1m"), Ok(1_000_000));
+        for bad in ["0", "", "1.5M", "-3", "4G", "99999999999999999999"] {
+            assert!(parse_count(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -108,6 +108,8 @@ pub struct Counts {
     pub trace_events: u64,
     /// Trace events lost for want of ring-buffer room, per CPU (trace mode).
     pub trace_lost: Vec<u64>,
+    /// Trace events written but not kept: they came after `--trace-limit` (user side).
+    pub trace_over_limit: u64,
     /// Per-process totals by tgid, when a process tree was followed.
     pub processes: BTreeMap<u32, Process>,
 }

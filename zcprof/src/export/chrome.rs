@@ -291,6 +291,23 @@ pub fn write<W: Write>(out: &mut W, origin_ns: u64, runs: &[Run]) -> io::Result<
                 ctx.lost_per_cpu
             ))?;
         }
+        if ctx.over_limit > 0 {
+            // Where the kept events end: the run went on, its later events were not kept.
+            let last_kept = run
+                .recorded
+                .events
+                .iter()
+                .map(|e| e.ts_ns)
+                .max()
+                .unwrap_or(0);
+            records.push(&format!(
+                "{{\"ph\":\"i\",\"s\":\"g\",\"cat\":\"{}\",\"name\":\"TRACE LIMIT REACHED: {} later events not kept\",\"pid\":{DEVICE_PID},\"tid\":{RUNS_TID},\"ts\":{},\"args\":{{\"over_limit\":{}}}}}",
+                cat::LOST,
+                ctx.over_limit,
+                us(rel(last_kept)),
+                ctx.over_limit
+            ))?;
+        }
         for (&pid, name) in &ctx.process_names {
             process_names.insert(pid, name.clone());
         }
@@ -329,22 +346,27 @@ pub fn write<W: Write>(out: &mut W, origin_ns: u64, runs: &[Run]) -> io::Result<
     ))?;
     let count = records.count;
     let lost: u64 = runs.iter().flat_map(|r| &r.context.lost_per_cpu).sum();
+    let over_limit: u64 = runs.iter().map(|r| r.context.over_limit).sum();
     let contexts: Vec<&super::RunContext> = runs.iter().map(|r| &r.context).collect();
     let section = serde_json::json!({
         "version": FORMAT_VERSION,
         "records": count,
-        "complete": lost == 0,
+        "complete": lost == 0 && over_limit == 0,
         "lost": lost,
+        "over_limit": over_limit,
         "runs": contexts,
     });
     write!(
         out,
         "\n],\n\"displayTimeUnit\": \"ns\",\n\"otherData\": {{\"generator\": \"zcprof {}\", \"complete\": \"{}\"}},\n\"zcprof\": {}\n}}\n",
         env!("CARGO_PKG_VERSION"),
-        if lost == 0 {
-            "yes".to_owned()
-        } else {
-            format!("no: {lost} events lost")
+        match (lost, over_limit) {
+            (0, 0) => "yes".to_owned(),
+            (lost, 0) => format!("no: {lost} events lost"),
+            (0, over) => format!("no: stopped at --trace-limit, {over} later events not kept"),
+            (lost, over) => format!(
+                "no: {lost} events lost, and stopped at --trace-limit ({over} later events not kept)"
+            ),
         },
         section
     )?;

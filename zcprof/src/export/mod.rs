@@ -91,6 +91,10 @@ pub struct RunContext {
     /// Events the kernel recorded, and those it had no room for, per CPU.
     pub events: u64,
     pub lost_per_cpu: Vec<u64>,
+    /// Events written after `--trace-limit` was reached: counted, not kept. Absent from older
+    /// traces (0).
+    #[serde(default)]
+    pub over_limit: u64,
     /// Counts that are not events: returns of syscalls entered before probing, entries the
     /// in-flight map refused, and the cpu-clock samples with their stacks.
     pub unmatched_returns: u64,
@@ -123,6 +127,9 @@ pub struct Written {
     /// Kernel events recorded and lost, over all runs.
     pub events: u64,
     pub lost: u64,
+    /// Events past `--trace-limit`, over all runs, and the limit.
+    pub over_limit: u64,
+    pub limit: u64,
 }
 
 /// One command's trace: runs are added as they finish and the file is written at the end. The
@@ -132,6 +139,8 @@ pub struct Trace {
     path: PathBuf,
     file: Option<File>,
     ring_bytes: u32,
+    /// Events kept at most, over all runs (`--trace-limit`).
+    limit: u64,
     /// `CLOCK_MONOTONIC` (the clock of `bpf_ktime_get_ns`) when the trace began.
     origin_ns: u64,
     runs: Vec<Run>,
@@ -147,11 +156,12 @@ pub fn monotonic_ns() -> u64 {
 }
 
 impl Trace {
-    /// Creates the trace file at `path`, with a ring buffer of `ring_bytes` per run.
+    /// Creates the trace file at `path`, with a ring buffer of `ring_bytes` per run, keeping at
+    /// most `limit` events in all.
     ///
     /// # Errors
     /// When the path cannot be written or the size is not a valid ring size.
-    pub fn create(path: &Path, ring_bytes: u64) -> Result<Trace, ExportError> {
+    pub fn create(path: &Path, ring_bytes: u64, limit: u64) -> Result<Trace, ExportError> {
         let page = crate::probes::page_size();
         let ring = u32::try_from(ring_bytes)
             .ok()
@@ -168,6 +178,7 @@ impl Trace {
             path: path.to_owned(),
             file: Some(file),
             ring_bytes: ring,
+            limit,
             origin_ns: monotonic_ns(),
             runs: Vec::new(),
         })
@@ -177,6 +188,17 @@ impl Trace {
     #[must_use]
     pub fn ring_bytes(&self) -> u32 {
         self.ring_bytes
+    }
+
+    /// Events the next run may still keep under the limit.
+    #[must_use]
+    pub fn remaining(&self) -> u64 {
+        let kept: u64 = self
+            .runs
+            .iter()
+            .map(|r| r.recorded.events.len() as u64)
+            .sum();
+        self.limit.saturating_sub(kept)
     }
 
     /// Nanoseconds since the trace began.
@@ -220,6 +242,8 @@ impl Trace {
                 records,
                 events: self.runs.iter().map(|r| r.context.events).sum(),
                 lost: self.runs.iter().flat_map(|r| &r.context.lost_per_cpu).sum(),
+                over_limit: self.runs.iter().map(|r| r.context.over_limit).sum(),
+                limit: self.limit,
             }),
             Err(source) => {
                 let _ = std::fs::remove_file(&self.path);
@@ -375,6 +399,7 @@ mod tests {
                 end_ns: 10_000,
                 events: events.len() as u64,
                 lost_per_cpu: vec![0, 0],
+                over_limit: 0,
                 unmatched_returns: 1,
                 in_flight_lost: 0,
                 samples_user: 2,
@@ -387,6 +412,7 @@ mod tests {
             recorded: Recorded {
                 events,
                 thread_names: BTreeMap::new(),
+                over_limit: 0,
             },
             unfinished: vec![Unfinished {
                 tgid: PID,
@@ -404,6 +430,25 @@ mod tests {
         let path = std::env::temp_dir().join(format!("zcprof-{name}-{}.json", std::process::id()));
         std::fs::write(&path, &text).unwrap();
         (path, text)
+    }
+
+    #[test]
+    fn a_trace_past_its_limit_is_marked_and_read_back_incomplete() {
+        let mut r = run();
+        r.context.over_limit = 7;
+        let mut out = Vec::new();
+        chrome::write(&mut out, 0, &[r]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["zcprof"]["complete"], false);
+        assert_eq!(v["zcprof"]["over_limit"], 7);
+        assert!(text.contains("TRACE LIMIT REACHED: 7 later events not kept"));
+        let path = std::env::temp_dir().join(format!("zcprof-limit-{}.json", std::process::id()));
+        std::fs::write(&path, &text).unwrap();
+        let runs = read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(runs[0].counts.trace_over_limit, 7);
+        assert_eq!(runs[0].context.over_limit, 7);
     }
 
     #[test]
@@ -590,20 +635,20 @@ mod tests {
         let dir = std::env::temp_dir();
         let path = dir.join(format!("zcprof-ring-{}.json", std::process::id()));
         assert!(matches!(
-            Trace::create(&path, 5000),
+            Trace::create(&path, 5000, 1),
             Err(ExportError::RingSize { .. })
         ));
         assert!(matches!(
-            Trace::create(&path, 0),
+            Trace::create(&path, 0, 1),
             Err(ExportError::RingSize { .. })
         ));
         assert!(!path.exists(), "a refused size creates no file");
-        let t = Trace::create(&path, 1 << 20).unwrap();
+        let t = Trace::create(&path, 1 << 20, 1).unwrap();
         assert!(path.exists());
         drop(t);
         assert!(!path.exists(), "an unwritten trace leaves no file");
         assert!(matches!(
-            Trace::create(Path::new("/nonexistent-dir/x.json"), 1 << 20),
+            Trace::create(Path::new("/nonexistent-dir/x.json"), 1 << 20, 1),
             Err(ExportError::Write { .. })
         ));
     }

@@ -199,6 +199,7 @@ fn seed(context: &RunContext) -> Counts {
         kernel_stacks: context.kernel_stacks.clone(),
         trace_events: context.events,
         trace_lost: context.lost_per_cpu.clone(),
+        trace_over_limit: context.over_limit,
         ..Counts::default()
     }
 }

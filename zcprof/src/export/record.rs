@@ -25,6 +25,9 @@ pub struct Recorded {
     /// Thread names by tid, read from /proc when each thread was first seen (threads that ended
     /// before that are named by their events, or not at all).
     pub thread_names: BTreeMap<u32, String>,
+    /// Events taken from the ring after `--trace-limit` was reached: drained (so the ring never
+    /// fills because of the limit) and counted, not kept.
+    pub over_limit: u64,
 }
 
 /// A thread draining one ring buffer until `finish` (or until dropped, on an error path).
@@ -34,12 +37,13 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Starts draining `ring`.
+    /// Starts draining `ring`, keeping at most `limit` events: zcprof's memory for a trace is
+    /// bounded by it (64 bytes per event, twice that while the file is written).
     #[must_use]
-    pub fn start(ring: RingBuf<MapData>) -> Recorder {
+    pub fn start(ring: RingBuf<MapData>, limit: u64) -> Recorder {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
-        let handle = std::thread::spawn(move || drain_until(ring, &flag));
+        let handle = std::thread::spawn(move || drain_until(ring, &flag, limit));
         Recorder {
             stop,
             handle: Some(handle),
@@ -67,7 +71,7 @@ impl Drop for Recorder {
     }
 }
 
-fn drain_until(mut ring: RingBuf<MapData>, stop: &AtomicBool) -> Recorded {
+fn drain_until(mut ring: RingBuf<MapData>, stop: &AtomicBool, limit: u64) -> Recorded {
     let mut recorded = Recorded::default();
     loop {
         // Read the flag before draining: whatever was written before it was set is taken by
@@ -75,6 +79,10 @@ fn drain_until(mut ring: RingBuf<MapData>, stop: &AtomicBool) -> Recorded {
         let last = stop.load(Ordering::Acquire);
         while let Some(item) = ring.next() {
             if item.len() < size_of::<TraceEvent>() {
+                continue;
+            }
+            if recorded.events.len() as u64 >= limit {
+                recorded.over_limit += 1;
                 continue;
             }
             // SAFETY: the programs write whole TraceEvents; read_unaligned copes with any

@@ -56,6 +56,8 @@ pub struct TraceSummary {
     pub events: u64,
     pub lost: u64,
     pub lost_per_cpu: Vec<u64>,
+    /// Events written after `--trace-limit` was reached: counted, not kept in the file.
+    pub over_limit: u64,
 }
 
 pub(super) fn accounting(counts: &Counts) -> Accounting {
@@ -198,5 +200,6 @@ pub(super) fn trace_summary(counts: &Counts) -> Option<TraceSummary> {
         events: counts.trace_events,
         lost,
         lost_per_cpu: counts.trace_lost.clone(),
+        over_limit: counts.trace_over_limit,
     })
 }

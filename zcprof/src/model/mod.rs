@@ -603,6 +603,15 @@ pub fn build(input: RunInput<'_>) -> RunReport {
             t.lost_per_cpu
         ));
     }
+    if let Some(t) = trace.as_ref().filter(|t| t.over_limit > 0) {
+        notes.push(format!(
+            "The event trace stopped at --trace-limit: it keeps the first {} of {} events written \
+             ({} later ones were counted, not kept); the table's counts are complete.",
+            t.events - t.over_limit,
+            t.events,
+            t.over_limit
+        ));
+    }
     if let Subject::Program(_) = &subject {
         // Per MiB of the exact payload, not per whole step counted up (32.01 MiB is 32.01 MiB,
         // not 33 steps).

@@ -316,7 +316,15 @@ pub fn render(runs: &[RunReport], failed: &[Failed], layout: &Layout) -> String 
                 } else {
                     String::new()
                 }
-            );
+            ) + &if t.over_limit > 0 {
+                format!(
+                    "; {} past --trace-limit not kept (the trace holds the first {})",
+                    t.over_limit,
+                    t.events - t.over_limit
+                )
+            } else {
+                String::new()
+            };
             out.push_str(&wrap(&line, layout, "", "  "));
         }
     }

@@ -1,0 +1,186 @@
+//! Floods under `--trace`: a process making syscalls as fast as it can, traced with the default
+//! ring and with a one-page ring. Every event the kernel wrote is kept or counted past
+//! `--trace-limit`, every event it had no room for is counted as lost, and zcprof's memory and the
+//! file's size stay within what the README states per event.
+#![cfg(target_os = "linux")]
+
+use std::{path::Path, process::Command, time::Duration};
+
+use serde_json::Value;
+use zcprof_tests::{privileged, scratch_dir, zcprof_bin};
+
+/// How long the flood of the default ring lasts: the minute.
+const FLOOD: Duration = Duration::from_secs(60);
+/// The one-page ring loses most events within a second; a shorter flood shows the same.
+const FLOOD_TINY_RING: Duration = Duration::from_secs(15);
+/// The README's figures: bytes of zcprof's memory per kept event (64 in the ring's copy, up to
+/// twice that while the vector grows and the file is written) and bytes of file per event.
+const MEMORY_PER_EVENT: u64 = 128;
+const FILE_PER_EVENT: u64 = 160;
+
+/// The workload: `getppid` in a loop for `ZCPROF_TEST_FLOOD_MS`. A no-op in a normal test run.
+#[test]
+fn workload() {
+    let Ok(ms) = std::env::var("ZCPROF_TEST_FLOOD_MS") else {
+        return;
+    };
+    let until = std::time::Instant::now() + Duration::from_millis(ms.parse().unwrap());
+    while std::time::Instant::now() < until {
+        for _ in 0..1000 {
+            // SAFETY: no arguments, no memory.
+            unsafe { libc::getppid() };
+        }
+    }
+}
+
+/// What a flood under `zcprof exec --trace` left: the report, the trace, the file's size and
+/// zcprof's peak resident memory in bytes.
+struct Flood {
+    report: Value,
+    trace: Value,
+    file_bytes: u64,
+    max_rss: u64,
+}
+
+fn flood(dir: &Path, how_long: Duration, options: &[&str]) -> Flood {
+    let file = dir.join("flood.json");
+    let out = dir.join("flood.report.json");
+    let child = Command::new(zcprof_bin())
+        .args(["exec", "--format", "json", "-o"])
+        .arg(&out)
+        .arg("--trace")
+        .arg(&file)
+        .args(options)
+        .arg("--")
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "workload", "--nocapture", "--test-threads=1"])
+        .env("ZCPROF_TEST_FLOOD_MS", how_long.as_millis().to_string())
+        .spawn()
+        .expect("zcprof starts");
+    let pid = i32::try_from(child.id()).unwrap();
+    // wait4 rather than wait: its rusage is this child's own peak, not the maximum over every
+    // child this test process reaped.
+    let mut status = 0;
+    // SAFETY: plain out-pointers to a local int and a zeroed rusage.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let reaped = unsafe { libc::wait4(pid, &raw mut status, 0, &raw mut usage) };
+    assert_eq!(reaped, pid, "{}", std::io::Error::last_os_error());
+    // Reaped here: dropping `child` neither waits nor kills.
+    drop(child);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "zcprof exec failed: status {status}"
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let file_bytes = std::fs::metadata(&file).unwrap().len();
+    let trace: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_file(&out);
+    Flood {
+        report,
+        trace,
+        file_bytes,
+        max_rss: u64::try_from(usage.ru_maxrss).unwrap() * 1024,
+    }
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
+}
+
+/// The kernel's events in the file: every record but metadata, run and loss markers, and the
+/// opening halves of syscalls unfinished at the end.
+fn kernel_events_in(trace: &Value) -> u64 {
+    trace["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["ph"] != "M"
+                && e["cat"] != "run"
+                && e["cat"] != "lost"
+                && e["args"]["unfinished"] != true
+        })
+        .count() as u64
+}
+
+/// Checks what holds for any flood: the kernel's written count equals the events in the file
+/// plus those past the limit; the loss is counted per CPU; the trace says it is incomplete.
+fn check(f: &Flood, limit: u64) -> (u64, u64, u64) {
+    let t = &f.report["trace"];
+    let (written, lost, over) = (u(&t["events"]), u(&t["lost"]), u(&t["over_limit"]));
+    let kept = kernel_events_in(&f.trace);
+    assert_eq!(written, kept + over, "{t}: {kept} events in the file");
+    assert!(kept <= limit, "{kept} kept over a limit of {limit}");
+    let per_cpu: u64 = t["lost_per_cpu"].as_array().unwrap().iter().map(u).sum();
+    assert_eq!(per_cpu, lost);
+    assert_eq!(f.trace["zcprof"]["over_limit"], over);
+    // Every syscall return the table counted tried to write one event.
+    let returns: u64 = f.report["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| u(&s["count"]))
+        .sum();
+    assert!(
+        written + lost + 16 >= returns,
+        "{written} written + {lost} lost < {returns} returns"
+    );
+    assert!(
+        f.file_bytes <= FILE_PER_EVENT * kept + (1 << 20),
+        "{} bytes of trace for {kept} events",
+        f.file_bytes
+    );
+    (kept, over, lost)
+}
+
+#[test]
+fn a_minute_of_flood_is_kept_to_the_limit_with_bounded_memory() {
+    if !privileged("flood_default_ring") {
+        return;
+    }
+    let dir = scratch_dir("flood-default", env!("CARGO_TARGET_TMPDIR"));
+    // The same flood kept to one event: zcprof's own memory without the trace's.
+    let floor = flood(&dir, Duration::from_secs(2), &["--trace-limit", "1"]);
+    check(&floor, 1);
+    let limit = 1_000_000; // the default
+    let f = flood(&dir, FLOOD, &[]);
+    let (kept, over, lost) = check(&f, limit);
+    // Getppid at full speed for a minute writes tens of millions of events; the default keeps
+    // the first million and counts the rest.
+    assert_eq!(kept, limit, "over {over}, lost {lost}");
+    assert!(over > 0);
+    assert_eq!(f.trace["zcprof"]["complete"], false);
+    let notes = f.report["notes"].to_string();
+    assert!(notes.contains("--trace-limit"), "{notes}");
+    assert!(
+        f.max_rss <= floor.max_rss + MEMORY_PER_EVENT * limit,
+        "peak {} bytes against {} without the trace",
+        f.max_rss,
+        floor.max_rss
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_flood_into_a_one_page_ring_counts_every_loss() {
+    if !privileged("flood_tiny_ring") {
+        return;
+    }
+    let dir = scratch_dir("flood-tiny", env!("CARGO_TARGET_TMPDIR"));
+    let limit = 50_000;
+    let f = flood(
+        &dir,
+        FLOOD_TINY_RING,
+        &["--trace-buffer", "4K", "--trace-limit", "50K"],
+    );
+    let (kept, _, lost) = check(&f, limit);
+    assert!(
+        lost > 0,
+        "a one-page ring kept pace with a flood: {}",
+        f.report["trace"]
+    );
+    assert!(kept <= limit);
+    assert_eq!(f.trace["zcprof"]["complete"], false);
+    let _ = std::fs::remove_dir_all(dir);
+}
