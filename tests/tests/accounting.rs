@@ -138,6 +138,45 @@ fn unreturned(r: &Value) -> u64 {
     entries - returns
 }
 
+/// Runs of the `sys_enter` or `sys_exit` programs (`point`) that the kernel skipped while the
+/// run was measured: a run of the same program was preempted on that CPU (the syscall
+/// tracepoints run preemptible on kernels with full or lazy preemption, Debian's 7.x). Each may
+/// hide one entry or one return of the measured process; zero on kernels that never preempt
+/// them.
+fn skipped(r: &Value, point: &str) -> u64 {
+    r["accounting"]["programs_skipped"]
+        .as_object()
+        .map_or(0, |m| {
+            m.iter()
+                .filter(|(name, _)| name.starts_with(point))
+                .map(|(_, n)| n.as_u64().unwrap())
+                .sum()
+        })
+}
+
+/// What never returned is exactly the `exit` of each thread that ended itself and the final
+/// `exit_group`, give or take the returns the kernel skipped (each leaves one entry unmatched).
+fn assert_unreturned(r: &Value) {
+    let never = calls(r, "exit") + calls(r, "exit_group");
+    let skipped_returns = skipped(r, "sys_exit");
+    assert!(
+        (never..=never + skipped_returns).contains(&unreturned(r)),
+        "{} unreturned, {never} exits, {skipped_returns} returns skipped by the kernel: {}",
+        unreturned(r),
+        r["figures"]["mode_switches"]["note"]
+    );
+}
+
+/// No return without an entry was taken for a refused call, but for entries the kernel skipped.
+fn assert_none_refused(r: &Value) {
+    let refused = r["accounting"]["refused_syscalls"].as_u64().unwrap();
+    assert!(
+        refused <= skipped(r, "sys_enter"),
+        "{refused} refused: {}",
+        r["accounting"]
+    );
+}
+
 /// A thread blocks in `readv` on a pipe while 20,000 short-lived threads come and go; then 100
 /// bytes arrive and the read returns them.
 fn blocked_read() {
@@ -342,7 +381,7 @@ fn a_blocked_read_survives_20000_thread_lifetimes() {
         "it was blocked all along: {readv}"
     );
     assert_eq!(r["accounting"]["in_flight_lost"], 0, "{}", r["accounting"]);
-    assert_eq!(unreturned(&r), calls(&r, "exit") + calls(&r, "exit_group"));
+    assert_unreturned(&r);
 }
 
 #[test]
@@ -378,13 +417,18 @@ fn reused_thread_ids_inherit_nothing() {
     }
     // Threads end in `exit`, which never returns: no new thread with the same id returns from
     // it.
+    // (A return the kernel skipped leaves its entry behind; the next return of the same id
+    // could be matched to it, so a skipped return may time one call wrongly.)
     let exit = row(&r, "exit").unwrap();
-    assert_eq!(
-        (exit["timed"].as_u64(), exit["total_ns"].as_u64()),
-        (Some(0), Some(0)),
-        "{exit}"
+    assert!(
+        exit["timed"].as_u64().unwrap() <= skipped(&r, "sys_exit"),
+        "{exit}: {}",
+        r["accounting"]
     );
-    assert_eq!(unreturned(&r), calls(&r, "exit") + calls(&r, "exit_group"));
+    if skipped(&r, "sys_exit") == 0 {
+        assert_eq!(exit["total_ns"].as_u64(), Some(0), "{exit}");
+    }
+    assert_unreturned(&r);
 }
 
 #[test]
@@ -421,7 +465,7 @@ fn syscalls_refused_by_seccomp_are_counted_as_strace_counts_them() {
         .map(|v| v.as_u64().unwrap())
         .sum();
     assert_eq!(sum, fig(&r, "syscalls"));
-    assert_eq!(unreturned(&r), calls(&r, "exit") + calls(&r, "exit_group"));
+    assert_unreturned(&r);
 }
 
 #[test]
@@ -471,17 +515,8 @@ fn check_exec_from_thread(test: &str, workload: &str, syscall: &str) {
         "{exec}"
     );
     // The exec returned under the leader's id, and was matched to its entry all the same.
-    assert_eq!(
-        unreturned(&r),
-        calls(&r, "exit") + calls(&r, "exit_group"),
-        "{}",
-        r["figures"]["mode_switches"]["note"]
-    );
-    assert_eq!(
-        r["accounting"]["refused_syscalls"], 0,
-        "{}",
-        r["accounting"]
-    );
+    assert_unreturned(&r);
+    assert_none_refused(&r);
     let names: Vec<&str> = r["processes"]
         .as_array()
         .unwrap()
@@ -537,7 +572,6 @@ fn attaching_loses_no_syscall_entry() {
         String::from_utf8_lossy(&out.stderr)
     );
     let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    let accounting = &r["accounting"];
     // Threads that block thousands of times a second while the probes attach: an entry lost
     // because the scheduler hook was not there yet to keep it would return unmatched, and be
     // counted as refused.
@@ -546,7 +580,7 @@ fn attaching_loses_no_syscall_entry() {
         "{}",
         r["syscalls_by_name"]
     );
-    assert_eq!(accounting["refused_syscalls"], 0, "{accounting}");
+    assert_none_refused(&r);
 }
 
 /// A followed child exits and its id is given to an unrelated process (the test's own child,
@@ -563,7 +597,7 @@ fn a_reused_process_id_is_not_followed() {
     let report = dir.join("report.json");
     // The inner shell writes its id and exits; the outer one waits 10 s, reading nothing.
     let script = format!("sh -c 'echo $$ > {}'; sleep 10", pid_file.display());
-    let mut zcprof = Command::new(zcprof_tests::zcprof_bin())
+    let zcprof = Command::new(zcprof_tests::zcprof_bin())
         .args(["exec", "--format", "json", "-o"])
         .arg(&report)
         .args(["--", "sh", "-c", &script])

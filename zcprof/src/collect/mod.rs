@@ -69,6 +69,9 @@ pub struct Counts {
     pub processes_folded: u64,
     pub samples_kernel: u64,
     pub samples_lost: u64,
+    /// Runs of each program the kernel skipped because a run of it was still in progress on
+    /// that CPU (preempted), non-zero only.
+    pub program_misses: BTreeMap<String, u64>,
     /// Kernel-mode samples by stack, symbolized leaf first.
     pub kernel_stacks: Vec<(Vec<String>, u64)>,
     pub filemap_read_bytes: u64,
@@ -222,7 +225,10 @@ impl Counts {
         let map_err = |name| move |source| CollectError::Map { name, source };
         let counters: PerCpuArray<_, u64> =
             PerCpuArray::try_from(map(ebpf, maps::COUNTERS)?).map_err(map_err(maps::COUNTERS))?;
-        let mut counts = Counts::default();
+        let mut counts = Counts {
+            program_misses: ebpf.program_misses(),
+            ..Counts::default()
+        };
         for counter in Counter::ALL {
             let per_cpu = counters
                 .get(&(counter as u32), 0)

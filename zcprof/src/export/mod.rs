@@ -19,6 +19,7 @@ pub use read::{ReadRun, read};
 pub use record::{Recorded, Recorder};
 
 use crate::{
+    collect::Counts,
     devices::DeviceNames,
     model::{FileInfo, NetPath},
     probes::PlanRecord,
@@ -109,6 +110,62 @@ pub struct RunContext {
     #[serde(default)]
     pub task_clock_ns: Option<u64>,
     pub kernel_stacks: Vec<(Vec<String>, u64)>,
+    /// Counters no event carries. Absent from older traces (zeros).
+    #[serde(default)]
+    pub counters: EventlessCounts,
+}
+
+/// The counters of a run that no trace event carries: the built-in receiver's socket reads and
+/// the accounting of what could not be counted. Kept in the context so that `zcprof report`
+/// shows them as the run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EventlessCounts {
+    pub receiver_recv_bytes: u64,
+    pub returns_before_start: u64,
+    pub new_task_returns: u64,
+    pub refused_syscalls: u64,
+    pub processes_lost: u64,
+    pub processes_folded: u64,
+    pub follow_lost: u64,
+    pub devices_lost: u64,
+    pub sockets_lost: u64,
+    pub pids_forgotten: u64,
+    pub program_misses: BTreeMap<String, u64>,
+}
+
+impl EventlessCounts {
+    /// Those of `counts`.
+    #[must_use]
+    pub fn of(counts: &Counts) -> EventlessCounts {
+        EventlessCounts {
+            receiver_recv_bytes: counts.receiver_recv_bytes,
+            returns_before_start: counts.returns_before_start,
+            new_task_returns: counts.new_task_returns,
+            refused_syscalls: counts.refused_syscalls,
+            processes_lost: counts.processes_lost,
+            processes_folded: counts.processes_folded,
+            follow_lost: counts.follow_lost,
+            devices_lost: counts.devices_lost,
+            sockets_lost: counts.sockets_lost,
+            pids_forgotten: counts.pids_forgotten,
+            program_misses: counts.program_misses.clone(),
+        }
+    }
+
+    /// Puts them back into counts rebuilt from events.
+    pub fn restore(&self, counts: &mut Counts) {
+        counts.receiver_recv_bytes = self.receiver_recv_bytes;
+        counts.returns_before_start = self.returns_before_start;
+        counts.new_task_returns = self.new_task_returns;
+        counts.refused_syscalls = self.refused_syscalls;
+        counts.processes_lost = self.processes_lost;
+        counts.processes_folded = self.processes_folded;
+        counts.follow_lost = self.follow_lost;
+        counts.devices_lost = self.devices_lost;
+        counts.sockets_lost = self.sockets_lost;
+        counts.pids_forgotten = self.pids_forgotten;
+        counts.program_misses.clone_from(&self.program_misses);
+    }
 }
 
 /// One run's recording.
@@ -408,6 +465,12 @@ mod tests {
                 sampled_cpu_ns: 0,
                 task_clock_ns: None,
                 kernel_stacks: vec![(vec!["filemap_read".into()], 3)],
+                counters: EventlessCounts {
+                    receiver_recv_bytes: 8192,
+                    refused_syscalls: 2,
+                    processes_folded: 1,
+                    ..EventlessCounts::default()
+                },
             },
             recorded: Recorded {
                 events,
@@ -476,6 +539,15 @@ mod tests {
         assert_eq!(c.net_xmit["lo"].bytes, 100);
         assert_eq!((c.dma_maps, c.forks), (1, 1));
         assert_eq!((c.first_event_ns, c.last_event_ns), (1_000, 5_000));
+        // Counters no event carries come back from the context.
+        assert_eq!(
+            (
+                c.receiver_recv_bytes,
+                c.refused_syscalls,
+                c.processes_folded
+            ),
+            (8192, 2, 1)
+        );
         let p = &c.processes[&PID];
         assert_eq!(
             (p.name.as_str(), p.syscalls, p.copied_bytes),

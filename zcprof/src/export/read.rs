@@ -188,7 +188,7 @@ pub fn read(path: &Path) -> Result<Vec<ReadRun>, ExportError> {
 
 /// The counts a run's context holds (those that are not events).
 fn seed(context: &RunContext) -> Counts {
-    Counts {
+    let mut counts = Counts {
         unmatched_returns: context.unmatched_returns,
         in_flight_lost: context.in_flight_lost,
         samples_user: context.samples_user,
@@ -201,7 +201,9 @@ fn seed(context: &RunContext) -> Counts {
         trace_lost: context.lost_per_cpu.clone(),
         trace_over_limit: context.over_limit,
         ..Counts::default()
-    }
+    };
+    context.counters.restore(&mut counts);
+    counts
 }
 
 /// The run whose window holds `ns`.

@@ -32,6 +32,10 @@ pub struct Accounting {
     pub sockets_lost: u64,
     /// Kernel-mode samples whose stack could not be stored.
     pub samples_lost: u64,
+    /// Program runs the kernel skipped, by program, non-zero only: a run of the same program
+    /// was preempted on that CPU (syscall tracepoints run preemptible on kernels with full or
+    /// lazy preemption). Any task's syscalls there, the measured ones among them, went unseen.
+    pub programs_skipped: std::collections::BTreeMap<String, u64>,
 }
 
 /// One process of a followed tree, counted in the kernel by its tgid.
@@ -72,6 +76,7 @@ pub(super) fn accounting(counts: &Counts) -> Accounting {
         devices_lost: counts.devices_lost,
         sockets_lost: counts.sockets_lost,
         samples_lost: counts.samples_lost,
+        programs_skipped: counts.program_misses.clone(),
     }
 }
 
@@ -138,6 +143,23 @@ pub(super) fn accounting_notes(a: &Accounting) -> Vec<String> {
         notes.push(format!(
             "In-kernel tables were full, so some events are missing from the figures: {}.",
             lost.join("; ")
+        ));
+    }
+    if !a.programs_skipped.is_empty() {
+        let total: u64 = a.programs_skipped.values().sum();
+        let by: Vec<String> = a
+            .programs_skipped
+            .iter()
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect();
+        notes.push(format!(
+            "The kernel skipped {total} runs of zcprof's programs ({}): each time a run of the \
+             same program was still in progress on that CPU, preempted (the syscall tracepoints \
+             run preemptible on kernels with full or lazy preemption), so an entry or return \
+             there went unseen, the measured process's or another's. A skipped entry is counted \
+             as a call refused before entry, a skipped return as a call that never returned: \
+             the counts are off by at most these numbers.",
+            by.join(", ")
         ));
     }
     if a.processes_folded > 0 {

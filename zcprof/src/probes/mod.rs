@@ -1,6 +1,7 @@
 //! Loading and attaching: sets the filter globals, loads only the chosen variant of each
 //! measurement point, owns the links (dropping `Probes` detaches everything).
 pub mod catalog;
+mod misses;
 
 use std::sync::OnceLock;
 
@@ -257,20 +258,33 @@ pub fn page_size() -> u32 {
 pub trait MapSource {
     /// The map called `name`.
     fn get(&self, name: &str) -> Option<&aya::maps::Map>;
+    /// Runs the kernel skipped, by program (see `misses`), non-zero only.
+    fn program_misses(&self) -> std::collections::BTreeMap<String, u64>;
 }
 
-/// The maps of a detached object, by name.
-pub struct Maps(std::collections::HashMap<&'static str, aya::maps::Map>);
+/// The maps of a detached object, by name, and its programs' misses read before detaching.
+pub struct Maps {
+    maps: std::collections::HashMap<&'static str, aya::maps::Map>,
+    misses: std::collections::BTreeMap<String, u64>,
+}
 
 impl MapSource for Maps {
     fn get(&self, name: &str) -> Option<&aya::maps::Map> {
-        self.0.get(name)
+        self.maps.get(name)
+    }
+
+    fn program_misses(&self) -> std::collections::BTreeMap<String, u64> {
+        self.misses.clone()
     }
 }
 
 impl MapSource for Probes {
     fn get(&self, name: &str) -> Option<&aya::maps::Map> {
         self.ebpf.map(name)
+    }
+
+    fn program_misses(&self) -> std::collections::BTreeMap<String, u64> {
+        misses::of(&self.ebpf)
     }
 }
 
@@ -673,6 +687,8 @@ impl Probes {
         // The programs go together, in no order: from here a return without an entry may be one
         // whose entry came after `sched_switch` or `sys_enter` went, and is left unclassified.
         control(&mut self.ebpf, zcprof_common::CONTROL_STOPPING);
+        // Read while the programs are loaded: the count lives in the program.
+        let misses = misses::of(&self.ebpf);
         // Each detach waits for the kernel's RCU grace periods (tens of milliseconds per
         // program); unloading all programs at once lets those waits overlap instead of adding
         // up (0.47 s for 12 programs one after another here).
@@ -682,6 +698,6 @@ impl Probes {
             .filter_map(|name| Some((*name, self.ebpf.take_map(name)?)))
             .collect();
         drop(self);
-        Maps(maps)
+        Maps { maps, misses }
     }
 }
