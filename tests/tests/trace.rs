@@ -88,6 +88,9 @@ fn counted(r: &Value) -> Value {
         "processes": r["processes"],
         "hooks": r["hooks"],
         "elapsed_ns": r["elapsed_ns"],
+        "copies": r["copies"],
+        "receiver_copies": r["receiver_copies"],
+        "accounting": r["accounting"],
     })
 }
 
