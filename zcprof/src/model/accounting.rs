@@ -153,12 +153,13 @@ pub(super) fn accounting_notes(a: &Accounting) -> Vec<String> {
             .map(|(name, n)| format!("{name} {n}"))
             .collect();
         notes.push(format!(
-            "The kernel skipped {total} runs of zcprof's programs ({}): each time a run of the \
-             same program was still in progress on that CPU, preempted (the syscall tracepoints \
-             run preemptible on kernels with full or lazy preemption), so an entry or return \
-             there went unseen, the measured process's or another's. A skipped entry is counted \
-             as a call refused before entry, a skipped return as a call that never returned: \
-             the counts are off by at most these numbers.",
+            "The kernel skipped {total} runs of zcprof's programs ({}): a program is not run on a \
+             CPU where a run of it is still in progress (preempted: the syscall tracepoints run \
+             preemptible on kernels with full or lazy preemption), nor a classic tracepoint or \
+             perf-event program while another one runs there (interrupted by a softirq), so \
+             those events went unseen, the measured process's or another's. A skipped sys_enter \
+             shows as a call refused before entry, a skipped sys_exit as a call that never \
+             returned; the figures those programs feed are off by at most these counts.",
             by.join(", ")
         ));
     }

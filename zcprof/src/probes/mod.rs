@@ -639,7 +639,10 @@ impl Probes {
         );
         let mut ebpf = loader.load(OBJECT)?;
         mark_before_start(&mut ebpf, &before_start);
-        make_others_row(&mut ebpf);
+        if options.follow {
+            // Only a followed tree has per-process rows.
+            make_others_row(&mut ebpf);
+        }
         for point in Point::ALL {
             // Known not to work here: the report already has the reasons.
             if plan.unavailable(point).is_some() {
