@@ -132,3 +132,29 @@ pub fn exec_self(
     );
     serde_json::from_slice(&std::fs::read(report).expect("the report")).expect("JSON")
 }
+
+/// Runs `cmd` (its stdout and stderr as set by the caller) and returns its exit code (-1 when
+/// killed by a signal) and its peak resident memory in bytes: wait4's rusage of this child alone,
+/// not the maximum over every child the test process reaped.
+///
+/// # Panics
+/// When the command cannot be started or waited for.
+#[must_use]
+pub fn exit_and_peak_rss(cmd: &mut Command) -> (i32, u64) {
+    let child = cmd.spawn().expect("the command starts");
+    let pid = i32::try_from(child.id()).expect("a pid");
+    let mut status = 0;
+    // SAFETY: all zeroes is a valid rusage.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: out-pointers to a local int and a local rusage.
+    let reaped = unsafe { libc::wait4(pid, &raw mut status, 0, &raw mut usage) };
+    assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
+    // Reaped here: dropping `child` neither waits nor kills.
+    drop(child);
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    (code, u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024)
+}

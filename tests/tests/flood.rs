@@ -45,32 +45,19 @@ struct Flood {
 fn flood(dir: &Path, how_long: Duration, options: &[&str]) -> Flood {
     let file = dir.join("flood.json");
     let out = dir.join("flood.report.json");
-    let child = Command::new(zcprof_bin())
-        .args(["exec", "--format", "json", "-o"])
-        .arg(&out)
-        .arg("--trace")
-        .arg(&file)
-        .args(options)
-        .arg("--")
-        .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "workload", "--nocapture", "--test-threads=1"])
-        .env("ZCPROF_TEST_FLOOD_MS", how_long.as_millis().to_string())
-        .spawn()
-        .expect("zcprof starts");
-    let pid = i32::try_from(child.id()).unwrap();
-    // wait4 rather than wait: its rusage is this child's own peak, not the maximum over every
-    // child this test process reaped.
-    let mut status = 0;
-    // SAFETY: plain out-pointers to a local int and a zeroed rusage.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let reaped = unsafe { libc::wait4(pid, &raw mut status, 0, &raw mut usage) };
-    assert_eq!(reaped, pid, "{}", std::io::Error::last_os_error());
-    // Reaped here: dropping `child` neither waits nor kills.
-    drop(child);
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "zcprof exec failed: status {status}"
+    let (code, max_rss) = zcprof_tests::exit_and_peak_rss(
+        Command::new(zcprof_bin())
+            .args(["exec", "--format", "json", "-o"])
+            .arg(&out)
+            .arg("--trace")
+            .arg(&file)
+            .args(options)
+            .arg("--")
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", "workload", "--nocapture", "--test-threads=1"])
+            .env("ZCPROF_TEST_FLOOD_MS", how_long.as_millis().to_string()),
     );
+    assert_eq!(code, 0, "zcprof exec failed");
     let report: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     let file_bytes = std::fs::metadata(&file).unwrap().len();
     let trace: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
@@ -80,7 +67,7 @@ fn flood(dir: &Path, how_long: Duration, options: &[&str]) -> Flood {
         report,
         trace,
         file_bytes,
-        max_rss: u64::try_from(usage.ru_maxrss).unwrap() * 1024,
+        max_rss,
     }
 }
 
