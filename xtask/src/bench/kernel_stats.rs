@@ -63,6 +63,44 @@ pub(super) fn bpf_stats(
             json!({ "run_cnt": count, "run_time_ns": time, "ns_per_run": per }),
         );
     }
+    // The programs' own work per syscall: each hot program's ns per run less the empty one's on
+    // the same tracepoint, which cancels bpf_stats' clock reads and the dispatch. Loop ratios
+    // swing on a shared host; this is the kernel's own count of what the programs cost.
+    let per_run = |rows: &[(String, u64, u64)], prefix: &str| {
+        rows.iter()
+            .find(|(name, _, _)| name.starts_with(prefix))
+            .map(|(_, time, count)| *time as f64 / (*count).max(1) as f64)
+    };
+    let own: Vec<(&str, f64)> = [
+        ("sys_enter", "sys_enter_raw", "empty_sys_enter"),
+        ("sys_exit", "sys_exit_raw", "empty_sys_exit"),
+    ]
+    .into_iter()
+    .filter_map(|(point, hot, cold)| {
+        Some((point, per_run(&measured, hot)? - per_run(&empty, cold)?))
+    })
+    .collect();
+    if own.len() == 2 {
+        let total: f64 = own.iter().map(|(_, ns)| ns).sum();
+        let _ = write!(
+            table,
+            "\n- zcprof's own work per syscall (ns per run less the empty program's): {} {:+.1} ns, \
+             {} {:+.1} ns, together {total:+.1} ns. Issue 11's bar is where it stood before \
+             that issue's changes (60dd1ed): +15.8 and +9.8, together +25.6 ns, with 10 % for the noise of bpf_stats' own clock reads: {}.\n",
+            own[0].0,
+            own[0].1,
+            own[1].0,
+            own[1].1,
+            if total <= 25.6 * 1.1 {
+                "met"
+            } else {
+                "NOT met"
+            }
+        );
+        results
+            .json
+            .insert("own_work_ns_per_syscall".into(), json!(total));
+    }
     results.sections.push((
         "3. Per-program cost, from the kernel (`kernel.bpf_stats_enabled`, restored afterwards)"
             .into(),
