@@ -2,13 +2,9 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
-/// One transfer through the child protocol (connect, `ready`, go byte, transfer, exit), timed
-/// from the go byte to the last byte received. Returns bytes per second.
-fn transfer_once(cmd: &mut Command, streams: usize, size: u64) -> Result<f64> {
-    let listener = TcpListener::bind(("127.0.0.1", 0))?;
-    let port = listener.local_addr()?.port();
+/// Starts a transfer child and waits for its `ready` line (its error output when it fails).
+fn spawn_ready(cmd: &mut Command) -> Result<std::process::Child> {
     let mut child = cmd
-        .arg(port.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -21,6 +17,15 @@ fn transfer_once(cmd: &mut Command, streams: usize, size: u64) -> Result<f64> {
         let _ = child.wait();
         bail!("transfer child did not get ready: {}", err.trim());
     }
+    Ok(child)
+}
+
+/// One transfer through the child protocol (connect, `ready`, go byte, transfer, exit), timed
+/// from the go byte to the last byte received. Returns bytes per second.
+fn transfer_once(cmd: &mut Command, streams: usize, size: u64) -> Result<f64> {
+    let listener = TcpListener::bind(("127.0.0.1", 0))?;
+    let port = listener.local_addr()?.port();
+    let mut child = spawn_ready(cmd.arg(port.to_string()))?;
     let mut receivers = Vec::new();
     for _ in 0..streams {
         let (mut sock, _) = listener.accept()?;
@@ -53,19 +58,7 @@ fn transfer_once(cmd: &mut Command, streams: usize, size: u64) -> Result<f64> {
 /// One file-to-file transfer (copy-file-range: no socket), timed from the go byte to the
 /// child's exit; the destination must then hold `size` bytes. Returns bytes per second.
 fn copy_once(cmd: &mut Command, dest: &Path, size: u64) -> Result<f64> {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
-    if line.trim() != "ready" {
-        let mut err = String::new();
-        let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
-        let _ = child.wait();
-        bail!("copy child did not get ready: {}", err.trim());
-    }
+    let mut child = spawn_ready(cmd)?;
     let start = Instant::now();
     child.stdin.take().context("stdin")?.write_all(b"g")?;
     let status = child.wait()?;
