@@ -62,7 +62,7 @@ fn explain(error: &str) -> String {
 }
 
 fn check(kernel: &Kernel, object: &mut Result<aya::Ebpf, String>, variant: &Variant) -> Check {
-    let result = match kernel.precondition(variant.kind) {
+    let result = match kernel.precondition(variant.kind, variant.target) {
         Some(missing) => Err(missing),
         None => match object {
             Ok(ebpf) => {
@@ -158,6 +158,14 @@ pub fn render(d: &Diagnosis) -> String {
         } else {
             "kernel built without kprobes"
         }
+    );
+    let _ = writeln!(
+        out,
+        "preemption  {}",
+        k.preemption.as_deref().map_or_else(
+            || "unknown (debugfs sched/preempt not readable)".to_owned(),
+            |m| format!("{m} (the model in force)")
+        )
     );
     let _ = writeln!(
         out,

@@ -511,11 +511,13 @@ fn choose(
 ) -> Result<(), ProbeError> {
     let mut reasons = Vec::new();
     for variant in catalog::variants_of(point) {
-        let missing = kernel.precondition(variant.kind).or_else(|| {
-            (point == Point::NetStartXmit)
-                .then(|| skb_offsets.clone().err())
-                .flatten()
-        });
+        let missing = kernel
+            .precondition(variant.kind, variant.target)
+            .or_else(|| {
+                (point == Point::NetStartXmit)
+                    .then(|| skb_offsets.clone().err())
+                    .flatten()
+            });
         let result = match missing {
             Some(missing) => Err(missing),
             None => attach_variant(ebpf, variant, tgid, sample_hz),
