@@ -1,6 +1,7 @@
 //! Loading and attaching: sets the filter globals, loads only the chosen variant of each
 //! measurement point, owns the links (dropping `Probes` detaches everything).
 pub mod catalog;
+pub mod serve;
 
 use std::sync::OnceLock;
 
