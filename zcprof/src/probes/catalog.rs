@@ -627,7 +627,9 @@ mod tests {
             assert!(
                 VARIANTS.iter().any(|v| v.program == name)
                     || EMPTY_HOOKS.iter().any(|(p, _)| p == name)
-                    || super::super::serve::PROGRAMS.iter().any(|(p, _, _)| p == name),
+                    || super::super::serve::PROGRAMS
+                        .iter()
+                        .any(|(p, _, _)| p == name),
                 "program {name} is not in the catalog"
             );
         }
