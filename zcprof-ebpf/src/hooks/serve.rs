@@ -26,7 +26,7 @@ const REQ_OP_WRITE: u32 = 1;
 /// TCP's `TCP_CLOSE` state.
 const TCP_CLOSE: i32 = 7;
 
-/// Raw tracepoint `tcp_sendmsg_locked(sk, msg, skb, size_goal)` (Linux >= 6.11), as TCP takes
+/// Raw tracepoint `tcp_sendmsg_locked(sk, msg, skb, size_goal)` (recent kernels), as TCP takes
 /// each chunk of a send: the message's flags say whether its pages are taken by reference.
 #[raw_tracepoint(tracepoint = "tcp_sendmsg_locked")]
 pub fn serve_tcp_sendmsg_locked_raw_tp(ctx: RawTracePointContext) -> i32 {

@@ -109,7 +109,7 @@ impl ServeProbes {
     ///
     /// # Errors
     /// Missing BTF, an object that does not load, or a refused `sock_send_length` or
-    /// `tcp_sendmsg_locked` hook (Linux >= 6.11 has both).
+    /// `tcp_sendmsg_locked` hook (a recent tracepoint: 6.18 has it).
     pub fn attach(filter: &Filter) -> Result<ServeProbes, ServeProbeError> {
         let offsets = offsets()?;
         let by_comm = u32::from(!filter.comms.is_empty());
