@@ -344,3 +344,63 @@ fn prometheus_sees_nginx_without_sendfile_copy() {
     assert!(copied >= 0.9 * total, "copied {copied}");
     assert!(by_reference < ALMOST_NOTHING, "by reference {by_reference}");
 }
+
+/// A name whose tasks have all exited is shown once more, with its final totals, then dropped.
+#[test]
+fn an_exited_name_is_shown_once_more_then_dropped() {
+    use std::io::Write as _;
+    const SENT: usize = 1 << 20;
+    if !privileged("serve_exit") {
+        return;
+    }
+    let dir = Scratch(scratch_dir("serve_exit", env!("CARGO_TARGET_TMPDIR")));
+    let port = free_port();
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let serve = spawn(
+        Command::new(zcprof_bin()).args([
+            "serve",
+            "--comm",
+            "zcpgone",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ]),
+        &dir.0.join("serve.log"),
+    );
+    assert!(
+        wait_for(30, || get(&metrics, None)
+            .filter(|m| m.contains("zcprof_up 1")))
+        .is_some(),
+        "serve does not answer: {}",
+        std::fs::read_to_string(dir.0.join("serve.log")).unwrap_or_default()
+    );
+    // A thread named zcpgone sends 1 MiB over loopback and ends.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        std::io::copy(&mut s, &mut std::io::sink()).unwrap()
+    });
+    std::thread::Builder::new()
+        .name("zcpgone".to_owned())
+        .spawn(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(&vec![1u8; SENT]).unwrap();
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(reader.join().unwrap(), SENT as u64);
+    let first = get(&metrics, None).unwrap();
+    assert!(
+        first.contains(&format!(
+            "zcprof_socket_send_bytes_total{{comm=\"zcpgone\",how=\"copied\"}} {SENT}"
+        )),
+        "the exited name's final totals: {first}"
+    );
+    let second = get(&metrics, None).unwrap();
+    assert!(
+        !second.contains("zcpgone"),
+        "dropped at the next scrape: {second}"
+    );
+    drop(serve);
+}

@@ -98,7 +98,11 @@ impl Fleet {
             if before.gone && !is_alive && delta == ServeStat::default() {
                 // Shown with its final totals last time: dropped now.
                 self.seen.remove(comm);
-                self.totals.remove(&own);
+                // Two names can share a label (bytes shown as `?`): the series stays while
+                // another holds it.
+                if !self.seen.keys().any(|c| label(c) == own) {
+                    self.totals.remove(&own);
+                }
                 forget.push(*comm);
                 continue;
             }
