@@ -23,7 +23,9 @@ static SERVE_BY_COMM: Global<u32> = Global::new(0);
 /// A task's name, as the kernel keeps it (NUL-padded).
 pub type Comm = [u8; COMM_LEN];
 
-/// How the socket took the bytes of the send in progress, by thread (see `SERVE_HOW`).
+/// How the socket took the bytes of the send in progress, by thread (see `SERVE_HOW`); none
+/// once the send returned.
+const HOW_NONE: u8 = 0;
 const HOW_COPIED: u8 = 1;
 const HOW_BY_REFERENCE: u8 = 2;
 
@@ -104,26 +106,41 @@ pub fn tcp_sending(msg_flags: u32) {
     } else {
         HOW_COPIED
     };
-    // An LRU: a thread that dies between the two hooks leaves an entry that ages out.
-    let _ = SERVE_HOW.insert(&tid(), &how, 0);
+    let tid = tid();
+    // Written in place: an LRU insert takes a lock and a free-list node, a lookup does not, and
+    // a sending thread keeps its entry from send to send. A thread that dies leaves an entry
+    // that ages out of the LRU.
+    match SERVE_HOW.get_ptr_mut(&tid) {
+        // SAFETY: a map value, valid while the program runs.
+        Some(slot) => unsafe {
+            if *slot != how {
+                *slot = how;
+            }
+        },
+        None => {
+            let _ = SERVE_HOW.insert(&tid, &how, 0);
+        }
+    }
 }
 
 /// A send on socket `sk` returned `ret`. Only TCP sends were marked by `tcp_sending`; others
 /// (UDP, Unix sockets) pass.
 #[inline(always)]
 pub fn sent(sk: u64, ret: i32) {
-    let Some(comm) = selected() else {
+    // Only a thread `tcp_sending` took (selected, on TCP) has a mark: any other pays this one
+    // lookup.
+    let Some(slot) = SERVE_HOW.get_ptr_mut(&tid()) else {
         return;
     };
-    let tid = tid();
-    // SAFETY: the value is copied out.
-    let Some(how) = (unsafe { SERVE_HOW.get(&tid) }).copied() else {
-        return;
-    };
-    let _ = SERVE_HOW.remove(&tid);
-    if ret <= 0 {
+    // SAFETY: a map value, valid while the program runs; consumed, so that a later non-TCP
+    // send of the thread is not taken for TCP.
+    let how = unsafe { core::mem::replace(&mut *slot, HOW_NONE) };
+    if how == HOW_NONE || ret <= 0 {
         return;
     }
+    let Ok(comm) = bpf_get_current_comm() else {
+        return;
+    };
     #[expect(clippy::cast_sign_loss, reason = "checked positive")]
     let bytes = ret as u64;
     update(&comm, |s| {
