@@ -112,6 +112,30 @@ fn query(prometheus: u16, q: &str) -> Option<f64> {
         .ok()
 }
 
+/// Waits until serve answers on `port`. False, after saying why on stderr, when it ended
+/// because this kernel lacks a hook it cannot count sends without (older kernels: the test is
+/// for what they cannot do); a panic when it ended for another reason or never answered.
+fn serve_ready(test: &str, serve: &mut Stop, port: u16, log: &Path) -> bool {
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let ready = wait_for(30, || {
+        if let Ok(Some(_)) = serve.0.try_wait() {
+            return Some(false);
+        }
+        get(&metrics, None)
+            .filter(|m| m.contains("zcprof_up 1"))
+            .map(|_| true)
+    });
+    let written = std::fs::read_to_string(log).unwrap_or_default();
+    match ready {
+        Some(true) => true,
+        Some(false) if written.contains("does not attach on this kernel") => {
+            skip(test, written.trim());
+            false
+        }
+        _ => panic!("zcprof serve did not start: {written}"),
+    }
+}
+
 fn missing_tools() -> Option<&'static str> {
     for (tool, arg) in [
         ("prometheus", "--version"),
@@ -247,6 +271,10 @@ fn serve_nginx(test: &str, sendfile: bool) -> Option<(f64, f64)> {
         nginx_port,
     } = start(&dir, sendfile);
     let log = |name: &str| std::fs::read_to_string(dir.0.join(name)).unwrap_or_default();
+    let mut serve = serve;
+    if !serve_ready(test, &mut serve, serve_port, &dir.0.join("serve.log")) {
+        return None;
+    }
 
     // Prometheus has scraped serve once its up series is 1.
     let up = wait_for(60, || query(prom_port, "zcprof_up").filter(|&v| v > 0.5));
@@ -308,7 +336,6 @@ fn serve_nginx(test: &str, sendfile: bool) -> Option<(f64, f64)> {
     drop(nginx);
     drop(prometheus);
     serve.term();
-    let mut serve = serve;
     let status = wait_for(10, || serve.0.try_wait().ok().flatten());
     assert_eq!(
         status.and_then(|s| s.code()),
@@ -317,10 +344,16 @@ fn serve_nginx(test: &str, sendfile: bool) -> Option<(f64, f64)> {
         log("serve.log")
     );
     assert!(log("serve.log").contains("programs detached"));
+    // The kernel frees a program a moment after its last descriptor closes.
+    let left = wait_for(5, || {
+        let left = zcprof_programs_loaded(&SERVE_PROGRAMS);
+        left.is_empty().then_some(left)
+    });
     assert_eq!(
-        zcprof_programs_loaded(&SERVE_PROGRAMS),
-        Vec::<String>::new(),
-        "no serve program is left loaded"
+        left,
+        Some(Vec::new()),
+        "no serve program is left loaded: {:?}",
+        zcprof_programs_loaded(&SERVE_PROGRAMS)
     );
     Some((by_reference, copied))
 }
@@ -366,13 +399,10 @@ fn an_exited_name_is_shown_once_more_then_dropped() {
         ]),
         &dir.0.join("serve.log"),
     );
-    assert!(
-        wait_for(30, || get(&metrics, None)
-            .filter(|m| m.contains("zcprof_up 1")))
-        .is_some(),
-        "serve does not answer: {}",
-        std::fs::read_to_string(dir.0.join("serve.log")).unwrap_or_default()
-    );
+    let mut serve = serve;
+    if !serve_ready("serve_exit", &mut serve, port, &dir.0.join("serve.log")) {
+        return;
+    }
     // A thread named zcpgone sends 1 MiB over loopback and ends.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
