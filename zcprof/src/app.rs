@@ -330,7 +330,12 @@ async fn recv(s: Option<&mut tokio::signal::unix::Signal>) -> Option<()> {
 /// `/metrics` until SIGINT or SIGTERM, which detach and end with status 0.
 fn serve(args: &crate::cli::ServeArgs) -> ExitCode {
     use crate::serve;
-    let selector = match serve::Selector::resolve(&args.comms, args.pid, args.cgroup.as_deref()) {
+    let selector = match serve::Selector::resolve(
+        &args.comms,
+        args.pid,
+        args.cgroup.as_deref(),
+        args.receives,
+    ) {
         Ok(s) => s,
         Err(e) => return fail(2, &e.to_string()),
     };

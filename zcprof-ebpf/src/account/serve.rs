@@ -94,13 +94,17 @@ fn tid() -> u32 {
     tid
 }
 
-/// TCP is building packets for the current thread's send, with these message flags: remembered
-/// until the send returns (`sent`), which says how many bytes the socket took.
+/// TCP is building packets for the current thread's send, whose message flags `flags` reads
+/// (only for a selected task: the read is a helper call): remembered until the send returns
+/// (`sent`), which says how many bytes the socket took.
 #[inline(always)]
-pub fn tcp_sending(msg_flags: u32) {
+pub fn tcp_sending(flags: impl FnOnce() -> Option<u32>) {
     if selected().is_none() {
         return;
     }
+    let Some(msg_flags) = flags() else {
+        return;
+    };
     let how = if msg_flags & MSG_SPLICE_PAGES != 0 {
         HOW_BY_REFERENCE
     } else {

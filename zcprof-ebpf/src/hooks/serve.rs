@@ -31,9 +31,7 @@ const TCP_CLOSE: i32 = 7;
 #[raw_tracepoint(tracepoint = "tcp_sendmsg_locked")]
 pub fn serve_tcp_sendmsg_locked_raw_tp(ctx: RawTracePointContext) -> i32 {
     let msg = ctx.arg::<u64>(1);
-    if let Some(flags) = kernel_read::<u32>(msg + u64::from(MSG_OFF_FLAGS.load())) {
-        serve::tcp_sending(flags);
-    }
+    serve::tcp_sending(|| kernel_read::<u32>(msg + u64::from(MSG_OFF_FLAGS.load())));
     0
 }
 

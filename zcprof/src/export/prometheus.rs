@@ -29,6 +29,8 @@ pub struct Scrape<'a> {
     pub hooks: Vec<(&'static str, bool)>,
     /// The kernel release, for the build info.
     pub kernel: &'a str,
+    /// Receives are counted (`--receives`): the socket -> user copy path is shown.
+    pub receives: bool,
 }
 
 /// Errors while rendering.
@@ -117,7 +119,7 @@ fn per_comm(registry: &mut Registry, scrape: &Scrape) {
         registry,
         "zcprof_copy_bytes",
         "Bytes the CPU copied, by copy path (user_to_socket: a send's copy into socket buffers; \
-         socket_to_user: a receive's copy out of them)",
+         socket_to_user, with --receives: a receive's copy out of them)",
     );
     let disk = counter_family(
         registry,
@@ -171,9 +173,11 @@ fn per_comm(registry: &mut Registry, scrape: &Scrape) {
         copies
             .get_or_create(&labels(Some(("path", "user_to_socket"))))
             .inc_by(send_copied);
-        copies
-            .get_or_create(&labels(Some(("path", "socket_to_user"))))
-            .inc_by(recv_copied);
+        if scrape.receives {
+            copies
+                .get_or_create(&labels(Some(("path", "socket_to_user"))))
+                .inc_by(recv_copied);
+        }
         disk.get_or_create(&labels(Some(("direction", "read"))))
             .inc_by(disk_read);
         disk.get_or_create(&labels(Some(("direction", "write"))))
@@ -222,6 +226,7 @@ mod tests {
             lost: vec![("socket_table_full", vec![0, 2])],
             hooks: vec![("sock_send_length", true)],
             kernel: "6.18",
+            receives: false,
         }
     }
 

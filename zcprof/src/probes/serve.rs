@@ -81,7 +81,13 @@ pub struct Filter {
     pub cgroup: u64,
     /// Only these names (empty: any).
     pub comms: Vec<[u8; COMM_LEN]>,
+    /// Also count socket -> user copies (`--receives`): the busiest hook (a receiver calls it
+    /// about a dozen times per 64 KiB), so off unless asked for.
+    pub receives: bool,
 }
+
+/// The hook that counts receives (`Filter::receives`).
+pub const RECEIVE_HOOK: &str = "skb_copy_datagram_iovec";
 
 /// The serve programs, attached. Dropping it detaches them.
 pub struct ServeProbes {
@@ -137,6 +143,9 @@ impl ServeProbes {
         };
         probes.refresh_nics();
         for (program, target, required) in PROGRAMS {
+            if target == RECEIVE_HOOK && !filter.receives {
+                continue;
+            }
             let result = attach_one(&mut probes.ebpf, program, target);
             if let (true, Err(reason)) = (required, &result) {
                 return Err(ServeProbeError::Required {
@@ -228,6 +237,7 @@ pub fn probe() -> Vec<(&'static str, Result<(), String>)> {
     match ServeProbes::attach(&Filter {
         // A process id no task has: the programs run but count nothing.
         pid: u32::MAX,
+        receives: true,
         ..Filter::default()
     }) {
         Ok(probes) => probes.attached,

@@ -184,6 +184,7 @@ fn scrape(
             .map(|(target, r)| (*target, r.is_ok()))
             .collect(),
         kernel,
+        receives: selector.filter.receives,
     };
     Ok(prometheus::render(&scrape, openmetrics)?)
 }

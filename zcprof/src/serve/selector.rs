@@ -52,6 +52,7 @@ impl Selector {
         comms: &[String],
         pid: Option<u32>,
         cgroup: Option<&Path>,
+        receives: bool,
     ) -> Result<Selector, SelectorError> {
         if comms.len() > MAX_COMMS {
             return Err(SelectorError::TooManyComms(comms.len()));
@@ -83,6 +84,7 @@ impl Selector {
                 pid: pid.unwrap_or(0),
                 cgroup: cgroup_id,
                 comms: keys,
+                receives,
             },
             cgroup_label,
         })
@@ -155,16 +157,17 @@ mod tests {
 
     #[test]
     fn names_longer_than_the_kernels_are_refused() {
-        let err = Selector::resolve(&["a-very-long-name-x".to_owned()], None, None).unwrap_err();
+        let err =
+            Selector::resolve(&["a-very-long-name-x".to_owned()], None, None, false).unwrap_err();
         assert!(err.to_string().contains("longer than 15 bytes"), "{err}");
-        let ok = Selector::resolve(&["nginx".to_owned()], None, None).unwrap();
+        let ok = Selector::resolve(&["nginx".to_owned()], None, None, false).unwrap();
         assert_eq!(ok.filter.comms, vec![comm_key(b"nginx")]);
     }
 
     #[test]
     fn an_unknown_cgroup_is_one_line() {
-        let err =
-            Selector::resolve(&[], None, Some(Path::new("no.slice/none.service"))).unwrap_err();
+        let err = Selector::resolve(&[], None, Some(Path::new("no.slice/none.service")), false)
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             "--cgroup no.slice/none.service: no such cgroup \
@@ -174,7 +177,7 @@ mod tests {
 
     #[test]
     fn a_directory_outside_cgroupfs_is_refused() {
-        let err = Selector::resolve(&[], None, Some(Path::new("/tmp"))).unwrap_err();
+        let err = Selector::resolve(&[], None, Some(Path::new("/tmp")), false).unwrap_err();
         assert!(err.to_string().contains("not in a cgroup v2"), "{err}");
     }
 }
