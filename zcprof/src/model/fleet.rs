@@ -121,8 +121,13 @@ impl Fleet {
                 },
             );
         }
-        // A name the kernel no longer holds (evicted) keeps its totals until it is gone.
+        // A name the kernel no longer holds (evicted from its LRU) keeps its series while its
+        // tasks live, and goes with them, so dead names do not take the cap's places for ever.
         self.seen.retain(|comm, _| raw.contains_key(comm));
+        let held: HashSet<String> = self.seen.keys().map(label).collect();
+        let living: HashSet<String> = alive.iter().map(label).collect();
+        self.totals
+            .retain(|l, _| l == OTHER || held.contains(l) || living.contains(l));
         forget
     }
 
@@ -171,6 +176,20 @@ mod tests {
         // Evicted from the LRU and made again with less.
         fleet.scrape(&HashMap::from([(curl, sent(10))]), &alive);
         assert_eq!(fleet.totals()["curl"].send_copied, 1010);
+    }
+
+    #[test]
+    fn a_name_evicted_by_the_kernel_goes_when_its_tasks_do() {
+        let (a, b) = (comm_key(b"a"), comm_key(b"b"));
+        let mut fleet = Fleet::default();
+        fleet.scrape(
+            &HashMap::from([(a, sent(1)), (b, sent(2))]),
+            &HashSet::from([a, b]),
+        );
+        // Both evicted; a still runs, b is gone.
+        fleet.scrape(&HashMap::new(), &HashSet::from([a]));
+        assert_eq!(fleet.totals()["a"].send_copied, 1);
+        assert!(!fleet.totals().contains_key("b"));
     }
 
     #[test]
