@@ -128,6 +128,7 @@ fn main() -> Result<()> {
                     "test",
                     &setup::missing_packages(&[
                         ("nginx", "nginx"),
+                        ("prometheus", "prometheus"),
                         ("strace", "strace"),
                         ("curl", "curl"),
                         ("tmux", "tmux"),

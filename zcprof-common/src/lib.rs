@@ -4,6 +4,8 @@
 //! reads them back through maps; both sides must agree on the layout to the byte.
 #![no_std]
 
+pub mod serve;
+
 /// Syscall numbers at or above this are not kept per syscall (x86-64 ends near 470).
 pub const MAX_SYSCALL_NR: u32 = 512;
 

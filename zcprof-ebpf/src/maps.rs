@@ -2,11 +2,15 @@
 //! drains the trace ring buffer while it runs).
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+    maps::{
+        Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf,
+        StackTrace,
+    },
 };
 use zcprof_common::{
     CONTROL_SLOTS, COUNTER_SLOTS, DiskIo, HookedBytes, IFNAMSIZ, InFlight, MAX_SYSCALL_NR, NetXmit,
     OnCpu, ProcStat, SockOwner, SyscallStat,
+    serve::{COMM_LEN, SERVE_COMM_ENTRIES, SERVE_LOST_SLOTS, ServeStat},
 };
 
 /// Per-syscall totals, indexed by syscall number.
@@ -96,3 +100,31 @@ pub static ON_CPU: PerCpuArray<OnCpu> = PerCpuArray::with_max_entries(1, 0);
 /// insert that finds it full is counted (`SocketsLost`). Not an LRU, which evicts silently.
 #[map]
 pub static SOCKS: HashMap<u64, SockOwner> = HashMap::with_max_entries(16384, 0);
+
+/// `zcprof serve`: totals by process name (summed over CPUs by user space). An LRU, so a host
+/// that runs more names than it holds forgets the least recently active ones.
+#[map]
+pub static SERVE_STATS: LruPerCpuHashMap<[u8; COMM_LEN], ServeStat> =
+    LruPerCpuHashMap::with_max_entries(SERVE_COMM_ENTRIES, 0);
+
+/// `zcprof serve --comm`: the names counted (name -> 1), filled by user space.
+#[map]
+pub static SERVE_COMMS: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(64, 0);
+
+/// `zcprof serve`: how the socket takes the current send of a thread (tid -> copied or by
+/// reference), from TCP's packet building until the send returns.
+#[map]
+pub static SERVE_HOW: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
+
+/// `zcprof serve`: the name that last sent on a TCP socket (`struct sock` address -> name), so
+/// its packets are counted wherever they leave; an entry goes when its socket closes.
+#[map]
+pub static SERVE_SOCKS: HashMap<u64, [u8; COMM_LEN]> = HashMap::with_max_entries(65536, 0);
+
+/// `zcprof serve`: the physical network devices by name (name -> 1), filled by user space.
+#[map]
+pub static SERVE_NICS: HashMap<[u8; IFNAMSIZ], u8> = HashMap::with_max_entries(256, 0);
+
+/// `zcprof serve`: events not counted, per CPU, by `zcprof_common::serve::ServeLost`.
+#[map]
+pub static SERVE_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(SERVE_LOST_SLOTS, 0);

@@ -31,6 +31,7 @@ pub fn main(command: Command) -> ExitCode {
             (cmp.workload.validate(methods, true), cmp.output, cmp.trace)
         }
         Command::Doctor { format } => return doctor(format),
+        Command::Serve(args) => return serve(&args),
         // No eBPF and no privileges: a sink only reads sockets.
         Command::Sink { listen, runs } => return watched(move || sink(listen, runs)),
         Command::Report {
@@ -340,6 +341,35 @@ async fn recv(s: Option<&mut tokio::signal::unix::Signal>) -> Option<()> {
         Some(s) => s.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// `zcprof serve`: selectors checked (exit 2), the port bound (exit 1), then privileges, then
+/// `/metrics` until SIGINT or SIGTERM, which detach and end with status 0.
+fn serve(args: &crate::cli::ServeArgs) -> ExitCode {
+    use crate::serve;
+    let selector = match serve::Selector::resolve(
+        &args.comms,
+        args.pid,
+        args.cgroup.as_deref(),
+        args.receives,
+    ) {
+        Ok(s) => s,
+        Err(e) => return fail(2, &e.to_string()),
+    };
+    let listener = match serve::listen(args.listen) {
+        Ok(l) => l,
+        Err(e) => return fail(1, &e.to_string()),
+    };
+    let what = selector.describe(&args.comms);
+    privileged(
+        move || match serve::run(&listener, &selector, &what, cancel::flag()) {
+            Ok(()) => {
+                eprintln!("zcprof serve: stopped, programs detached");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(1, &e.to_string()),
+        },
+    )
 }
 
 /// `zcprof sink`: serves runs until `runs` ended or Ctrl-C.

@@ -33,6 +33,7 @@ EXAMPLES:
     sudo zcprof exec -- dd if=big.dat of=/dev/null bs=64k
     sudo zcprof exec --format json -o dd.json -- dd if=big.dat of=copy.dat bs=64k
     sudo zcprof attach --pid 1234 --duration 10s
+    sudo zcprof serve --comm nginx                  # Prometheus metrics at 127.0.0.1:9464/metrics
     sudo zcprof run --method sendfile --trace sendfile.json   # open it in ui.perfetto.dev
     zcprof report sendfile.json --format markdown";
 
@@ -124,6 +125,10 @@ pub enum Command {
         #[arg(long, value_name = "N", value_parser = parse_runs)]
         runs: Option<u64>,
     },
+    /// Serve always-on counters to Prometheus at /metrics: bytes sockets took copied or by
+    /// reference, disk and NIC bytes, scheduler switches, per process name. Data-path hooks
+    /// only, cheap enough to leave running; SIGTERM or Ctrl-C detach and exit 0.
+    Serve(ServeArgs),
     /// Show what this kernel allows: each hook type per measurement point, tried for real.
     Doctor {
         /// Output format (table or json: doctor's answer is a list of checks, not rows of runs,
@@ -227,6 +232,7 @@ impl Command {
             Command::Report { .. }
             | Command::Doctor { .. }
             | Command::Sink { .. }
+            | Command::Serve(_)
             | Command::Transfer(_)
             | Command::EmptyHooks { .. } => None,
         }
@@ -407,6 +413,37 @@ pub struct TransferArgs {
     /// (msg-zerocopy's completions) without a syscall in the measured window.
     #[arg(long)]
     pub report_fd: Option<i32>,
+}
+
+/// `zcprof serve`'s options.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port of the HTTP server. The default answers only this host; give
+    /// 0.0.0.0:9464 (or one interface's address) for a scraper elsewhere.
+    #[arg(long, value_name = "ADDR:PORT", default_value = crate::serve::DEFAULT_LISTEN, value_parser = parse_serve_listen)]
+    pub listen: std::net::SocketAddr,
+    /// Count only processes of this name (as /proc/PID/comm shows it, at most 15 bytes);
+    /// repeat for several.
+    #[arg(long = "comm", value_name = "NAME")]
+    pub comms: Vec<String>,
+    /// Count only this process (its threads).
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Count only tasks in this cgroup v2 (a directory under /sys/fs/cgroup, absolute or
+    /// relative to it, e.g. system.slice/nginx.service); every series gets a cgroup label.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+    /// Also count socket -> user copies (zcprof_copy_bytes_total{path="socket_to_user"}). Off by
+    /// default: a receiver reaches that hook about a dozen times per 64 KiB, the most of any.
+    #[arg(long)]
+    pub receives: bool,
+}
+
+/// `serve --listen`: an IP address and port.
+fn parse_serve_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse().map_err(|_| {
+        format!("expected ADDR:PORT with an IP address, such as 127.0.0.1:9464, not {s:?}")
+    })
 }
 
 /// `zcprof sink`'s default address: this host only, on the sink's port.

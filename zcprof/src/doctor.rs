@@ -36,6 +36,17 @@ pub struct Diagnosis {
     pub points: Vec<PointReport>,
     /// Network interfaces: physical or virtual, scatter-gather and checksum offload.
     pub interfaces: Vec<caps::nic::Nic>,
+    /// The hook set `zcprof serve` would use here: each raw tracepoint, tried for real.
+    pub serve: Vec<ServeHook>,
+}
+
+/// One hook of `zcprof serve`'s always-on set.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ServeHook {
+    /// The raw tracepoint.
+    pub tracepoint: &'static str,
+    pub works: bool,
+    pub reason: Option<String>,
 }
 
 impl Diagnosis {
@@ -120,11 +131,24 @@ pub fn diagnose() -> Diagnosis {
         probes::unload_all(ebpf);
     }
     crate::timing::mark("programs unloaded");
+    let serve = if privileged {
+        probes::serve::probe()
+            .into_iter()
+            .map(|(tracepoint, r)| ServeHook {
+                tracepoint,
+                works: r.is_ok(),
+                reason: r.err().map(|e| explain(&e)),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     Diagnosis {
         kernel,
         privileged,
         points,
         interfaces: caps::nic::interfaces(),
+        serve,
     }
 }
 
@@ -209,6 +233,22 @@ pub fn render(d: &Diagnosis) -> String {
             onoff(nic.scatter_gather),
             onoff(nic.tx_checksum)
         );
+    }
+    if !d.serve.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nserve (always-on; raw tracepoints on the data path, none at syscall entry or return):"
+        );
+        for h in &d.serve {
+            match &h.reason {
+                None => {
+                    let _ = writeln!(out, "  raw_tp     works   ({})", h.tracepoint);
+                }
+                Some(why) => {
+                    let _ = writeln!(out, "  raw_tp     refused ({}): {why}", h.tracepoint);
+                }
+            }
+        }
     }
     out
 }

@@ -5,7 +5,8 @@
 //! kernel allows), `workload` (the transfer being measured), `probes` (eBPF programs attached to
 //! it), `collect` (reading their maps), `devices` (what the device numbers in the counts mean)
 //! -> `model` (figures with provenance) -> `report` (rendering), `output` (where it goes) and
-//! `export` (traces).
+//! `export` (traces). `serve` (the always-on Prometheus exporter) runs beside `measure`: `probes`
+//! (its own data-path hook set) -> `collect` -> `model::fleet` -> `export::prometheus`.
 //! `cancel`, `timing` and `units` serve them all.
 pub mod app;
 pub mod cancel;
@@ -22,6 +23,7 @@ pub mod output;
 pub mod probes;
 pub mod process;
 pub mod report;
+pub mod serve;
 pub mod sink;
 pub mod timing;
 pub mod units;

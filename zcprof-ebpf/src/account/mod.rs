@@ -15,6 +15,7 @@ use zcprof_common::{
 
 mod copies;
 mod follow;
+pub mod serve;
 
 pub use copies::{
     copied, direct_io, forget_socket, page_cache_write, register_socket, sample, sampled_cpu,

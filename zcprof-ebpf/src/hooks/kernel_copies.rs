@@ -35,13 +35,13 @@ static XMIT_OFF_TRANSPORT: Global<u32> = Global::new(52);
 /// `struct sk_buff` member offsets, from the kernel's BTF (the loader attaches the programs only
 /// when it found them all).
 #[unsafe(no_mangle)]
-static SKB_OFF_SK: Global<u32> = Global::new(0);
+pub(crate) static SKB_OFF_SK: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 static SKB_OFF_DATA: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 static SKB_OFF_HEAD: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
-static SKB_OFF_LEN: Global<u32> = Global::new(0);
+pub(crate) static SKB_OFF_LEN: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 static SKB_OFF_DATA_LEN: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
@@ -52,7 +52,7 @@ static SKB_OFF_NETWORK_HEADER: Global<u32> = Global::new(0);
 static SKB_OFF_TRANSPORT_HEADER: Global<u32> = Global::new(0);
 /// `struct net_device` offset of `name`, from the kernel's BTF.
 #[unsafe(no_mangle)]
-static DEV_OFF_NAME: Global<u32> = Global::new(0);
+pub(crate) static DEV_OFF_NAME: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 static XMIT_OFF_NAME: Global<u32> = Global::new(8);
 #[unsafe(no_mangle)]
@@ -70,7 +70,7 @@ const IPPROTO_TCP: u8 = 6;
 
 /// Reads a `T` at a kernel address.
 #[inline(always)]
-fn kernel_read<T>(addr: u64) -> Option<T> {
+pub(crate) fn kernel_read<T>(addr: u64) -> Option<T> {
     // SAFETY: bpf_probe_read_kernel checks the address; a bad one is an error, not a fault.
     unsafe { bpf_probe_read_kernel(addr as *const T) }.ok()
 }

@@ -6,4 +6,5 @@ mod faults;
 mod kernel_copies;
 mod process;
 mod sched;
+mod serve;
 mod syscalls;

@@ -1,5 +1,6 @@
 //! Collection: reads the per-CPU maps once, after the measured run, and folds the CPUs.
 mod kallsyms;
+pub mod serve;
 mod task_clock;
 
 pub use kallsyms::Kallsyms;

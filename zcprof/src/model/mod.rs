@@ -6,6 +6,7 @@ mod beyond;
 mod copies;
 mod device_figures;
 mod figure;
+pub mod fleet;
 pub mod ledger;
 mod notes;
 pub mod repeat;

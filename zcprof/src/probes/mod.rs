@@ -2,6 +2,7 @@
 //! measurement point, owns the links (dropping `Probes` detaches everything).
 pub mod catalog;
 mod misses;
+pub mod serve;
 
 use std::sync::OnceLock;
 

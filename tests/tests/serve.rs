@@ -1,0 +1,436 @@
+//! `zcprof serve` end to end: Debian's real Prometheus scrapes `zcprof serve --comm nginx` while
+//! nginx serves a 12 MiB file three times, and Prometheus's HTTP API must show the bytes the
+//! sockets took by reference (sendfile on) or copied (sendfile off). Nothing outlives a test:
+//! nginx, Prometheus and zcprof are children stopped on drop, the directory is removed.
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use zcprof_tests::{privileged, scratch_dir, skip, zcprof_bin, zcprof_programs_loaded};
+
+const FILE_SIZE: u64 = 12 << 20;
+const FETCHES: u64 = 3;
+/// The bytes nginx sends: three times 12 MiB.
+const TOTAL: f64 = 37_748_736.0;
+/// What "almost nothing" is: the HTTP headers of three responses and then some.
+const ALMOST_NOTHING: f64 = 64.0 * 1024.0;
+
+/// The serve programs' names, as the kernel keeps them (cut to 15 bytes).
+const SERVE_PROGRAMS: [&str; 7] = [
+    "serve_inet_sock_set_state_raw_tp",
+    "serve_sock_send_length_raw_tp",
+    "serve_tcp_sendmsg_locked_raw_tp",
+    "serve_net_dev_start_xmit_raw_tp",
+    "serve_skb_copy_datagram_iovec_raw_tp",
+    "serve_block_rq_issue_raw_tp",
+    "serve_sched_switch_raw_tp",
+];
+
+/// A child stopped with SIGTERM (nginx stops its workers, Prometheus flushes, zcprof detaches)
+/// and reaped on drop, whether the test passes or panics.
+struct Stop(Child);
+
+impl Stop {
+    fn term(&self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).unwrap_or(0));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    }
+}
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        self.term();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The test's directory, removed on drop (after the children, declared after it, are stopped).
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET `url` with curl; the body, or None while nothing answers.
+fn get(url: &str, query: Option<&str>) -> Option<String> {
+    let mut c = Command::new("curl");
+    c.args(["-sf", "--max-time", "5"]);
+    if let Some(q) = query {
+        c.args(["-G", "--data-urlencode"]).arg(format!("query={q}"));
+    }
+    let out = c.arg(url).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Polls `f` every 200 ms until it gives something or `secs` pass.
+fn wait_for<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The value of an instant query through Prometheus's HTTP API (None: no series yet).
+fn query(prometheus: u16, q: &str) -> Option<f64> {
+    let body = get(
+        &format!("http://127.0.0.1:{prometheus}/api/v1/query"),
+        Some(q),
+    )?;
+    let v: Value = serde_json::from_str(&body).ok()?;
+    v["data"]["result"].as_array()?.first()?["value"][1]
+        .as_str()?
+        .parse()
+        .ok()
+}
+
+/// Waits until serve answers on `port`. False, after saying why on stderr, when it ended
+/// because this kernel lacks a hook it cannot count sends without (older kernels: the test is
+/// for what they cannot do); a panic when it ended for another reason or never answered.
+fn serve_ready(test: &str, serve: &mut Stop, port: u16, log: &Path) -> bool {
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let ready = wait_for(30, || {
+        if let Ok(Some(_)) = serve.0.try_wait() {
+            return Some(false);
+        }
+        get(&metrics, None)
+            .filter(|m| m.contains("zcprof_up 1"))
+            .map(|_| true)
+    });
+    let written = std::fs::read_to_string(log).unwrap_or_default();
+    match ready {
+        Some(true) => true,
+        Some(false) if written.contains("does not attach on this kernel") => {
+            skip(test, written.trim());
+            false
+        }
+        _ => panic!("zcprof serve did not start: {written}"),
+    }
+}
+
+fn missing_tools() -> Option<&'static str> {
+    for (tool, arg) in [
+        ("prometheus", "--version"),
+        ("nginx", "-v"),
+        ("curl", "--version"),
+    ] {
+        if Command::new(tool)
+            .arg(arg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_err()
+        {
+            return Some(tool);
+        }
+    }
+    None
+}
+
+fn spawn(cmd: &mut Command, log: &Path) -> Stop {
+    let log = std::fs::File::create(log).unwrap();
+    Stop(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// The three children of a test and their ports.
+struct Stack {
+    serve: Stop,
+    prometheus: Stop,
+    nginx: Stop,
+    serve_port: u16,
+    prom_port: u16,
+    nginx_port: u16,
+}
+
+/// Starts `zcprof serve --comm nginx`, Prometheus scraping it every second, and nginx serving
+/// `dir`/www with sendfile on or off, each logging to a file in `dir`.
+fn start(dir: &Scratch, sendfile: bool) -> Stack {
+    let d = dir.0.display().to_string();
+    std::fs::create_dir_all(dir.0.join("www")).unwrap();
+    std::fs::write(
+        dir.0.join("www/file.bin"),
+        vec![7u8; usize::try_from(FILE_SIZE).unwrap()],
+    )
+    .unwrap();
+    let (serve_port, prom_port, nginx_port) = (free_port(), free_port(), free_port());
+
+    let serve = spawn(
+        Command::new(zcprof_bin()).args([
+            "serve",
+            "--comm",
+            "nginx",
+            "--listen",
+            &format!("127.0.0.1:{serve_port}"),
+        ]),
+        &dir.0.join("serve.log"),
+    );
+    std::fs::write(
+        dir.0.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - \
+             job_name: zcprof\n    static_configs:\n      - targets: ['127.0.0.1:{serve_port}']\n"
+        ),
+    )
+    .unwrap();
+    let prometheus = spawn(
+        Command::new("prometheus")
+            .arg(format!("--config.file={d}/prometheus.yml"))
+            .arg(format!("--storage.tsdb.path={d}/data"))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}")),
+        &dir.0.join("prometheus.log"),
+    );
+    std::fs::write(
+        dir.0.join("nginx.conf"),
+        format!(
+            "daemon off; master_process on; worker_processes 1; pid {d}/nginx.pid; \
+             error_log {d}/error.log;
+events {{}}
+http {{
+  access_log off; sendfile {}; tcp_nopush off;
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  server {{ listen 127.0.0.1:{nginx_port}; root {d}/www; }}
+}}
+",
+            if sendfile { "on" } else { "off" }
+        ),
+    )
+    .unwrap();
+    let nginx = spawn(
+        Command::new("nginx")
+            .arg("-p")
+            .arg(&dir.0)
+            .arg("-c")
+            .arg(dir.0.join("nginx.conf")),
+        &dir.0.join("nginx.log"),
+    );
+    Stack {
+        serve,
+        prometheus,
+        nginx,
+        serve_port,
+        prom_port,
+        nginx_port,
+    }
+}
+
+/// Starts serve, Prometheus and nginx, fetches the file three times, and returns the bytes
+/// nginx's sockets took (by reference, copied) as Prometheus read them.
+fn serve_nginx(test: &str, sendfile: bool) -> Option<(f64, f64)> {
+    if !privileged(test) {
+        return None;
+    }
+    if let Some(tool) = missing_tools() {
+        skip(
+            test,
+            &format!("{tool} is not installed (cargo xtask test installs it as root)"),
+        );
+        return None;
+    }
+    let dir = Scratch(scratch_dir(test, env!("CARGO_TARGET_TMPDIR")));
+    let Stack {
+        serve,
+        prometheus,
+        nginx,
+        serve_port,
+        prom_port,
+        nginx_port,
+    } = start(&dir, sendfile);
+    let log = |name: &str| std::fs::read_to_string(dir.0.join(name)).unwrap_or_default();
+    let mut serve = serve;
+    if !serve_ready(test, &mut serve, serve_port, &dir.0.join("serve.log")) {
+        return None;
+    }
+
+    // Prometheus has scraped serve once its up series is 1.
+    let up = wait_for(60, || query(prom_port, "zcprof_up").filter(|&v| v > 0.5));
+    assert!(
+        up.is_some(),
+        "Prometheus never scraped zcprof serve; serve: {}; prometheus: {}",
+        log("serve.log"),
+        log("prometheus.log")
+    );
+    assert!(
+        wait_for(10, || std::net::TcpStream::connect((
+            "127.0.0.1",
+            nginx_port
+        ))
+        .ok())
+        .is_some(),
+        "nginx does not answer: {}",
+        log("nginx.log")
+    );
+    for _ in 0..FETCHES {
+        let curl = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{size_download}"])
+            .arg(format!("http://127.0.0.1:{nginx_port}/file.bin"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&curl.stdout),
+            FILE_SIZE.to_string(),
+            "curl got the whole file"
+        );
+    }
+    let total = TOTAL;
+    let how = if sendfile { "by_reference" } else { "copied" };
+    let main = format!("sum(zcprof_socket_send_bytes_total{{comm=\"nginx\",how=\"{how}\"}})");
+    let reached = wait_for(30, || query(prom_port, &main).filter(|&v| v >= 0.9 * total));
+    // Two more scrapes, so the other series has everything too.
+    std::thread::sleep(Duration::from_millis(2500));
+    let by_reference = query(
+        prom_port,
+        "sum(zcprof_socket_send_bytes_total{comm=\"nginx\",how=\"by_reference\"})",
+    )
+    .unwrap_or(0.0);
+    let copied = query(
+        prom_port,
+        "sum(zcprof_socket_send_bytes_total{comm=\"nginx\",how=\"copied\"})",
+    )
+    .unwrap_or(0.0);
+    assert!(
+        reached.is_some(),
+        "{how} never reached 0.9 x {total} B: by reference {by_reference}, copied {copied}; \
+         metrics: {}",
+        get(&format!("http://127.0.0.1:{serve_port}/metrics"), None).unwrap_or_default()
+    );
+    eprintln!(
+        "{test}: Prometheus read by_reference {by_reference} B, copied {copied} B of {total} B"
+    );
+
+    // SIGTERM detaches everything and ends serve with status 0.
+    drop(nginx);
+    drop(prometheus);
+    serve.term();
+    let status = wait_for(10, || serve.0.try_wait().ok().flatten());
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "serve after SIGTERM: {}",
+        log("serve.log")
+    );
+    assert!(log("serve.log").contains("programs detached"));
+    // The kernel frees a program a moment after its last descriptor closes.
+    let left = wait_for(5, || {
+        let left = zcprof_programs_loaded(&SERVE_PROGRAMS);
+        left.is_empty().then_some(left)
+    });
+    assert_eq!(
+        left,
+        Some(Vec::new()),
+        "no serve program is left loaded: {:?}",
+        zcprof_programs_loaded(&SERVE_PROGRAMS)
+    );
+    Some((by_reference, copied))
+}
+
+#[test]
+fn prometheus_sees_nginx_sendfile_by_reference() {
+    let Some((by_reference, copied)) = serve_nginx("serve_sendfile_on", true) else {
+        return;
+    };
+    let total = TOTAL;
+    assert!(by_reference >= 0.9 * total, "by reference {by_reference}");
+    assert!(copied < ALMOST_NOTHING, "copied {copied}");
+}
+
+#[test]
+fn prometheus_sees_nginx_without_sendfile_copy() {
+    let Some((by_reference, copied)) = serve_nginx("serve_sendfile_off", false) else {
+        return;
+    };
+    let total = TOTAL;
+    assert!(copied >= 0.9 * total, "copied {copied}");
+    assert!(by_reference < ALMOST_NOTHING, "by reference {by_reference}");
+}
+
+/// A name whose tasks have all exited is shown once more, with its final totals, then dropped.
+#[test]
+fn an_exited_name_is_shown_once_more_then_dropped() {
+    use std::io::Write as _;
+    const SENT: usize = 1 << 20;
+    if !privileged("serve_exit") {
+        return;
+    }
+    let dir = Scratch(scratch_dir("serve_exit", env!("CARGO_TARGET_TMPDIR")));
+    let port = free_port();
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let serve = spawn(
+        Command::new(zcprof_bin()).args([
+            "serve",
+            "--comm",
+            "zcpgone",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ]),
+        &dir.0.join("serve.log"),
+    );
+    let mut serve = serve;
+    if !serve_ready("serve_exit", &mut serve, port, &dir.0.join("serve.log")) {
+        return;
+    }
+    // A thread named zcpgone sends 1 MiB over loopback and ends.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        std::io::copy(&mut s, &mut std::io::sink()).unwrap()
+    });
+    std::thread::Builder::new()
+        .name("zcpgone".to_owned())
+        .spawn(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(&vec![1u8; SENT]).unwrap();
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(reader.join().unwrap(), SENT as u64);
+    let first = get(&metrics, None).unwrap();
+    assert!(
+        first.contains(&format!(
+            "zcprof_socket_send_bytes_total{{comm=\"zcpgone\",how=\"copied\"}} {SENT}"
+        )),
+        "the exited name's final totals: {first}"
+    );
+    let second = get(&metrics, None).unwrap();
+    assert!(
+        !second.contains("zcpgone"),
+        "dropped at the next scrape: {second}"
+    );
+    drop(serve);
+}

@@ -1,0 +1,49 @@
+//! The always-on exporter's kernel counters (`zcprof serve`): one record per process name, kept
+//! by data-path hooks only, read by user space when Prometheus scrapes.
+
+/// The length of a task's name (`TASK_COMM_LEN`), the key of the per-name counters.
+pub const COMM_LEN: usize = 16;
+
+/// Distinct process names the kernel keeps counters for (an LRU map: beyond it the names
+/// least recently active are forgotten). User space exports at most `serve::COMM_CAP` of them.
+pub const SERVE_COMM_ENTRIES: u32 = 4096;
+
+/// Slots of the per-CPU lost-event counters, by [`ServeLost`].
+pub const SERVE_LOST_SLOTS: u32 = 2;
+
+/// Why an event was not counted, the index into the per-CPU lost counters.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServeLost {
+    /// A socket could not enter the owners' table (full), so its packets go uncounted.
+    SocketTableFull = 0,
+    /// A process name could not enter the counters map.
+    CommTableFull = 1,
+}
+
+/// Totals of one process name (summed over CPUs by user space). Each field only grows, until the
+/// name is dropped.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct ServeStat {
+    /// Bytes TCP sockets took by copying them from the sender's memory (write, send, ...).
+    pub send_copied: u64,
+    /// Bytes TCP sockets took as page references (`MSG_SPLICE_PAGES`: sendfile, splice).
+    pub send_by_reference: u64,
+    /// Bytes copied from socket buffers to the receiver's memory.
+    pub recv_copied: u64,
+    /// Bytes of block read requests issued by tasks of this name.
+    pub disk_read: u64,
+    /// Bytes of block write requests issued by tasks of this name.
+    pub disk_written: u64,
+    /// Packets of this name's TCP sockets handed to a physical network device.
+    pub nic_packets: u64,
+    /// Bytes of those packets (headers included).
+    pub nic_bytes: u64,
+    /// Times a task of this name was switched off its CPU.
+    pub switches: u64,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: plain-old-data with no padding and every bit pattern valid.
+unsafe impl aya::Pod for ServeStat {}

@@ -1,0 +1,122 @@
+//! Reading `zcprof serve`'s kernel counters at a scrape: totals by process name summed over
+//! CPUs, the per-CPU lost events, and the names of the tasks alive now.
+use std::collections::{HashMap, HashSet};
+
+use aya::maps::{Map, MapError, PerCpuArray, PerCpuHashMap};
+use zcprof_common::serve::{COMM_LEN, SERVE_LOST_SLOTS, ServeStat};
+
+/// A process name as the kernel keeps it (NUL-padded).
+pub type Comm = [u8; COMM_LEN];
+
+/// Errors while reading the serve maps.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeCollectError {
+    /// The map is missing or of the wrong type.
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: MapError,
+    },
+}
+
+/// The totals by name, each summed over CPUs.
+///
+/// # Errors
+/// A map of the wrong type.
+pub fn stats(map: &Map) -> Result<HashMap<Comm, ServeStat>, ServeCollectError> {
+    let err = |source| ServeCollectError::Map {
+        name: "SERVE_STATS",
+        source,
+    };
+    let map: PerCpuHashMap<_, Comm, ServeStat> = PerCpuHashMap::try_from(map).map_err(err)?;
+    let mut out = HashMap::new();
+    // An entry deleted or evicted while iterating is skipped, not an error.
+    for (comm, per_cpu) in map.iter().flatten() {
+        let mut sum = ServeStat::default();
+        for s in per_cpu.iter() {
+            let ServeStat {
+                send_copied,
+                send_by_reference,
+                recv_copied,
+                disk_read,
+                disk_written,
+                nic_packets,
+                nic_bytes,
+                switches,
+            } = *s;
+            sum.send_copied += send_copied;
+            sum.send_by_reference += send_by_reference;
+            sum.recv_copied += recv_copied;
+            sum.disk_read += disk_read;
+            sum.disk_written += disk_written;
+            sum.nic_packets += nic_packets;
+            sum.nic_bytes += nic_bytes;
+            sum.switches += switches;
+        }
+        out.insert(comm, sum);
+    }
+    Ok(out)
+}
+
+/// Deletes the kernel's totals of `comms` (names whose series were dropped).
+pub fn forget(map: &mut Map, comms: &[Comm]) {
+    if let Ok(mut map) = PerCpuHashMap::<_, Comm, ServeStat>::try_from(map) {
+        for comm in comms {
+            let _ = map.remove(comm);
+        }
+    }
+}
+
+/// Lost events by slot (`ServeLost`), each a list of per-CPU counts.
+///
+/// # Errors
+/// A map of the wrong type.
+pub fn lost(map: &Map) -> Result<Vec<Vec<u64>>, ServeCollectError> {
+    let err = |source| ServeCollectError::Map {
+        name: "SERVE_LOST",
+        source,
+    };
+    let map: PerCpuArray<_, u64> = PerCpuArray::try_from(map).map_err(err)?;
+    (0..SERVE_LOST_SLOTS)
+        .map(|slot| map.get(&slot, 0).map(|v| v.iter().copied().collect()))
+        .collect::<Result<_, _>>()
+        .map_err(err)
+}
+
+/// The names of every thread alive now (of process `pid` only, when not 0), as the kernel
+/// would key them: at most 15 bytes, NUL-padded.
+#[must_use]
+pub fn alive(pid: u32) -> HashSet<Comm> {
+    let processes: Vec<String> = if pid == 0 {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            .collect()
+    } else {
+        vec![pid.to_string()]
+    };
+    let mut names = HashSet::new();
+    for p in processes {
+        let tasks = std::fs::read_dir(format!("/proc/{p}/task"))
+            .into_iter()
+            .flatten();
+        for task in tasks.flatten() {
+            if let Ok(name) = std::fs::read(task.path().join("comm")) {
+                names.insert(comm_key(name.strip_suffix(b"\n").unwrap_or(&name)));
+            }
+        }
+    }
+    names
+}
+
+/// `name` as a kernel comm key.
+#[must_use]
+pub fn comm_key(name: &[u8]) -> Comm {
+    let mut key = [0u8; COMM_LEN];
+    let len = name.len().min(COMM_LEN - 1);
+    key[..len].copy_from_slice(&name[..len]);
+    key
+}

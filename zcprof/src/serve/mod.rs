@@ -1,0 +1,190 @@
+//! `zcprof serve`: always-on counters for Prometheus. Binds the port, attaches the data-path
+//! hook set, and answers each scrape of `/metrics` by reading the kernel's per-name counters
+//! (a pull model: no per-event work in user space, nothing done between scrapes).
+pub mod selector;
+
+use std::{
+    net::SocketAddr,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
+
+pub use selector::{Selector, SelectorError};
+
+use crate::{
+    collect::serve::{self as collect, ServeCollectError},
+    export::prometheus::{self, ExpositionError, Scrape},
+    model::fleet::Fleet,
+    probes::serve::{ServeProbeError, ServeProbes, maps},
+};
+
+/// The default address: this host only (a scraper elsewhere needs `--listen 0.0.0.0:9464`);
+/// `zcprof sink` has the next port, 9465.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+
+/// How often the loop looks at the stop flag while no scrape comes.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Errors of `zcprof serve`, each one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The address could not be bound (in use, not this host's, a privileged port).
+    #[error("cannot listen on {addr}: {why}")]
+    Listen { addr: SocketAddr, why: String },
+    /// The hooks could not be set up.
+    #[error(transparent)]
+    Probes(#[from] ServeProbeError),
+    /// A map could not be read.
+    #[error(transparent)]
+    Collect(#[from] ServeCollectError),
+    /// The metrics could not be rendered.
+    #[error(transparent)]
+    Exposition(#[from] ExpositionError),
+    /// The HTTP server failed while waiting for requests.
+    #[error("the HTTP server failed: {0}")]
+    Http(std::io::Error),
+}
+
+/// A bound, not yet serving, HTTP listener.
+pub struct Listener {
+    server: tiny_http::Server,
+    addr: SocketAddr,
+}
+
+/// Binds `addr`, before anything is loaded, so a port in use is one line at once.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub fn listen(addr: SocketAddr) -> Result<Listener, ServeError> {
+    let server = tiny_http::Server::http(addr).map_err(|e| {
+        // "Address already in use (os error 98)" -> "address already in use (os error 98)".
+        let text = e.to_string();
+        let mut chars = text.chars();
+        let why = chars.next().map_or_else(String::new, |c| {
+            c.to_lowercase().collect::<String>() + chars.as_str()
+        });
+        ServeError::Listen { addr, why }
+    })?;
+    Ok(Listener { server, addr })
+}
+
+/// Serves `/metrics` until `stop` is set (SIGINT, SIGTERM), then detaches everything.
+///
+/// # Errors
+/// Hooks that cannot be attached, maps that cannot be read, a failing server.
+pub fn run(
+    listener: &Listener,
+    selector: &Selector,
+    what: &str,
+    stop: &AtomicBool,
+) -> Result<(), ServeError> {
+    let mut probes = ServeProbes::attach(&selector.filter)?;
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let refused: Vec<String> = probes
+        .attached
+        .iter()
+        .filter_map(|(t, r)| r.as_ref().err().map(|why| format!("{t} ({why})")))
+        .collect();
+    eprintln!(
+        "zcprof serve: counting {what} at http://{}/metrics",
+        listener.addr
+    );
+    if !refused.is_empty() {
+        eprintln!(
+            "zcprof serve: not counted, this kernel refused: {}",
+            refused.join("; ")
+        );
+    }
+    let mut fleet = Fleet::default();
+    while !stop.load(Ordering::SeqCst) {
+        let request = match listener.server.recv_timeout(POLL) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            // A signal interrupting the wait is how a stop arrives.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ServeError::Http(e)),
+        };
+        let path = request.url().split('?').next().unwrap_or("");
+        let response = if path == "/metrics" {
+            let openmetrics = request.headers().iter().any(|h| {
+                h.field.equiv("Accept") && h.value.as_str().contains("application/openmetrics-text")
+            });
+            let body = scrape(&mut probes, &mut fleet, selector, &kernel, openmetrics)?;
+            let kind = if openmetrics {
+                prometheus::OPENMETRICS
+            } else {
+                prometheus::PROMETHEUS_TEXT
+            };
+            text_response(body, 200, kind)
+        } else if path == "/" {
+            text_response(
+                "zcprof serve: the metrics are at /metrics\n".to_owned(),
+                200,
+                "text/plain",
+            )
+        } else {
+            text_response("not found\n".to_owned(), 404, "text/plain")
+        };
+        // A scraper that went away mid-answer is not serve's failure.
+        let _ = request.respond(response);
+    }
+    // Dropping the probes detaches every program.
+    drop(probes);
+    Ok(())
+}
+
+fn text_response(
+    body: String,
+    status: u16,
+    kind: &str,
+) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+    let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], kind.as_bytes())
+        .expect("a valid header");
+    tiny_http::Response::from_string(body)
+        .with_status_code(status)
+        .with_header(header)
+}
+
+/// One scrape: the kernel's counters folded into the series, rendered.
+fn scrape(
+    probes: &mut ServeProbes,
+    fleet: &mut Fleet,
+    selector: &Selector,
+    kernel: &str,
+    openmetrics: bool,
+) -> Result<String, ServeError> {
+    probes.refresh_nics();
+    let missing = |name: &'static str| ServeProbeError::Map {
+        name,
+        reason: "missing from the object".to_owned(),
+    };
+    let raw = collect::stats(
+        probes
+            .map(maps::STATS)
+            .ok_or_else(|| missing(maps::STATS))?,
+    )?;
+    let alive = collect::alive(selector.filter.pid);
+    let forget = fleet.scrape(&raw, &alive);
+    if !forget.is_empty()
+        && let Some(map) = probes.map_mut(maps::STATS)
+    {
+        collect::forget(map, &forget);
+    }
+    let lost = collect::lost(probes.map(maps::LOST).ok_or_else(|| missing(maps::LOST))?)?;
+    let reasons = ["socket_table_full", "comm_table_full"];
+    let scrape = Scrape {
+        totals: Some(fleet.totals()),
+        cgroup: selector.cgroup_label.as_deref(),
+        lost: reasons.into_iter().zip(lost).collect(),
+        hooks: probes
+            .attached
+            .iter()
+            .map(|(target, r)| (*target, r.is_ok()))
+            .collect(),
+        kernel,
+        receives: selector.filter.receives,
+    };
+    Ok(prometheus::render(&scrape, openmetrics)?)
+}
