@@ -87,7 +87,8 @@ pub(super) fn notes(
          threads of the measured process (the kernel creates them with create_io_thread, \
          which does not fire sched_process_fork, so they are caught by their thread group, \
          not followed as forks), and their scheduler switches, copies and samples count with \
-         it; its task-clock counters are inherited by them (copy_process).",
+         it; the perf events on its threads (cpu-clock sampling, task-clock) are inherited by \
+         them in copy_process, as their samples below show.",
         tally.enters,
         tally.submitted,
         tally.completions,
@@ -129,4 +130,65 @@ pub(super) fn notes(
         _ => {}
     }
     notes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tally() -> UringTally {
+        UringTally {
+            enters: 128,
+            submitted: 256,
+            completions: 256,
+            reads: 128,
+            read_bytes: 8 << 20,
+            sent_bytes: 8 << 20,
+            spliced_bytes: 0,
+            cancelled: 0,
+        }
+    }
+
+    #[test]
+    fn a_mode_switch_covers_a_batch_and_workers_samples_are_counted() {
+        let counts = Counts {
+            samples_kernel: 10,
+            kernel_stacks: vec![
+                (
+                    [
+                        "memcpy",
+                        "splice_to_socket",
+                        "io_wq_submit_work",
+                        "io_wq_worker",
+                    ]
+                    .map(str::to_owned)
+                    .to_vec(),
+                    7,
+                ),
+                (vec!["io_cqring_wait".to_owned()], 3),
+            ],
+            ..Counts::default()
+        };
+        let notes = notes(Method::IoUringSplice, &tally(), &counts, 128);
+        assert!(
+            notes[0].contains("2.0 requests per call, 1.00 calls per step"),
+            "{}",
+            notes[0]
+        );
+        assert!(notes[0].contains("covers a batch"));
+        assert!(
+            notes[1].contains("7 of 10 kernel-mode samples"),
+            "{}",
+            notes[1]
+        );
+        assert!(notes[2].starts_with("io-uring-splice"), "{}", notes[2]);
+    }
+
+    #[test]
+    fn only_reads_and_sends_from_user_memory_cross_a_user_buffer() {
+        let t = tally();
+        assert_eq!(user_bytes(Some(Method::IoUring), Some(&t)), 16 << 20);
+        assert_eq!(user_bytes(Some(Method::IoUringSplice), Some(&t)), 0);
+        assert_eq!(user_bytes(Some(Method::IoUring), None), 0);
+    }
 }

@@ -243,6 +243,20 @@ mod tests {
     }
 
     #[test]
+    fn send_zc_names_its_own_flag_and_path() {
+        let kind = Kind::of(Some(crate::workload::Method::IoUringSendZc));
+        assert_eq!(kind, Kind::SendZc);
+        let p = copied_path(kind, &verdict(4, 4), 4 << 16, "tp", 4, &samples(10, 1)).unwrap();
+        assert!(p.path.contains("SEND_ZC") && p.note.contains("IORING_NOTIF_USAGE_ZC_COPIED"));
+        let n = note(kind, &verdict(4, 4), None, 65536, 4, &samples(10, 1));
+        assert!(
+            n.starts_with("IORING_OP_SEND_ZC: requested for 4 sends"),
+            "{n}"
+        );
+        assert_eq!(Kind::of(None), Kind::MsgZerocopy);
+    }
+
+    #[test]
     fn many_samples_and_none_copying_contradict_the_verdict() {
         let p = copied_path(
             Kind::MsgZerocopy,

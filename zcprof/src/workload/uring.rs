@@ -379,3 +379,22 @@ impl Ring {
 fn to_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_is_one_line_with_the_kernels_reason() {
+        let e = refused(
+            "io_uring_setup",
+            &io::Error::from_raw_os_error(libc::ENOSYS),
+        );
+        let text = e.to_string();
+        assert!(text.starts_with("io_uring_setup: "), "{text}");
+        assert!(
+            text.contains("built without io_uring") && !text.contains('\n'),
+            "{text}"
+        );
+    }
+}
