@@ -331,6 +331,11 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
             ),
             &[SampledPath::ToSocket],
         ),
+        None if inputs.method == Some(Method::IoUring) => {
+            if let Some(tally) = inputs.uring {
+                super::uring::send_path(&mut b, tally, &missing(inputs.plan, Point::SockSend));
+            }
+        }
         None => b.derived(
             "user buffer -> kernel",
             "user→kernel",

@@ -486,7 +486,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         ));
     }
     if let (Some(m), Some(t)) = (method, &uring) {
-        notes.extend(uring::notes(m, t, counts, transfers));
+        notes.extend(uring::notes(m, t, counts, transfers, kernel_release));
     }
     if let Some(sink) = &remote_receiver {
         ledger.receiver = vec![sink_copy(

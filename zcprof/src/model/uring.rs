@@ -59,6 +59,31 @@ pub(super) fn user_bytes(method: Option<Method>, tally: Option<&UringTally>) -> 
     }
 }
 
+/// io-uring's user buffer -> socket buffer path where no socket send can be counted: the bytes
+/// its `SEND` completions returned.
+pub(super) fn send_path(b: &mut Builder<'_>, tally: &UringTally, missing: &str) {
+    b.derived_from(
+        "user buffer -> socket buffer",
+        "user→sock",
+        tally.sent_bytes,
+        format!(
+            "IORING_OP_SEND completions returned {} sent from the registered user buffer; \
+             socket sends cannot be counted here ({missing})",
+            fmt_bytes(tally.sent_bytes)
+        ),
+        &[SampledPath::ToSocket],
+        "derived from the results of the io_uring completions (CQE res), read by the sender; \
+         checked against sampled kernel stacks"
+            .to_owned(),
+    );
+}
+
+/// The release's major and minor version ("6.18.44-fc" -> (6, 18)).
+fn version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
 /// Kernel-mode samples taken in io-wq workers.
 fn io_wq_samples(counts: &Counts) -> u64 {
     counts
@@ -77,9 +102,20 @@ pub(super) fn notes(
     tally: &UringTally,
     counts: &Counts,
     transfers: u64,
+    kernel: &str,
 ) -> Vec<String> {
     let per_enter = tally.submitted as f64 / tally.enters.max(1) as f64;
-    let mut notes = vec![format!(
+    let mut notes = Vec::new();
+    if version(kernel).is_some_and(|v| v < (5, 12)) {
+        // Before 5.12 (which brought create_io_thread), io-wq workers
+        // were kernel threads (io_wqe_worker-*) of kthreadd, not threads of the process.
+        notes.push(format!(
+            "io_uring on {kernel}: the io-wq workers are kernel threads (io_wqe_worker-*), not \
+             threads of the measured process (they are since 5.12), so the work io_uring hands \
+             them (every IORING_OP_SPLICE, blocking reads and sends) is not counted in this row."
+        ));
+    }
+    notes.push(format!(
         "io_uring: {} io_uring_enter calls submitted {} requests and reaped {} completions \
          ({per_enter:.1} requests per call, {:.2} calls per step): a mode switch here covers a \
          batch of operations, not one. The work runs inline in io_uring_enter, in task work on \
@@ -93,7 +129,7 @@ pub(super) fn notes(
         tally.submitted,
         tally.completions,
         tally.enters as f64 / transfers.max(1) as f64,
-    )];
+    ));
     let in_workers = io_wq_samples(counts);
     if counts.samples_kernel > 0 {
         notes.push(format!(
@@ -169,7 +205,7 @@ mod tests {
             ],
             ..Counts::default()
         };
-        let notes = notes(Method::IoUringSplice, &tally(), &counts, 128);
+        let notes = notes(Method::IoUringSplice, &tally(), &counts, 128, "6.18.4");
         assert!(
             notes[0].contains("2.0 requests per call, 1.00 calls per step"),
             "{}",
@@ -182,6 +218,27 @@ mod tests {
             notes[1]
         );
         assert!(notes[2].starts_with("io-uring-splice"), "{}", notes[2]);
+    }
+
+    #[test]
+    fn before_5_12_the_workers_are_not_the_process() {
+        let old = notes(
+            Method::IoUring,
+            &tally(),
+            &Counts::default(),
+            128,
+            "5.10.209",
+        );
+        assert!(old[0].contains("not counted in this row"), "{}", old[0]);
+        let new = notes(
+            Method::IoUring,
+            &tally(),
+            &Counts::default(),
+            128,
+            "6.1.0-18",
+        );
+        assert!(!new[0].contains("not counted in this row"));
+        assert_eq!(version("6.12.7+deb13"), Some((6, 12)));
     }
 
     #[test]

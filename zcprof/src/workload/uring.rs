@@ -357,6 +357,13 @@ impl Ring {
             }
             return Ok(None);
         }
+        if res == -libc::EINVAL && self.verdict.sends == 0 {
+            // 6.0 and 6.1 have SEND_ZC but reject flags they do not know.
+            return Err(io::Error::other(
+                "IORING_OP_SEND_ZC refused IORING_SEND_ZC_REPORT_USAGE (EINVAL): this kernel's \
+                 io_uring cannot say whether it copied (Linux 6.2+)",
+            ));
+        }
         let n = self.bytes(res, "IORING_OP_SEND_ZC")?;
         if let Some(len) = self.zc_len.get_mut(id) {
             *len = u32::try_from(n).unwrap_or(u32::MAX);
