@@ -406,8 +406,8 @@ fn io_wq_samples(r: &Value) -> Option<(u64, u64)> {
         .as_array()?
         .iter()
         .filter_map(Value::as_str)
-        .find(|n| n.contains("kernel-mode samples were taken in io-wq workers"))?;
-    let mut words = note.trim_start_matches("io_uring: ").split_whitespace();
+        .find(|n| n.contains("kernel-mode samples were taken in io_uring's io-wq workers"))?;
+    let mut words = note.split_whitespace();
     let workers = words.next()?.parse().ok()?;
     let all = words.nth(1)?.parse().ok()?;
     Some((workers, all))

@@ -116,7 +116,7 @@ pub(super) fn notes(
         ));
     }
     notes.push(format!(
-        "io_uring: {} io_uring_enter calls submitted {} requests and reaped {} completions \
+        "{} io_uring_enter calls submitted {} requests and reaped {} completions \
          ({per_enter:.1} requests per call, {:.2} calls per step): a mode switch here covers a \
          batch of operations, not one. The work runs inline in io_uring_enter, in task work on \
          the submitting thread, or in the process's io-wq workers (iou-wrk-*); those are \
@@ -133,14 +133,14 @@ pub(super) fn notes(
     let in_workers = io_wq_samples(counts);
     if counts.samples_kernel > 0 {
         notes.push(format!(
-            "io_uring: {in_workers} of {} kernel-mode samples were taken in io-wq workers \
+            "{in_workers} of {} kernel-mode samples were taken in io_uring's io-wq workers \
              (io_wq_worker on the stack).",
             counts.samples_kernel
         ));
     }
     match method {
         Method::IoUring => notes.push(format!(
-            "io-uring: IORING_OP_READ_FIXED copies page cache -> the registered user buffer \
+            "IORING_OP_READ_FIXED copies page cache -> the registered user buffer \
              (registration pins the pages once, so no per-call pinning, but the bytes are copied \
              as read() copies them), and IORING_OP_SEND copies user buffer -> socket buffer as \
              send() does: {} read, {} sent, two CPU copies per byte.{}",
@@ -156,7 +156,7 @@ pub(super) fn notes(
             }
         )),
         Method::IoUringSplice => notes.push(format!(
-            "io-uring-splice: IORING_OP_SPLICE always runs in an io-wq worker (the kernel never \
+            "IORING_OP_SPLICE always runs in an io-wq worker (the kernel never \
              tries it inline), which splices as splice() does: page-cache page references into \
              the pipe, then on to the socket; {} spliced in, {} out, no copy where the device \
              has scatter-gather.",
@@ -217,7 +217,7 @@ mod tests {
             "{}",
             notes[1]
         );
-        assert!(notes[2].starts_with("io-uring-splice"), "{}", notes[2]);
+        assert!(notes[2].starts_with("IORING_OP_SPLICE"), "{}", notes[2]);
     }
 
     #[test]
