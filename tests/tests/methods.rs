@@ -374,7 +374,7 @@ fn ctrl_c_during_copy_file_range_removes_the_destination_too() {
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
-/// Whether this kernel lets `method` use io_uring: a small run, whose one-line refusal (the
+/// Whether this kernel lets `method` use `io_uring`: a small run, whose one-line refusal (the
 /// kernel's reason) is the skip message when it cannot.
 fn io_uring_usable(method: &str, dir: &Path) -> bool {
     let out = zcprof_tests::run(&[
@@ -400,7 +400,7 @@ fn io_uring_usable(method: &str, dir: &Path) -> bool {
     false
 }
 
-/// The io_uring note's count of kernel-mode samples taken in io-wq workers, and of all.
+/// The `io_uring` note's count of kernel-mode samples taken in io-wq workers, and of all.
 fn io_wq_samples(r: &Value) -> Option<(u64, u64)> {
     let note = r["notes"]
         .as_array()?
@@ -413,9 +413,9 @@ fn io_wq_samples(r: &Value) -> Option<(u64, u64)> {
     Some((workers, all))
 }
 
-/// Facts of every io_uring run: the window holds only io_uring_enter (the ring, its probe and
-/// its buffer were set up before it) and exit_group, and the completions' own count of
-/// io_uring_enter calls is the kernel's.
+/// Facts of every `io_uring` run: the window holds only `io_uring_enter` (the ring, its probe and
+/// its buffer were set up before it) and `exit_group`, and the completions' own count of
+/// `io_uring_enter` calls is the kernel's.
 fn check_io_uring(r: &Value) {
     let method = r["method"].as_str().unwrap();
     assert_eq!(calls(r, "io_uring_setup"), 0, "{method}: set up before");
