@@ -1,6 +1,7 @@
-//! The methods beyond the note (copy-file-range, vmsplice, msg-zerocopy) against the real
-//! kernel: their syscalls equal what strace saw of the same run, and the copy ledger shows what
-//! the kernel did with each "zero-copy" request. Without root they skip, saying so on stderr.
+//! The methods beyond the note (copy-file-range, vmsplice, msg-zerocopy, io-uring,
+//! io-uring-splice, io-uring-send-zc) against the real kernel: their syscalls equal what strace
+//! saw of the same run, and the copy ledger shows what the kernel did with each "zero-copy"
+//! request. Without root they skip, saying so on stderr.
 use std::{
     collections::BTreeMap,
     path::Path,
@@ -42,6 +43,9 @@ fn measure_under_strace(method: &str, dir: &Path) -> (Value, Option<BTreeMap<Str
     let out = match out {
         Ok(out) => out,
         Err(e) => {
+            // The directory for its files must not be left for the tests that check that the
+            // scratch directory is empty afterwards.
+            let _ = std::fs::remove_dir_all(&traces);
             skip(
                 &format!("{method} strace comparison"),
                 &format!("strace cannot run: {e}"),
@@ -368,4 +372,247 @@ fn ctrl_c_during_copy_file_range_removes_the_destination_too() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Whether this kernel lets `method` use `io_uring`: a small run, whose one-line refusal (the
+/// kernel's reason) is the skip message when it cannot.
+fn io_uring_usable(method: &str, dir: &Path) -> bool {
+    let out = zcprof_tests::run(&[
+        "run",
+        "--method",
+        method,
+        "--size",
+        "64K",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    if out.status.success() {
+        return true;
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("io_uring") && err.trim().lines().count() == 1,
+        "{method} failed for another reason than io_uring's refusal: {err}"
+    );
+    skip(method, err.trim());
+    false
+}
+
+/// The `io_uring` note's count of kernel-mode samples taken in io-wq workers, and of all.
+fn io_wq_samples(r: &Value) -> Option<(u64, u64)> {
+    let note = r["notes"]
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|n| n.contains("kernel-mode samples were taken in io_uring's io-wq workers"))?;
+    let mut words = note.split_whitespace();
+    let workers = words.next()?.parse().ok()?;
+    let all = words.nth(1)?.parse().ok()?;
+    Some((workers, all))
+}
+
+/// Facts of every `io_uring` run: the window holds only `io_uring_enter` (the ring, its probe and
+/// its buffer were set up before it) and `exit_group`, and the completions' own count of
+/// `io_uring_enter` calls is the kernel's.
+fn check_io_uring(r: &Value) {
+    let method = r["method"].as_str().unwrap();
+    assert_eq!(calls(r, "io_uring_setup"), 0, "{method}: set up before");
+    assert_eq!(
+        calls(r, "io_uring_register"),
+        0,
+        "{method}: registered before"
+    );
+    let tally = &r["io_uring"];
+    assert_eq!(
+        tally["enters"].as_u64(),
+        Some(calls(r, "io_uring_enter")),
+        "{method}: {tally}"
+    );
+    assert_eq!(
+        fig(r, "syscalls"),
+        calls(r, "io_uring_enter") + 1,
+        "{method}: {}",
+        r["syscalls_by_name"]
+    );
+    let notes = r["notes"].as_array().unwrap();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("covers a batch")),
+        "{method}: the batch note: {notes:?}"
+    );
+}
+
+#[test]
+fn io_uring_reads_into_a_registered_buffer_and_sends_from_it_copying_twice() {
+    if !privileged("io_uring") {
+        return;
+    }
+    let dir = scratch_dir("m-uring", env!("CARGO_TARGET_TMPDIR"));
+    if !io_uring_usable("io-uring", &dir) {
+        return;
+    }
+    let (r, strace) = measure_under_strace("io-uring", &dir);
+    check_common(&r);
+    check_strace("io-uring", &r, strace.as_ref());
+    check_io_uring(&r);
+    // One io_uring_enter per step submits READ_FIXED linked to SEND and reaps both.
+    assert_eq!(calls(&r, "io_uring_enter"), STEPS, "{}", r["io_uring"]);
+    assert_eq!(r["io_uring"]["read_bytes"].as_u64(), Some(SIZE));
+    assert_eq!(r["io_uring"]["sent_bytes"].as_u64(), Some(SIZE));
+    // Two CPU copies per byte over loopback: into the registered buffer, out to the socket.
+    assert_eq!(
+        path_bytes(&r, "page cache -> user buffer"),
+        SIZE,
+        "{}",
+        r["copies"]
+    );
+    assert_eq!(
+        path_bytes(&r, "user buffer -> socket buffer"),
+        SIZE,
+        "{}",
+        r["copies"]
+    );
+    assert_eq!(fig(&r, "cpu_copy_bytes"), 2 * SIZE);
+}
+
+#[test]
+fn io_uring_splice_copies_nothing_over_loopback_and_its_workers_are_measured() {
+    if !privileged("io_uring_splice") {
+        return;
+    }
+    let dir = scratch_dir("m-uring-splice", env!("CARGO_TARGET_TMPDIR"));
+    if !io_uring_usable("io-uring-splice", &dir) {
+        return;
+    }
+    let (r, strace) = measure_under_strace("io-uring-splice", &dir);
+    check_common(&r);
+    check_strace("io-uring-splice", &r, strace.as_ref());
+    check_io_uring(&r);
+    assert_eq!(calls(&r, "io_uring_enter"), STEPS, "{}", r["io_uring"]);
+    assert_eq!(
+        calls(&r, "splice"),
+        0,
+        "no splice syscall: {}",
+        r["syscalls_by_name"]
+    );
+    assert_eq!(r["io_uring"]["spliced_bytes"].as_u64(), Some(SIZE));
+    assert_eq!(fig(&r, "cpu_copy_bytes"), 0, "{}", r["copies"]);
+    // io_uring runs splices in its io-wq workers, threads the kernel starts without a fork
+    // event (since 5.12; kernel threads before): sampling (perf events inherited by them) must
+    // see them as the process's.
+    let release = r["kernel"].as_str().unwrap();
+    let mut v = release.split(|c: char| !c.is_ascii_digit());
+    let version: (u32, u32) = (
+        v.next().unwrap().parse().unwrap(),
+        v.next().unwrap().parse().unwrap(),
+    );
+    match io_wq_samples(&r) {
+        _ if version < (5, 12) => skip(
+            "io_uring_splice io-wq samples",
+            &format!("on {release} io-wq workers are kernel threads, not the process's"),
+        ),
+        Some((workers, all)) if all >= 20 => {
+            assert!(workers > 0, "{workers} of {all} samples in io-wq workers");
+        }
+        other => skip(
+            "io_uring_splice io-wq samples",
+            &format!("too few kernel samples to tell: {other:?}"),
+        ),
+    }
+}
+
+#[test]
+fn io_uring_send_zc_on_loopback_is_copied_and_the_kernel_says_so() {
+    if !privileged("io_uring_send_zc") {
+        return;
+    }
+    let dir = scratch_dir("m-uring-zc", env!("CARGO_TARGET_TMPDIR"));
+    if !io_uring_usable("io-uring-send-zc", &dir) {
+        return;
+    }
+    let (r, strace) = measure_under_strace("io-uring-send-zc", &dir);
+    check_common(&r);
+    check_strace("io-uring-send-zc", &r, strace.as_ref());
+    check_io_uring(&r);
+    let v = &r["zerocopy"];
+    let sends = v["sends"].as_u64().unwrap();
+    assert!(sends >= STEPS, "{v}");
+    // One notification CQE per send, each with the usage report.
+    assert_eq!(v["notifications"].as_u64(), Some(sends), "{v}");
+    assert_eq!(v["completed"].as_u64(), Some(sends), "every send completed");
+    // Local delivery: the kernel copied the pinned pages after all, and every notification's
+    // res carries IORING_NOTIF_USAGE_ZC_COPIED.
+    assert_eq!(v["copied"].as_u64(), Some(sends), "verdict: {v}");
+    assert_eq!(v["copied_bytes"].as_u64(), Some(SIZE), "{v}");
+    assert_eq!(v["zerocopy_bytes"].as_u64(), Some(0), "{v}");
+    let zc = path_bytes(
+        &r,
+        "user buffer -> socket buffer (SEND_ZC, copied after all)",
+    );
+    assert_eq!(zc, SIZE, "{}", r["copies"]);
+    assert_eq!(path_bytes(&r, "user buffer -> socket buffer"), 0);
+    assert_eq!(fig(&r, "cpu_copy_bytes"), SIZE, "about one copy per byte");
+    let notes = r["notes"].as_array().unwrap();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("IORING_NOTIF_USAGE_ZC_COPIED")),
+        "the verdict is in a note: {notes:?}"
+    );
+}
+
+/// Puts `kernel.io_uring_disabled` back as it was, even when the test fails.
+struct RestoreSysctl(String);
+
+impl Drop for RestoreSysctl {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/proc/sys/kernel/io_uring_disabled", &self.0);
+    }
+}
+
+#[test]
+fn io_uring_disabled_fails_the_row_with_the_kernels_reason_and_compare_goes_on() {
+    if !privileged("io_uring_disabled") {
+        return;
+    }
+    let path = "/proc/sys/kernel/io_uring_disabled";
+    let Ok(was) = std::fs::read_to_string(path) else {
+        skip(
+            "io_uring_disabled",
+            "this kernel has no kernel.io_uring_disabled (before 6.6)",
+        );
+        return;
+    };
+    let dir = scratch_dir("m-uring-off", env!("CARGO_TARGET_TMPDIR"));
+    let restore = RestoreSysctl(was);
+    std::fs::write(path, "2").unwrap();
+    let out = zcprof_tests::run(&[
+        "compare",
+        "--methods",
+        "io-uring,sendfile",
+        "--size",
+        "1M",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    drop(restore);
+    assert_eq!(out.status.code(), Some(1), "a failed row: exit 1");
+    let r: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let failed = r["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["method"], "io-uring");
+    let error = failed[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("io_uring_setup") && error.contains("kernel.io_uring_disabled = 2"),
+        "{error}"
+    );
+    assert!(!error.contains('\n'), "one line: {error}");
+    let runs = r["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["method"], "sendfile", "the rest goes on");
 }

@@ -361,7 +361,7 @@ fn resolve_modules(tree: &Path, out: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Test targets of the `zcprof-tests` package that run inside the VMs.
-const VM_TEST_TARGETS: [&str; 7] = [
+const VM_TEST_TARGETS: [&str; 8] = [
     "kernel",
     "trace",
     "ledger",
@@ -369,6 +369,7 @@ const VM_TEST_TARGETS: [&str; 7] = [
     "sink",
     "timing",
     "flood",
+    "methods",
 ];
 
 /// The zcprof binary and the kernel test executables, built for the host.

@@ -21,7 +21,8 @@ use crate::{
 const EXAMPLES: &str = "\
 EXAMPLES:
     sudo zcprof compare                         # the note's six methods, 64 MiB in 64 KiB steps
-    sudo zcprof compare --methods all           # and copy-file-range, vmsplice, msg-zerocopy
+    sudo zcprof compare --methods all           # and copy-file-range, vmsplice, msg-zerocopy, io-uring...
+    sudo zcprof compare --methods io-uring,io-uring-splice,io-uring-send-zc
     sudo zcprof run --method sendfile           # one method, with its syscall breakdown
     sudo zcprof run --method read-write --size 16M --block-size 4K
     sudo zcprof compare --format json > costs.json
@@ -255,7 +256,7 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 pub struct CompareArgs {
     /// Methods to compare, comma-separated (default: the note's six; `all` adds
-    /// copy-file-range, vmsplice and msg-zerocopy).
+    /// copy-file-range, vmsplice, msg-zerocopy, io-uring, io-uring-splice and io-uring-send-zc).
     #[arg(long, value_delimiter = ',', value_parser = method_choice())]
     pub methods: Vec<MethodChoice>,
     #[command(flatten)]
@@ -410,7 +411,7 @@ pub struct TransferArgs {
     #[arg(long)]
     pub dest: Option<String>,
     /// A shared memory file the child maps before measuring, for what the kernel told it
-    /// (msg-zerocopy's completions) without a syscall in the measured window.
+    /// (msg-zerocopy's and `io_uring`'s completions) without a syscall in the measured window.
     #[arg(long)]
     pub report_fd: Option<i32>,
 }
@@ -812,6 +813,22 @@ mod tests {
         assert_eq!(listed.methods[0], Method::Vmsplice, "in the order given");
         let one = compare_workload(&["compare", "--methods", "msg-zerocopy"]).unwrap();
         assert_eq!(one.methods, [Method::MsgZerocopy]);
+        let rings = compare_workload(&[
+            "compare",
+            "--methods",
+            "io-uring,io-uring-splice,io-uring-send-zc",
+        ])
+        .unwrap();
+        assert_eq!(
+            rings.methods,
+            [
+                Method::IoUring,
+                Method::IoUringSplice,
+                Method::IoUringSendZc
+            ]
+        );
+        assert!(Method::ALL.contains(&Method::IoUringSendZc));
+        assert!(!Method::NOTE.contains(&Method::IoUring), "not by default");
     }
 
     #[test]
@@ -845,6 +862,16 @@ mod tests {
                 &["compare", "--methods", "msg-zerocopy", "--cache", "cold"],
                 "--cache cold",
             ),
+            (
+                &[
+                    "compare",
+                    "--methods",
+                    "io-uring-send-zc",
+                    "--cache",
+                    "cold",
+                ],
+                "--cache cold",
+            ),
         ] {
             let err = compare_workload(args).unwrap_err();
             assert!(
@@ -864,6 +891,22 @@ mod tests {
                 "msg-zerocopy,vmsplice",
                 "--net",
                 "veth"
+            ])
+            .is_ok()
+        );
+        // io-uring and io-uring-splice read the file inside the window and send to a socket:
+        // every option applies.
+        assert!(
+            compare_workload(&[
+                "compare",
+                "--methods",
+                "io-uring,io-uring-splice",
+                "--cache",
+                "cold",
+                "--net",
+                "veth",
+                "--sg",
+                "off",
             ])
             .is_ok()
         );

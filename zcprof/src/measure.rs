@@ -169,6 +169,7 @@ pub fn run_one(
         net,
         remote_receiver: delivery.sink,
         zerocopy: delivery.zerocopy,
+        uring: delivery.uring,
         devices: names.devices(&counts),
         unmeasured_children: Vec::new(),
     };
@@ -362,6 +363,7 @@ impl Recording {
             net: input.net.clone(),
             remote_receiver: input.remote_receiver.clone(),
             zerocopy: input.zerocopy,
+            uring: input.uring,
             devices,
             followed,
             process_names,
@@ -490,6 +492,7 @@ fn program_report(
         net: None,
         remote_receiver: None,
         zerocopy: None,
+        uring: None,
         devices: names.devices(counts),
         unmeasured_children,
     };

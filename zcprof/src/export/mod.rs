@@ -82,6 +82,9 @@ pub struct RunContext {
     /// msg-zerocopy's completion verdict. Absent from older traces (`None`).
     #[serde(default)]
     pub zerocopy: Option<crate::workload::Verdict>,
+    /// The `io_uring` methods' completions. Absent from older traces (`None`).
+    #[serde(default)]
+    pub uring: Option<crate::workload::UringTally>,
     pub devices: DeviceNames,
     /// Whether a process tree was followed (the per-process table exists).
     pub followed: bool,
@@ -372,6 +375,7 @@ pub fn report_of(run: &ReadRun) -> Result<crate::model::RunReport, ExportError> 
         net: ctx.net.clone(),
         remote_receiver: ctx.remote_receiver.clone(),
         zerocopy: ctx.zerocopy,
+        uring: ctx.uring,
         devices: ctx.devices.devices(&run.counts),
         unmeasured_children: Vec::new(),
     });
@@ -450,6 +454,7 @@ mod tests {
                 net: None,
                 remote_receiver: None,
                 zerocopy: None,
+                uring: None,
                 devices: DeviceNames::default(),
                 followed: true,
                 process_names: BTreeMap::from([(PID, "tester".to_owned())]),

@@ -87,20 +87,22 @@ pub struct Inputs<'a> {
     /// `O_DIRECT` reads from a block device: the device wrote the user buffer.
     pub dma_reads: bool,
     pub samples: &'a Samples,
-    /// msg-zerocopy: the kernel's completion verdict.
+    /// msg-zerocopy and io-uring-send-zc: the kernel's completion verdict.
     pub zerocopy: Option<&'a crate::workload::Verdict>,
+    /// The `io_uring` methods: what their completions said.
+    pub uring: Option<&'a crate::workload::UringTally>,
 }
 
 /// Below this many kernel-mode samples, the absence of copy samples on a path says nothing.
 const CONTRADICTION_SAMPLES: u64 = 50;
 
-struct Builder<'a> {
-    inputs: &'a Inputs<'a>,
-    paths: Vec<CopyPath>,
+pub(super) struct Builder<'a> {
+    pub(super) inputs: &'a Inputs<'a>,
+    pub(super) paths: Vec<CopyPath>,
 }
 
 impl Builder<'_> {
-    fn hook(&self, point: Point) -> Option<String> {
+    pub(super) fn hook(&self, point: Point) -> Option<String> {
         self.inputs.plan.chosen(point).map(Variant::describe)
     }
 
@@ -110,7 +112,7 @@ impl Builder<'_> {
     }
 
     /// Adds a path counted in the kernel (skipped when nothing was copied on it).
-    fn measured(
+    pub(super) fn measured(
         &mut self,
         path: &str,
         short: &'static str,
@@ -146,6 +148,25 @@ impl Builder<'_> {
         note: String,
         sampled: &[SampledPath],
     ) {
+        let hooks = vec![
+            self.hook(Point::SysEnter).unwrap_or_default(),
+            self.hook(Point::SysExit).unwrap_or_default(),
+        ];
+        let source = Source::SyscallSemantics(hooks).describe();
+        self.derived_from(path, short, bytes, note, sampled, source);
+    }
+
+    /// Adds a path derived from what the kernel answered (`source` says where), checked
+    /// against sampling as in `derived`.
+    pub(super) fn derived_from(
+        &mut self,
+        path: &str,
+        short: &'static str,
+        bytes: u64,
+        note: String,
+        sampled: &[SampledPath],
+        source: String,
+    ) {
         if bytes == 0 {
             return;
         }
@@ -161,15 +182,11 @@ impl Builder<'_> {
                 s.kernel
             ));
         }
-        let hooks = vec![
-            self.hook(Point::SysEnter).unwrap_or_default(),
-            self.hook(Point::SysExit).unwrap_or_default(),
-        ];
         self.paths.push(CopyPath {
             path: path.to_owned(),
             bytes,
             per_transfer: self.per_step(bytes),
-            source: Source::SyscallSemantics(hooks).describe(),
+            source,
             note,
             evidence: "derived",
             samples,
@@ -256,8 +273,21 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
         );
     }
 
-    // User buffer -> socket buffer: what sockets took during write-type syscalls.
-    let sent_copied = by_path(counts, DataPath::FromUser, |h| h.sock_send);
+    // io-uring's reads into its registered buffer: no read-type syscall returns them.
+    if inputs.method == Some(Method::IoUring)
+        && let Some(tally) = inputs.uring
+    {
+        super::uring::read_path(&mut b, tally);
+    }
+
+    // User buffer -> socket buffer: what sockets took during write-type syscalls; for io-uring,
+    // whatever its sockets took wherever (in io_uring_enter, task work or an io-wq worker): it
+    // sends only from its registered user buffer.
+    let sent_copied = if inputs.method == Some(Method::IoUring) {
+        counts.sock_send_bytes
+    } else {
+        by_path(counts, DataPath::FromUser, |h| h.sock_send)
+    };
     let mmap = inputs.method == Some(Method::MmapWrite);
     let (to_socket, to_socket_short) = if mmap {
         ("mapped page cache -> socket buffer", "map→sock")
@@ -271,8 +301,13 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
         Some(hook) if inputs.zerocopy.is_some() => {
             if let Some(v) = inputs.zerocopy
                 && let Some(p) = super::zerocopy::copied_path(
+                    super::zerocopy::Kind::of(inputs.method),
                     v,
-                    sent_copied,
+                    if inputs.method == Some(Method::IoUringSendZc) {
+                        counts.sock_send_bytes
+                    } else {
+                        sent_copied
+                    },
                     hook,
                     inputs.transfers,
                     inputs.samples,
@@ -296,6 +331,11 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
             ),
             &[SampledPath::ToSocket],
         ),
+        None if inputs.method == Some(Method::IoUring) => {
+            if let Some(tally) = inputs.uring {
+                super::uring::send_path(&mut b, tally, &missing(inputs.plan, Point::SockSend));
+            }
+        }
         None => b.derived(
             "user buffer -> kernel",
             "user→kernel",

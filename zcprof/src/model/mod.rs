@@ -14,6 +14,7 @@ mod sink_side;
 pub mod syscall_time;
 pub mod syscalls;
 pub mod textbook;
+mod uring;
 mod zerocopy;
 
 use std::collections::BTreeMap;
@@ -178,8 +179,12 @@ pub struct RunReport {
     /// What a remote sink (`--to`) reported of itself: bytes per stream, its reads, and the
     /// CPU time and scheduler switches of its draining threads.
     pub sink: Option<SinkReport>,
-    /// msg-zerocopy: the kernel's verdict from the completions (null for other methods).
+    /// msg-zerocopy and io-uring-send-zc: the kernel's verdict from the completions (null for
+    /// other methods).
     pub zerocopy: Option<crate::workload::Verdict>,
+    /// The `io_uring` methods: what their completions said (null for other methods).
+    #[serde(rename = "io_uring")]
+    pub uring: Option<crate::workload::UringTally>,
     pub devices: Devices,
     /// Per-process totals when a process tree was followed (exec, attach), by pid.
     pub processes: Vec<ProcessRow>,
@@ -207,8 +212,10 @@ pub struct RunInput<'a> {
     /// The remote sink's report, when a `zcprof sink` received instead of zcprof (its copy
     /// replaces the built-in receiver's).
     pub remote_receiver: Option<SinkReport>,
-    /// msg-zerocopy: the kernel's verdict from the completions.
+    /// msg-zerocopy and io-uring-send-zc: the kernel's verdict from the completions.
     pub zerocopy: Option<crate::workload::Verdict>,
+    /// The `io_uring` methods: what their completions said.
+    pub uring: Option<crate::workload::UringTally>,
     pub devices: Devices,
     /// Children of an attached process that ran before the attach (so were not followed),
     /// named when it moved no data itself.
@@ -251,6 +258,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         net,
         remote_receiver,
         zerocopy,
+        uring,
         devices,
         unmeasured_children,
     } = input;
@@ -454,7 +462,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         plan,
         counts,
         transfers,
-        cpu_to_user + from_user,
+        cpu_to_user + from_user + uring::user_bytes(method, uring.as_ref()),
         &mut figures,
         &mut notes,
     );
@@ -469,10 +477,17 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         dma_reads,
         samples: &samples,
         zerocopy: zerocopy.as_ref(),
+        uring: uring.as_ref(),
     });
     if let Some(v) = &zerocopy {
         let device = net.as_ref().map(|n| n.device.as_str());
-        notes.push(zerocopy::note(v, device, block_size, transfers, &samples));
+        let kind = zerocopy::Kind::of(method);
+        notes.push(zerocopy::note(
+            kind, v, device, block_size, transfers, &samples,
+        ));
+    }
+    if let (Some(m), Some(t)) = (method, &uring) {
+        notes.extend(uring::notes(m, t, counts, transfers, kernel_release));
     }
     if let Some(sink) = &remote_receiver {
         ledger.receiver = vec![sink_copy(
@@ -656,6 +671,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         net,
         sink: remote_receiver,
         zerocopy,
+        uring,
         devices,
         processes: process_rows(counts),
         trace,

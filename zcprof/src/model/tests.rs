@@ -59,6 +59,7 @@ pub(crate) fn report(method: Method, counts: &Counts, block_device: bool) -> Run
         net: None,
         remote_receiver: None,
         zerocopy: None,
+        uring: None,
         devices: Devices::default(),
         unmeasured_children: Vec::new(),
     })
@@ -168,6 +169,7 @@ fn programs_are_measured_per_mib_of_payload() {
         net: None,
         remote_receiver: None,
         zerocopy: None,
+        uring: None,
         devices: Devices::default(),
         unmeasured_children: Vec::new(),
     });
@@ -203,6 +205,7 @@ fn program_figures_are_per_mib_of_the_exact_payload() {
         net: None,
         remote_receiver: None,
         zerocopy: None,
+        uring: None,
         devices: Devices::default(),
         unmeasured_children: Vec::new(),
     });

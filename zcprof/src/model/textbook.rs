@@ -117,5 +117,19 @@ pub fn for_method(method: Method, scatter_gather: Option<bool>) -> Textbook {
                    msg_zerocopy.rst, which also says local delivery copies anyway)",
             ..none
         },
+        Method::IoUring => Textbook {
+            note: "io_uring read + send: not in the note (READ_FIXED into a registered buffer, \
+                   then SEND: read() and send() without a syscall each)",
+            ..none
+        },
+        Method::IoUringSplice => Textbook {
+            note: "io_uring splice: not in the note (splice file -> pipe -> socket, run by io-wq)",
+            ..none
+        },
+        Method::IoUringSendZc => Textbook {
+            note: "io_uring SEND_ZC: not in the note (user pages by reference, with the kernel's \
+                   own report of a copy in its notification CQE)",
+            ..none
+        },
     }
 }

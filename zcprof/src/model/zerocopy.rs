@@ -1,7 +1,9 @@
-//! `MSG_ZEROCOPY` in the copy ledger: the socket takes the user pages pinned, by reference, and
-//! the kernel may copy them later anyway (on local delivery, `skb_orphan_frags_rx` ->
-//! `skb_copy_ubufs`; or at send, when the route has no scatter-gather). Its own verdict comes
-//! back in the completions on the socket's error queue: `SO_EE_CODE_ZEROCOPY_COPIED`.
+//! Zero-copy sends in the copy ledger (`MSG_ZEROCOPY`, and `io_uring`'s `SEND_ZC`, which uses the
+//! same socket machinery): the socket takes the user pages pinned, by reference, and the kernel
+//! may copy them later anyway (on local delivery, `skb_orphan_frags_rx` -> `skb_copy_ubufs`; or
+//! at send, when the route has no scatter-gather). Its own verdict comes back in the
+//! completions: `SO_EE_CODE_ZEROCOPY_COPIED` on the socket's error queue, or
+//! `IORING_NOTIF_USAGE_ZC_COPIED` in `io_uring`'s notification CQEs.
 use std::fmt::Write as _;
 
 use super::{
@@ -14,13 +16,68 @@ use crate::workload::Verdict;
 /// Below this many kernel-mode samples, the absence of copy samples says nothing.
 const CONTRADICTION_SAMPLES: u64 = 50;
 
-/// The ledger's name of the path.
-pub const PATH: &str = "user buffer -> socket buffer (MSG_ZEROCOPY, copied after all)";
+/// Which zero-copy interface asked, and so where its verdict came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    MsgZerocopy,
+    SendZc,
+}
+
+impl Kind {
+    /// The interface of `method` (msg-zerocopy's unless it is io-uring-send-zc).
+    #[must_use]
+    pub fn of(method: Option<crate::workload::Method>) -> Kind {
+        if method == Some(crate::workload::Method::IoUringSendZc) {
+            Kind::SendZc
+        } else {
+            Kind::MsgZerocopy
+        }
+    }
+
+    /// The ledger's name of the path.
+    #[must_use]
+    pub fn path(self) -> &'static str {
+        match self {
+            Kind::MsgZerocopy => "user buffer -> socket buffer (MSG_ZEROCOPY, copied after all)",
+            Kind::SendZc => "user buffer -> socket buffer (SEND_ZC, copied after all)",
+        }
+    }
+
+    fn request(self) -> &'static str {
+        match self {
+            Kind::MsgZerocopy => "MSG_ZEROCOPY",
+            Kind::SendZc => "IORING_OP_SEND_ZC",
+        }
+    }
+
+    fn copied_flag(self) -> &'static str {
+        match self {
+            Kind::MsgZerocopy => "SO_EE_CODE_ZEROCOPY_COPIED",
+            Kind::SendZc => "IORING_NOTIF_USAGE_ZC_COPIED",
+        }
+    }
+
+    fn verdict_source(self) -> &'static str {
+        match self {
+            Kind::MsgZerocopy => {
+                "derived from the kernel's MSG_ZEROCOPY completions (SO_EE_CODE_ZEROCOPY_COPIED, \
+                 read from the socket's error queue by the sender) and the sends' return values; \
+                 checked against sampled kernel stacks"
+            }
+            Kind::SendZc => {
+                "derived from the kernel's IORING_OP_SEND_ZC notification CQEs \
+                 (IORING_NOTIF_USAGE_ZC_COPIED, asked for with IORING_SEND_ZC_REPORT_USAGE) and \
+                 the sends' results; checked against sampled kernel stacks"
+            }
+        }
+    }
+}
 
 /// The ledger entry for the bytes of `MSG_ZEROCOPY` sends that the kernel said it copied (none
 /// when it copied none). `sent` is what the sockets took during the sends, counted at `hook`.
 #[must_use]
 pub fn copied_path(
+    kind: Kind,
     verdict: &Verdict,
     sent: u64,
     hook: &str,
@@ -34,11 +91,12 @@ pub fn copied_path(
     let on_path = samples.on(&[SampledPath::DeferredZerocopy, SampledPath::ToSocket]);
     let contradicted = on_path == Some(0) && samples.kernel >= CONTRADICTION_SAMPLES;
     let mut note = format!(
-        "the kernel's completions marked {} of {} MSG_ZEROCOPY sends SO_EE_CODE_ZEROCOPY_COPIED: \
-         their {} were copied out of the pinned user pages after all ({} taken by the sockets \
-         in all, counted at {hook})",
+        "the kernel's completions marked {} of {} {} sends {}: their {} were copied out of the \
+         pinned user pages after all ({} taken by the sockets in all, counted at {hook})",
         verdict.copied,
         verdict.sends,
+        kind.request(),
+        kind.copied_flag(),
         fmt_bytes(bytes),
         fmt_bytes(sent)
     );
@@ -54,18 +112,18 @@ pub fn copied_path(
     }
     #[expect(clippy::cast_precision_loss, reason = "per-step display")]
     Some(CopyPath {
-        path: PATH.to_owned(),
+        path: kind.path().to_owned(),
         bytes,
         per_transfer: (transfers > 0).then(|| bytes as f64 / transfers as f64),
-        source: "derived from the kernel's MSG_ZEROCOPY completions (SO_EE_CODE_ZEROCOPY_COPIED, \
-                 read from the socket's error queue by the sender) and the sends' return values; \
-                 checked against sampled kernel stacks"
-            .to_owned(),
+        source: kind.verdict_source().to_owned(),
         note,
         evidence: "derived",
         samples: on_path,
         contradicted,
-        short: "user→sock(zc copied)",
+        short: match kind {
+            Kind::MsgZerocopy => "user→sock(zc copied)",
+            Kind::SendZc => "user→sock(send_zc copied)",
+        },
     })
 }
 
@@ -73,6 +131,7 @@ pub fn copied_path(
 #[must_use]
 #[expect(clippy::cast_precision_loss, reason = "display precision")]
 pub fn note(
+    kind: Kind,
     verdict: &Verdict,
     device: Option<&str>,
     block_size: u64,
@@ -99,16 +158,17 @@ pub fn note(
         None => String::new(),
     };
     format!(
-        "MSG_ZEROCOPY{on}: requested for {} sends of {} (the sockets pinned the user pages and \
-         took them by reference); the \
-         kernel's verdict in {} completion notification(s): {} of {} ids copied \
-         (SO_EE_CODE_ZEROCOPY_COPIED), {} sent by reference: {per_step:.2} block copies per step \
-         on this path.{seen}{}",
+        "{}{on}: requested for {} sends of {} (the sockets pinned the user pages and took them \
+         by reference); the kernel's verdict in {} completion notification(s): {} of {} ids \
+         copied ({}), {} sent by reference: {per_step:.2} block copies per step on this \
+         path.{seen}{}",
+        kind.request(),
         verdict.sends,
         fmt_bytes(verdict.copied_bytes + verdict.zerocopy_bytes),
         verdict.notifications,
         verdict.copied,
         verdict.completed,
+        kind.copied_flag(),
         fmt_bytes(verdict.zerocopy_bytes),
         if verdict.enobufs > 0 {
             format!(
@@ -148,22 +208,74 @@ mod tests {
 
     #[test]
     fn the_copied_sends_are_the_path_and_the_zero_copied_are_not() {
-        let p = copied_path(&verdict(128, 128), 128 << 16, "tp", 128, &samples(10, 2)).unwrap();
+        let p = copied_path(
+            Kind::MsgZerocopy,
+            &verdict(128, 128),
+            128 << 16,
+            "tp",
+            128,
+            &samples(10, 2),
+        )
+        .unwrap();
         assert_eq!(p.bytes, 128 << 16);
         assert_eq!(p.per_transfer, Some(65536.0));
         assert!(!p.contradicted);
         assert_eq!(p.samples, Some(2));
-        let none = copied_path(&verdict(0, 128), 128 << 16, "tp", 128, &samples(10, 0));
+        let none = copied_path(
+            Kind::MsgZerocopy,
+            &verdict(0, 128),
+            128 << 16,
+            "tp",
+            128,
+            &samples(10, 0),
+        );
         assert!(none.is_none(), "a send by reference is no copy");
-        let half = copied_path(&verdict(64, 128), 128 << 16, "tp", 128, &samples(10, 1)).unwrap();
+        let half = copied_path(
+            Kind::MsgZerocopy,
+            &verdict(64, 128),
+            128 << 16,
+            "tp",
+            128,
+            &samples(10, 1),
+        )
+        .unwrap();
         assert_eq!(half.bytes, 64 << 16);
     }
 
     #[test]
+    fn send_zc_names_its_own_flag_and_path() {
+        let kind = Kind::of(Some(crate::workload::Method::IoUringSendZc));
+        assert_eq!(kind, Kind::SendZc);
+        let p = copied_path(kind, &verdict(4, 4), 4 << 16, "tp", 4, &samples(10, 1)).unwrap();
+        assert!(p.path.contains("SEND_ZC") && p.note.contains("IORING_NOTIF_USAGE_ZC_COPIED"));
+        let n = note(kind, &verdict(4, 4), None, 65536, 4, &samples(10, 1));
+        assert!(
+            n.starts_with("IORING_OP_SEND_ZC: requested for 4 sends"),
+            "{n}"
+        );
+        assert_eq!(Kind::of(None), Kind::MsgZerocopy);
+    }
+
+    #[test]
     fn many_samples_and_none_copying_contradict_the_verdict() {
-        let p = copied_path(&verdict(8, 8), 8 << 16, "tp", 8, &samples(500, 0)).unwrap();
+        let p = copied_path(
+            Kind::MsgZerocopy,
+            &verdict(8, 8),
+            8 << 16,
+            "tp",
+            8,
+            &samples(500, 0),
+        )
+        .unwrap();
         assert!(p.contradicted);
-        let n = note(&verdict(8, 8), Some("lo"), 65536, 8, &samples(500, 0));
+        let n = note(
+            Kind::MsgZerocopy,
+            &verdict(8, 8),
+            Some("lo"),
+            65536,
+            8,
+            &samples(500, 0),
+        );
         assert!(
             n.contains("8 of 8 ids copied") && n.contains("over lo"),
             "{n}"

@@ -1,5 +1,6 @@
 //! The transfer techniques, by their command-line names: the textbook's six, and the interfaces
-//! people use today that the note does not cover (`copy_file_range`, `vmsplice`, `MSG_ZEROCOPY`).
+//! people use today that the note does not cover (`copy_file_range`, `vmsplice`, `MSG_ZEROCOPY`,
+//! and `io_uring`'s read + send, splice and `SEND_ZC`).
 use std::fmt;
 
 /// One way of moving a file to a socket (or, for `copy-file-range`, to another file).
@@ -26,6 +27,14 @@ pub enum Method {
     /// `SO_ZEROCOPY` and `send(MSG_ZEROCOPY)` from user memory; completions read from the
     /// socket's error queue.
     MsgZerocopy,
+    /// `io_uring`: `IORING_OP_READ_FIXED` into a registered buffer, linked to `IORING_OP_SEND`
+    /// from it to the socket.
+    IoUring,
+    /// `io_uring`: `IORING_OP_SPLICE` file to pipe, linked to `IORING_OP_SPLICE` pipe to socket.
+    IoUringSplice,
+    /// `io_uring`: the payload read into user memory before measuring; `IORING_OP_SEND_ZC` from
+    /// it, with the kernel's notification CQEs.
+    IoUringSendZc,
 }
 
 impl Method {
@@ -41,7 +50,7 @@ impl Method {
     ];
 
     /// Every method: the note's, then those beyond it (`compare --methods all`).
-    pub const ALL: [Method; 9] = [
+    pub const ALL: [Method; 12] = [
         Method::ReadWrite,
         Method::DirectIo,
         Method::MmapWrite,
@@ -51,6 +60,9 @@ impl Method {
         Method::CopyFileRange,
         Method::Vmsplice,
         Method::MsgZerocopy,
+        Method::IoUring,
+        Method::IoUringSplice,
+        Method::IoUringSendZc,
     ];
 
     /// The command-line and JSON name.
@@ -66,6 +78,9 @@ impl Method {
             Method::CopyFileRange => "copy-file-range",
             Method::Vmsplice => "vmsplice",
             Method::MsgZerocopy => "msg-zerocopy",
+            Method::IoUring => "io-uring",
+            Method::IoUringSplice => "io-uring-splice",
+            Method::IoUringSendZc => "io-uring-send-zc",
         }
     }
 
@@ -97,7 +112,20 @@ impl Method {
     /// page cache's state at the start (`--cache cold`) changes nothing measured.
     #[must_use]
     pub fn preloads_payload(self) -> bool {
-        matches!(self, Method::Vmsplice | Method::MsgZerocopy)
+        matches!(
+            self,
+            Method::Vmsplice | Method::MsgZerocopy | Method::IoUringSendZc
+        )
+    }
+
+    /// Whether the transfer goes through `io_uring`: the work is done in the kernel's io-wq
+    /// workers and task work, not in the syscall that submits it.
+    #[must_use]
+    pub fn uses_io_uring(self) -> bool {
+        matches!(
+            self,
+            Method::IoUring | Method::IoUringSplice | Method::IoUringSendZc
+        )
     }
 }
 

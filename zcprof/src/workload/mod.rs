@@ -6,6 +6,7 @@ mod method;
 pub mod net;
 mod source;
 pub mod transfer;
+pub mod uring;
 pub mod zerocopy;
 
 use std::{
@@ -18,6 +19,7 @@ use std::{
 pub use method::Method;
 pub use net::{NetError, Network};
 pub use source::{SourceError, SourceFile};
+pub use uring::Tally as UringTally;
 pub use zerocopy::Verdict;
 
 use crate::{
@@ -70,7 +72,7 @@ pub enum WorkloadError {
         got: u64,
         expected: u64,
     },
-    /// msg-zerocopy ended without leaving the kernel's verdict.
+    /// msg-zerocopy or an `io_uring` method ended without leaving what its completions said.
     #[error("{method}: the transfer process left no completion verdict")]
     NoVerdict { method: Method },
     /// Ctrl-C.
@@ -94,8 +96,10 @@ pub struct Delivery {
     pub usage: ChildUsage,
     /// What a remote sink reported of itself (`--to`).
     pub sink: Option<SinkReport>,
-    /// msg-zerocopy: what the kernel's completions said.
+    /// msg-zerocopy and io-uring-send-zc: what the kernel's completions said.
     pub zerocopy: Option<Verdict>,
+    /// The `io_uring` methods: what their completions said.
+    pub uring: Option<UringTally>,
 }
 
 /// A workload whose child is ready and blocked before its first measured syscall.
@@ -151,7 +155,7 @@ impl Ready {
         } else {
             None
         };
-        let verdict = if method == Method::MsgZerocopy {
+        let verdict = if method == Method::MsgZerocopy || method.uses_io_uring() {
             Some(zerocopy::VerdictFile::create().map_err(spawn_err)?)
         } else {
             None
@@ -267,14 +271,25 @@ impl Ready {
             });
         }
         let zerocopy = match &self.verdict {
-            Some(file) => Some(file.read().ok_or(WorkloadError::NoVerdict {
-                method: self.method,
-            })?),
-            None => None,
+            Some(file) if matches!(self.method, Method::MsgZerocopy | Method::IoUringSendZc) => {
+                Some(file.read().ok_or(WorkloadError::NoVerdict {
+                    method: self.method,
+                })?)
+            }
+            _ => None,
+        };
+        let uring = match &self.verdict {
+            Some(file) if self.method.uses_io_uring() => {
+                Some(file.read_uring().ok_or(WorkloadError::NoVerdict {
+                    method: self.method,
+                })?)
+            }
+            _ => None,
         };
         if let Some(remote) = self.remote.take() {
             let mut delivery = self.remote_delivery(remote, usage)?;
             delivery.zerocopy = zerocopy;
+            delivery.uring = uring;
             return Ok(delivery);
         }
         if let Some((dest, source)) = &self.destination {
@@ -296,6 +311,7 @@ impl Ready {
                 usage,
                 sink: None,
                 zerocopy,
+                uring,
             });
         }
         let received = self.reap_receivers();
@@ -314,6 +330,7 @@ impl Ready {
             usage,
             sink: None,
             zerocopy,
+            uring,
         })
     }
 
@@ -348,6 +365,7 @@ impl Ready {
             usage,
             sink: Some(report),
             zerocopy: None,
+            uring: None,
         })
     }
 

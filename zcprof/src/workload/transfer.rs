@@ -11,7 +11,7 @@ use std::{
     os::fd::{AsRawFd, RawFd},
 };
 
-use super::{Method, beyond, zerocopy};
+use super::{Method, beyond, uring, zerocopy};
 
 /// What the parent asks the child to do.
 #[derive(Clone, Debug)]
@@ -28,7 +28,8 @@ pub struct TransferArgs {
     pub token: Option<String>,
     /// copy-file-range's destination file, created by the parent (which removes it).
     pub dest: Option<String>,
-    /// msg-zerocopy: a shared memory file for the kernel's completion verdict.
+    /// msg-zerocopy and the `io_uring` methods: a shared memory file for what the kernel's
+    /// completions said.
     pub report_fd: Option<i32>,
 }
 
@@ -148,7 +149,9 @@ fn prepare(args: &TransferArgs) -> io::Result<Prepared> {
         socks.push(sock);
     }
     let pipes = match args.method {
-        Method::Splice | Method::Vmsplice => vec![make_pipe(args.block_size)?],
+        Method::Splice | Method::Vmsplice | Method::IoUringSplice => {
+            vec![make_pipe(args.block_size)?]
+        }
         Method::Tee => vec![make_pipe(args.block_size)?, make_pipe(args.block_size)?],
         _ => Vec::new(),
     };
@@ -212,7 +215,7 @@ fn run(args: &TransferArgs) -> io::Result<()> {
     let size = usize::try_from(args.size).map_err(io::Error::other)?;
     // Buffers are allocated and touched before `go`: first-touch page faults are setup cost.
     let mut buffer = match args.method {
-        Method::ReadWrite | Method::DirectIo => Some(AlignedBuf::new(block)?),
+        Method::ReadWrite | Method::DirectIo | Method::IoUring => Some(AlignedBuf::new(block)?),
         // The whole payload in user memory, read now: the measured loop sends from memory.
         m if m.preloads_payload() => {
             beyond::check_payload_fits(m, args.size).map_err(io::Error::other)?;
@@ -230,6 +233,22 @@ fn run(args: &TransferArgs) -> io::Result<()> {
             block,
         )?),
         _ => None,
+    };
+    let mut ring = if args.method.uses_io_uring() {
+        // io-uring registers its block buffer; send-zc sends from the payload unregistered,
+        // as MSG_ZEROCOPY does.
+        let fixed = match args.method {
+            Method::IoUring => buffer.as_mut().map(AlignedBuf::as_mut_slice),
+            _ => None,
+        };
+        Some(uring::Ring::prepare(
+            args.method,
+            fixed,
+            args.report_fd,
+            size.div_ceil(block.max(1)),
+        )?)
+    } else {
+        None
     };
 
     let mut out = io::stdout().lock();
@@ -281,12 +300,38 @@ fn run(args: &TransferArgs) -> io::Result<()> {
                 |mut z| z.send_all(&payload[..size]),
             )
         }
+        Method::IoUring | Method::IoUringSplice | Method::IoUringSendZc => {
+            let buf = buffer
+                .as_mut()
+                .map(AlignedBuf::as_mut_slice)
+                .unwrap_or_default();
+            through_io_uring(args.method, ring.as_mut(), &prep, buf, size, block)
+        }
     };
     // exit_group closes everything; dropping here would add close() calls (and, in debug
     // builds, std's fcntl check of each descriptor) to the measured window.
     std::mem::forget(prep);
     std::mem::forget(buffer);
+    std::mem::forget(ring);
     result
+}
+
+/// The `io_uring` methods' loops, on the ring prepared before the window.
+fn through_io_uring(
+    method: Method,
+    ring: Option<&mut uring::Ring>,
+    prep: &Prepared,
+    buf: &mut [u8],
+    size: usize,
+    block: usize,
+) -> io::Result<()> {
+    let ring = ring.ok_or_else(|| io::Error::other("io_uring was not prepared"))?;
+    let sock = prep.socks.first().map_or(-1, AsRawFd::as_raw_fd);
+    match method {
+        Method::IoUring => ring.read_send(prep.file, sock, buf, size),
+        Method::IoUringSplice => ring.splice(prep.file, prep.pipes[0], sock, size, block),
+        _ => ring.send_zc(sock, &buf[..size], block),
+    }
 }
 
 fn write_all(sock: RawFd, mut data: &[u8]) -> io::Result<()> {

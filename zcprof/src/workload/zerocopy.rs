@@ -36,10 +36,57 @@ pub struct Verdict {
     pub enobufs: u64,
 }
 
+/// The shared file's layout: `magic` is written last, when the transfer finished.
 #[repr(C)]
 struct Shared {
     magic: u64,
+    has_verdict: u64,
     verdict: Verdict,
+    has_uring: u64,
+    uring: super::uring::Tally,
+}
+
+/// The child's mapping of the shared file, made before the measured window.
+pub(super) struct SharedReport {
+    shared: *mut Shared,
+}
+
+impl SharedReport {
+    /// Maps the parent's file and touches it: a fault at the end would be a mode switch in the
+    /// window.
+    pub(super) fn map(report_fd: Option<RawFd>) -> io::Result<SharedReport> {
+        let fd = report_fd.ok_or_else(|| io::Error::other("no file for the verdict"))?;
+        // SAFETY: maps the parent's 4096-byte shared file.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let shared = map.cast::<Shared>();
+        // SAFETY: the mapping is 4096 bytes, larger than Shared.
+        unsafe { (*shared).magic = 0 };
+        Ok(SharedReport { shared })
+    }
+
+    /// Leaves what the kernel said for the parent, and marks it finished.
+    pub(super) fn publish(&self, verdict: Option<Verdict>, uring: Option<super::uring::Tally>) {
+        // SAFETY: the shared mapping, touched in map.
+        unsafe {
+            (*self.shared).has_verdict = u64::from(verdict.is_some());
+            (*self.shared).verdict = verdict.unwrap_or_default();
+            (*self.shared).has_uring = u64::from(uring.is_some());
+            (*self.shared).uring = uring.unwrap_or_default();
+            (*self.shared).magic = MAGIC;
+        }
+    }
 }
 
 /// The parent's side: an anonymous shared file the child inherits.
@@ -73,23 +120,36 @@ impl VerdictFile {
         self.fd.as_raw_fd()
     }
 
-    /// The verdict the child left, if it finished.
-    #[must_use]
-    pub fn read(&self) -> Option<Verdict> {
+    /// What the child left, if it finished.
+    fn shared(&self) -> Option<Shared> {
         use std::os::unix::fs::FileExt as _;
         let file = std::fs::File::from(self.fd.try_clone().ok()?);
         let mut bytes = [0u8; size_of::<Shared>()];
         file.read_exact_at(&mut bytes, 0).ok()?;
         // SAFETY: Shared is plain old data of exactly this size.
         let shared: Shared = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-        (shared.magic == MAGIC).then_some(shared.verdict)
+        (shared.magic == MAGIC).then_some(shared)
+    }
+
+    /// The zero-copy verdict the child left, if it finished and sent with zero-copy.
+    #[must_use]
+    pub fn read(&self) -> Option<Verdict> {
+        self.shared()
+            .and_then(|s| (s.has_verdict != 0).then_some(s.verdict))
+    }
+
+    /// What `io_uring`'s completions said, if the child finished and used `io_uring`.
+    #[must_use]
+    pub fn read_uring(&self) -> Option<super::uring::Tally> {
+        self.shared()
+            .and_then(|s| (s.has_uring != 0).then_some(s.uring))
     }
 }
 
 /// The child's side, prepared before the measured window.
 pub(super) struct Sender {
     sock: RawFd,
-    shared: *mut Shared,
+    shared: SharedReport,
     /// Bytes of each send, by completion id.
     sent: Vec<u32>,
     block: usize,
@@ -117,25 +177,7 @@ impl Sender {
             )
         };
         check(ret as isize, "setsockopt SO_ZEROCOPY")?;
-        let fd = report_fd.ok_or_else(|| io::Error::other("no file for the verdict"))?;
-        // SAFETY: maps the parent's 4096-byte shared file.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if map == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let shared = map.cast::<Shared>();
-        // Touch the page now: a fault at the end would be a mode switch in the window.
-        // SAFETY: the mapping is 4096 bytes, larger than Shared.
-        unsafe { (*shared).magic = 0 };
+        let shared = SharedReport::map(report_fd)?;
         let steps = size.div_ceil(block.max(1));
         Ok(Sender {
             sock,
@@ -181,11 +223,7 @@ impl Sender {
         while self.verdict.completed < self.verdict.sends {
             self.read_completions()?;
         }
-        // SAFETY: the shared mapping, touched in prepare.
-        unsafe {
-            (*self.shared).verdict = self.verdict;
-            (*self.shared).magic = MAGIC;
-        }
+        self.shared.publish(Some(self.verdict), None);
         Ok(())
     }
 
