@@ -1,0 +1,58 @@
+//! Options of the long-running and internal commands: the transfer child and `serve`.
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::parse_serve_listen;
+use crate::workload::Method;
+
+#[derive(Debug, Args)]
+pub struct TransferArgs {
+    #[arg(long, value_enum)]
+    pub method: Method,
+    #[arg(long)]
+    pub path: String,
+    #[arg(long)]
+    pub size: u64,
+    #[arg(long)]
+    pub block_size: u64,
+    /// The receiver (none for a method that writes a file).
+    #[arg(long)]
+    pub addr: Option<std::net::IpAddr>,
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// A sink's run token, sent as the first line of each stream.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// The destination file of copy-file-range, created by the parent.
+    #[arg(long)]
+    pub dest: Option<String>,
+    /// A shared memory file the child maps before measuring, for what the kernel told it
+    /// (msg-zerocopy's and `io_uring`'s completions) without a syscall in the measured window.
+    #[arg(long)]
+    pub report_fd: Option<i32>,
+}
+
+/// `zcprof serve`'s options.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port of the HTTP server. The default answers only this host; give
+    /// 0.0.0.0:9464 (or one interface's address) for a scraper elsewhere.
+    #[arg(long, value_name = "ADDR:PORT", default_value = crate::serve::DEFAULT_LISTEN, value_parser = parse_serve_listen)]
+    pub listen: std::net::SocketAddr,
+    /// Count only processes of this name (as /proc/PID/comm shows it, at most 15 bytes);
+    /// repeat for several.
+    #[arg(long = "comm", value_name = "NAME")]
+    pub comms: Vec<String>,
+    /// Count only this process (its threads).
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Count only tasks in this cgroup v2 (a directory under /sys/fs/cgroup, absolute or
+    /// relative to it, e.g. system.slice/nginx.service); every series gets a cgroup label.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+    /// Also count socket -> user copies (zcprof_copy_bytes_total{path="socket_to_user"}). Off by
+    /// default: a receiver reaches that hook about a dozen times per 64 KiB, the most of any.
+    #[arg(long)]
+    pub receives: bool,
+}
