@@ -90,10 +90,14 @@ pub(super) fn fidelity(
         "copy-file-range",
         "vmsplice",
         "msg-zerocopy",
+        "io-uring",
+        "io-uring-splice",
+        "io-uring-send-zc",
     ];
     let dest = dir.join("fidelity-copy.bin");
-    // msg-zerocopy's child leaves the kernel's verdict in a 4 KiB shared file its parent hands
-    // it (zcprof's measuring parent reads it); here one serves every run. Flags 0: inherited.
+    // msg-zerocopy's and the io_uring methods' child leaves what the kernel said in a 4 KiB
+    // shared file its parent hands it (zcprof's measuring parent reads it); here one serves every
+    // run. Flags 0: inherited.
     // SAFETY: a constant C string.
     let verdict = unsafe { libc::memfd_create(c"zcprof-bench-verdict".as_ptr(), 0) };
     // SAFETY: our own descriptor.
@@ -141,7 +145,7 @@ pub(super) fn fidelity(
                     zc.arg("--dest").arg(&dest);
                     rf.arg(&dest);
                 } else {
-                    if method == "msg-zerocopy" {
+                    if method == "msg-zerocopy" || method.starts_with("io-uring") {
                         zc.args(["--report-fd", &verdict.to_string()]);
                     }
                     zc.args(["--addr", "127.0.0.1", "--port"]);
@@ -203,8 +207,9 @@ pub(super) fn fidelity(
              the repetitions of the others ({fidelity_reps}). \
              The file is page-cached except for direct-io, which reads the disk with O_DIRECT. \
              copy-file-range copies it to a file beside it (no socket), timed from the go byte to \
-             the child's exit; vmsplice and msg-zerocopy send from the file read into memory \
-             before the go byte.\n\n{table}\n{}",
+             the child's exit; vmsplice, msg-zerocopy and io-uring-send-zc send from the file \
+             read into memory before the go byte; the io_uring references make one \
+             `io_uring_enter` per step with the same linked requests.\n\n{table}\n{}",
             if unmet.is_empty() {
                 "- Every method reaches 95 % of its reference.\n".to_owned()
             } else {

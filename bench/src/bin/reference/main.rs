@@ -11,6 +11,8 @@ use std::{
     os::fd::AsRawFd as _,
 };
 
+mod uring;
+
 fn fail(what: &str) -> ! {
     eprintln!("{what}: {}", std::io::Error::last_os_error());
     // SAFETY: terminates the process.
@@ -265,6 +267,11 @@ fn main() {
         "tee" => vec![pipe(block), pipe(block)],
         _ => Vec::new(),
     };
+    if method.starts_with("io-uring") {
+        uring::transfer(method, fd, sock, size, block, ready_go);
+        // SAFETY: terminates the process without unwinding, like zcprof's child.
+        unsafe { libc::_exit(0) }
+    }
     if method == "vmsplice" || method == "msg-zerocopy" {
         let data = payload(fd, size);
         ready_go();
