@@ -7,6 +7,7 @@ mod capacity;
 mod fidelity;
 mod kernel_stats;
 mod overhead;
+mod serve;
 mod startup;
 
 use std::{
@@ -90,6 +91,8 @@ pub fn bench(root: &Path, opts: &Options) -> Result<()> {
             ("bpftrace", "bpftrace"),
             ("strace", "strace"),
             ("perf", "linux-perf"),
+            ("nginx", "nginx"),
+            ("wrk", "wrk"),
         ]),
     )?;
     run(cargo().args([
@@ -116,6 +119,7 @@ pub fn bench(root: &Path, opts: &Options) -> Result<()> {
     capacity::capacity(&bins, &dir, &file, opts, &mut results)?;
     startup::startup(&bins, opts, &mut results)?;
     fidelity::fidelity(&bins, &dir, opts, &mut results)?;
+    serve::serve(&bins, &dir, opts, &mut results)?;
     write_outputs(root, &dir, opts, results)
 }
 

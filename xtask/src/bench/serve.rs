@@ -1,0 +1,216 @@
+//! Case 7: what `zcprof serve` costs a server under load: nginx serving a 64 KiB file with
+//! sendfile to wrk over loopback (keepalive), requests per second with serve running against
+//! the same without it, beside `zcprof attach` on the worker and a bpftrace script that counts
+//! the same sends.
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+/// nginx's port, and serve's.
+const NGINX_PORT: u16 = 18_480;
+const SERVE_LISTEN: &str = "127.0.0.1:18464";
+/// How long wrk drives each measurement.
+const WRK_SECONDS: u32 = 3;
+
+/// nginx with its own configuration and files under `dir`, one worker, access log off.
+fn start_nginx(dir: &Path) -> Result<Child> {
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www)?;
+    std::fs::write(www.join("f64k.bin"), vec![b'z'; 64 << 10])?;
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nmaster_process on;\nworker_processes 1;\nuser root;\npid {d}/nginx.pid;\n\
+             error_log {d}/error.log;\nevents {{ worker_connections 256; }}\nhttp {{\n\
+             access_log off;\nsendfile on;\nclient_body_temp_path {d}/tmp;\nproxy_temp_path {d}/tmp;\n\
+             fastcgi_temp_path {d}/tmp;\nuwsgi_temp_path {d}/tmp;\nscgi_temp_path {d}/tmp;\n\
+             server {{ listen 127.0.0.1:{NGINX_PORT}; root {w}; }}\n}}\n",
+            d = dir.display(),
+            w = www.display()
+        ),
+    )?;
+    std::fs::create_dir_all(dir.join("tmp"))?;
+    let child = Command::new("nginx")
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting nginx")?;
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", NGINX_PORT)).is_err() {
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!("nginx did not listen on {NGINX_PORT} within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(child)
+}
+
+/// The pid of nginx's worker (the master's only child).
+fn worker_of(master: u32) -> Result<u32> {
+    let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))?;
+    children
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .context("nginx has no worker")
+}
+
+/// Requests per second wrk reached.
+fn wrk() -> Result<f64> {
+    let out = Command::new("wrk")
+        .args([
+            "-t1",
+            "-c8",
+            &format!("-d{WRK_SECONDS}s"),
+            &format!("http://127.0.0.1:{NGINX_PORT}/f64k.bin"),
+        ])
+        .output()
+        .context("running wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no Requests/sec in wrk's output: {text}"))
+}
+
+/// wrk's rate while `observer` runs (none: alone).
+fn under(observer: Option<&[String]>) -> Result<f64> {
+    let Some(argv) = observer else {
+        return wrk();
+    };
+    let mut watcher = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let ready = if argv[0].ends_with("zcprof") {
+        wait_loaded(&watcher)
+    } else {
+        // bpftrace has no readiness signal here: it attaches within a few seconds.
+        std::thread::sleep(Duration::from_secs(4));
+        Ok(())
+    };
+    let rate = ready.and_then(|()| wrk());
+    interrupt(&mut watcher);
+    rate
+}
+
+/// Case 7 (issue 15's target: serve costs nginx at most 2 % of its requests per second).
+pub(super) fn serve(bins: &Bins, dir: &Path, opts: &Options, results: &mut Results) -> Result<()> {
+    if !have("nginx") || !have("wrk") {
+        eprintln!("bench: SKIPPING serve: nginx or wrk is missing");
+        return Ok(());
+    }
+    let dir = dir.join("serve");
+    std::fs::create_dir_all(&dir)?;
+    let mut nginx = start_nginx(&dir)?;
+    let outcome = measure(bins, &nginx, opts);
+    interrupt(&mut nginx);
+    let (names, base, series) = outcome?;
+    let mut table = format!(
+        "| variant | requests/s (median) | ratio median | ratio min | ratio max |\n|---|---|---|---|---|\n| nginx alone | {:.0} | 1.00x | | |\n",
+        median(&base)
+    );
+    let mut rows = serde_json::Map::new();
+    rows.insert("alone".into(), json!({ "requests_per_sec": stats(&base) }));
+    let mut serve_loss = None;
+    for (name, v) in names.iter().zip(&series) {
+        if v.is_empty() {
+            continue;
+        }
+        let rates: Vec<f64> = v.iter().map(|(r, _)| *r).collect();
+        let ratios: Vec<f64> = v.iter().map(|(r, alone)| r / alone).collect();
+        let _ = writeln!(
+            table,
+            "| {name} | {:.0} | {:.3}x | {:.3}x | {:.3}x |",
+            median(&rates),
+            median(&ratios),
+            min(&ratios),
+            max(&ratios)
+        );
+        if serve_loss.is_none() {
+            serve_loss = Some(1.0 - median(&ratios));
+        }
+        rows.insert(
+            name.clone(),
+            json!({ "requests_per_sec": stats(&rates), "ratio": stats(&ratios) }),
+        );
+    }
+    let verdict = serve_loss.map_or_else(
+        || "- serve could not be measured.\n".to_owned(),
+        |loss| {
+            format!(
+                "- Target: `serve` costs nginx at most 2 % of its requests per second: measured \
+                 {:.1} %: {}.\n",
+                loss * 100.0,
+                if loss <= 0.02 { "met" } else { "NOT met" }
+            )
+        },
+    );
+    results.sections.push((
+        "7. A server under load: nginx (64 KiB file, sendfile on) driven by wrk over loopback"
+            .into(),
+        format!(
+            "One nginx worker, `wrk -t1 -c8 -d{WRK_SECONDS}s` (keepalive); each repetition \
+             measures nginx alone, then with each observer attached, so every ratio is against \
+             the run beside it. serve runs with `--comm nginx`; attach follows the worker; the \
+             bpftrace script sums `sock:sock_send_length` per command name, about what serve \
+             counts.\n\n{table}\n{verdict}"
+        ),
+    ));
+    results.json.insert("serve".into(), Value::Object(rows));
+    Ok(())
+}
+
+/// The observers' names, nginx alone per repetition, and each observer's rate in the
+/// repetitions where it ran, already paired with that repetition's lone rate.
+type Series = (Vec<String>, Vec<f64>, Vec<Vec<(f64, f64)>>);
+
+fn measure(bins: &Bins, nginx: &Child, opts: &Options) -> Result<Series> {
+    let worker = worker_of(nginx.id())?.to_string();
+    let z = bins.zcprof.display().to_string();
+    let observers: Vec<(String, Vec<String>)> = vec![
+        (
+            "with `zcprof serve --comm nginx`".into(),
+            s(&[&z, "serve", "--comm", "nginx", "--listen", SERVE_LISTEN]),
+        ),
+        (
+            "with `zcprof attach --pid <worker>`".into(),
+            s(&[&z, "attach", "--pid", &worker]),
+        ),
+        (
+            "with bpftrace counting sock_send_length per comm".into(),
+            s(&[
+                "bpftrace",
+                "-e",
+                "tracepoint:sock:sock_send_length { @[comm] = sum(args->ret); }",
+            ]),
+        ),
+    ];
+    let mut base = Vec::new();
+    let mut series = vec![Vec::new(); observers.len()];
+    for rep in 0..opts.reps {
+        eprint!("\rbench: serve rep {}/{}", rep + 1, opts.reps);
+        let alone = under(None)?;
+        base.push(alone);
+        for (i, (name, argv)) in observers.iter().enumerate() {
+            if argv[0] == "bpftrace" && !have("bpftrace") {
+                continue;
+            }
+            match under(Some(argv)) {
+                Ok(r) => series[i].push((r, alone)),
+                Err(e) => eprintln!("bench: {name}: {e}"),
+            }
+        }
+    }
+    eprintln!();
+    Ok((
+        observers.into_iter().map(|(n, _)| n).collect(),
+        base,
+        series,
+    ))
+}
