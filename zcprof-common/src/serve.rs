@@ -47,3 +47,29 @@ pub struct ServeStat {
 #[cfg(feature = "user")]
 // SAFETY: plain-old-data with no padding and every bit pattern valid.
 unsafe impl aya::Pod for ServeStat {}
+
+#[cfg(feature = "user")]
+impl ServeStat {
+    /// Adds `other`'s counts to these (per-CPU values summed, or deltas into totals). Every
+    /// field is named, so a new counter cannot be left out of the sum.
+    pub fn add(&mut self, other: &ServeStat) {
+        let ServeStat {
+            send_copied,
+            send_by_reference,
+            recv_copied,
+            disk_read,
+            disk_written,
+            nic_packets,
+            nic_bytes,
+            switches,
+        } = *other;
+        self.send_copied += send_copied;
+        self.send_by_reference += send_by_reference;
+        self.recv_copied += recv_copied;
+        self.disk_read += disk_read;
+        self.disk_written += disk_written;
+        self.nic_packets += nic_packets;
+        self.nic_bytes += nic_bytes;
+        self.switches += switches;
+    }
+}

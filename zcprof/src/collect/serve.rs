@@ -34,24 +34,7 @@ pub fn stats(map: &Map) -> Result<HashMap<Comm, ServeStat>, ServeCollectError> {
     for (comm, per_cpu) in map.iter().flatten() {
         let mut sum = ServeStat::default();
         for s in per_cpu.iter() {
-            let ServeStat {
-                send_copied,
-                send_by_reference,
-                recv_copied,
-                disk_read,
-                disk_written,
-                nic_packets,
-                nic_bytes,
-                switches,
-            } = *s;
-            sum.send_copied += send_copied;
-            sum.send_by_reference += send_by_reference;
-            sum.recv_copied += recv_copied;
-            sum.disk_read += disk_read;
-            sum.disk_written += disk_written;
-            sum.nic_packets += nic_packets;
-            sum.nic_bytes += nic_bytes;
-            sum.switches += switches;
+            sum.add(s);
         }
         out.insert(comm, sum);
     }

@@ -47,27 +47,6 @@ pub fn since(now: &ServeStat, before: &ServeStat) -> ServeStat {
     }
 }
 
-fn add(total: &mut ServeStat, d: &ServeStat) {
-    let ServeStat {
-        send_copied,
-        send_by_reference,
-        recv_copied,
-        disk_read,
-        disk_written,
-        nic_packets,
-        nic_bytes,
-        switches,
-    } = *d;
-    total.send_copied += send_copied;
-    total.send_by_reference += send_by_reference;
-    total.recv_copied += recv_copied;
-    total.disk_read += disk_read;
-    total.disk_written += disk_written;
-    total.nic_packets += nic_packets;
-    total.nic_bytes += nic_bytes;
-    total.switches += switches;
-}
-
 /// A kernel name as a label value: bytes up to the NUL, anything but printable ASCII (and the
 /// quote and backslash, which the exposition would have to escape) as `?`.
 #[must_use]
@@ -112,7 +91,7 @@ impl Fleet {
             } else {
                 OTHER.to_owned()
             };
-            add(self.totals.entry(key).or_default(), &delta);
+            self.totals.entry(key).or_default().add(&delta);
             self.seen.insert(
                 *comm,
                 Seen {
