@@ -82,21 +82,55 @@ fn under(observer: Option<&[String]>) -> Result<f64> {
     let Some(argv) = observer else {
         return wrk();
     };
+    let zcprof = argv[0].ends_with("zcprof");
     let mut watcher = Command::new(&argv[0])
         .args(&argv[1..])
-        .stdout(Stdio::null())
+        // bpftrace's stdout says when it is attached; zcprof's report is not read.
+        .stdout(if zcprof { Stdio::null() } else { Stdio::piped() })
         .stderr(Stdio::null())
         .spawn()?;
-    let ready = if argv[0].ends_with("zcprof") {
+    let ready = if zcprof {
         wait_loaded(&watcher)
     } else {
-        // bpftrace has no readiness signal here: it attaches within a few seconds.
-        std::thread::sleep(Duration::from_secs(4));
-        Ok(())
+        attached(&mut watcher)
     };
     let rate = ready.and_then(|()| wrk());
-    interrupt(&mut watcher);
+    stop(&mut watcher);
     rate
+}
+
+/// Waits for bpftrace's "Attaching N probes..." line: a SIGINT before its handlers are in place
+/// was seen to leave it running (in epoll_wait) instead of ending it.
+fn attached(child: &mut Child) -> Result<()> {
+    let out = child.stdout.take().context("bpftrace's stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if line.starts_with("Attaching") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .context("bpftrace did not attach within 30 s")?;
+    // Its probes are attached when it says so; give it a moment to start polling.
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(())
+}
+
+/// SIGINT, and SIGKILL if it has not ended within five seconds.
+fn stop(child: &mut Child) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id().cast_signed(), libc::SIGINT) };
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Case 7 (issue 15's target: serve costs nginx at most 2 % of its requests per second).
@@ -109,7 +143,7 @@ pub(super) fn serve(bins: &Bins, dir: &Path, opts: &Options, results: &mut Resul
     std::fs::create_dir_all(&dir)?;
     let mut nginx = start_nginx(&dir)?;
     let outcome = measure(bins, &nginx, opts);
-    interrupt(&mut nginx);
+    stop(&mut nginx);
     let (names, base, series) = outcome?;
     let mut table = format!(
         "| variant | requests/s (median) | ratio median | ratio min | ratio max |\n|---|---|---|---|---|\n| nginx alone | {:.0} | 1.00x | | |\n",

@@ -263,12 +263,12 @@ impl Ring {
             let len = block.min(size - at);
             let offset = i64::try_from(at).map_err(io::Error::other)?;
             let into = opcode::Splice::new(Fd(file), offset, Fd(pipe.1), -1, to_u32(len))
-                .flags(libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE)
+                .flags(libc::SPLICE_F_MOVE)
                 .build()
                 .flags(squeue::Flags::IO_LINK)
                 .user_data(0);
             let out = opcode::Splice::new(Fd(pipe.0), -1, Fd(sock), -1, to_u32(len))
-                .flags(libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE)
+                .flags(libc::SPLICE_F_MOVE)
                 .build()
                 .user_data(1);
             let done = self.run(&[into, out])?;
@@ -282,7 +282,7 @@ impl Ring {
             self.tally.spliced_bytes += n as u64;
             while sent < n {
                 let out = opcode::Splice::new(Fd(pipe.0), -1, Fd(sock), -1, to_u32(n - sent))
-                    .flags(libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE)
+                    .flags(libc::SPLICE_F_MOVE)
                     .build()
                     .user_data(1);
                 let done = self.run(&[out])?;
