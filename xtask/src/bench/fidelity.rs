@@ -202,7 +202,7 @@ pub(super) fn fidelity(
         "4. Workload fidelity: 256 MiB over loopback, untraced, zcprof's workload child vs a minimal reference".into(),
         format!(
             "Both speak the same protocol (ready, go, transfer, exit) and are timed by the harness from \
-             the go byte to the last byte received; the reference is `bench/src/bin/reference.rs`. \
+             the go byte to the last byte received; the references are in `bench/src/bin/reference/`. \
              Each repetition runs both, alternating which goes first; this case runs three times \
              the repetitions of the others ({fidelity_reps}). \
              The file is page-cached except for direct-io, which reads the disk with O_DIRECT. \
