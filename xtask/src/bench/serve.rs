@@ -86,7 +86,11 @@ fn under(observer: Option<&[String]>) -> Result<f64> {
     let mut watcher = Command::new(&argv[0])
         .args(&argv[1..])
         // bpftrace's stdout says when it is attached; zcprof's report is not read.
-        .stdout(if zcprof { Stdio::null() } else { Stdio::piped() })
+        .stdout(if zcprof {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        })
         .stderr(Stdio::null())
         .spawn()?;
     let ready = if zcprof {
