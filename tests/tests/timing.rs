@@ -32,7 +32,8 @@ fn kernel_and_elapsed(r: &Value) -> (f64, f64) {
     (sum as f64, elapsed as f64)
 }
 
-fn runs(method: &str, block: &str, dir: &str, every: bool) -> Vec<Value> {
+/// Each run's report, with the wall time of the whole zcprof process that made it, in ns.
+fn runs(method: &str, block: &str, dir: &str, every: bool) -> Vec<(Value, f64)> {
     let mut args = vec![
         "run",
         "--method",
@@ -47,7 +48,13 @@ fn runs(method: &str, block: &str, dir: &str, every: bool) -> Vec<Value> {
     if every {
         args.extend(["--time-every", "1"]);
     }
-    (0..RUNS).map(|_| run_json(&args)).collect()
+    (0..RUNS)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            let r = run_json(&args);
+            (r, start.elapsed().as_secs_f64() * 1e9)
+        })
+        .collect()
 }
 
 /// Six default runs against six with every call timed: every sampled run's time in the kernel is
@@ -61,7 +68,7 @@ fn check_sampled_time(test: &str, method: &str, block: &str) {
     let dir = dir.to_str().unwrap();
     let sampled = runs(method, block, dir, false);
     let every = runs(method, block, dir, true);
-    for r in &sampled {
+    for (r, wall) in &sampled {
         assert!(
             r["syscall_timing"]
                 .as_str()
@@ -76,7 +83,17 @@ fn check_sampled_time(test: &str, method: &str, block: &str) {
             "{method}: {kernel} ns in syscalls in a {elapsed} ns window: {}",
             r["syscalls"]
         );
+        // Not longer than the zcprof process that measured it, setup included: a window that
+        // began before the first entry (at 0, or at the loader) would be.
+        assert!(
+            elapsed <= *wall,
+            "{method}: a {elapsed} ns window from a zcprof run that took {wall} ns"
+        );
     }
+    let (sampled, every): (Vec<Value>, Vec<Value>) = (
+        sampled.into_iter().map(|x| x.0).collect(),
+        every.into_iter().map(|x| x.0).collect(),
+    );
     let stat = |rs: &[Value], f: fn((f64, f64)) -> f64| {
         median(rs.iter().map(|r| f(kernel_and_elapsed(r))).collect())
     };
@@ -89,11 +106,12 @@ fn check_sampled_time(test: &str, method: &str, block: &str) {
         "{method}: median share of the window in the kernel {k_sampled:.3} sampled, \
          {k_every:.3} with every call timed"
     );
-    // Elapsed not cut short: the fault guarded against ended the window at the last timed event,
-    // and the window fell to a third of the true one. Timing every call costs time of its own
-    // (on one emulated CPU the sampled runs were faster than every fully timed one: 81 ms against
-    // 85 to 432 ms), so the bound is one-sided below: the sampled median is at least half the
-    // fastest fully timed run. Above, it stays within 1.25x the slowest.
+    // Elapsed within the noise of the fully timed runs. The fault guarded against ended the
+    // window at the last timed event, and the window fell to a third of the true one. Across runs
+    // the window swings far (fully timed runs on one VM took 64 to 192 ms and the sampled median
+    // was 298 ms; on another the sampled median was 81 ms against 85 to 432 ms), and timing every
+    // call costs time of its own, so the noise band is the fully timed runs' range widened by a
+    // factor of two each way. Each run's window is also bounded within the run, above.
     let e_sampled = stat(&sampled, |x| x.1);
     let e_every: Vec<f64> = every.iter().map(|r| kernel_and_elapsed(r).1).collect();
     let (lo, hi) = (
@@ -101,7 +119,7 @@ fn check_sampled_time(test: &str, method: &str, block: &str) {
         e_every.iter().copied().fold(0.0, f64::max),
     );
     assert!(
-        (0.5 * lo..=1.25 * hi).contains(&e_sampled),
+        (0.5 * lo..=2.0 * hi).contains(&e_sampled),
         "{method}: median elapsed {e_sampled} ns sampled, {e_every:?} ns with every call timed"
     );
     let _ = std::fs::remove_dir_all(dir);
