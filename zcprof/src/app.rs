@@ -5,7 +5,7 @@ use std::{io::Write as _, process::ExitCode};
 use crate::{
     cancel,
     caps::{self, Kernel},
-    cli::{Command, OutputArgs, TraceArgs, UsageError},
+    cli::{Command, OutputArgs, ProgramArgs, TraceArgs, UsageError},
     export::{ExportError, Trace},
     measure::{self, MeasureError, Outcome},
     model::RunReport,
@@ -50,49 +50,18 @@ pub fn main(command: Command) -> ExitCode {
             };
             return report_trace(&trace, format, files);
         }
-        Command::Exec {
-            no_follow,
-            interval,
-            format,
-            output,
-            trace,
-            no_repeat,
-            command,
-        } => {
-            if let Err(UsageError(msg)) = no_repeat.validate("exec") {
-                return fail(2, &msg);
-            }
-            let output = match open_output(&output) {
-                Ok(o) => o,
-                Err(code) => return code,
-            };
-            return privileged(move || {
-                with_trace(&trace, |t| {
-                    exec(&command, !no_follow, interval, format, output, t)
-                })
+        Command::Exec { program, command } => {
+            return program_command("exec", program, move |watch, output, t| {
+                exec(&command, watch, output, t)
             });
         }
         Command::Attach {
             pid,
             duration,
-            no_follow,
-            interval,
-            format,
-            output,
-            trace,
-            no_repeat,
+            program,
         } => {
-            if let Err(UsageError(msg)) = no_repeat.validate("attach") {
-                return fail(2, &msg);
-            }
-            let output = match open_output(&output) {
-                Ok(o) => o,
-                Err(code) => return code,
-            };
-            return privileged(move || {
-                with_trace(&trace, |t| {
-                    attach(pid, duration, !no_follow, interval, format, output, t)
-                })
+            return program_command("attach", program, move |watch, output, t| {
+                attach(pid, duration, watch, output, t)
             });
         }
         Command::EmptyHooks { pid: _, command } => {
@@ -109,6 +78,46 @@ pub fn main(command: Command) -> ExitCode {
         Err(code) => return code,
     };
     privileged(move || with_trace(&trace, |t| workloads(&opts, output, t)))
+}
+
+/// The checks and setup of attach and exec before `job` measures: `--repeat` refused, the
+/// report's files created, privileges taken and the trace opened.
+fn program_command(
+    command: &'static str,
+    program: ProgramArgs,
+    job: impl FnOnce(Watch, Outputs, Option<&mut Trace>) -> ExitCode + Send + 'static,
+) -> ExitCode {
+    let ProgramArgs {
+        no_follow,
+        interval,
+        format,
+        output,
+        trace,
+        no_repeat,
+    } = program;
+    if let Err(UsageError(msg)) = no_repeat.validate(command) {
+        return fail(2, &msg);
+    }
+    let output = match open_output(&output) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    let watch = Watch {
+        follow: !no_follow,
+        interval,
+        format,
+    };
+    privileged(move || with_trace(&trace, |t| job(watch, output, t)))
+}
+
+/// How attach and exec watch their program and report on it.
+#[derive(Clone, Copy)]
+struct Watch {
+    /// Follow the processes it forks.
+    follow: bool,
+    /// The live view's interval.
+    interval: Option<std::time::Duration>,
+    format: Format,
 }
 
 /// The files a measuring command writes besides stdout and stderr.
@@ -439,18 +448,11 @@ fn emit_program(report: &RunReport, format: Format, output: Outputs) -> Result<(
     to.write(&text).map_err(|e| fail(1, &e.to_string()))
 }
 
-fn exec(
-    argv: &[String],
-    follow: bool,
-    interval: Option<std::time::Duration>,
-    format: Format,
-    output: Outputs,
-    trace: Option<&mut Trace>,
-) -> ExitCode {
+fn exec(argv: &[String], watch: Watch, output: Outputs, trace: Option<&mut Trace>) -> ExitCode {
     let kernel = Kernel::detect();
-    match measure::exec(&kernel, argv, follow, interval, trace) {
+    match measure::exec(&kernel, argv, watch.follow, watch.interval, trace) {
         Ok((report, status)) => {
-            if let Err(code) = emit_program(&report, format, output) {
+            if let Err(code) = emit_program(&report, watch.format, output) {
                 return code;
             }
             if cancel::requested() {
@@ -476,16 +478,14 @@ fn exec(
 fn attach(
     pid: u32,
     duration: Option<std::time::Duration>,
-    follow: bool,
-    interval: Option<std::time::Duration>,
-    format: Format,
+    watch: Watch,
     output: Outputs,
     trace: Option<&mut Trace>,
 ) -> ExitCode {
     let kernel = Kernel::detect();
-    match measure::attach(&kernel, pid, follow, duration, interval, trace) {
+    match measure::attach(&kernel, pid, watch.follow, duration, watch.interval, trace) {
         // Ctrl-C is the ordinary way to end an attach (as with perf and bcc tools): exit 0.
-        Ok((report, _)) => match emit_program(&report, format, output) {
+        Ok((report, _)) => match emit_program(&report, watch.format, output) {
             Ok(()) => ExitCode::SUCCESS,
             Err(code) => code,
         },

@@ -2,7 +2,7 @@
 //! runs. Usage errors are one line.
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 mod recording;
 mod service;
@@ -67,41 +67,14 @@ pub enum Command {
         /// Stop after this long (10s, 500ms, 2m); default: until it exits or Ctrl-C.
         #[arg(long, value_parser = units::parse_duration)]
         duration: Option<std::time::Duration>,
-        /// Do not follow the processes it forks.
-        #[arg(long)]
-        no_follow: bool,
-        /// Print the table so far on stderr at this interval (1s, 500ms) while measuring.
-        #[arg(long, value_parser = units::parse_duration)]
-        interval: Option<std::time::Duration>,
-        /// Output format.
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
         #[command(flatten)]
-        output: OutputArgs,
-        #[command(flatten)]
-        trace: TraceArgs,
-        #[command(flatten)]
-        no_repeat: NoRepeat,
+        program: ProgramArgs,
     },
     /// Start a command and measure it and its descendants from its first instruction; exit with
     /// its exit status.
     Exec {
-        /// Do not follow the processes it forks.
-        #[arg(long)]
-        no_follow: bool,
-        /// Print the table so far on stderr at this interval (1s, 500ms) while measuring.
-        #[arg(long, value_parser = units::parse_duration)]
-        interval: Option<std::time::Duration>,
-        /// Output format (without -o, the report goes to stderr for table and markdown, so the
-        /// command's own output stays on stdout).
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
         #[command(flatten)]
-        output: OutputArgs,
-        #[command(flatten)]
-        trace: TraceArgs,
-        #[command(flatten)]
-        no_repeat: NoRepeat,
+        program: ProgramArgs,
         /// The command and its arguments, after `--`.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
@@ -167,7 +140,7 @@ impl Command {
         match self {
             Command::Run(r) => Some(&r.trace),
             Command::Compare(c) => Some(&c.trace),
-            Command::Attach { trace, .. } | Command::Exec { trace, .. } => Some(trace),
+            Command::Attach { program, .. } | Command::Exec { program, .. } => Some(&program.trace),
             Command::Report { .. }
             | Command::Doctor { .. }
             | Command::Sink { .. }
@@ -176,6 +149,27 @@ impl Command {
             | Command::EmptyHooks { .. } => None,
         }
     }
+}
+
+/// What attach and exec share: a live program, its children, and where its report goes.
+#[derive(Debug, Args)]
+pub struct ProgramArgs {
+    /// Do not follow the processes it forks.
+    #[arg(long)]
+    pub no_follow: bool,
+    /// Print the table so far on stderr at this interval (1s, 500ms) while measuring.
+    #[arg(long, value_parser = units::parse_duration)]
+    pub interval: Option<std::time::Duration>,
+    /// Output format (without -o, table and markdown go to stderr, as perf stat's do, so the
+    /// program's own output stays on stdout).
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    #[command(flatten)]
+    pub no_repeat: NoRepeat,
 }
 
 /// `serve --listen`: an IP address and port.
