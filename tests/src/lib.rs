@@ -1,9 +1,11 @@
 //! Helpers for the privileged tests: finding the zcprof binary, skipping loudly without root,
 //! running zcprof and reading its JSON.
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Output},
 };
+
+use serde_json::Value;
 
 /// The zcprof binary under test: `$ZCPROF_BIN`, else the one cargo built beside this test.
 ///
@@ -157,4 +159,63 @@ pub fn exit_and_peak_rss(cmd: &mut Command) -> (i32, u64) {
         -1
     };
     (code, u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024)
+}
+
+/// A run's count of `name` calls (0 when it made none).
+#[must_use]
+pub fn calls(r: &Value, name: &str) -> u64 {
+    r["syscalls_by_name"]
+        .get(name)
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+}
+
+/// A run's figure `key` as a whole number.
+///
+/// # Panics
+/// When the figure is missing or not a whole number.
+#[must_use]
+pub fn fig(r: &Value, key: &str) -> u64 {
+    r["figures"][key]["value"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("figure {key} is not a whole number: {}", r["figures"][key]))
+}
+
+/// Writes `size` bytes of a fixed pseudo-random sequence (xorshift) to `dir/data.bin`: data no
+/// file system can compress or share, the same in every run.
+///
+/// # Panics
+/// When the file cannot be written.
+#[must_use]
+pub fn data_file(dir: &Path, size: u64) -> PathBuf {
+    let path = dir.join("data.bin");
+    let mut bytes = vec![0u8; usize::try_from(size).expect("a size that fits in memory")];
+    let mut x = 0x2545_f491_4f6c_dd1d_u64;
+    for b in &mut bytes {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x.to_le_bytes()[0];
+    }
+    std::fs::write(&path, bytes).expect("the data file");
+    path
+}
+
+/// The file system type of the mount holding `dir` (the longest mount point that prefixes it).
+///
+/// # Panics
+/// When `dir` or /proc/mounts cannot be read.
+#[must_use]
+pub fn filesystem_of(dir: &Path) -> String {
+    let dir = dir.canonicalize().expect("the directory");
+    let mounts = std::fs::read_to_string("/proc/mounts").expect("/proc/mounts");
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, point, fs) = (f.next()?, f.next()?, f.next()?);
+            dir.starts_with(point).then(|| (point.len(), fs.to_owned()))
+        })
+        .max()
+        .map_or_else(|| "unknown".to_owned(), |(_, fs)| fs)
 }

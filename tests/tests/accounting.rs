@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use serde_json::Value;
-use zcprof_tests::{privileged, scratch_dir, skip};
+use zcprof_tests::{calls, fig, privileged, scratch_dir, skip};
 
 /// Runs a workload of this executable under `zcprof exec`, returning its report.
 fn exec_workload(name: &str, arg: &Path) -> Value {
@@ -125,16 +125,6 @@ fn worker_threads_are_sampled_like_the_main_thread() {
 /// A report's syscall row called `name`.
 fn row<'a>(r: &'a Value, name: &str) -> Option<&'a Value> {
     r["syscalls"].as_array()?.iter().find(|s| s["name"] == name)
-}
-
-fn fig(r: &Value, key: &str) -> u64 {
-    r["figures"][key]["value"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("figure {key} is not a whole number: {}", r["figures"][key]))
-}
-
-fn calls(r: &Value, name: &str) -> u64 {
-    r["syscalls_by_name"][name].as_u64().unwrap_or(0)
 }
 
 /// Entries minus returns: what never returned (`exit` of each thread that ended itself, the final

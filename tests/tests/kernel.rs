@@ -7,7 +7,8 @@ use std::{
 
 use serde_json::Value;
 use zcprof_tests::{
-    privileged, run, run_json, scratch_dir, skip, zcprof_bin, zcprof_programs_loaded,
+    calls, data_file, fig, privileged, run, run_json, scratch_dir, skip, zcprof_bin,
+    zcprof_programs_loaded,
 };
 
 const SIZE: u64 = 8 << 20;
@@ -89,19 +90,6 @@ fn measure_with(method: &str, dir: &Path, cache: &str) -> Value {
 /// Bytes read from disk while measuring, when the block tracepoint could be attached here.
 fn disk_read(r: &Value) -> Option<u64> {
     r["figures"]["disk_read_bytes"]["value"].as_u64()
-}
-
-fn calls(r: &Value, name: &str) -> u64 {
-    r["syscalls_by_name"]
-        .get(name)
-        .and_then(Value::as_u64)
-        .unwrap_or(0)
-}
-
-fn fig(r: &Value, key: &str) -> u64 {
-    r["figures"][key]["value"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("figure {key} is not a whole number: {}", r["figures"][key]))
 }
 
 /// Facts every run must show, whatever the method.
@@ -803,21 +791,6 @@ fn the_socket_copies_what_write_hands_it_and_not_what_sendfile_does() {
     );
 }
 
-/// An 8 MiB file of random bytes in `dir`.
-fn data_file(dir: &Path) -> std::path::PathBuf {
-    let path = dir.join("data.bin");
-    let mut bytes = vec![0u8; usize::try_from(SIZE).unwrap()];
-    let mut x = 0x2545_f491_4f6c_dd1d_u64;
-    for b in &mut bytes {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x.to_le_bytes()[0];
-    }
-    std::fs::write(&path, bytes).unwrap();
-    path
-}
-
 fn exec_json(args: &[&str]) -> (Value, Option<i32>) {
     let mut all = vec!["exec", "--format", "json"];
     all.extend(args);
@@ -837,7 +810,7 @@ fn exec_counts_what_strace_counts() {
         return;
     }
     let dir = scratch_dir("exec-dd", env!("CARGO_TARGET_TMPDIR"));
-    let file = data_file(&dir);
+    let file = data_file(&dir, SIZE);
     let input = format!("if={}", file.display());
     let dd = ["dd", input.as_str(), "of=/dev/null", "bs=64k"];
     let mut args = vec!["--"];
@@ -908,7 +881,7 @@ fn syscall_time_is_sampled_unless_every_call_is_timed() {
         return;
     }
     let dir = scratch_dir("timing", env!("CARGO_TARGET_TMPDIR"));
-    let file = data_file(&dir);
+    let file = data_file(&dir, SIZE);
     let input = format!("if={}", file.display());
     // 2048 reads and 2048 writes of 4 KiB.
     let dd = ["--", "dd", input.as_str(), "of=/dev/null", "bs=4k"];
@@ -970,7 +943,7 @@ fn exec_cp_shows_how_the_installed_cp_copies() {
         return;
     }
     let dir = scratch_dir("exec-cp", env!("CARGO_TARGET_TMPDIR"));
-    let file = data_file(&dir);
+    let file = data_file(&dir, SIZE);
     let copy = dir.join("copy.bin");
     let (r, code) = exec_json(&["--", "cp", file.to_str().unwrap(), copy.to_str().unwrap()]);
     assert_eq!(code, Some(0));
@@ -1001,7 +974,7 @@ fn exec_follows_forks_unless_told_not_to() {
         return;
     }
     let dir = scratch_dir("exec-follow", env!("CARGO_TARGET_TMPDIR"));
-    let file = data_file(&dir);
+    let file = data_file(&dir, SIZE);
     // "; true" makes the shell fork dd instead of exec'ing it.
     let script = format!(
         "dd if={} of=/dev/null bs=64k 2>/dev/null; true",
@@ -1231,7 +1204,7 @@ fn java_transfer_to_uses_sendfile() {
         return;
     }
     let dir = scratch_dir("java", env!("CARGO_TARGET_TMPDIR"));
-    let file = data_file(&dir);
+    let file = data_file(&dir, SIZE);
     std::fs::write(dir.join("TransferTo.java"), JAVA_SENDER).unwrap();
     let javac = Command::new("javac")
         .arg("-d")

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use serde_json::Value;
-use zcprof_tests::{privileged, run, run_json, scratch_dir, skip};
+use zcprof_tests::{data_file, filesystem_of, privileged, run, run_json, scratch_dir, skip};
 
 const SIZE: u64 = 8 << 20;
 const BLOCK: u64 = 64 << 10;
@@ -180,36 +180,6 @@ fn sendfile_splice_and_tee_over_loopback_copy_nothing() {
     }
 }
 
-fn data_file(dir: &Path) -> std::path::PathBuf {
-    let path = dir.join("data.bin");
-    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
-    let bytes: Vec<u8> = (0..SIZE)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x.to_le_bytes()[0]
-        })
-        .collect();
-    std::fs::write(&path, bytes).unwrap();
-    path
-}
-
-/// The file system type of the mount holding `dir` (the longest mount point that prefixes it).
-fn filesystem_of(dir: &Path) -> String {
-    let dir = dir.canonicalize().unwrap();
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
-    mounts
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let (_, point, fs) = (f.next()?, f.next()?, f.next()?);
-            dir.starts_with(point).then(|| (point.len(), fs.to_owned()))
-        })
-        .max()
-        .map_or_else(|| "unknown".to_owned(), |(_, fs)| fs)
-}
-
 fn exec_json(args: &[&str]) -> Value {
     let mut all = vec!["exec", "--format", "json", "--"];
     all.extend(args);
@@ -310,7 +280,7 @@ fn o_direct_reads_of_any_program_are_not_page_cache_copies() {
         );
         return;
     }
-    let file = data_file(&dir);
+    let file = data_file(&dir, SIZE);
     let r = workload_under_zcprof("direct-reads", &file, &dir.join("direct"));
     check_ledger(&r);
     if let Err(why) = attached(&r, "iomap_dio_complete") {
@@ -369,7 +339,7 @@ fn copy_file_range_on_ext4_copies_page_cache_to_page_cache() {
         );
         return;
     }
-    let file = data_file(&dir);
+    let file = data_file(&dir, SIZE);
     let copy = dir.join("copy.bin");
     let r = workload_under_zcprof("copy-file-range", &file, &copy);
     assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&file).unwrap());

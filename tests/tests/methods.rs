@@ -9,7 +9,7 @@ use std::{
 };
 
 use serde_json::Value;
-use zcprof_tests::{privileged, scratch_dir, skip, zcprof_bin};
+use zcprof_tests::{calls, fig, privileged, scratch_dir, skip, zcprof_bin};
 
 const SIZE: u64 = 8 << 20;
 const BLOCK: u64 = 64 << 10;
@@ -99,19 +99,6 @@ fn transfer_calls(traces: &Path) -> BTreeMap<String, u64> {
     panic!("strace saw no __transfer process");
 }
 
-fn calls(r: &Value, name: &str) -> u64 {
-    r["syscalls_by_name"]
-        .get(name)
-        .and_then(Value::as_u64)
-        .unwrap_or(0)
-}
-
-fn fig(r: &Value, key: &str) -> u64 {
-    r["figures"][key]["value"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("figure {key}: {}", r["figures"][key]))
-}
-
 /// The ledger's bytes on `path`.
 fn path_bytes(r: &Value, path: &str) -> u64 {
     r["copies"]
@@ -151,20 +138,6 @@ fn check_common(r: &Value) {
     assert_eq!(r["textbook"]["cpu_copies"], Value::Null, "{method}: no row");
 }
 
-fn filesystem_is(dir: &Path, fs: &str) -> bool {
-    let dir = dir.canonicalize().unwrap();
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
-    mounts
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let (_, point, kind) = (f.next()?, f.next()?, f.next()?);
-            dir.starts_with(point).then(|| (point.len(), kind == fs))
-        })
-        .max()
-        .is_some_and(|(_, yes)| yes)
-}
-
 #[test]
 fn copy_file_range_copies_page_cache_to_page_cache_on_ext4() {
     if !privileged("copy_file_range") {
@@ -179,7 +152,7 @@ fn copy_file_range_copies_page_cache_to_page_cache_on_ext4() {
     assert_eq!(fig(&r, "user_buffer_copy_bytes"), 0);
     assert_eq!(r["net"], Value::Null, "a file, not a socket");
     assert_eq!(r["receiver_copies"].as_array().unwrap().len(), 0);
-    if filesystem_is(&dir, "ext4") {
+    if zcprof_tests::filesystem_of(&dir) == "ext4" {
         let pc = path_bytes(&r, "page cache -> page cache");
         assert!(
             (SIZE..=SIZE + SIZE / 100).contains(&pc),
