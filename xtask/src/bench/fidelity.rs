@@ -109,42 +109,9 @@ fn paired_ratios(ours: &[f64], theirs: &[f64]) -> Vec<f64> {
     ours.iter().zip(theirs).map(|(a, b)| a / b).collect()
 }
 
-/// The distribution-free 95 % interval of the median of `v`: the k-th smallest and k-th
-/// largest values, with k the largest rank that a Binomial(n, 1/2) count leaves at most 2.5 %
-/// below on each side (the sign-test interval). None for fewer than six values, where even
-/// the extremes cover less than 95 %. A dozen lines of exact arithmetic; a statistics crate
-/// (statrs) would bring linear algebra into xtask's build for one binomial sum.
-fn median_interval(v: &[f64]) -> Option<(f64, f64)> {
-    let n = v.len();
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    // P(B = j) and P(B <= j) for B ~ Binomial(n, 1/2), grown term by term.
-    let mut term = 0.5f64.powi(i32::try_from(n).ok()?);
-    let mut at_most = term;
-    let mut k = 0;
-    // [x_(k+1), x_(n-k)] covers 1 - 2 P(B <= k); cut one more each side while that stays >= 95 %.
-    while 2.0 * at_most <= 0.05 {
-        k += 1;
-        term *= f64::from(u32::try_from(n - k + 1).ok()?) / f64::from(u32::try_from(k).ok()?);
-        at_most += term;
-    }
-    (k > 0).then(|| (s[k - 1], s[n - k]))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn median_interval_takes_the_sign_test_ranks() {
-        // n = 15: the 4th and 12th values (coverage 96.5 %), as the tables give.
-        let v: Vec<f64> = (1..=15).map(f64::from).collect();
-        assert_eq!(median_interval(&v), Some((4.0, 12.0)));
-        // n = 6: only the extremes (96.9 %); n = 5 has no 95 % interval.
-        let v: Vec<f64> = (1..=6).map(f64::from).collect();
-        assert_eq!(median_interval(&v), Some((1.0, 6.0)));
-        assert_eq!(median_interval(&[1.0, 2.0, 3.0, 4.0, 5.0]), None);
-    }
 
     #[test]
     fn a_low_median_is_below_only_when_its_interval_is() {

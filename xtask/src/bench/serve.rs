@@ -150,7 +150,7 @@ pub(super) fn serve(bins: &Bins, dir: &Path, opts: &Options, results: &mut Resul
     stop(&mut nginx);
     let (names, base, series) = outcome?;
     let mut table = format!(
-        "| variant | requests/s (median) | ratio median | ratio min | ratio max |\n|---|---|---|---|---|\n| nginx alone | {:.0} | 1.00x | | |\n",
+        "| variant | requests/s (median) | ratio median | its 95 % interval | ratio min | ratio max |\n|---|---|---|---|---|---|\n| nginx alone | {:.0} | 1.00x | | | |\n",
         median(&base)
     );
     let mut rows = serde_json::Map::new();
@@ -162,30 +162,47 @@ pub(super) fn serve(bins: &Bins, dir: &Path, opts: &Options, results: &mut Resul
         }
         let rates: Vec<f64> = v.iter().map(|(r, _)| *r).collect();
         let ratios: Vec<f64> = v.iter().map(|(r, alone)| r / alone).collect();
+        let interval = median_interval(&ratios);
         let _ = writeln!(
             table,
-            "| {name} | {:.0} | {:.3}x | {:.3}x | {:.3}x |",
+            "| {name} | {:.0} | {:.3}x | {} | {:.3}x | {:.3}x |",
             median(&rates),
             median(&ratios),
+            interval.map_or_else(|| "-".to_owned(), |(lo, hi)| format!("{lo:.3}-{hi:.3}x")),
             min(&ratios),
             max(&ratios)
         );
         if serve_loss.is_none() {
-            serve_loss = Some(1.0 - median(&ratios));
+            serve_loss = Some((1.0 - median(&ratios), interval));
         }
         rows.insert(
             name.clone(),
-            json!({ "requests_per_sec": stats(&rates), "ratio": stats(&ratios) }),
+            json!({
+                "requests_per_sec": stats(&rates),
+                "ratio": stats(&ratios),
+                "ratio_median_interval_95": interval.map(|(lo, hi)| [lo, hi]),
+            }),
         );
     }
     let verdict = serve_loss.map_or_else(
         || "- serve could not be measured.\n".to_owned(),
-        |loss| {
+        |(loss, interval)| {
+            // The median's interval says whether a loss above 2 % is the run's noise: NOT met
+            // only when even its upper end loses more than 2 %.
+            let verdict = if loss <= 0.02 {
+                "met".to_owned()
+            } else if let Some((_, hi)) = interval.filter(|&(_, hi)| hi >= 0.98) {
+                format!(
+                    "above 2 %, within the noise (the interval reaches a loss of {:.1} %)",
+                    (1.0 - hi) * 100.0
+                )
+            } else {
+                "NOT met".to_owned()
+            };
             format!(
                 "- Target: `serve` costs nginx at most 2 % of its requests per second: measured \
-                 {:.1} %: {}.\n",
+                 {:.1} %: {verdict}.\n",
                 loss * 100.0,
-                if loss <= 0.02 { "met" } else { "NOT met" }
             )
         },
     );
@@ -193,11 +210,14 @@ pub(super) fn serve(bins: &Bins, dir: &Path, opts: &Options, results: &mut Resul
         "7. A server under load: nginx (64 KiB file, sendfile on) driven by wrk over loopback"
             .into(),
         format!(
-            "One nginx worker, `wrk -t1 -c8 -d{WRK_SECONDS}s` (keepalive); each repetition \
-             measures nginx alone, then with each observer attached, so every ratio is against \
-             the run beside it. serve runs with `--comm nginx`; attach follows the worker; the \
-             bpftrace script sums `sock:sock_send_length` per command name, about what serve \
-             counts.\n\n{table}\n{verdict}"
+            "One nginx worker, `wrk -t1 -c8 -d{WRK_SECONDS}s` (keepalive); each of {reps} \
+             repetitions measures nginx alone and with each observer attached, in an order that \
+             rotates from one repetition to the next (so no variant always follows another), and \
+             every ratio is against the lone run of its repetition. The interval is the median \
+             ratio's distribution-free 95 % interval. serve runs with `--comm nginx`; attach \
+             follows the worker; the bpftrace script sums `sock:sock_send_length` per command \
+             name, about what serve counts.\n\n{table}\n{verdict}",
+            reps = base.len()
         ),
     ));
     results.json.insert("serve".into(), Value::Object(rows));
@@ -231,17 +251,34 @@ fn measure(bins: &Bins, nginx: &Child, opts: &Options) -> Result<Series> {
     ];
     let mut base = Vec::new();
     let mut series = vec![Vec::new(); observers.len()];
-    for rep in 0..opts.reps {
-        eprint!("\rbench: serve rep {}/{}", rep + 1, opts.reps);
-        let alone = under(None)?;
-        base.push(alone);
-        for (i, (name, argv)) in observers.iter().enumerate() {
+    // Three times the other cases' repetitions, as for fidelity: a 3 s wrk run swings by
+    // several percent, and the median's 95 % interval needs six or more.
+    let reps = opts.reps * 3;
+    // Variant 0 is nginx alone, 1.. the observers.
+    let variants = observers.len() + 1;
+    for rep in 0..reps {
+        eprint!("\rbench: serve rep {}/{reps}", rep + 1);
+        let mut rates: Vec<Option<f64>> = vec![None; variants];
+        for k in 0..variants {
+            let v = (rep + k) % variants;
+            if v == 0 {
+                rates[0] = Some(under(None)?);
+                continue;
+            }
+            let (name, argv) = &observers[v - 1];
             if argv[0] == "bpftrace" && !have("bpftrace") {
                 continue;
             }
             match under(Some(argv)) {
-                Ok(r) => series[i].push((r, alone)),
+                Ok(r) => rates[v] = Some(r),
                 Err(e) => eprintln!("bench: {name}: {e}"),
+            }
+        }
+        let alone = rates[0].context("nginx alone was not measured")?;
+        base.push(alone);
+        for (i, r) in rates[1..].iter().enumerate() {
+            if let Some(r) = r {
+                series[i].push((*r, alone));
             }
         }
     }
