@@ -109,19 +109,6 @@ fn paired_ratios(ours: &[f64], theirs: &[f64]) -> Vec<f64> {
     ours.iter().zip(theirs).map(|(a, b)| a / b).collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_low_median_is_below_only_when_its_interval_is() {
-        let noisy: Vec<f64> = [0.6, 0.7, 0.8, 0.9, 0.93, 0.94, 0.94, 1.1, 1.2, 1.3, 1.4].to_vec();
-        assert_eq!(verdict_of(&noisy), Verdict::WithinNoise);
-        assert_eq!(verdict_of(&[0.8; 15]), Verdict::Below);
-        assert_eq!(verdict_of(&[0.95; 15]), Verdict::Met);
-    }
-}
-
 /// Case 4: zcprof's built-in workloads against minimal reference implementations, untraced.
 pub(super) fn fidelity(
     bins: &Bins,
@@ -307,4 +294,17 @@ pub(super) fn fidelity(
     ));
     results.json.insert("fidelity".into(), Value::Object(rows));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_low_median_is_below_only_when_its_interval_is() {
+        let noisy: Vec<f64> = [0.6, 0.7, 0.8, 0.9, 0.93, 0.94, 0.94, 1.1, 1.2, 1.3, 1.4].to_vec();
+        assert_eq!(verdict_of(&noisy), Verdict::WithinNoise);
+        assert_eq!(verdict_of(&[0.8; 15]), Verdict::Below);
+        assert_eq!(verdict_of(&[0.95; 15]), Verdict::Met);
+    }
 }
