@@ -91,6 +91,39 @@ fn median_interval(v: &[f64]) -> Option<(f64, f64)> {
     (k > 0).then(|| (s[k - 1], s[n - k]))
 }
 
+/// Where a series of paired ratios stands against a target ratio.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Verdict {
+    /// The median ratio reaches the target.
+    Met,
+    /// The median is below the target and so is the whole of its 95 % interval.
+    Below,
+    /// The median is below the target, but its interval reaches it: the pairs cannot tell.
+    WithinNoise,
+}
+
+impl Verdict {
+    /// The table's word for it; `within_noise` says what "below, but within the noise" means
+    /// for the case.
+    fn label(self, within_noise: &str) -> String {
+        match self {
+            Verdict::Met => "met".to_owned(),
+            Verdict::Below => "NOT met".to_owned(),
+            Verdict::WithinNoise => within_noise.to_owned(),
+        }
+    }
+}
+
+fn verdict_of(ratios: &[f64], target: f64) -> Verdict {
+    if median(ratios) >= target {
+        Verdict::Met
+    } else if median_interval(ratios).is_some_and(|(_, hi)| hi >= target) {
+        Verdict::WithinNoise
+    } else {
+        Verdict::Below
+    }
+}
+
 /// Median, min and max of a series, as JSON.
 fn stats(v: &[f64]) -> Value {
     json!({ "median": median(v), "min": min(v), "max": max(v), "samples": v })
@@ -408,5 +441,14 @@ mod tests {
         let v: Vec<f64> = (1..=6).map(f64::from).collect();
         assert_eq!(median_interval(&v), Some((1.0, 6.0)));
         assert_eq!(median_interval(&[1.0, 2.0, 3.0, 4.0, 5.0]), None);
+    }
+
+    #[test]
+    fn a_low_median_is_below_only_when_its_interval_is() {
+        let noisy: Vec<f64> = [0.6, 0.7, 0.8, 0.9, 0.93, 0.94, 0.94, 1.1, 1.2, 1.3, 1.4].to_vec();
+        assert_eq!(verdict_of(&noisy, 0.95), Verdict::WithinNoise);
+        assert_eq!(verdict_of(&[0.8; 15], 0.95), Verdict::Below);
+        assert_eq!(verdict_of(&[0.95; 15], 0.95), Verdict::Met);
+        assert_eq!(verdict_of(&[0.97; 15], 0.98), Verdict::Below);
     }
 }
