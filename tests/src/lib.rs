@@ -31,18 +31,35 @@ pub fn zcprof_bin() -> PathBuf {
     bin
 }
 
-/// True when the test may load eBPF; otherwise says why on stderr. Tests return early on false.
+/// True when the test may load eBPF. Otherwise it says why on stderr and returns false (tests
+/// return early on false), unless root is required (see [`root_required`]): then the test fails,
+/// naming itself, instead of being counted as passed.
+///
+/// # Panics
+/// Without root when root is required.
 #[must_use]
 pub fn privileged(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
-        true
-    } else {
-        skip(
-            test,
-            "loading eBPF programs needs root (run `sudo -E cargo xtask test`)",
-        );
-        false
+        return true;
     }
+    let why = "loading eBPF programs needs root (run `sudo -E cargo xtask test`)";
+    assert!(
+        !root_required(),
+        "{test} needed root and did not run: {why}; under CI=true or ZCPROF_REQUIRE_ROOT=1 that \
+         is a failure, not a skip"
+    );
+    skip(test, why);
+    false
+}
+
+/// Whether a privileged test that cannot run must fail rather than skip: under CI (`CI=true`,
+/// as CI services set it) or `ZCPROF_REQUIRE_ROOT=1`.
+#[must_use]
+pub fn root_required() -> bool {
+    let set = |name: &str| {
+        std::env::var(name).is_ok_and(|v| v.eq_ignore_ascii_case("true") || v.trim() == "1")
+    };
+    set("CI") || set("ZCPROF_REQUIRE_ROOT")
 }
 
 /// Says on the real stderr that `test` skips (part of) its checks, and why. `eprintln!` inside a
