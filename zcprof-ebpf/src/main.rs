@@ -12,6 +12,7 @@ mod account;
 mod filter;
 mod hooks;
 mod maps;
+mod task;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -4,7 +4,7 @@
 //! user space can name the path (page cache -> user, page cache -> socket buffer, ...).
 use zcprof_common::{Counter, EventKind, HookedBytes, NO_SYSCALL, SockOwner};
 
-use super::{Name, add, current_tgid, emit, emit_for, in_flight, now, per_process};
+use super::{Name, add, current_tgid, emit, emit_for, in_flight, now, on_cpu, per_process};
 use crate::{
     filter::{receiver_tgid, tracing},
     maps::{HOOKED_BY_SYSCALL, SOCKS, STACK_SAMPLES},
@@ -138,6 +138,28 @@ pub fn forget_socket(sk: u64) {
 pub fn syscall_of(tid: u32) -> Option<u32> {
     Some(in_flight(tid).map_or(NO_SYSCALL, |f| f.nr))
 }
+
+/// The descriptor arguments of the syscall thread `tid` is running on this CPU (the first and
+/// the third: `write`, `sendto`, `sendmsg`, `sendfile` name the socket first, `splice` third),
+/// read from its saved registers; `u64::MAX` where they cannot be read.
+#[inline(always)]
+pub fn syscall_fds(tid: u32) -> [u64; 2] {
+    let Some(on) = on_cpu().filter(|on| on.tid == tid && on.start_ns != 0 && on.regs != 0) else {
+        return [u64::MAX; 2];
+    };
+    let arg = |offset: u64| crate::task::kernel_read::<u64>(on.regs + offset).unwrap_or(u64::MAX);
+    [arg(REGS_ARG0), arg(REGS_ARG2)]
+}
+
+/// Offsets of the first and third syscall arguments in the saved registers.
+#[cfg(bpf_target_arch = "x86_64")]
+const REGS_ARG0: u64 = 112; // di
+#[cfg(bpf_target_arch = "x86_64")]
+const REGS_ARG2: u64 = 96; // dx
+#[cfg(bpf_target_arch = "aarch64")]
+const REGS_ARG0: u64 = 0; // regs[0]
+#[cfg(bpf_target_arch = "aarch64")]
+const REGS_ARG2: u64 = 16; // regs[2]
 
 /// The owner of socket `sk`, when a traced process sent on it.
 #[inline(always)]

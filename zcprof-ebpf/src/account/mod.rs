@@ -19,7 +19,7 @@ pub mod serve;
 
 pub use copies::{
     copied, direct_io, forget_socket, page_cache_write, register_socket, sample, sampled_cpu,
-    sock_recv, socket_owner, syscall_of, xmit,
+    sock_recv, socket_owner, syscall_fds, syscall_of, xmit,
 };
 pub use follow::{follow, forget};
 
@@ -29,6 +29,7 @@ use crate::{
         BEFORE_START, CONTROL, COUNTERS, DISK_IO, EVENTS, FOLDED, IN_FLIGHT, NET_XMIT, ON_CPU,
         PROCS, SYSCALLS,
     },
+    task,
 };
 
 /// This architecture's numbers of the syscalls that make a task (`clone`, `clone3`, `fork`,
@@ -188,29 +189,31 @@ fn per_process_on(on: &mut OnCpu, tgid: u32, update: impl FnOnce(&mut ProcStat))
 #[inline(always)]
 fn target_stat(on: &mut OnCpu, tgid: u32) -> &mut ProcStat {
     let p = &mut on.target;
-    if p.tgid == 0 {
-        name_target(p, tgid);
+    if p.comm[0] == 0 {
+        name(p, tgid);
     }
     p
 }
 
-/// Names the measured process's totals on this CPU. Once per CPU: kept out of line (a BPF
-/// subprogram), so the hot path's code stays small.
+/// Names process `tgid`'s totals on this CPU, from the process itself: only when it is the
+/// current process (a packet of its socket may leave while another task runs, and that task's
+/// name is not its own). Until then the totals stay unnamed. Once per process and CPU, in the
+/// end: kept out of line (a BPF subprogram), so the hot path's code stays small.
 #[inline(never)]
-fn name_target(p: &mut ProcStat, tgid: u32) {
+fn name(p: &mut ProcStat, tgid: u32) {
     p.tgid = tgid;
-    p.comm = bpf_get_current_comm().unwrap_or([0; IFNAMSIZ]);
-    p.named_ns = now();
+    if current_tgid() == tgid {
+        p.comm = task::process_comm();
+        p.named_ns = now();
+    }
 }
 
-/// Makes the `PROCS` entry of process `tgid`, named now. Once per process and CPU: out of line.
+/// Makes the `PROCS` entry of process `tgid`, named if it is the current one. Once per process
+/// and CPU: out of line.
 #[inline(never)]
 fn add_process(tgid: u32) {
-    let fresh = ProcStat {
-        comm: bpf_get_current_comm().unwrap_or([0; IFNAMSIZ]),
-        named_ns: now(),
-        ..ProcStat::default()
-    };
+    let mut fresh = ProcStat::default();
+    name(&mut fresh, tgid);
     // A full table: `other_process` folds the process into the others' row.
     let _ = PROCS.insert(&tgid, &fresh, 0);
 }
@@ -240,7 +243,11 @@ fn other_process(tgid: u32, update: impl FnOnce(&mut ProcStat)) {
     }
     if let Some(p) = PROCS.get_ptr_mut(&tgid).or_else(|| fold_process(tgid)) {
         // SAFETY: per-CPU entry.
-        update(unsafe { &mut *p });
+        let p = unsafe { &mut *p };
+        if p.comm[0] == 0 && p.tgid == tgid {
+            name(p, tgid);
+        }
+        update(p);
     }
 }
 
@@ -593,7 +600,7 @@ pub fn thread_exit(tgid: u32, tid: u32) {
 #[inline(never)]
 pub fn process_exec(tgid: u32, tid: u32, old_tid: u32) {
     per_process(tgid, |p| {
-        p.comm = bpf_get_current_comm().unwrap_or(p.comm);
+        p.comm = task::process_comm();
         p.named_ns = now();
     });
     if old_tid == tid || old_tid == 0 {

@@ -6,16 +6,17 @@
 //! both set by the loader.
 use aya_ebpf::{
     Global,
-    helpers::bpf_probe_read_kernel,
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
 use zcprof_common::{IFNAMSIZ, NO_SYSCALL};
 
 use super::device::clear_after_nul;
+pub(crate) use crate::task::kernel_read;
 use crate::{
     account,
     filter::{traced, traced_tid},
+    task,
 };
 
 #[unsafe(no_mangle)]
@@ -67,13 +68,6 @@ static EXT4_OFF_COPIED: Global<u32> = Global::new(36);
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const IPPROTO_TCP: u8 = 6;
-
-/// Reads a `T` at a kernel address.
-#[inline(always)]
-pub(crate) fn kernel_read<T>(addr: u64) -> Option<T> {
-    // SAFETY: bpf_probe_read_kernel checks the address; a bad one is an error, not a fault.
-    unsafe { bpf_probe_read_kernel(addr as *const T) }.ok()
-}
 
 /// A record field of type `T` at the offset held in `global`.
 #[inline(always)]
@@ -208,12 +202,18 @@ fn sent(p: &Packet) -> Option<()> {
     let owner = match known {
         Some(owner) => owner,
         None => {
-            // First seen here (kernels without sock_send_length, sendpage before 6.5): the
-            // socket is the traced task's when it carries payload from inside a syscall (a
-            // bare ACK sent from this context may be another socket's, processed in softirq).
+            // First seen here (a send's first packets leave before `sock_send_length` fires at
+            // its return; sendpage before 6.5 has no such hook at all): the socket is the traced
+            // task's when it carries payload from inside a syscall and sits in the task's file
+            // table. Loopback and veth
+            // deliveries process a peer's ACKs, and send its packets, on whatever task is on
+            // the CPU: those sockets are not in its table.
             let (tgid, tid) = current?;
             let nr = account::syscall_of(tid)?;
-            if linear + paged == 0 || nr == NO_SYSCALL {
+            if linear + paged == 0
+                || nr == NO_SYSCALL
+                || !task::owns_socket(p.sk, account::syscall_fds(tid))
+            {
                 return None;
             }
             account::register_socket(p.sk, tgid, nr);

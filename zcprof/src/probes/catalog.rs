@@ -554,6 +554,19 @@ pub mod globals {
         ("SKB_OFF_TRANSPORT_HEADER", "sk_buff", "transport_header"),
         ("DEV_OFF_NAME", "net_device", "name"),
     ];
+    pub const TASK_OFFSETS_OK: &str = "TASK_OFFSETS_OK";
+    /// Members the programs read of the current task (its file table, to tell its own sockets
+    /// from a peer's, and its leader's name), from the kernel's BTF: (global, struct, member).
+    pub const TASK_OFFSETS: [(&str, &str, &str); 8] = [
+        ("TASK_OFF_FILES", "task_struct", "files"),
+        ("TASK_OFF_GROUP_LEADER", "task_struct", "group_leader"),
+        ("TASK_OFF_COMM", "task_struct", "comm"),
+        ("FILES_OFF_FDT", "files_struct", "fdt"),
+        ("FDT_OFF_MAX_FDS", "fdtable", "max_fds"),
+        ("FDT_OFF_FD", "fdtable", "fd"),
+        ("SK_OFF_SOCKET", "sock", "sk_socket"),
+        ("SOCKET_OFF_FILE", "socket", "file"),
+    ];
     /// Record offsets of classic tracepoints: (global, event, field).
     pub const OFFSETS: [(&str, &str, &str); 26] = [
         ("BLK_OFF_DEV", "block/block_rq_issue", "dev"),

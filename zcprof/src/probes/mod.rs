@@ -326,6 +326,22 @@ fn skb_offsets() -> Result<Vec<u32>, String> {
         .clone()
 }
 
+/// Offsets of the members in `catalog::globals::TASK_OFFSETS` (the current task's file table
+/// and name), read once from the kernel's BTF; `None` where one is missing, and then the
+/// programs take no socket for a process's own from its file table.
+fn task_offsets() -> Option<&'static [u32]> {
+    static OFFSETS: OnceLock<Option<Vec<u32>>> = OnceLock::new();
+    OFFSETS
+        .get_or_init(|| {
+            let layouts = crate::caps::btf::Layouts::vmlinux()?;
+            catalog::globals::TASK_OFFSETS
+                .iter()
+                .map(|(_, strukt, member)| layouts.member_offset(strukt, member))
+                .collect()
+        })
+        .as_deref()
+}
+
 /// Threads of process `tgid` that may be inside a syscall now: all but those stopped by a signal
 /// (state `T`, as `exec` holds its command before releasing it), which stop on their way out
 /// of a syscall, after its return.
@@ -615,6 +631,14 @@ impl Probes {
                 loader.override_global(global, offset, true);
             }
         }
+        let task = task_offsets();
+        if let Some(offsets) = task {
+            for ((global, _, _), offset) in catalog::globals::TASK_OFFSETS.iter().zip(offsets) {
+                loader.override_global(global, offset, true);
+            }
+        }
+        let task_ok = u32::from(task.is_some());
+        loader.override_global(catalog::globals::TASK_OFFSETS_OK, &task_ok, true);
         // With the packets' owners known, devices count a process's packets wherever they
         // leave; the current-task program stands aside.
         let by_socket =

@@ -1,0 +1,240 @@
+//! Figures belong to the process they are charged to: a process that shares the kernel with a
+//! busy peer is charged none of the peer's packets, copies or devices, and a process is named by
+//! its own main thread. Without root these tests skip, saying so on stderr.
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::Duration,
+};
+
+use serde_json::Value;
+use zcprof_tests::{exec_self, fig, privileged, run, scratch_dir, skip, zcprof_bin};
+
+/// A peer that sends over a veth pair without scatter-gather, so that software segmentation
+/// copies every byte into linear packet data and the receiver's ACKs, processed on whatever task
+/// is on the CPU, send the peer's next packets from there. Each report is kept.
+fn peer_sending(dir: &Path, stop: Arc<AtomicBool>) -> thread::JoinHandle<Vec<Value>> {
+    let dir = dir.to_owned();
+    // On one CPU every ACK is processed on the bystander's CPU, and a small transfer shows it
+    // (the VMs, under emulation); on more, a larger one gives the kernel time to.
+    let one_cpu = thread::available_parallelism().map_or(false, |n| n.get() == 1);
+    let size = if one_cpu { "32M" } else { "128M" };
+    thread::spawn(move || {
+        let mut reports = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let out = run(&[
+                "run",
+                "--method",
+                "sendfile",
+                "--size",
+                size,
+                "--net",
+                "veth",
+                "--sg",
+                "off",
+                "--dir",
+                dir.to_str().unwrap(),
+                "--format",
+                "json",
+            ]);
+            assert!(
+                out.status.success(),
+                "the peer: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            reports.push(serde_json::from_slice(&out.stdout).expect("the peer's JSON"));
+        }
+        reports
+    })
+}
+
+/// Bytes of the ledger's path `name` in a report.
+fn path_bytes(r: &Value, name: &str) -> u64 {
+    r["copies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["path"] == name)
+        .filter_map(|p| p["bytes"].as_u64())
+        .sum()
+}
+
+/// Whether `--net veth` works here (no veth module, no CAP_NET_ADMIN: a loud skip).
+fn veth_or_skip(test: &str, dir: &Path) -> bool {
+    let out = run(&[
+        "run",
+        "--method",
+        "sendfile",
+        "--size",
+        "64K",
+        "--net",
+        "veth",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    if !out.status.success() {
+        skip(
+            test,
+            &format!(
+                "--net veth does not work here: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        );
+    }
+    out.status.success()
+}
+
+/// issue 21, item 1: a shell loop that makes syscalls and owns no socket, attached while a peer
+/// sends over a veth without scatter-gather, was charged the peer's segmentation copies (853 MB
+/// in 14 s) and its veth. None of it is the loop's.
+#[test]
+fn a_process_without_sockets_is_charged_none_of_a_peers_packets() {
+    const TEST: &str = "a_process_without_sockets";
+    if !privileged(TEST) {
+        return;
+    }
+    let dir = scratch_dir("attribution-peer", env!("CARGO_TARGET_TMPDIR"));
+    if !veth_or_skip(TEST, &dir) {
+        return;
+    }
+    // Syscalls without end (each `:` with a redirection opens and closes /dev/null), no socket.
+    let mut bystander = Command::new("sh")
+        .args(["-c", "while :; do : </dev/null; done"])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("sh starts");
+    let stop = Arc::new(AtomicBool::new(false));
+    let peer = peer_sending(&dir, Arc::clone(&stop));
+    thread::sleep(Duration::from_millis(300));
+    let report = dir.join("bystander.json");
+    let out = Command::new(zcprof_bin())
+        .args([
+            "attach",
+            "--pid",
+            &bystander.id().to_string(),
+            "--duration",
+            "4s",
+        ])
+        .args(["--format", "json", "-o"])
+        .arg(&report)
+        .output()
+        .expect("zcprof attach runs");
+    stop.store(true, Ordering::Relaxed);
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+    let peers = peer.join().expect("the peer thread");
+    assert!(
+        out.status.success(),
+        "attach: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("JSON");
+    // The peer really copied into packets meanwhile: the kernel fact the check stands on.
+    let peer_copied: u64 = peers
+        .iter()
+        .map(|p| path_bytes(p, "page cache -> socket buffer"))
+        .sum();
+    assert!(peer_copied > 0, "the peer made no segmentation copy");
+    assert!(fig(&r, "syscalls") > 1000, "the loop made few syscalls");
+    for p in r["copies"].as_array().into_iter().flatten() {
+        assert!(
+            p["bytes"].as_u64() == Some(0) || p["contradicted"] == true,
+            "a path charged to a process without sockets: {p}"
+        );
+    }
+    assert_eq!(
+        r["figures"]["cpu_copy_bytes"]["value"].as_u64(),
+        Some(0),
+        "{}",
+        r["figures"]["cpu_copy_bytes"]
+    );
+    assert_eq!(
+        r["devices"]["net"],
+        Value::Array(vec![]),
+        "the peer's devices"
+    );
+    let name = &r["processes"][0]["name"];
+    assert!(name == "sh" || name == "dash", "the loop is named {name}");
+}
+
+/// The workloads, run as this test executable again (`exec_self`).
+#[test]
+fn workload() {
+    if std::env::var("ZCPROF_TEST_WORKLOAD").as_deref() == Ok("renamed-thread") {
+        renamed_thread();
+    }
+}
+
+/// A process whose busiest thread names itself otherwise: the main thread keeps the
+/// executable's name, a second thread calls itself "worker-renamed" and makes the syscalls.
+fn renamed_thread() {
+    // The main thread's syscalls on the first CPU, the worker's later on the second: the old
+    // rule (the name of whichever task ran first on each CPU, the latest CPU's winning) named
+    // the process after the worker.
+    pin_to_cpu(0);
+    syscalls(1000);
+    let worker = thread::Builder::new()
+        .name("worker-renamed".to_owned())
+        .spawn(|| {
+            pin_to_cpu(1);
+            thread::sleep(Duration::from_millis(20));
+            syscalls(200_000);
+        })
+        .expect("a thread");
+    worker.join().expect("the worker");
+}
+
+fn syscalls(n: u32) {
+    for _ in 0..n {
+        // SAFETY: getppid has no preconditions.
+        let _ = unsafe { libc::getppid() };
+    }
+}
+
+/// Moves the calling thread to `cpu`, where the machine has it (a one-CPU VM has not).
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        let _ = libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set);
+    }
+}
+
+/// issue 21, item 6: a process is named by its main thread (the JVM's row was named after
+/// "VM Periodic Tas", caddy's after curl), not by whichever of its threads, or another task,
+/// ran first on a CPU.
+#[test]
+fn a_process_is_named_by_its_main_thread() {
+    const TEST: &str = "a_process_is_named";
+    if !privileged(TEST) {
+        return;
+    }
+    let dir = scratch_dir("attribution-name", env!("CARGO_TARGET_TMPDIR"));
+    let r = exec_self("renamed-thread", &[], &[], &dir.join("report.json"));
+    let exe = std::env::current_exe().expect("current exe");
+    let main: String = exe
+        .file_name()
+        .expect("a name")
+        .to_string_lossy()
+        .chars()
+        .take(15)
+        .collect();
+    let names: Vec<&str> = r["processes"]
+        .as_array()
+        .expect("processes")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&main.as_str()) && !names.contains(&"worker-renamed"),
+        "the process's rows are named {names:?}, its main thread {main}"
+    );
+}
