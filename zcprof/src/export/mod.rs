@@ -11,7 +11,7 @@ mod record;
 
 use std::{
     collections::BTreeMap,
-    fs::File,
+    fs::{File, OpenOptions},
     io::{self, BufWriter, Write as _},
     path::{Path, PathBuf},
 };
@@ -198,6 +198,8 @@ pub struct Written {
 /// again if nothing is written.
 pub struct Trace {
     path: PathBuf,
+    /// Made by this run: removed again if the trace is never written.
+    created: bool,
     file: Option<File>,
     ring_bytes: u32,
     /// Events kept at most, over all runs (`--trace-limit`).
@@ -231,12 +233,23 @@ impl Trace {
                 size: ring_bytes,
                 page,
             })?;
-        let file = File::create(path).map_err(|source| ExportError::Write {
+        let err = |source| ExportError::Write {
             path: path.to_owned(),
             source,
-        })?;
+        };
+        // Opened, not truncated: a file that exists keeps its contents until the trace is
+        // written, so a run that fails or is interrupted destroys nothing.
+        let (file, created) = match OpenOptions::new().write(true).create_new(true).open(path) {
+            Ok(f) => (f, true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (
+                OpenOptions::new().write(true).open(path).map_err(err)?,
+                false,
+            ),
+            Err(e) => return Err(err(e)),
+        };
         Ok(Trace {
             path: path.to_owned(),
+            created,
             file: Some(file),
             ring_bytes: ring,
             limit,
@@ -294,6 +307,13 @@ impl Trace {
     /// When writing fails (the partial file is removed).
     pub fn write(mut self) -> Result<Written, ExportError> {
         let file = self.file.take().expect("written once");
+        // Only a regular file can be truncated; a FIFO is simply written.
+        if file.metadata().is_ok_and(|m| m.is_file()) {
+            file.set_len(0).map_err(|source| ExportError::Write {
+                path: self.path.clone(),
+                source,
+            })?;
+        }
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let result = chrome::write(&mut out, self.origin_ns, &self.runs)
             .and_then(|records| out.flush().map(|()| records));
@@ -318,9 +338,10 @@ impl Trace {
 }
 
 impl Drop for Trace {
-    /// A trace that was never written leaves no empty file behind.
+    /// A trace that was never written leaves no empty file behind, and a file that was there
+    /// before as it was.
     fn drop(&mut self) {
-        if self.file.take().is_some() {
+        if self.file.take().is_some() && self.created {
             let _ = std::fs::remove_file(&self.path);
         }
     }
@@ -725,6 +746,12 @@ mod tests {
         assert!(path.exists());
         drop(t);
         assert!(!path.exists(), "an unwritten trace leaves no file");
+        // An existing file survives a run that never wrote its trace (it failed or was
+        // interrupted): issue 27 item 5.
+        std::fs::write(&path, "data\n").unwrap();
+        drop(Trace::create(&path, 1 << 20, 1).unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "data\n");
+        let _ = std::fs::remove_file(&path);
         assert!(matches!(
             Trace::create(Path::new("/nonexistent-dir/x.json"), 1 << 20, 1),
             Err(ExportError::Write { .. })
