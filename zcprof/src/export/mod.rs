@@ -43,7 +43,8 @@ pub enum ExportError {
     Invalid { path: PathBuf, reason: String },
     /// `--trace-buffer` is not a size the kernel accepts for a ring buffer.
     #[error(
-        "--trace-buffer must be a power of two and at least one page ({page} bytes), not {size}"
+        "--trace-buffer must be a power of two from one page ({page} bytes) to 2 GiB (the \
+         kernel's largest ring buffer), not {size}"
     )]
     RingSize { size: u64, page: u32 },
 }
