@@ -1,9 +1,10 @@
 //! Developer tasks: toolchain setup, the Quick-start commands, and the test suite.
 mod bench;
 mod setup;
+mod summary;
 mod vm;
 
-use std::process::Command;
+use std::{path::Path, process::Command};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
@@ -26,7 +27,7 @@ enum Task {
         args: Vec<String>,
     },
     /// Set up and run every test: unit tests, CLI tests, the privileged kernel tests, and (as
-    /// root) the kernel matrix in VMs.
+    /// root) the kernel matrix in VMs. Ends with a summary of every suite.
     Test,
     /// Run the benchmarks (as root): zcprof's overhead beside bpftrace, perf and strace, its cost to
     /// bystanders, per-program kernel cost, trace capacity, start-up, and workload fidelity.
@@ -102,49 +103,8 @@ fn main() -> Result<()> {
         }
         Task::Test => {
             setup::setup()?;
-            // The privileged tests drive the zcprof binary, so build it first.
-            run(cargo().args(["build", "--package", "zcprof"]))?;
-            run(cargo().args([
-                "test",
-                "--workspace",
-                "--exclude",
-                "zcprof-tests",
-                "--exclude",
-                "zcprof-ebpf",
-            ]))?;
-            // Kernel state is shared: one test at a time, as aya's integration tests do.
-            let mut kernel = cargo();
-            kernel.args([
-                "test",
-                "--package",
-                "zcprof-tests",
-                "--",
-                "--test-threads=1",
-            ]);
-            kernel.env("ZCPROF_BIN", workspace_root().join("target/debug/zcprof"));
-            // Programs the kernel tests measure (they skip, saying so, where one is missing).
-            if is_root() {
-                setup::install_packages(
-                    "test",
-                    &setup::missing_packages(&[
-                        ("nginx", "nginx"),
-                        ("prometheus", "prometheus"),
-                        ("strace", "strace"),
-                        ("curl", "curl"),
-                        ("tmux", "tmux"),
-                        ("chromium", "chromium"),
-                        ("setpriv", "util-linux"),
-                    ]),
-                )?;
-            }
-            if !is_root() {
-                eprintln!(
-                    "xtask: not root: the kernel tests skip and the VM matrix does not run (run `sudo -E cargo xtask test`)"
-                );
-                return run(&mut kernel);
-            }
-            run(&mut kernel)?;
-            vm::vm_test(&workspace_root(), None)
+            finish(&test_suites(&workspace_root())?);
+            Ok(())
         }
         Task::Bench { reps, syscalls } => bench::bench(
             &workspace_root(),
@@ -155,9 +115,133 @@ fn main() -> Result<()> {
         ),
         Task::VmTest { only } => {
             setup::setup()?;
-            vm::vm_test(&workspace_root(), only.as_deref())
+            finish(&vm::vm_test(&workspace_root(), only.as_deref())?);
+            Ok(())
         }
     }
+}
+
+/// Prints the closing summary. When anything failed, exits 1 at once, so that the summary's
+/// plain closing line stays the last line of the output.
+fn finish(suites: &[summary::Suite]) {
+    if !summary::print(suites) {
+        std::process::exit(1);
+    }
+}
+
+/// Whether a privileged test that cannot run must fail rather than skip: under CI (`CI=true`)
+/// or `ZCPROF_REQUIRE_ROOT=1`, as `zcprof_tests::root_required` decides for the tests.
+fn root_required() -> bool {
+    let set = |name: &str| {
+        std::env::var(name).is_ok_and(|v| v.eq_ignore_ascii_case("true") || v.trim() == "1")
+    };
+    set("CI") || set("ZCPROF_REQUIRE_ROOT")
+}
+
+/// The suites of `cargo xtask test`: the workspace's unit and CLI tests, each privileged test
+/// target on the host, and as root the VM matrix. A failed suite does not stop the later ones.
+fn test_suites(root: &Path) -> Result<Vec<summary::Suite>> {
+    // The privileged tests drive the zcprof binary, so build it first.
+    run(cargo().args(["build", "--package", "zcprof"]))?;
+    let mut suites = vec![summary::run_suite(
+        "unit and CLI tests",
+        cargo().args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "zcprof-tests",
+            "--exclude",
+            "zcprof-ebpf",
+        ]),
+    )];
+    if is_root() {
+        install_test_programs()?;
+    } else {
+        eprintln!(
+            "xtask: not root: the kernel tests skip (and fail under CI=true or \
+             ZCPROF_REQUIRE_ROOT=1), the VM matrix does not run (run `sudo -E cargo xtask test`)"
+        );
+    }
+    // Built once beforehand, so that each suite's seconds are its tests' own.
+    let build = summary::run_suite(
+        "kernel tests build",
+        cargo().args(["test", "--package", "zcprof-tests", "--no-run"]),
+    );
+    let compiled = build.ok;
+    suites.push(build);
+    if !compiled {
+        return Ok(suites);
+    }
+    for target in kernel_test_targets()? {
+        suites.push(kernel_suite(root, &format!("host {target}"), &target, &[]));
+    }
+    if is_root() {
+        suites.extend(vm::vm_test(root, None)?);
+    } else {
+        suites.push(summary::Suite::not_run(
+            "VM matrix",
+            "needs root (run `sudo -E cargo xtask test`)",
+            root_required(),
+        ));
+    }
+    Ok(suites)
+}
+
+/// Runs the `zcprof-tests` target `target` (its tests one at a time: kernel state is shared, as
+/// in aya's integration tests) with libtest's `filter` arguments, as the suite `name`.
+fn kernel_suite(root: &Path, name: &str, target: &str, filter: &[&str]) -> summary::Suite {
+    let mut cmd = cargo();
+    cmd.args(["test", "--package", "zcprof-tests", "--test", target, "--"])
+        .arg("--test-threads=1")
+        .args(filter)
+        .env("ZCPROF_BIN", root.join("target/debug/zcprof"));
+    summary::run_suite(name, &mut cmd)
+}
+
+/// The integration test targets of the `zcprof-tests` package, by name, from cargo's metadata.
+fn kernel_test_targets() -> Result<Vec<String>> {
+    let out = cargo()
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .output()
+        .context("cargo metadata")?;
+    if !out.status.success() {
+        bail!("cargo metadata: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let mut targets: Vec<String> = meta["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["name"] == "zcprof-tests")
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        .filter(|t| {
+            t["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "test"))
+        })
+        .filter_map(|t| t["name"].as_str().map(str::to_owned))
+        .collect();
+    targets.sort();
+    if targets.is_empty() {
+        bail!("cargo metadata lists no test target of zcprof-tests");
+    }
+    Ok(targets)
+}
+
+/// Programs the kernel tests measure (they skip, saying so, where one is missing).
+fn install_test_programs() -> Result<()> {
+    setup::install_packages(
+        "test",
+        &setup::missing_packages(&[
+            ("nginx", "nginx"),
+            ("prometheus", "prometheus"),
+            ("strace", "strace"),
+            ("curl", "curl"),
+            ("tmux", "tmux"),
+            ("chromium", "chromium"),
+            ("setpriv", "util-linux"),
+        ]),
+    )
 }
 
 fn workspace_root() -> std::path::PathBuf {

@@ -12,7 +12,10 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{cargo, run};
+use crate::{
+    cargo, run,
+    summary::{Suite, Tally},
+};
 
 /// The matrix: Debian's current cloud kernel of each suite, resolved when the test runs, from
 /// 5.10 to the newest (sid). In pairs that run side by side (see `vm_test`).
@@ -512,9 +515,9 @@ poweroff -f
     Ok(initrd)
 }
 
-/// Boots one kernel with a fresh ext4 disk and returns whether its tests passed; the console is
-/// echoed with a prefix.
-fn boot(label: &str, kernel: &Kernel, initrd: &Path, disk: &Path) -> Result<bool> {
+/// Boots one kernel with a fresh ext4 disk and returns its verdict (none when the VM gave
+/// none in time) and the tally of its console, which is echoed with a prefix.
+fn boot(label: &str, kernel: &Kernel, initrd: &Path, disk: &Path) -> Result<(Option<bool>, Tally)> {
     let _ = fs::remove_file(disk);
     run(Command::new("truncate").args(["-s", "1G"]).arg(disk))?;
     run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(disk))?;
@@ -558,14 +561,28 @@ fn boot(label: &str, kernel: &Kernel, initrd: &Path, disk: &Path) -> Result<bool
             }
         }
     });
+    let watched = watch_console(label, &rx);
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    drop(rx);
+    let _ = reader.join();
+    let _ = fs::remove_file(disk);
+    Ok(watched)
+}
+
+/// Echoes the console's lines with the prefix `[label] ` until the VM ends or `VM_DEADLINE`
+/// passes, tallying its tests, and returns init's verdict.
+fn watch_console(label: &str, rx: &mpsc::Receiver<String>) -> (Option<bool>, Tally) {
     let start = Instant::now();
     let mut verdict = None;
+    let mut tally = Tally::default();
     let mut out = std::io::stdout();
     loop {
         match rx.recv_timeout(Duration::from_secs(5)) {
             Ok(line) => {
                 let line = line.trim_end_matches('\r');
                 let _ = writeln!(out, "[{label}] {line}");
+                tally.read_line(line);
                 if line.contains("init: success") {
                     verdict = Some(true);
                 } else if line.contains("init: failure") {
@@ -583,18 +600,16 @@ fn boot(label: &str, kernel: &Kernel, initrd: &Path, disk: &Path) -> Result<bool
             break;
         }
     }
-    let _ = qemu.kill();
-    let _ = qemu.wait();
-    let _ = reader.join();
-    let _ = fs::remove_file(disk);
-    Ok(verdict == Some(true))
+    (verdict, tally)
 }
 
-/// Runs the kernel tests on every kernel of the matrix (or those whose label contains `only`).
+/// Runs the kernel tests on every kernel of the matrix (or those whose label contains `only`):
+/// one suite per kernel. A kernel that cannot be fetched is a skipped suite, one that cannot be
+/// booted or fails its tests a failed one.
 ///
 /// # Errors
-/// When a kernel cannot be fetched or booted, or its tests fail.
-pub fn vm_test(root: &Path, only: Option<&str>) -> Result<()> {
+/// When the tools, the archive or the test binaries cannot be had.
+pub fn vm_test(root: &Path, only: Option<&str>) -> Result<Vec<Suite>> {
     ensure_tools()?;
     let uri = archive_uri()?;
     let (zcprof, tests) = build_test_binaries(root)?;
@@ -609,69 +624,30 @@ pub fn vm_test(root: &Path, only: Option<&str>) -> Result<()> {
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(2)
         .max(1);
-    let mut outcomes = Vec::new();
+    let mut suites = Vec::new();
     for group in kernels.chunks(parallel) {
-        let results: Vec<Result<Outcome>> = std::thread::scope(|s| {
+        std::thread::scope(|s| {
             let handles: Vec<_> = group
                 .iter()
                 .map(|&(label, suite)| {
                     let (uri, zcprof, tests) = (&uri, &zcprof, &tests);
-                    s.spawn(move || one_kernel(root, label, suite, uri, zcprof, tests))
+                    let handle =
+                        s.spawn(move || one_kernel(root, label, suite, uri, zcprof, tests));
+                    (label, handle)
                 })
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("a VM thread panicked")))
-                })
-                .collect()
+            for (label, handle) in handles {
+                let result = handle
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("its thread panicked")));
+                suites.push(result.unwrap_or_else(|e| {
+                    eprintln!("vm-test: {label}: FAILED: {e:#}");
+                    Suite::not_run(&format!("vm {label}"), &format!("{e:#}"), true)
+                }));
+            }
         });
-        for r in results {
-            outcomes.push(r?);
-        }
     }
-    let count = |want: fn(&Outcome) -> bool| outcomes.iter().filter(|o| want(o)).count();
-    // A plain closing line, the form CI reads in any language.
-    println!(
-        "kernels: {} passed, {} failed, {} skipped",
-        count(|o| matches!(o, Outcome::Passed(_))),
-        count(|o| matches!(o, Outcome::Failed(_))),
-        count(|o| matches!(o, Outcome::Skipped(_)))
-    );
-    let names = |want: fn(&Outcome) -> bool| {
-        outcomes
-            .iter()
-            .filter(|o| want(o))
-            .map(Outcome::label)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let skipped = names(|o| matches!(o, Outcome::Skipped(_)));
-    if !skipped.is_empty() {
-        eprintln!("vm-test: not fetched, so not tested: {skipped}");
-    }
-    let failed = names(|o| matches!(o, Outcome::Failed(_)));
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        bail!("kernel tests failed on: {failed}")
-    }
-}
-
-/// How one kernel of the matrix fared.
-enum Outcome {
-    Passed(String),
-    Failed(String),
-    Skipped(String),
-}
-
-impl Outcome {
-    fn label(&self) -> &str {
-        match self {
-            Outcome::Passed(l) | Outcome::Failed(l) | Outcome::Skipped(l) => l,
-        }
-    }
+    Ok(suites)
 }
 
 /// Fetches, boots and tests one kernel, in a work directory of its own.
@@ -682,14 +658,16 @@ fn one_kernel(
     uri: &str,
     zcprof: &Path,
     tests: &[PathBuf],
-) -> Result<Outcome> {
+) -> Result<Suite> {
+    let start = Instant::now();
     // The archive changes under us (sid daily): a kernel that cannot be had is a loud skip, not
     // a failure; one that boots and fails its tests is.
     let kernel = match fetch_kernel(suite, uri) {
         Ok(k) => k,
         Err(e) => {
             eprintln!("vm-test: SKIPPING {label}: its kernel cannot be fetched: {e:#}");
-            return Ok(Outcome::Skipped(label.to_owned()));
+            let why = format!("its kernel cannot be fetched: {e:#}");
+            return Ok(Suite::not_run(&format!("vm {label}"), &why, false));
         }
     };
     let work = root.join("target/vm").join(label);
@@ -697,11 +675,23 @@ fn one_kernel(
     let initrd = build_initramfs(&work, &kernel, zcprof, tests, &root.join("target/tmp"))?;
     let label = format!("{label} {}", kernel.release);
     eprintln!("vm-test: booting {label}");
-    Ok(if boot(&label, &kernel, &initrd, &work.join("disk.img"))? {
-        eprintln!("vm-test: {label}: passed");
-        Outcome::Passed(label)
-    } else {
-        eprintln!("vm-test: {label}: FAILED");
-        Outcome::Failed(label)
+    let (verdict, tally) = boot(&label, &kernel, &initrd, &work.join("disk.img"))?;
+    let ok = verdict == Some(true);
+    eprintln!("vm-test: {label}: {}", if ok { "passed" } else { "FAILED" });
+    let note = match verdict {
+        None => Some(format!(
+            "no verdict on the console (the VM ended, or ran past {VM_DEADLINE:?})"
+        )),
+        Some(false) if tally.failed == 0 => {
+            Some("init: failure without a failed test (did a test executable crash?)".into())
+        }
+        _ => None,
+    };
+    Ok(Suite {
+        name: format!("vm {label}"),
+        tally,
+        ok,
+        seconds: start.elapsed().as_secs_f64(),
+        note,
     })
 }
