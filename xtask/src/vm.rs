@@ -367,7 +367,15 @@ fn resolve_modules(tree: &Path, out: &Path) -> Result<Vec<PathBuf>> {
 /// Test targets of the `zcprof-tests` package that run inside the VMs: those whose checks depend
 /// on the kernel. `flood` and `timing` (floods, long timing statistics: the same on every kernel)
 /// run on the host only.
-const VM_TEST_TARGETS: [&str; 6] = ["kernel", "trace", "ledger", "accounting", "sink", "methods"];
+const VM_TEST_TARGETS: [&str; 7] = [
+    "kernel",
+    "trace",
+    "ledger",
+    "accounting",
+    "sink",
+    "methods",
+    "attribution",
+];
 
 /// The zcprof binary and the kernel test executables, built for the host.
 fn build_test_binaries(root: &Path) -> Result<(PathBuf, Vec<PathBuf>)> {
