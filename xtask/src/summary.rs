@@ -7,13 +7,14 @@ use std::{
     collections::BTreeSet,
     fmt::Write as _,
     io::{Read, Write},
-    process::{Command, Stdio},
-    time::Instant,
+    process::{Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    time::{Duration, Instant},
 };
 
 /// What a suite's output said: tests passed and failed (from libtest's result lines, summed over
 /// the test executables the suite ran), and its distinct skip lines.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Tally {
     pub passed: u64,
     pub failed: u64,
@@ -27,16 +28,12 @@ impl Tally {
         if let Some((passed, failed)) = test_result(line) {
             self.passed += passed;
             self.failed += failed;
-        } else if line.starts_with("skipping ") && line.contains(": ") {
+            return;
+        }
+        let line = without_test_name(line);
+        if line.starts_with("skipping ") && line.contains(": ") {
             self.skips.insert(line.to_owned());
         }
-    }
-
-    /// Adds what another reader of the same suite saw (its stderr beside its stdout).
-    pub fn merge(&mut self, other: Tally) {
-        self.passed += other.passed;
-        self.failed += other.failed;
-        self.skips.extend(other.skips);
     }
 }
 
@@ -45,6 +42,18 @@ fn without_label(line: &str) -> &str {
     line.strip_prefix('[')
         .and_then(|rest| rest.split_once("] "))
         .map_or(line, |(_, rest)| rest)
+}
+
+/// The line without a leading `test <name> ... `: libtest's progress, which the test's own
+/// output continues when it runs one test at a time and the test writes before its verdict.
+fn without_test_name(line: &str) -> &str {
+    if line.starts_with("test ")
+        && let Some((_, rest)) = line.split_once(" ... ")
+    {
+        rest
+    } else {
+        line
+    }
 }
 
 /// Passed and failed of a libtest line such as
@@ -101,10 +110,9 @@ impl Suite {
     }
 }
 
-/// Copies `from` to `to` as it comes (partial lines too, so a running test's name shows), and
-/// tallies its lines.
-pub fn tee(mut from: impl Read, mut to: impl Write) -> Tally {
-    let mut tally = Tally::default();
+/// Copies `from` to `to` as it comes (partial lines too, so that a running test's name shows)
+/// and hands each line to `on_line`.
+pub fn tee(mut from: impl Read, mut to: impl Write, mut on_line: impl FnMut(&str)) {
     let mut pending = Vec::new();
     let mut buf = [0u8; 8192];
     loop {
@@ -119,45 +127,59 @@ pub fn tee(mut from: impl Read, mut to: impl Write) -> Tally {
         pending.extend_from_slice(&buf[..n]);
         while let Some(end) = pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
-            tally.read_line(&String::from_utf8_lossy(&line));
+            on_line(&String::from_utf8_lossy(&line));
         }
     }
     if !pending.is_empty() {
-        tally.read_line(&String::from_utf8_lossy(&pending));
+        on_line(&String::from_utf8_lossy(&pending));
     }
-    tally
 }
 
-/// Runs `cmd` as the suite `name`, its stdout and stderr shown live and tallied.
+/// Runs `cmd` as the suite `name`, its output shown live and tallied.
 pub fn run_suite(name: &str, cmd: &mut Command) -> Suite {
     eprintln!("xtask: suite {name}");
     let start = Instant::now();
-    let spawned = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
+    let (status, tally) = match run_teed(cmd) {
+        Ok(done) => done,
         Err(e) => return Suite::not_run(name, &format!("cannot run {cmd:?}: {e}"), true),
     };
-    let (out, err) = (child.stdout.take(), child.stderr.take());
-    let tally = std::thread::scope(|s| {
-        let out = s.spawn(|| out.map(|o| tee(o, std::io::stdout())).unwrap_or_default());
-        let err = s.spawn(|| err.map(|e| tee(e, std::io::stderr())).unwrap_or_default());
-        let mut tally = out.join().unwrap_or_default();
-        tally.merge(err.join().unwrap_or_default());
-        tally
-    });
-    let status = child.wait();
-    let ok = status.as_ref().is_ok_and(std::process::ExitStatus::success);
-    let note = (!ok && tally.failed == 0).then(|| match &status {
-        Ok(s) => format!("{s} without a failed test"),
-        Err(e) => format!("cannot wait for it: {e}"),
-    });
+    let ok = status.success();
     Suite {
         name: name.to_owned(),
+        note: (!ok && tally.failed == 0).then(|| format!("{status} without a failed test")),
         tally,
         ok,
         seconds: start.elapsed().as_secs_f64(),
-        note,
     }
+}
+
+/// Runs `cmd` with its stdout and stderr on one pipe, so that they keep the order it wrote them
+/// in (as on a terminal), copied to this process's stdout and tallied.
+fn run_teed(cmd: &mut Command) -> std::io::Result<(ExitStatus, Tally)> {
+    let (reader, writer) = std::io::pipe()?;
+    cmd.stdout(writer.try_clone()?).stderr(writer);
+    let spawned = cmd.spawn();
+    // The command holds its copies of the writing end until given others; the pipe would never
+    // end while it does.
+    cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+    let mut child = spawned?;
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let (done, finished) = mpsc::channel();
+    let shared = Arc::clone(&tally);
+    std::thread::spawn(move || {
+        tee(reader, std::io::stdout(), |line| {
+            if let Ok(mut t) = shared.lock() {
+                t.read_line(line);
+            }
+        });
+        let _ = done.send(());
+    });
+    let status = child.wait()?;
+    // A process the suite left running may hold the pipe open: what it writes is still shown,
+    // but the suite ends with its command.
+    let _ = finished.recv_timeout(Duration::from_secs(10));
+    let tally = tally.lock().map(|t| t.clone()).unwrap_or_default();
+    Ok((status, tally))
 }
 
 /// Passed, failed and skipped over all `suites`.
@@ -218,7 +240,11 @@ mod tests {
     use super::*;
 
     fn tally(text: &str) -> Tally {
-        tee(text.as_bytes(), std::io::sink())
+        let mut t = Tally::default();
+        tee(text.as_bytes(), std::io::sink(), |line| {
+            t.read_line(line);
+        });
+        t
     }
 
     #[test]
@@ -251,6 +277,24 @@ mod tests {
     }
 
     #[test]
+    fn a_skip_line_after_libtests_progress_is_a_skip() {
+        let t = tally(
+            "test compare_runs_every_method ... skipping compare: needs root\n\
+             ok\n\
+             [debian-bullseye 5.10.0-35-cloud-amd64] test io_uring_send_zc ... skipping \
+             io_uring_send_zc: IORING_OP_SEND_ZC appeared in 6.0\n\
+             test a_test_named_skipping ... ok\n",
+        );
+        assert_eq!(
+            t.skips.iter().collect::<Vec<_>>(),
+            [
+                "skipping compare: needs root",
+                "skipping io_uring_send_zc: IORING_OP_SEND_ZC appeared in 6.0"
+            ]
+        );
+    }
+
+    #[test]
     fn skips_count_once_per_distinct_line() {
         let t = tally(
             "skipping vmsplice: loading eBPF programs needs root\n\
@@ -276,7 +320,10 @@ mod tests {
         let text = "test result: ok. 7 passed; 0 failed; 0 ignored; 0 measured; 0 filtered \
                     out; finished in 0.01s\nskipping a: b";
         let mut shown = Vec::new();
-        let t = tee(Trickle(text.as_bytes()), &mut shown);
+        let mut t = Tally::default();
+        tee(Trickle(text.as_bytes()), &mut shown, |line| {
+            t.read_line(line);
+        });
         assert_eq!(shown, text.as_bytes(), "everything is shown");
         assert_eq!((t.passed, t.failed, t.skips.len()), (7, 0, 1));
     }
