@@ -28,7 +28,12 @@ enum Task {
     },
     /// Set up and run every test: unit tests, CLI tests, the privileged kernel tests, and (as
     /// root) the kernel matrix in VMs. Ends with a summary of every suite.
-    Test,
+    Test {
+        /// Only the unit and CLI tests and a host kernel smoke (every method once, small
+        /// payloads): the edit loop's check, a few minutes.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Run the benchmarks (as root): zcprof's overhead beside bpftrace, perf and strace, its cost to
     /// bystanders, per-program kernel cost, trace capacity, start-up, and workload fidelity.
     /// Writes docs/benchmarks.md and target/bench/results.json.
@@ -101,9 +106,9 @@ fn main() -> Result<()> {
                 args
             }))
         }
-        Task::Test => {
+        Task::Test { quick } => {
             setup::setup()?;
-            finish(&test_suites(&workspace_root())?);
+            finish(&test_suites(&workspace_root(), quick)?);
             Ok(())
         }
         Task::Bench { reps, syscalls } => bench::bench(
@@ -139,8 +144,9 @@ fn root_required() -> bool {
 }
 
 /// The suites of `cargo xtask test`: the workspace's unit and CLI tests, each privileged test
-/// target on the host, and as root the VM matrix. A failed suite does not stop the later ones.
-fn test_suites(root: &Path) -> Result<Vec<summary::Suite>> {
+/// target on the host (`quick`: the kernel smoke alone), and as root the VM matrix. A failed
+/// suite does not stop the later ones.
+fn test_suites(root: &Path, quick: bool) -> Result<Vec<summary::Suite>> {
     // The privileged tests drive the zcprof binary, so build it first.
     run(cargo().args(["build", "--package", "zcprof"]))?;
     let mut suites = vec![summary::run_suite(
@@ -154,9 +160,7 @@ fn test_suites(root: &Path) -> Result<Vec<summary::Suite>> {
             "zcprof-ebpf",
         ]),
     )];
-    if is_root() {
-        install_test_programs()?;
-    } else {
+    if !is_root() {
         eprintln!(
             "xtask: not root: the kernel tests skip (and fail under CI=true or \
              ZCPROF_REQUIRE_ROOT=1), the VM matrix does not run (run `sudo -E cargo xtask test`)"
@@ -172,6 +176,13 @@ fn test_suites(root: &Path) -> Result<Vec<summary::Suite>> {
     if !compiled {
         return Ok(suites);
     }
+    if quick {
+        suites.extend(kernel_smoke(root));
+        return Ok(suites);
+    }
+    if is_root() {
+        install_test_programs()?;
+    }
     for target in kernel_test_targets()? {
         suites.push(kernel_suite(root, &format!("host {target}"), &target, &[]));
     }
@@ -185,6 +196,21 @@ fn test_suites(root: &Path) -> Result<Vec<summary::Suite>> {
         ));
     }
     Ok(suites)
+}
+
+/// The host kernel smoke of `--quick`: every method once with small payloads. The `methods`
+/// target runs the six methods beyond the note at 8 MiB (without its Ctrl-C test, which writes
+/// a 1 GiB file first); `compare_runs_every_method` the note's six in one `compare` at 4 MiB.
+fn kernel_smoke(root: &Path) -> Vec<summary::Suite> {
+    vec![
+        kernel_suite(root, "smoke: methods", "methods", &["--skip", "ctrl_c"]),
+        kernel_suite(
+            root,
+            "smoke: compare",
+            "kernel",
+            &["--exact", "compare_runs_every_method"],
+        ),
+    ]
 }
 
 /// Runs the `zcprof-tests` target `target` (its tests one at a time: kernel state is shared, as
