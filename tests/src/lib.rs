@@ -71,6 +71,9 @@ pub fn skip(test: &str, why: &str) {
 
 /// A fresh directory under cargo's target tmp dir: on the project's disk, so `O_DIRECT` and block
 /// devices behave as on a real file system.
+///
+/// # Panics
+/// When the directory cannot be created.
 #[must_use]
 pub fn scratch_dir(name: &str, tmp: &str) -> PathBuf {
     let dir = PathBuf::from(tmp).join(format!("{name}-{}", std::process::id()));
@@ -80,6 +83,9 @@ pub fn scratch_dir(name: &str, tmp: &str) -> PathBuf {
 }
 
 /// Runs zcprof with `args`.
+///
+/// # Panics
+/// When zcprof cannot be started.
 #[must_use]
 pub fn run(args: &[&str]) -> Output {
     Command::new(zcprof_bin())
@@ -88,8 +94,10 @@ pub fn run(args: &[&str]) -> Output {
         .expect("zcprof runs")
 }
 
-/// Runs zcprof with `args` plus `--format json` and parses its output, panicking with stderr on
-/// failure.
+/// Runs zcprof with `args` plus `--format json` and parses its output.
+///
+/// # Panics
+/// When zcprof fails (with its stderr) or its output is not JSON.
 #[must_use]
 pub fn run_json(args: &[&str]) -> serde_json::Value {
     let mut all = args.to_vec();

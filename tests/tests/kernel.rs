@@ -1828,7 +1828,7 @@ fn output_file_keeps_the_report_apart_from_the_commands_stdout() {
     assert_eq!(r["method"], "sh", "{}", r["method"]);
 }
 
-/// A user that is not root, with only CAP_BPF and CAP_PERFMON, can measure: the syscall path's
+/// A user that is not root, with only `CAP_BPF` and `CAP_PERFMON`, can measure: the syscall path's
 /// hooks are raw tracepoints, which need nothing more. What needs more (tracefs, named kernel
 /// symbols) is unavailable with its reason, never a wrong number.
 #[test]

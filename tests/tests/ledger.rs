@@ -231,7 +231,7 @@ fn workload() {
     }
 }
 
-/// Reads `path` with O_DIRECT in 32 KiB blocks, as nginx does with `directio`.
+/// Reads `path` with `O_DIRECT` in 32 KiB blocks, as nginx does with `directio`.
 fn direct_reads(path: &str) {
     use std::os::{fd::AsRawFd as _, unix::fs::OpenOptionsExt as _};
     let file = std::fs::OpenOptions::new()
@@ -309,7 +309,7 @@ fn o_direct_reads_of_any_program_are_not_page_cache_copies() {
     );
 }
 
-/// ext4 has no reflink: copy_file_range copies every byte from page cache to page cache.
+/// ext4 has no reflink: `copy_file_range` copies every byte from page cache to page cache.
 fn assert_page_cache_copy(r: &Value, test: &str) {
     check_ledger(r);
     if let Err(why) = attached(r, "ext4_da_write_end") {
@@ -319,7 +319,7 @@ fn assert_page_cache_copy(r: &Value, test: &str) {
     let p = path(r, "page cache -> page cache").expect("a page cache -> page cache path");
     let bytes = p["bytes"].as_u64().unwrap();
     assert!(
-        bytes >= SIZE && bytes <= SIZE + SIZE / 100,
+        (SIZE..=SIZE + SIZE / 100).contains(&bytes),
         "{test}: page cache -> page cache: {bytes} of {SIZE}"
     );
     assert_eq!(p["evidence"], "measured");
@@ -399,7 +399,7 @@ fn derived_copies_that_sampling_contradicts_are_not_counted() {
     assert!(p["note"].as_str().unwrap().contains("CONTRADICTED"));
 }
 
-/// Whether `--net veth` works here (no veth module, no CAP_NET_ADMIN, no `ip`: a loud skip).
+/// Whether `--net veth` works here (no veth module, no `CAP_NET_ADMIN`, no `ip`: a loud skip).
 fn veth_or_skip(test: &str, dir: &Path) -> bool {
     let out = run(&[
         "run",
@@ -496,7 +496,7 @@ fn read_write_without_scatter_gather_copies_a_third_time() {
     // copies the same bytes again into linear packet data.
     let again = path_bytes(&r, "socket buffer -> packet (segmentation)");
     assert!(
-        again >= SIZE && again <= SIZE + SIZE / 20,
+        (SIZE..=SIZE + SIZE / 20).contains(&again),
         "segmentation copied {again} of {SIZE}"
     );
     let per_step = copies_per_step(&r);

@@ -123,7 +123,7 @@ fn check_strace(method: &str, r: &Value, strace: Option<&BTreeMap<String, u64>>)
     }
 }
 
-/// Facts of every run: the bytes arrived, every syscall but exit_group returned.
+/// Facts of every run: the bytes arrived, every syscall but `exit_group` returned.
 fn check_common(r: &Value) {
     let method = r["method"].as_str().unwrap();
     let received = r["received"].as_array().unwrap();

@@ -25,14 +25,26 @@ fn of_cat<'a>(trace: &'a Value, cat: &'a str) -> impl Iterator<Item = &'a Value>
 }
 
 /// Nanoseconds of a trace timestamp (microseconds with three decimals).
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "asserted non-negative; trace times are far below 2^52 ns"
+)]
 fn ns(v: &Value) -> u64 {
-    (v.as_f64().expect("numeric time") * 1000.0).round() as u64
+    let us = v.as_f64().expect("numeric time");
+    assert!(us >= 0.0, "a negative time: {us}");
+    (us * 1000.0).round() as u64
 }
+
+/// A thread: (pid, tid).
+type Thread = (u64, u64);
+/// A syscall slice: (start, end, syscall number), in nanoseconds.
+type Slice = (u64, u64, u64);
 
 /// Every thread's syscall slices are disjoint (a thread is in one syscall at a time), and every
 /// copy made inside a syscall lies inside a slice of that syscall on the same thread.
 fn check_nesting(trace: &Value) {
-    let mut slices: BTreeMap<(u64, u64), Vec<(u64, u64, u64)>> = BTreeMap::new();
+    let mut slices: BTreeMap<Thread, Vec<Slice>> = BTreeMap::new();
     for e in of_cat(trace, "syscall").filter(|e| e["ph"] == "X") {
         let key = (e["pid"].as_u64().unwrap(), e["tid"].as_u64().unwrap());
         let start = ns(&e["ts"]);

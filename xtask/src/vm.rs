@@ -2,6 +2,7 @@
 //! busybox, zcprof and the privileged kernel tests, runs them inside, and reads `init: success`
 //! or `init: failure` from the serial console, as aya's own xtask does.
 use std::{
+    fmt::Write as _,
     fs,
     io::{BufRead as _, BufReader, Write as _},
     path::{Path, PathBuf},
@@ -474,10 +475,10 @@ fn build_initramfs(
     if let Some(debug) = std::env::var_os("ZCPROF_VM_DEBUG") {
         fs::copy(debug, root.join("debug.sh"))?;
     }
-    let skips: String = SKIPPED_IN_VM
-        .iter()
-        .map(|s| format!(" --skip {s}"))
-        .collect();
+    let skips = SKIPPED_IN_VM.iter().fold(String::new(), |mut all, s| {
+        let _ = write!(all, " --skip {s}");
+        all
+    });
     let init = format!(
         r#"#!/bin/busybox sh
 /bin/busybox --install -s

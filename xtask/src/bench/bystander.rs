@@ -3,7 +3,7 @@
 use super::*;
 
 /// Case 2: an untraced process's loop while zcprof measures another process, beside the floor
-/// any raw_syscalls observer sets (perf stat on the same two tracepoints).
+/// any `raw_syscalls` observer sets (perf stat on the same two tracepoints).
 pub(super) fn bystander(
     bins: &Bins,
     dir: &Path,

@@ -61,8 +61,9 @@ pub(super) fn capacity(
         let lost = report["trace"]["lost"].as_u64().unwrap_or(0);
         let returns: u64 = report["syscalls"]
             .as_array()
-            .map(|a| a.iter().filter_map(|s| s["count"].as_u64()).sum::<u64>())
-            .unwrap_or(0)
+            .map_or(0, |a| {
+                a.iter().filter_map(|s| s["count"].as_u64()).sum::<u64>()
+            })
             .saturating_sub(1);
         let rate = events as f64 / (loop_ns / 1e9);
         let covered = events + lost >= returns;

@@ -63,7 +63,7 @@ fn copy_once(cmd: &mut Command, dest: &Path, size: u64) -> Result<f64> {
     child.stdin.take().context("stdin")?.write_all(b"g")?;
     let status = child.wait()?;
     let elapsed = start.elapsed().as_secs_f64();
-    let got = std::fs::metadata(dest).map(|m| m.len()).unwrap_or(0);
+    let got = std::fs::metadata(dest).map_or(0, |m| m.len());
     let _ = std::fs::remove_file(dest);
     if !status.success() || got != size {
         bail!("copy failed: {status}, {got} bytes in the destination");
@@ -82,6 +82,10 @@ fn paired_ratios(ours: &[f64], theirs: &[f64]) -> Vec<f64> {
 }
 
 /// Case 4: zcprof's built-in workloads against minimal reference implementations, untraced.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one benchmark case from start to end"
+)]
 pub(super) fn fidelity(
     bins: &Bins,
     dir: &Path,
@@ -89,7 +93,7 @@ pub(super) fn fidelity(
     results: &mut Results,
 ) -> Result<()> {
     const SIZE: u64 = 256 << 20;
-    let file = data_file(&dir.join("fidelity-256M.bin"), SIZE as usize)?;
+    let file = data_file(&dir.join("fidelity-256M.bin"), usize::try_from(SIZE)?)?;
     let methods = [
         "read-write",
         "mmap-write",

@@ -10,7 +10,7 @@ fn program_names() -> BTreeMap<u32, String> {
         .collect()
 }
 
-/// (prog_id, run_time_ns, run_cnt) of the programs process `pid` holds, from its fdinfo.
+/// (`prog_id`, `run_time_ns`, `run_cnt`) of the programs process `pid` holds, from its fdinfo.
 fn program_stats(pid: u32) -> Vec<(u32, u64, u64)> {
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
         return Vec::new();
@@ -118,8 +118,8 @@ pub(super) fn bpf_stats(
     Ok(())
 }
 
-/// Runs the loop under `zcprof <command> --` with bpf_stats on, and returns (name, run_time_ns,
-/// run_cnt) of each of zcprof's programs that ran.
+/// Runs the loop under `zcprof <command> --` with `bpf_stats` on, and returns (name,
+/// `run_time_ns`, `run_cnt`) of each of zcprof's programs that ran.
 fn run_with_stats(
     bins: &Bins,
     dir: &Path,

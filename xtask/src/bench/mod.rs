@@ -54,7 +54,7 @@ fn median(v: &[f64]) -> f64 {
         return f64::NAN;
     }
     let mid = s.len() / 2;
-    if s.len() % 2 == 0 {
+    if s.len().is_multiple_of(2) {
         f64::midpoint(s[mid - 1], s[mid])
     } else {
         s[mid]
@@ -168,7 +168,7 @@ pub fn bench(root: &Path, opts: &Options) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let file = data_file(&dir.join("loop-64M.bin"), 64 << 20)?;
     let mut results = Results::default();
-    overhead::overhead(&bins, &dir, &file, opts, &mut results)?;
+    overhead::overhead(&bins, &dir, &file, opts, &mut results);
     bystander::bystander(&bins, &dir, &file, opts, &mut results)?;
     kernel_stats::bpf_stats(&bins, &dir, &file, opts, &mut results)?;
     capacity::capacity(&bins, &dir, &file, opts, &mut results)?;
@@ -267,7 +267,7 @@ fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|&x| x.to_owned()).collect()
 }
 
-/// The row of two empty raw tracepoint programs on sys_enter and sys_exit: what any BPF
+/// The row of two empty raw tracepoint programs on `sys_enter` and `sys_exit`: what any BPF
 /// syscall hook costs on this kernel before it does anything.
 const FLOOR: &str = "two empty raw_tp programs on sys_enter/sys_exit (`zcprof __empty-hooks`)";
 
@@ -294,16 +294,14 @@ fn run_wrapped_string(argv: &[String], dir: &Path) -> Result<f64> {
 /// descriptors stop growing in number.
 fn wait_loaded(child: &Child) -> Result<()> {
     let fds = || {
-        std::fs::read_dir(format!("/proc/{}/fd", child.id()))
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .filter(|e| {
-                        std::fs::read_link(e.path())
-                            .is_ok_and(|l| l.to_string_lossy().contains("bpf-prog"))
-                    })
-                    .count()
-            })
-            .unwrap_or(0)
+        std::fs::read_dir(format!("/proc/{}/fd", child.id())).map_or(0, |d| {
+            d.filter_map(Result::ok)
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|l| l.to_string_lossy().contains("bpf-prog"))
+                })
+                .count()
+        })
     };
     let start = Instant::now();
     let mut last = (0, Instant::now());

@@ -106,7 +106,7 @@ fn under(observer: Option<&[String]>) -> Result<f64> {
 }
 
 /// Waits for bpftrace's "Attaching N probes..." line: a SIGINT before its handlers are in place
-/// was seen to leave it running (in epoll_wait) instead of ending it.
+/// was seen to leave it running (in `epoll_wait`) instead of ending it.
 fn attached(child: &mut Child) -> Result<()> {
     let out = child.stdout.take().context("bpftrace's stdout")?;
     let (tx, rx) = std::sync::mpsc::channel();
