@@ -380,7 +380,7 @@ impl Recording {
             sampled_cpu_ns: counts.sampled_cpu_ns,
             task_clock_ns: counts.task_clock_ns.clone().and_then(Result::ok),
             kernel_stacks: counts.kernel_stacks.clone(),
-            counters: crate::export::EventlessCounts::of(&counts),
+            counters: crate::export::EventlessCounts::of(counts),
         };
         trace.add_run(context, self.recorded, self.unfinished);
     }

@@ -380,7 +380,7 @@ fn repeat_needs_a_count_and_a_built_in_workload() {
     assert!(line.contains("--warmup"), "{line}");
 }
 
-/// With CAP_BPF alone, the one line names the capability still missing.
+/// With `CAP_BPF` alone, the one line names the capability still missing.
 #[test]
 fn one_capability_short_names_the_other() {
     if !is_root() {

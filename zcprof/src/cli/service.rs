@@ -51,7 +51,7 @@ pub struct ServeArgs {
     /// relative to it, e.g. system.slice/nginx.service); every series gets a cgroup label.
     #[arg(long, value_name = "PATH")]
     pub cgroup: Option<PathBuf>,
-    /// Also count socket -> user copies (zcprof_copy_bytes_total{path="socket_to_user"}). Off by
+    /// Also count socket -> user copies (`zcprof_copy_bytes_total{path="socket_to_user"}`). Off by
     /// default: a receiver reaches that hook about a dozen times per 64 KiB, the most of any.
     #[arg(long)]
     pub receives: bool,

@@ -272,7 +272,7 @@ impl WorkloadArgs {
             // Pseudo file systems (/proc) report no blocks at all: writing there fails on its own.
             && fs.blocks() > 0
         {
-            let free = u64::from(fs.blocks_available()).saturating_mul(fs.fragment_size());
+            let free = fs.blocks_available().saturating_mul(fs.fragment_size());
             if size > free {
                 return Err(UsageError(format!(
                     "--size {} does not fit in --dir {}: {} free",
@@ -359,7 +359,7 @@ fn payload_fits(
 /// A one-line usage error when direct-io is asked for with a block size that is not a multiple
 /// of 4096.
 fn direct_io_alignment(methods: &[Method], block_size: u64) -> Result<(), UsageError> {
-    if methods.contains(&Method::DirectIo) && block_size % 4096 != 0 {
+    if methods.contains(&Method::DirectIo) && !block_size.is_multiple_of(4096) {
         return Err(UsageError(format!(
             "direct-io needs --block-size to be a multiple of 4096 (O_DIRECT alignment), not {block_size}"
         )));

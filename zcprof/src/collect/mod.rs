@@ -178,6 +178,8 @@ fn map<'a>(
 /// Reads the sampled kernel stacks and symbolizes them (only when there are samples: loading
 /// kallsyms costs tens of milliseconds).
 fn read_stacks(ebpf: &dyn MapSource) -> Result<Vec<(Vec<String>, u64)>, CollectError> {
+    // Kernel symbols do not change during a run: load them once (live views read often).
+    static SYMBOLS: std::sync::OnceLock<Kallsyms> = std::sync::OnceLock::new();
     let err = |name| move |source| CollectError::Map { name, source };
     let samples: PerCpuHashMap<_, u32, u64> =
         PerCpuHashMap::try_from(map(ebpf, maps::STACK_SAMPLES)?)
@@ -192,8 +194,6 @@ fn read_stacks(ebpf: &dyn MapSource) -> Result<Vec<(Vec<String>, u64)>, CollectE
     }
     let stacks =
         aya::maps::StackTraceMap::try_from(map(ebpf, maps::STACKS)?).map_err(err(maps::STACKS))?;
-    // Kernel symbols do not change during a run: load them once (live views read often).
-    static SYMBOLS: std::sync::OnceLock<Kallsyms> = std::sync::OnceLock::new();
     let symbols = SYMBOLS.get_or_init(Kallsyms::load);
     let mut out = Vec::new();
     for (id, count) in by_id {
@@ -222,6 +222,7 @@ impl Counts {
     ///
     /// # Errors
     /// When a map is missing or unreadable.
+    #[expect(clippy::too_many_lines, reason = "one arm per counter")]
     pub fn read(ebpf: &dyn MapSource) -> Result<Counts, CollectError> {
         let map_err = |name| move |source| CollectError::Map { name, source };
         let counters: PerCpuArray<_, u64> =

@@ -41,7 +41,7 @@ impl TaskClock {
     /// Opens a counter on each of `tids`, counting from now.
     ///
     /// # Errors
-    /// The kernel's refusal (no perf events, a thread gone, perf_event_paranoid).
+    /// The kernel's refusal (no perf events, a thread gone, `perf_event_paranoid`).
     pub fn open(tids: &[u32]) -> io::Result<TaskClock> {
         let attr = Attr {
             kind: PERF_TYPE_SOFTWARE,

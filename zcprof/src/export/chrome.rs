@@ -1,4 +1,4 @@
-//! Chrome trace-event JSON, as ui.perfetto.dev and chrome://tracing read it: syscalls as
+//! Chrome trace-event JSON, as ui.perfetto.dev and `chrome://tracing` read it: syscalls as
 //! complete slices per thread, with context switches, page faults, copies and packets as instant
 //! events inside them; block requests and DMA mappings on a device-wide track; counters of bytes
 //! copied; process and thread names as metadata; and the `zcprof` section `report` reads back.
@@ -77,6 +77,10 @@ impl<W: Write> Records<'_, W> {
 }
 
 /// Writes the whole file; returns the number of trace-event records.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one record kind after another, in the order of the file"
+)]
 pub fn write<W: Write>(out: &mut W, origin_ns: u64, runs: &[Run]) -> io::Result<u64> {
     out.write_all(b"{\"traceEvents\": [\n")?;
     let mut records = Records { out, count: 0 };

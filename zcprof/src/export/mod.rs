@@ -306,6 +306,9 @@ impl Trace {
     ///
     /// # Errors
     /// When writing fails (the partial file is removed).
+    ///
+    /// # Panics
+    /// Only if the file was taken before, which taking `self` rules out.
     pub fn write(mut self) -> Result<Written, ExportError> {
         let file = self.file.take().expect("written once");
         // Only a regular file can be truncated; a FIFO is simply written.

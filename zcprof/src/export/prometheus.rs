@@ -1,6 +1,6 @@
-//! The Prometheus exposition of `zcprof serve`: the series of one scrape rendered as OpenMetrics
-//! text (prometheus-client's encoder), or as the classic Prometheus text format (0.0.4) for
-//! clients that do not ask for OpenMetrics.
+//! The Prometheus exposition of `zcprof serve`: the series of one scrape rendered as
+//! `OpenMetrics` text (prometheus-client's encoder), or as the classic Prometheus text format
+//! (0.0.4) for clients that do not ask for `OpenMetrics`.
 use std::collections::BTreeMap;
 
 use prometheus_client::{

@@ -213,7 +213,7 @@ fn run_at(runs: &mut [ReadRun], ns: u64) -> Result<&mut ReadRun, String> {
         .ok_or_else(|| format!("its time {ns} ns lies outside every run"))
 }
 
-fn process<'a>(run: &'a mut ReadRun, pid: u32) -> Option<&'a mut Process> {
+fn process(run: &mut ReadRun, pid: u32) -> Option<&mut Process> {
     if !run.context.followed {
         return None;
     }
@@ -231,6 +231,7 @@ fn stamp(counts: &mut Counts, first: u64, last: u64) {
     counts.last_event_ns = counts.last_event_ns.max(last);
 }
 
+#[expect(clippy::too_many_lines, reason = "one arm per record category")]
 fn add(runs: &mut [ReadRun], r: &Record) -> Result<(), String> {
     // Metadata, counters and zcprof's own markers carry no counts.
     if matches!(r.ph.as_str(), "M" | "C")

@@ -189,6 +189,12 @@ impl SourceFile {
     pub fn len(&self) -> u64 {
         self.len
     }
+
+    /// Whether the file holds no bytes (an existing empty file; a run refuses it).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// A new file in `dir` without a name: `O_TMPFILE` where the file system has it, else a

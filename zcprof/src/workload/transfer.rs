@@ -412,7 +412,7 @@ fn sendfile(file: RawFd, sock: RawFd, size: usize, block: usize) -> io::Result<(
     Ok(())
 }
 
-/// `more`: SPLICE_F_MORE, which tells a socket that more data follows, so it may hold back a
+/// `more`: `SPLICE_F_MORE`, which tells a socket that more data follows, so it may hold back a
 /// partly filled segment.
 fn splice_fd(from: RawFd, to: RawFd, len: usize, more: bool, what: &str) -> io::Result<usize> {
     // SAFETY: null offsets: file positions advance.
