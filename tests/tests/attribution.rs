@@ -22,7 +22,7 @@ fn peer_sending(dir: &Path, stop: Arc<AtomicBool>) -> thread::JoinHandle<Vec<Val
     let dir = dir.to_owned();
     // On one CPU every ACK is processed on the bystander's CPU, and a small transfer shows it
     // (the VMs, under emulation); on more, a larger one gives the kernel time to.
-    let one_cpu = thread::available_parallelism().map_or(false, |n| n.get() == 1);
+    let one_cpu = thread::available_parallelism().is_ok_and(|n| n.get() == 1);
     let size = if one_cpu { "32M" } else { "128M" };
     thread::spawn(move || {
         let mut reports = Vec::new();
@@ -64,7 +64,7 @@ fn path_bytes(r: &Value, name: &str) -> u64 {
         .sum()
 }
 
-/// Whether `--net veth` works here (no veth module, no CAP_NET_ADMIN: a loud skip).
+/// Whether `--net veth` works here (no veth module, no `CAP_NET_ADMIN`: a loud skip).
 fn veth_or_skip(test: &str, dir: &Path) -> bool {
     let out = run(&[
         "run",

@@ -115,6 +115,10 @@ pub struct OnCpu {
 impl OnCpu {
     /// The in-flight record of this slot.
     #[inline(always)]
+    #[expect(
+        clippy::inline_always,
+        reason = "the eBPF programs' syscall hot path: a BPF-to-BPF call would cost more than the copy"
+    )]
     #[must_use]
     pub fn entry(&self) -> InFlight {
         InFlight {
@@ -300,7 +304,7 @@ pub struct HookedBytes {
     pub xmit_linear: u64,
     /// Payload that left in page fragments (by reference), by the same syscall.
     pub xmit_paged: u64,
-    /// Bytes copied into the page cache (file system write_end tracepoints).
+    /// Bytes copied into the page cache (file system `write_end` tracepoints).
     pub page_cache_write: u64,
     /// Bytes copied from socket buffers to user memory.
     pub sock_recv: u64,

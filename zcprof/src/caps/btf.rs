@@ -155,8 +155,9 @@ mod tests {
         };
         let mut types = Vec::new();
         let mut push = |v: &[u32]| {
-            v.iter()
-                .for_each(|x| types.extend_from_slice(&x.to_le_bytes()))
+            for x in v {
+                types.extend_from_slice(&x.to_le_bytes());
+            }
         };
         // 1: int
         push(&[s("int"), 1 << 24, 4, 32]);

@@ -156,7 +156,7 @@ pub fn check_privileges() -> Result<(), CapsError> {
 }
 
 /// Finds `field`'s offset in a tracefs format file: lines like
-/// `field:unsigned int nr_sector;	offset:24;	size:4;	signed:0;`.
+/// `field:unsigned int nr_sector;<TAB>offset:24;<TAB>size:4;<TAB>signed:0;`.
 fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
     format.lines().find_map(|line| {
         let decl = line.trim().strip_prefix("field:")?.split(';').next()?;

@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 use super::{Devices, Figure, Source, fmt_bytes, missing};
 use crate::{
     collect::Counts,
-    probes::{HookPlan, catalog::Point},
+    probes::{
+        HookPlan,
+        catalog::{Point, Variant},
+    },
 };
 
 pub(super) fn page_fault_figures(
@@ -59,76 +62,15 @@ pub(super) fn dma_figures(
         .sum();
     let mut hooks = Vec::new();
     let mut parts = Vec::new();
-    match block {
-        Some(v) => {
-            hooks.push(format!("{} (device-wide)", v.describe()));
-            let per_dev: Vec<_> = devices
-                .disk
-                .iter()
-                .map(|d| {
-                    format!(
-                        "{} read {}, wrote {}",
-                        d.device,
-                        fmt_bytes(d.read_bytes),
-                        fmt_bytes(d.write_bytes)
-                    )
-                })
-                .collect();
-            parts.push(if per_dev.is_empty() {
-                "disk: no block I/O completed while measuring".to_owned()
-            } else {
-                format!(
-                    "disk: {} (device-wide: I/O of any process counts)",
-                    per_dev.join("; ")
-                )
-            });
-        }
-        None => parts.push(format!(
-            "disk: unmeasured ({})",
-            missing(plan, Point::BlockIssue)
-        )),
-    }
-    match net {
-        Some(v) => {
-            hooks.push(v.describe());
-            let per_dev: Vec<_> = devices
-                .net
-                .iter()
-                .map(|n| {
-                    let kind = if n.physical {
-                        "a physical NIC: DMA"
-                    } else {
-                        "a virtual device: no DMA"
-                    };
-                    format!(
-                        "{} in {} packets to {} ({kind})",
-                        fmt_bytes(n.bytes),
-                        n.packets,
-                        n.device
-                    )
-                })
-                .collect();
-            parts.push(format!(
-                "{}: {}",
-                if by_socket.is_some() {
-                    "network, packets of the process's TCP sockets wherever they left (ACK-clocked \
-                     sends from softirq included; other protocols are not counted)"
-                } else {
-                    "network, as transmitted from the process's own context (TCP also sends from \
-                     ACK processing in other contexts, which is not attributed)"
-                },
-                if per_dev.is_empty() {
-                    "nothing".to_owned()
-                } else {
-                    per_dev.join("; ")
-                }
-            ));
-        }
-        None => parts.push(format!(
-            "network: unmeasured ({})",
-            missing(plan, Point::NetXmit)
-        )),
-    }
+    disk_part(plan, block, devices, &mut hooks, &mut parts);
+    net_part(
+        plan,
+        net,
+        by_socket.is_some(),
+        devices,
+        &mut hooks,
+        &mut parts,
+    );
     let note = parts.join("; ");
     if block.is_none() && net.is_none() {
         figures.insert("dma_bytes", Figure::unavailable(note));
@@ -178,5 +120,97 @@ pub(super) fn dma_figures(
                 "bytes handed to physical network devices",
             ),
         );
+    }
+}
+
+/// The disk's share of the DMA figure's source and note: device-wide block requests.
+fn disk_part(
+    plan: &HookPlan,
+    block: Option<&Variant>,
+    devices: &Devices,
+    hooks: &mut Vec<String>,
+    parts: &mut Vec<String>,
+) {
+    match block {
+        Some(v) => {
+            hooks.push(format!("{} (device-wide)", v.describe()));
+            let per_dev: Vec<_> = devices
+                .disk
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{} read {}, wrote {}",
+                        d.device,
+                        fmt_bytes(d.read_bytes),
+                        fmt_bytes(d.write_bytes)
+                    )
+                })
+                .collect();
+            parts.push(if per_dev.is_empty() {
+                "disk: no block I/O completed while measuring".to_owned()
+            } else {
+                format!(
+                    "disk: {} (device-wide: I/O of any process counts)",
+                    per_dev.join("; ")
+                )
+            });
+        }
+        None => parts.push(format!(
+            "disk: unmeasured ({})",
+            missing(plan, Point::BlockIssue)
+        )),
+    }
+}
+
+/// The network's share of the DMA figure's source and note: packets by device, counted by
+/// socket (`by_socket`) or in the sender's own context.
+fn net_part(
+    plan: &HookPlan,
+    net: Option<&Variant>,
+    by_socket: bool,
+    devices: &Devices,
+    hooks: &mut Vec<String>,
+    parts: &mut Vec<String>,
+) {
+    match net {
+        Some(v) => {
+            hooks.push(v.describe());
+            let per_dev: Vec<_> = devices
+                .net
+                .iter()
+                .map(|n| {
+                    let kind = if n.physical {
+                        "a physical NIC: DMA"
+                    } else {
+                        "a virtual device: no DMA"
+                    };
+                    format!(
+                        "{} in {} packets to {} ({kind})",
+                        fmt_bytes(n.bytes),
+                        n.packets,
+                        n.device
+                    )
+                })
+                .collect();
+            parts.push(format!(
+                "{}: {}",
+                if by_socket {
+                    "network, packets of the process's TCP sockets wherever they left (ACK-clocked \
+                     sends from softirq included; other protocols are not counted)"
+                } else {
+                    "network, as transmitted from the process's own context (TCP also sends from \
+                     ACK processing in other contexts, which is not attributed)"
+                },
+                if per_dev.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    per_dev.join("; ")
+                }
+            ));
+        }
+        None => parts.push(format!(
+            "network: unmeasured ({})",
+            missing(plan, Point::NetXmit)
+        )),
     }
 }

@@ -185,7 +185,7 @@ pub fn differences(inputs: &Inputs<'_>) -> Vec<String> {
         if method == Some(Method::DirectIo) || file.is_some_and(|f| f.cache == "cold") {
             notes.push(format!(
                 "Disk DMA: {} read from disk, {:.2} blocks per step{}.",
-                fmt_bytes(dma as u64),
+                fmt_bytes(whole(dma)),
                 dma_step / block_size.max(1) as f64,
                 if file.is_some_and(|f| f.block_device) {
                     ""
@@ -200,7 +200,7 @@ pub fn differences(inputs: &Inputs<'_>) -> Vec<String> {
             notes.push(format!(
                 "The page cache was warm: the file was already in memory, so the disk did no DMA for it \
                  ({} read from disk while measuring). Use --cache cold to see the note's disk DMA.",
-                fmt_bytes(dma as u64)
+                fmt_bytes(whole(dma))
             ));
         }
     }
@@ -219,4 +219,14 @@ pub fn differences(inputs: &Inputs<'_>) -> Vec<String> {
         });
     }
     notes
+}
+
+/// A figure's value (a byte count held as f64) as whole bytes.
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "byte counts: whole, non-negative and far below 2^52"
+)]
+fn whole(bytes: f64) -> u64 {
+    bytes as u64
 }

@@ -42,11 +42,15 @@ pub fn data_path(name: &str) -> DataPath {
 mod tests {
     use super::*;
 
+    fn nr(n: libc::c_long) -> u32 {
+        u32::try_from(n).expect("a syscall number")
+    }
+
     #[test]
     fn names_follow_this_architecture() {
-        assert_eq!(name_of(libc::SYS_read as u32), "read");
-        assert_eq!(name_of(libc::SYS_sendfile as u32), "sendfile");
-        assert_eq!(name_of(libc::SYS_splice as u32), "splice");
+        assert_eq!(name_of(nr(libc::SYS_read)), "read");
+        assert_eq!(name_of(nr(libc::SYS_sendfile)), "sendfile");
+        assert_eq!(name_of(nr(libc::SYS_splice)), "splice");
         assert_eq!(name_of(100_000), "syscall_100000");
     }
 

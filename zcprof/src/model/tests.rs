@@ -16,10 +16,10 @@ pub(crate) fn read_write_counts() -> Counts {
         timed: count,
         ..SyscallStat::default()
     };
-    syscalls.insert(libc::SYS_read as u32, stat(16, 16 * block));
-    syscalls.insert(libc::SYS_write as u32, stat(16, 16 * block));
+    syscalls.insert(sys(libc::SYS_read), stat(16, 16 * block));
+    syscalls.insert(sys(libc::SYS_write), stat(16, 16 * block));
     syscalls.insert(
-        libc::SYS_exit_group as u32,
+        sys(libc::SYS_exit_group),
         SyscallStat {
             count: 1,
             ..SyscallStat::default()
@@ -189,7 +189,7 @@ fn program_figures_are_per_mib_of_the_exact_payload() {
     // 1.94 (the bytes spread over 33 whole steps).
     let mut counts = read_write_counts();
     let bytes = (32 << 20) + (10 << 10);
-    for nr in [libc::SYS_read as u32, libc::SYS_write as u32] {
+    for nr in [sys(libc::SYS_read), sys(libc::SYS_write)] {
         counts.syscalls.get_mut(&nr).unwrap().ret_sum = bytes;
     }
     let r = build(RunInput {
@@ -252,4 +252,9 @@ fn json_contract() {
     // Whole numbers are integers in JSON, not 33.0.
     assert_eq!(v["figures"]["syscalls"]["value"], serde_json::json!(33));
     assert!(v["figures"]["dma_bytes"]["value"].is_null());
+}
+
+/// A syscall number of this architecture as the maps key it.
+fn sys(n: libc::c_long) -> u32 {
+    u32::try_from(n).expect("a syscall number")
 }

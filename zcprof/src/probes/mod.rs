@@ -150,8 +150,8 @@ pub fn loader<'a>() -> EbpfLoader<'a> {
     loader
 }
 
-/// Loads the object and attaches only its two empty raw tracepoint programs (sys_enter and
-/// sys_exit), for `zcprof __empty-hooks`.
+/// Loads the object and attaches only its two empty raw tracepoint programs (`sys_enter` and
+/// `sys_exit`), for `zcprof __empty-hooks`.
 ///
 /// # Errors
 /// When the object does not load or a program does not attach.
@@ -340,6 +340,27 @@ fn task_offsets() -> Option<&'static [u32]> {
                 .collect()
         })
         .as_deref()
+}
+
+/// `TASK_OFFSETS_OK`'s two values, static: the loader borrows what it sets until it loads.
+static FOUND: [u32; 2] = [0, 1];
+
+/// Sets the kernel struct member offsets the programs read (`sk_buff`, and the current task's
+/// file table and name), where the kernel's BTF has them.
+fn set_struct_offsets<'a>(loader: &mut EbpfLoader<'a>, skb_offsets: &'a Result<Vec<u32>, String>) {
+    if let Ok(offsets) = skb_offsets {
+        for ((global, _, _), offset) in catalog::globals::BTF_OFFSETS.iter().zip(offsets) {
+            loader.override_global(global, offset, true);
+        }
+    }
+    let task = task_offsets();
+    if let Some(offsets) = task {
+        for ((global, _, _), offset) in catalog::globals::TASK_OFFSETS.iter().zip(offsets) {
+            loader.override_global(global, offset, true);
+        }
+    }
+    let task_ok = &FOUND[usize::from(task.is_some())];
+    loader.override_global(catalog::globals::TASK_OFFSETS_OK, task_ok, true);
 }
 
 /// Threads of process `tgid` that may be inside a syscall now: all but those stopped by a signal
@@ -626,19 +647,7 @@ impl Probes {
             &options.receiver_tgid,
             true,
         );
-        if let Ok(offsets) = &skb_offsets {
-            for ((global, _, _), offset) in catalog::globals::BTF_OFFSETS.iter().zip(offsets) {
-                loader.override_global(global, offset, true);
-            }
-        }
-        let task = task_offsets();
-        if let Some(offsets) = task {
-            for ((global, _, _), offset) in catalog::globals::TASK_OFFSETS.iter().zip(offsets) {
-                loader.override_global(global, offset, true);
-            }
-        }
-        let task_ok = u32::from(task.is_some());
-        loader.override_global(catalog::globals::TASK_OFFSETS_OK, &task_ok, true);
+        set_struct_offsets(&mut loader, &skb_offsets);
         // With the packets' owners known, devices count a process's packets wherever they
         // leave; the current-task program stands aside.
         let by_socket =
