@@ -104,38 +104,12 @@ fn a_process_without_sockets_is_charged_none_of_a_peers_packets() {
     if !veth_or_skip(TEST, &dir) {
         return;
     }
-    // Syscalls without end (each `:` with a redirection opens and closes /dev/null), no socket.
-    let mut bystander = Command::new("sh")
-        .args(["-c", "while :; do : </dev/null; done"])
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("sh starts");
     let stop = Arc::new(AtomicBool::new(false));
     let peer = peer_sending(&dir, Arc::clone(&stop));
     thread::sleep(Duration::from_millis(300));
-    let report = dir.join("bystander.json");
-    let out = Command::new(zcprof_bin())
-        .args([
-            "attach",
-            "--pid",
-            &bystander.id().to_string(),
-            "--duration",
-            "4s",
-        ])
-        .args(["--format", "json", "-o"])
-        .arg(&report)
-        .output()
-        .expect("zcprof attach runs");
+    let r = attach_to_a_shell_loop(&dir, 4);
     stop.store(true, Ordering::Relaxed);
-    let _ = bystander.kill();
-    let _ = bystander.wait();
     let peers = peer.join().expect("the peer thread");
-    assert!(
-        out.status.success(),
-        "attach: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("JSON");
     // The peer really copied into packets meanwhile: the kernel fact the check stands on.
     let peer_copied: u64 = peers
         .iter()
@@ -236,5 +210,106 @@ fn a_process_is_named_by_its_main_thread() {
     assert!(
         names.contains(&main.as_str()) && !names.contains(&"worker-renamed"),
         "the process's rows are named {names:?}, its main thread {main}"
+    );
+}
+
+/// Runs `sh -c 'while :; do : </dev/null; done'` (syscalls without end, no socket, no file I/O)
+/// and attaches to it for `seconds`, returning the report.
+fn attach_to_a_shell_loop(dir: &Path, seconds: u32) -> Value {
+    let mut bystander = Command::new("sh")
+        .args(["-c", "while :; do : </dev/null; done"])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("sh starts");
+    let report = dir.join("bystander.json");
+    let out = Command::new(zcprof_bin())
+        .args(["attach", "--pid", &bystander.id().to_string()])
+        .args([
+            "--duration",
+            &format!("{seconds}s"),
+            "--format",
+            "json",
+            "-o",
+        ])
+        .arg(&report)
+        .output()
+        .expect("zcprof attach runs");
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+    assert!(
+        out.status.success(),
+        "attach: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("JSON")
+}
+
+/// issue 21, item 7: block I/O was counted device-wide into the attached process's DMA (vsftpd
+/// serving from the page cache showed 1978 MiB). A process is charged the I/O it queued itself;
+/// another process's writes show device-wide, apart, and never in its cell.
+#[test]
+fn a_process_is_charged_only_the_block_io_it_queued() {
+    const TEST: &str = "block_io_of_its_own";
+    if !privileged(TEST) {
+        return;
+    }
+    let dir = scratch_dir("attribution-disk", env!("CARGO_TARGET_TMPDIR"));
+    let file = dir.join("written.bin");
+    // Another process writes 8 MiB straight to the disk, four times over, while the loop is
+    // measured.
+    let mut writer = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "sleep 0.5; for i in 1 2 3 4; do dd if=/dev/zero of={} bs=1M count=8 \
+             oflag=direct conv=notrunc 2>/dev/null; done",
+            file.display()
+        ))
+        .spawn()
+        .expect("the writer starts");
+    let r = attach_to_a_shell_loop(&dir, 3);
+    let _ = writer.wait();
+    let hook = r["figures"]["disk_read_bytes"]["source"]
+        .as_str()
+        .unwrap_or("");
+    if !hook.contains("block_bio_queue") {
+        skip(
+            TEST,
+            &format!("block_bio_queue is not attached here: {hook}"),
+        );
+        return;
+    }
+    let written: u64 = r["devices"]["disk"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["write_bytes"].as_u64())
+        .sum();
+    assert!(
+        written >= 8 << 20,
+        "the writer's I/O was seen device-wide: {written}"
+    );
+    for key in ["disk_read_bytes", "disk_write_bytes", "dma_bytes"] {
+        assert_eq!(fig(&r, key), 0, "{key} of a process that did no I/O");
+    }
+    // And its own I/O, to the byte: dd reading the file straight from the disk.
+    let direct = Command::new(zcprof_bin())
+        .args(["exec", "--format", "json", "--"])
+        .args(["dd", "bs=1M", "iflag=direct", "of=/dev/null"])
+        .arg(format!("if={}", file.display()))
+        .output()
+        .expect("zcprof exec runs");
+    assert!(
+        direct.status.success(),
+        "{}",
+        String::from_utf8_lossy(&direct.stderr)
+    );
+    let d: Value = serde_json::from_slice(&direct.stdout).expect("JSON");
+    let size = std::fs::metadata(&file).expect("the file").len();
+    assert_eq!(size, 8 << 20, "dd rewrote the same 8 MiB four times");
+    assert_eq!(
+        fig(&d, "disk_read_bytes"),
+        size,
+        "{}",
+        d["figures"]["dma_bytes"]
     );
 }

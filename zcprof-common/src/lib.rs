@@ -232,11 +232,15 @@ pub enum Counter {
     /// Distinct processes whose totals went to the `OTHER_PROCESSES` row because the
     /// per-process table was full (counted once each, up to the memory of `FOLDED`).
     ProcessesFolded = 38,
+    /// Bytes of block I/O a traced task queued itself (`block_bio_queue`, in the submitting
+    /// task): its own disk reads and writes, apart from the device-wide requests of `DISK_IO`.
+    ProcessDiskReadBytes = 39,
+    ProcessDiskWriteBytes = 40,
 }
 
 impl Counter {
     /// Every slot, for readers that want them all.
-    pub const ALL: [Counter; 39] = [
+    pub const ALL: [Counter; 41] = [
         Counter::SyscallEntries,
         Counter::SyscallReturns,
         Counter::UnmatchedReturns,
@@ -276,6 +280,8 @@ impl Counter {
         Counter::SampledCpuNs,
         Counter::PidsForgotten,
         Counter::ProcessesFolded,
+        Counter::ProcessDiskReadBytes,
+        Counter::ProcessDiskWriteBytes,
     ];
 }
 
@@ -361,6 +367,9 @@ pub enum EventKind {
     /// A thread ended inside a syscall that never returns (`exit`, `exit_group`): `start_ns` and
     /// `ts_ns` are its entry, `arg` its number.
     Exit = 9,
+    /// A traced task queued block I/O itself (`block_bio_queue`): `arg` is the `dev_t`, `aux`
+    /// the rwbs letter, `value` the bytes.
+    Bio = 10,
 }
 
 impl EventKind {
@@ -377,6 +386,7 @@ impl EventKind {
             7 => EventKind::Dma,
             8 => EventKind::Fork,
             9 => EventKind::Exit,
+            10 => EventKind::Bio,
             _ => return None,
         })
     }

@@ -772,6 +772,29 @@ pub fn disk_io(dev: u32, bytes: u64, op: u8) {
     }
 }
 
+/// A traced task queued `bytes` of block I/O on device `dev` itself (`op`: the rwbs letter):
+/// the process's own disk transfers.
+#[inline(always)]
+pub fn bio_queued(dev: u32, bytes: u64, op: u8) {
+    match op {
+        b'R' => add(Counter::ProcessDiskReadBytes, bytes),
+        b'W' => add(Counter::ProcessDiskWriteBytes, bytes),
+        _ => return,
+    }
+    if tracing() {
+        #[expect(clippy::cast_possible_wrap, reason = "bio sizes are far below 2^63")]
+        emit(
+            EventKind::Bio,
+            now(),
+            0,
+            bytes as i64,
+            dev,
+            u32::from(op),
+            Name::None,
+        );
+    }
+}
+
 /// A traced task handed a packet of `len` bytes to the device called `name`.
 #[inline(always)]
 pub fn net_xmit(name: &[u8; IFNAMSIZ], len: u64) {

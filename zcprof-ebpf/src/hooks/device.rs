@@ -4,7 +4,10 @@
 use aya_ebpf::{Global, macros::tracepoint, programs::TracePointContext};
 use zcprof_common::IFNAMSIZ;
 
-use crate::{account, filter::traced_tid};
+use crate::{
+    account,
+    filter::{traced, traced_tid},
+};
 
 #[unsafe(no_mangle)]
 static BLK_OFF_DEV: Global<u32> = Global::new(8);
@@ -12,6 +15,12 @@ static BLK_OFF_DEV: Global<u32> = Global::new(8);
 static BLK_OFF_BYTES: Global<u32> = Global::new(28);
 #[unsafe(no_mangle)]
 static BLK_OFF_RWBS: Global<u32> = Global::new(34);
+#[unsafe(no_mangle)]
+static BIO_OFF_DEV: Global<u32> = Global::new(8);
+#[unsafe(no_mangle)]
+static BIO_OFF_NR_SECTOR: Global<u32> = Global::new(24);
+#[unsafe(no_mangle)]
+static BIO_OFF_RWBS: Global<u32> = Global::new(28);
 #[unsafe(no_mangle)]
 static NET_OFF_LEN: Global<u32> = Global::new(16);
 #[unsafe(no_mangle)]
@@ -38,6 +47,29 @@ pub fn block_rq_issue_tracepoint(ctx: TracePointContext) -> u32 {
     };
     if let (Ok(dev), Ok(bytes), Ok(op)) = (dev, bytes, op) {
         account::disk_io(dev, u64::from(bytes), op);
+    }
+    0
+}
+
+/// Classic tracepoint `block:block_bio_queue`: a task queued block I/O, in its own context
+/// (reads it waits for, readahead, `O_DIRECT`, writes it flushes itself; not the kernel's
+/// writeback of dirty pages, which kworkers queue). Traced once per bio, before any split, so
+/// the bytes are what the process asked of the device.
+#[tracepoint(category = "block", name = "block_bio_queue")]
+pub fn block_bio_queue_tracepoint(ctx: TracePointContext) -> u32 {
+    if traced().is_none() {
+        return 0;
+    }
+    // SAFETY: offsets from the tracepoint's format file.
+    let (dev, sectors, op) = unsafe {
+        (
+            ctx.read_at::<u32>(BIO_OFF_DEV.load() as usize),
+            ctx.read_at::<u32>(BIO_OFF_NR_SECTOR.load() as usize),
+            ctx.read_at::<u8>(BIO_OFF_RWBS.load() as usize),
+        )
+    };
+    if let (Ok(dev), Ok(sectors), Ok(op)) = (dev, sectors, op) {
+        account::bio_queued(dev, u64::from(sectors) * 512, op);
     }
     0
 }

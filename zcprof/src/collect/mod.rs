@@ -101,6 +101,9 @@ pub struct Counts {
     pub direct_io_bytes: u64,
     /// Hooked copy bytes by the syscall the thread was in (syscall number), non-zero only.
     pub hooked_by_syscall: BTreeMap<u32, HookedBytes>,
+    /// Block I/O the traced processes queued themselves (`block_bio_queue`), read and written.
+    pub process_disk_read_bytes: u64,
+    pub process_disk_write_bytes: u64,
     /// Block I/O completed while measuring, by kernel `dev_t` (major << 20 | minor).
     pub disk_io: BTreeMap<u32, DiskIo>,
     /// Bytes the traced process handed to each network device, by name.
@@ -278,6 +281,8 @@ impl Counts {
                 Counter::FollowLost => counts.follow_lost = values.sum(),
                 Counter::DevicesLost => counts.devices_lost = values.sum(),
                 Counter::SocketsLost => counts.sockets_lost = values.sum(),
+                Counter::ProcessDiskReadBytes => counts.process_disk_read_bytes = values.sum(),
+                Counter::ProcessDiskWriteBytes => counts.process_disk_write_bytes = values.sum(),
             }
         }
         let syscalls: PerCpuArray<_, SyscallStat> =

@@ -27,6 +27,8 @@ pub mod cat {
     pub const FAULT: &str = "fault";
     pub const COPY: &str = "copy";
     pub const DISK: &str = "disk";
+    /// Block I/O a traced task queued itself, on its own thread.
+    pub const BIO: &str = "bio";
     pub const NET: &str = "net";
     pub const DMA: &str = "dma";
     pub const PROCESS: &str = "process";
@@ -222,6 +224,16 @@ pub fn write<W: Write>(out: &mut W, origin_ns: u64, runs: &[Run]) -> io::Result<
                     records.push(&line)?;
                     line = format!(
                         "{{\"ph\":\"C\",\"name\":\"block bytes issued\",\"pid\":{DEVICE_PID},\"ts\":{ts},\"args\":{{\"bytes\":{disk_total}}}}}"
+                    );
+                }
+                Some(EventKind::Bio) => {
+                    let op = char::from(u8::try_from(e.aux).unwrap_or(b'?'));
+                    let _ = write!(
+                        line,
+                        "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"block I/O queued ({op})\",\"pid\":{pid},\"tid\":{tid},\"ts\":{ts},\"args\":{{\"dev\":{},\"op\":\"{op}\",\"bytes\":{}}}}}",
+                        cat::BIO,
+                        e.arg,
+                        e.value
                     );
                 }
                 Some(EventKind::Net) => {

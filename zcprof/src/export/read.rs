@@ -400,6 +400,14 @@ fn add(runs: &mut [ReadRun], r: &Record) -> Result<(), String> {
             }
             io.requests += 1;
         }
+        chrome::cat::BIO => {
+            let bytes = r.arg_u64("bytes")?;
+            match r.args.get("op").and_then(serde_json::Value::as_str) {
+                Some("R") => run.counts.process_disk_read_bytes += bytes,
+                Some("W") => run.counts.process_disk_write_bytes += bytes,
+                _ => {}
+            }
+        }
         chrome::cat::NET => {
             let device = r
                 .args

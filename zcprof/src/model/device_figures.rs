@@ -40,20 +40,45 @@ pub(super) fn page_fault_figures(
     }
 }
 
-/// Device transfers: disk bytes (device-wide, while measuring) and transmits to physical NICs.
+/// The disk's bytes in the process's cell, and where they come from.
+struct Disk {
+    read: u64,
+    write: u64,
+    /// The hook, as the source names it.
+    hook: String,
+}
+
+/// The process's own disk transfers where the kernel names the task that queued them
+/// (`block_bio_queue`, in the submitting task: its reads, readahead, `O_DIRECT`), else the
+/// device-wide requests while measuring (any process's, the kernel's writeback included).
+fn disk(plan: &HookPlan, counts: &Counts, devices: &Devices) -> Option<Disk> {
+    if let Some(v) = plan.chosen(Point::BioQueue) {
+        return Some(Disk {
+            read: counts.process_disk_read_bytes,
+            write: counts.process_disk_write_bytes,
+            hook: format!("{} (block I/O the process queued itself)", v.describe()),
+        });
+    }
+    plan.chosen(Point::BlockIssue).map(|v| Disk {
+        read: devices.disk.iter().map(|d| d.read_bytes).sum(),
+        write: devices.disk.iter().map(|d| d.write_bytes).sum(),
+        hook: format!("{} (device-wide)", v.describe()),
+    })
+}
+
+/// Device transfers: the process's disk bytes and its transmits to physical NICs.
 pub(super) fn dma_figures(
     plan: &HookPlan,
+    counts: &Counts,
     devices: &Devices,
     transfers: u64,
     figures: &mut BTreeMap<&'static str, Figure>,
 ) {
-    let block = plan.chosen(Point::BlockIssue);
+    let disk = disk(plan, counts, devices);
     // Packets are counted by their socket where the transmit program knows it (wherever they
     // leave, ACK-clocked sends from softirq included), else in the sender's own context.
     let by_socket = plan.chosen(Point::NetStartXmit);
     let net = by_socket.or_else(|| plan.chosen(Point::NetXmit));
-    let disk_read: u64 = devices.disk.iter().map(|d| d.read_bytes).sum();
-    let disk_write: u64 = devices.disk.iter().map(|d| d.write_bytes).sum();
     let nic: u64 = devices
         .net
         .iter()
@@ -62,7 +87,7 @@ pub(super) fn dma_figures(
         .sum();
     let mut hooks = Vec::new();
     let mut parts = Vec::new();
-    disk_part(plan, block, devices, &mut hooks, &mut parts);
+    disk_part(plan, disk.as_ref(), devices, &mut hooks, &mut parts);
     net_part(
         plan,
         net,
@@ -72,7 +97,7 @@ pub(super) fn dma_figures(
         &mut parts,
     );
     let note = parts.join("; ");
-    if block.is_none() && net.is_none() {
+    if disk.is_none() && net.is_none() {
         figures.insert("dma_bytes", Figure::unavailable(note));
         figures.insert(
             "disk_read_bytes",
@@ -80,26 +105,22 @@ pub(super) fn dma_figures(
         );
         return;
     }
+    let (read, write) = disk.as_ref().map_or((0, 0), |d| (d.read, d.write));
     let source = Source::Counted(hooks);
     figures.insert(
         "dma_bytes",
-        Figure::measured(disk_read + disk_write + nic, transfers, &source, note),
+        Figure::measured(read + write + nic, transfers, &source, note),
     );
-    match block {
-        Some(v) => {
-            let src = Source::Counted(vec![format!("{} (device-wide)", v.describe())]);
+    match &disk {
+        Some(d) => {
+            let src = Source::Counted(vec![d.hook.clone()]);
             figures.insert(
                 "disk_read_bytes",
-                Figure::measured(disk_read, transfers, &src, "bytes read from block devices"),
+                Figure::measured(d.read, transfers, &src, "bytes read from block devices"),
             );
             figures.insert(
                 "disk_write_bytes",
-                Figure::measured(
-                    disk_write,
-                    transfers,
-                    &src,
-                    "bytes written to block devices",
-                ),
+                Figure::measured(d.write, transfers, &src, "bytes written to block devices"),
             );
         }
         None => {
@@ -123,43 +144,58 @@ pub(super) fn dma_figures(
     }
 }
 
-/// The disk's share of the DMA figure's source and note: device-wide block requests.
+/// Each device's requests while measuring, for the note.
+fn device_wide(devices: &Devices) -> String {
+    devices
+        .disk
+        .iter()
+        .map(|d| {
+            format!(
+                "{} read {}, wrote {}",
+                d.device,
+                fmt_bytes(d.read_bytes),
+                fmt_bytes(d.write_bytes)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The disk's share of the DMA figure's source and note: the process's own requests, with the
+/// device-wide ones beside them, never in the figure; or the device-wide ones where the kernel
+/// does not name the task.
 fn disk_part(
     plan: &HookPlan,
-    block: Option<&Variant>,
+    disk: Option<&Disk>,
     devices: &Devices,
     hooks: &mut Vec<String>,
     parts: &mut Vec<String>,
 ) {
-    match block {
-        Some(v) => {
-            hooks.push(format!("{} (device-wide)", v.describe()));
-            let per_dev: Vec<_> = devices
-                .disk
-                .iter()
-                .map(|d| {
-                    format!(
-                        "{} read {}, wrote {}",
-                        d.device,
-                        fmt_bytes(d.read_bytes),
-                        fmt_bytes(d.write_bytes)
-                    )
-                })
-                .collect();
-            parts.push(if per_dev.is_empty() {
-                "disk: no block I/O completed while measuring".to_owned()
-            } else {
-                format!(
-                    "disk: {} (device-wide: I/O of any process counts)",
-                    per_dev.join("; ")
-                )
-            });
-        }
-        None => parts.push(format!(
+    let Some(d) = disk else {
+        parts.push(format!(
             "disk: unmeasured ({})",
             missing(plan, Point::BlockIssue)
-        )),
-    }
+        ));
+        return;
+    };
+    hooks.push(d.hook.clone());
+    let wide = device_wide(devices);
+    let own = plan.chosen(Point::BioQueue).is_some();
+    parts.push(match (own, wide.is_empty()) {
+        (true, true) => format!(
+            "disk: the process's own requests read {}, wrote {}; no block I/O on any device",
+            fmt_bytes(d.read),
+            fmt_bytes(d.write)
+        ),
+        (true, false) => format!(
+            "disk: the process's own requests read {}, wrote {}; device-wide, not in the figure \
+             (any process's I/O and the kernel's writeback): {wide}",
+            fmt_bytes(d.read),
+            fmt_bytes(d.write)
+        ),
+        (false, true) => "disk: no block I/O completed while measuring".to_owned(),
+        (false, false) => format!("disk: {wide} (device-wide: I/O of any process counts)"),
+    });
 }
 
 /// The network's share of the DMA figure's source and note: packets by device, counted by

@@ -515,7 +515,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
     if let Some(sink) = &remote_receiver {
         notes.push(format!("The sink's own costs: {}.", sink_costs(sink)));
     }
-    dma_figures(plan, &devices, transfers, &mut figures);
+    dma_figures(plan, counts, &devices, transfers, &mut figures);
     let dma_api: Vec<String> = [Point::DmaMap, Point::DmaMapSg]
         .into_iter()
         .filter_map(|p| plan.chosen(p))

@@ -58,6 +58,8 @@ pub enum Point {
     /// Any task freed: its id leaves the followed set, so a process given the id again later is
     /// not taken for a child.
     ProcessFree,
+    /// Block I/O queued by a traced task itself: the process's own disk transfers.
+    BioQueue,
 }
 
 impl Point {
@@ -66,7 +68,7 @@ impl Point {
     /// `sched_switch` is there to park it when the thread blocks, `sys_exit` to meet it, the
     /// task hooks to move it (exec) or drop it (exit). A return whose entry came before
     /// `sys_enter` is a syscall begun before measuring, which the kernel side recognises.
-    pub const ALL: [Point; 24] = [
+    pub const ALL: [Point; 25] = [
         Point::SchedSwitch,
         Point::ProcessFork,
         Point::ProcessExit,
@@ -77,6 +79,7 @@ impl Point {
         Point::PageFaultUser,
         Point::PageFaultKernel,
         Point::BlockIssue,
+        Point::BioQueue,
         Point::NetXmit,
         Point::FilemapRead,
         Point::CopyToIter,
@@ -134,6 +137,7 @@ impl Point {
             Point::ProcessExec => "sched_process_exec",
             Point::SockClose => "inet_sock_set_state",
             Point::ProcessFree => "sched_process_free",
+            Point::BioQueue => "block_bio_queue",
         }
     }
 }
@@ -265,6 +269,12 @@ pub const VARIANTS: &[Variant] = &[
         kind: HookKind::Tracepoint,
         program: "block_rq_issue_tracepoint",
         target: "block/block_rq_issue",
+    },
+    Variant {
+        point: Point::BioQueue,
+        kind: HookKind::Tracepoint,
+        program: "block_bio_queue_tracepoint",
+        target: "block/block_bio_queue",
     },
     Variant {
         point: Point::NetXmit,
@@ -568,10 +578,13 @@ pub mod globals {
         ("SOCKET_OFF_FILE", "socket", "file"),
     ];
     /// Record offsets of classic tracepoints: (global, event, field).
-    pub const OFFSETS: [(&str, &str, &str); 26] = [
+    pub const OFFSETS: [(&str, &str, &str); 29] = [
         ("BLK_OFF_DEV", "block/block_rq_issue", "dev"),
         ("BLK_OFF_BYTES", "block/block_rq_issue", "bytes"),
         ("BLK_OFF_RWBS", "block/block_rq_issue", "rwbs"),
+        ("BIO_OFF_DEV", "block/block_bio_queue", "dev"),
+        ("BIO_OFF_NR_SECTOR", "block/block_bio_queue", "nr_sector"),
+        ("BIO_OFF_RWBS", "block/block_bio_queue", "rwbs"),
         ("NET_OFF_LEN", "net/net_dev_xmit", "len"),
         ("NET_OFF_NAME", "net/net_dev_xmit", "name"),
         ("SOCK_OFF_RET", "sock/sock_send_length", "ret"),
