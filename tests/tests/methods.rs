@@ -188,10 +188,14 @@ fn vmsplice_sends_user_pages_without_a_copy() {
     assert_eq!(calls(&r, "read") + calls(&r, "write"), 0);
     // Loopback has scatter-gather: the pages go by reference all the way.
     assert_eq!(fig(&r, "cpu_copy_bytes"), 0, "{}", r["copies"]);
+    // Into the pipe (vmsplice) and out (splice): payload once where it leaves, where splice's
+    // output could be classified.
+    let once = r["descriptors"]["classified"] == true;
     assert_eq!(
         fig(&r, "in_kernel_bytes"),
-        2 * SIZE,
-        "into the pipe and out"
+        if once { SIZE } else { 2 * SIZE },
+        "{}",
+        r["descriptors"]
     );
 }
 

@@ -392,6 +392,65 @@ impl EventKind {
     }
 }
 
+/// What the descriptor of a read- or write-type syscall (`read`, `pread64`, `readv`, `preadv`,
+/// `preadv2` and their write twins) is, classified in the kernel at the syscall's return from
+/// its file's inode: the kind decides whether its bytes were a copy, and of what. Append only.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FdKind {
+    /// Not classified (the saved registers or the kernel's struct offsets were unknown).
+    Unknown = 0,
+    /// A regular file of a file system with a page cache.
+    Regular = 1,
+    /// A pipe or FIFO.
+    Pipe = 2,
+    Socket = 3,
+    /// `/dev/null` (character device 1:3): writes are discarded, nothing is copied.
+    DevNull = 4,
+    /// `/dev/zero` (1:5): reads clear the user buffer, no payload is copied.
+    DevZero = 5,
+    /// Any other character device (`/dev/urandom`, a tty, ...).
+    CharDevice = 6,
+    /// A file whose contents the kernel generates when read (procfs, sysfs, tracefs, ...).
+    Generated = 7,
+    /// Anything else (a block device, an eventfd, ...).
+    Other = 8,
+}
+
+impl FdKind {
+    /// Every kind, by its number.
+    pub const ALL: [FdKind; 9] = [
+        FdKind::Unknown,
+        FdKind::Regular,
+        FdKind::Pipe,
+        FdKind::Socket,
+        FdKind::DevNull,
+        FdKind::DevZero,
+        FdKind::CharDevice,
+        FdKind::Generated,
+        FdKind::Other,
+    ];
+
+    /// The kind of a raw number (`Unknown` for a number it does not know).
+    #[must_use]
+    pub fn from_u32(n: u32) -> FdKind {
+        FdKind::ALL
+            .get(n as usize)
+            .copied()
+            .unwrap_or(FdKind::Unknown)
+    }
+}
+
+/// Slots of the `FD_BYTES` array: bytes by descriptor kind and direction, at
+/// `kind * 3 + direction` (`RW_READ - 1`: into user memory, `RW_WRITE - 1`: out of it,
+/// `RW_SPLICE - 1`: spliced into that kind of descriptor).
+pub const FD_BYTES_SLOTS: u32 = 27;
+/// Values of the `RW_SYSCALLS` array, by syscall number: 0 for the others. A read or write
+/// classifies its first argument; a splice its output (the third).
+pub const RW_READ: u8 = 1;
+pub const RW_WRITE: u8 = 2;
+pub const RW_SPLICE: u8 = 3;
+
 /// `aux` of a copy event made outside any syscall.
 pub const NO_SYSCALL: u32 = u32::MAX;
 

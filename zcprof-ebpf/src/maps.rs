@@ -8,8 +8,8 @@ use aya_ebpf::{
     },
 };
 use zcprof_common::{
-    CONTROL_SLOTS, COUNTER_SLOTS, DiskIo, HookedBytes, IFNAMSIZ, InFlight, MAX_SYSCALL_NR, NetXmit,
-    OnCpu, ProcStat, SockOwner, SyscallStat,
+    CONTROL_SLOTS, COUNTER_SLOTS, DiskIo, FD_BYTES_SLOTS, HookedBytes, IFNAMSIZ, InFlight,
+    MAX_SYSCALL_NR, NetXmit, OnCpu, ProcStat, SockOwner, SyscallStat,
     serve::{COMM_LEN, SERVE_COMM_ENTRIES, SERVE_LOST_SLOTS, ServeStat},
 };
 
@@ -128,3 +128,13 @@ pub static SERVE_NICS: HashMap<[u8; IFNAMSIZ], u8> = HashMap::with_max_entries(2
 /// `zcprof serve`: events not counted, per CPU, by `zcprof_common::serve::ServeLost`.
 #[map]
 pub static SERVE_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(SERVE_LOST_SLOTS, 0);
+
+/// Which syscalls move bytes through a descriptor into or out of user memory (syscall number ->
+/// `RW_READ`, `RW_WRITE`, or 0), filled by the loader.
+#[map]
+pub static RW_SYSCALLS: Array<u8> = Array::with_max_entries(MAX_SYSCALL_NR, 0);
+
+/// Bytes those syscalls returned, by the kind of their descriptor and direction (see
+/// `zcprof_common::FD_BYTES_SLOTS`).
+#[map]
+pub static FD_BYTES: PerCpuArray<u64> = PerCpuArray::with_max_entries(FD_BYTES_SLOTS, 0);

@@ -6,7 +6,7 @@ use aya_ebpf::{
     Global,
     helpers::{bpf_get_current_comm, bpf_get_current_task, bpf_probe_read_kernel},
 };
-use zcprof_common::IFNAMSIZ;
+use zcprof_common::{FdKind, IFNAMSIZ};
 
 /// Reads a `T` at a kernel address.
 #[inline(always)]
@@ -38,6 +38,18 @@ static SK_OFF_SOCKET: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 static SOCKET_OFF_FILE: Global<u32> = Global::new(0);
 
+/// `file.f_inode`; `inode.i_mode`, `.i_rdev`, `.i_sb`; `super_block.s_magic`.
+#[unsafe(no_mangle)]
+static FILE_OFF_INODE: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static INODE_OFF_MODE: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static INODE_OFF_RDEV: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static INODE_OFF_SB: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static SB_OFF_MAGIC: Global<u32> = Global::new(0);
+
 /// Descriptors looked at beyond the syscall's own: the lowest ones, where a program that sends
 /// through io_uring (whose syscall names only the ring) keeps its few sockets.
 const SCAN_FDS: u64 = 16;
@@ -67,22 +79,94 @@ fn owns(sk: u64, fds: [u64; 2]) -> Option<bool> {
     if file == 0 {
         return None;
     }
-    // SAFETY: helper without preconditions.
-    let task = unsafe { bpf_get_current_task() };
-    let files: u64 = at(task, &TASK_OFF_FILES)?;
-    let fdt: u64 = at(files, &FILES_OFF_FDT)?;
-    let max = u64::from(at::<u32>(fdt, &FDT_OFF_MAX_FDS)?);
-    let table: u64 = at(fdt, &FDT_OFF_FD)?;
-    let holds = |fd: u64| fd < max && kernel_read::<u64>(table + fd * 8) == Some(file);
-    if holds(fds[0]) || holds(fds[1]) {
+    let table = FileTable::current()?;
+    if table.file(fds[0]) == Some(file) || table.file(fds[1]) == Some(file) {
         return Some(true);
     }
     for fd in 0..SCAN_FDS {
-        if holds(fd) {
+        if table.file(fd) == Some(file) {
             return Some(true);
         }
     }
     Some(false)
+}
+
+/// The current task's descriptor table.
+struct FileTable {
+    /// `fdtable.fd`, an array of `max` file pointers.
+    fd: u64,
+    max: u64,
+}
+
+impl FileTable {
+    #[inline(always)]
+    fn current() -> Option<FileTable> {
+        // SAFETY: helper without preconditions.
+        let task = unsafe { bpf_get_current_task() };
+        let files: u64 = at(task, &TASK_OFF_FILES)?;
+        let fdt: u64 = at(files, &FILES_OFF_FDT)?;
+        Some(FileTable {
+            max: u64::from(at::<u32>(fdt, &FDT_OFF_MAX_FDS)?),
+            fd: at(fdt, &FDT_OFF_FD)?,
+        })
+    }
+
+    /// The `struct file` at descriptor `fd`, if it is open.
+    #[inline(always)]
+    fn file(&self, fd: u64) -> Option<u64> {
+        if fd >= self.max {
+            return None;
+        }
+        kernel_read::<u64>(self.fd + fd * 8).filter(|&f| f != 0)
+    }
+}
+
+const S_IFMT: u16 = 0o170_000;
+const S_IFREG: u16 = 0o100_000;
+const S_IFIFO: u16 = 0o010_000;
+const S_IFSOCK: u16 = 0o140_000;
+const S_IFCHR: u16 = 0o020_000;
+/// File systems whose files the kernel generates as they are read: procfs, sysfs, debugfs,
+/// tracefs, cgroup2.
+const GENERATED_MAGICS: [u64; 5] = [0x9fa0, 0x6265_6572, 0x6462_6720, 0x7472_6163, 0x6367_7270];
+
+/// What descriptor `fd` of the current task is; `Unknown` where it cannot be read.
+#[inline(never)]
+pub fn fd_kind(fd: u64) -> FdKind {
+    kind_of(fd).unwrap_or(FdKind::Unknown)
+}
+
+#[inline(always)]
+fn kind_of(fd: u64) -> Option<FdKind> {
+    if TASK_OFFSETS_OK.load() == 0 {
+        return None;
+    }
+    let file = FileTable::current()?.file(fd)?;
+    let inode: u64 = at(file, &FILE_OFF_INODE)?;
+    let mode: u16 = at(inode, &INODE_OFF_MODE)?;
+    Some(match mode & S_IFMT {
+        S_IFREG => {
+            let sb: u64 = at(inode, &INODE_OFF_SB)?;
+            let magic: u64 = at(sb, &SB_OFF_MAGIC)?;
+            if GENERATED_MAGICS.contains(&magic) {
+                FdKind::Generated
+            } else {
+                FdKind::Regular
+            }
+        }
+        S_IFIFO => FdKind::Pipe,
+        S_IFSOCK => FdKind::Socket,
+        S_IFCHR => {
+            // dev_t in the kernel: major << 20 | minor.
+            let rdev: u32 = at(inode, &INODE_OFF_RDEV)?;
+            match (rdev >> 20, rdev & 0xf_ffff) {
+                (1, 3) => FdKind::DevNull,
+                (1, 5) => FdKind::DevZero,
+                _ => FdKind::CharDevice,
+            }
+        }
+        _ => FdKind::Other,
+    })
 }
 
 /// The current process's name: its thread-group leader's command name (a thread may have named

@@ -14,6 +14,7 @@ use zcprof_common::{
 };
 
 mod copies;
+mod descriptor;
 mod follow;
 pub mod serve;
 
@@ -397,7 +398,7 @@ fn unpark(tid: u32) -> Option<InFlight> {
 /// A traced thread returns to user space from a syscall. `nr` reads the syscall's number from
 /// the task's registers: only a return whose entry was not seen needs it.
 #[inline(always)]
-pub fn syscall_exit(tgid: u32, tid: u32, ret: i64, nr: impl FnOnce() -> i64) {
+pub fn syscall_exit(tgid: u32, tid: u32, ret: i64, regs: u64, nr: impl FnOnce() -> i64) {
     let Some(on) = on_cpu() else {
         return;
     };
@@ -412,7 +413,7 @@ pub fn syscall_exit(tgid: u32, tid: u32, ret: i64, nr: impl FnOnce() -> i64) {
         entry = unpark(tid);
     }
     match entry {
-        Some(entry) => returned(on, tgid, tid, &entry, ret),
+        Some(entry) => returned(on, tgid, tid, &entry, ret, regs),
         None => unmatched(tgid, tid, ret, nr()),
     }
 }
@@ -430,11 +431,11 @@ pub fn syscall_exit_regs(regs: u64, ret: i64) {
         // Copied out before the slot is marked idle.
         let (tgid, tid, entry) = (on.tgid, on.tid, on.entry());
         on.start_ns = 0;
-        returned(on, tgid, tid, &entry, ret);
+        returned(on, tgid, tid, &entry, ret, regs);
         return;
     }
     if let Some((tgid, tid)) = traced() {
-        syscall_exit(tgid, tid, ret, || syscall_nr(regs));
+        syscall_exit(tgid, tid, ret, regs, || syscall_nr(regs));
     }
 }
 
@@ -620,8 +621,14 @@ pub fn process_exec(tgid: u32, tid: u32, old_tid: u32) {
 
 /// Accounts a syscall of thread `tid` of process `tgid`, entered as `entry`, returning `ret`.
 #[inline(always)]
-fn returned(on: &mut OnCpu, tgid: u32, tid: u32, entry: &InFlight, ret: i64) {
+fn returned(on: &mut OnCpu, tgid: u32, tid: u32, entry: &InFlight, ret: i64, regs: u64) {
     on.returns += 1;
+    // Bytes that went through a descriptor into or out of user memory: by what it is.
+    let kind = if ret > 0 {
+        descriptor::moved(entry.nr, regs, ret)
+    } else {
+        0
+    };
     let timed = entry.start_ns != UNTIMED_START;
     let switched = entry.switched_ns != 0;
     // A call that was switched out is timed from that switch on, drawn or not: only a parked
@@ -639,7 +646,7 @@ fn returned(on: &mut OnCpu, tgid: u32, tid: u32, entry: &InFlight, ret: i64) {
             entry.start_ns,
             ret,
             entry.nr,
-            0,
+            kind,
             Name::None,
         );
     }

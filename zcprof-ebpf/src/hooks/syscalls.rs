@@ -43,7 +43,7 @@ pub fn sys_exit_tracepoint(ctx: TracePointContext) -> u32 {
     if let Some((tgid, tid)) = traced() {
         // SAFETY: offset from the tracepoint's fixed record layout.
         if let Ok(ret) = unsafe { ctx.read_at::<i64>(TP_RET_OFFSET) } {
-            account::syscall_exit(tgid, tid, ret, || {
+            account::syscall_exit(tgid, tid, ret, 0, || {
                 // SAFETY: as above. The record's id is the number in the saved registers.
                 unsafe { ctx.read_at::<i64>(TP_ID_OFFSET) }.unwrap_or(-1)
             });

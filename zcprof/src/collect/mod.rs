@@ -101,6 +101,9 @@ pub struct Counts {
     pub direct_io_bytes: u64,
     /// Hooked copy bytes by the syscall the thread was in (syscall number), non-zero only.
     pub hooked_by_syscall: BTreeMap<u32, HookedBytes>,
+    /// Bytes read-type (`[0]`) and write-type (`[1]`) syscalls moved through a descriptor, and
+    /// splices into one (`[2]`), by its kind (`zcprof_common::FdKind` as index).
+    pub fd_bytes: [[u64; 3]; 9],
     /// Block I/O the traced processes queued themselves (`block_bio_queue`), read and written.
     pub process_disk_read_bytes: u64,
     pub process_disk_write_bytes: u64,
@@ -158,6 +161,24 @@ impl Process {
             self.named_ns = s.named_ns;
         }
     }
+}
+
+/// Bytes by descriptor kind and direction, summed over the CPUs.
+fn read_fd_bytes(ebpf: &dyn MapSource) -> Result<[[u64; 3]; 9], CollectError> {
+    let err = |source| CollectError::Map {
+        name: maps::FD_BYTES,
+        source,
+    };
+    let array: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(map(ebpf, maps::FD_BYTES)?).map_err(err)?;
+    let mut bytes = [[0; 3]; 9];
+    for (kind, slot) in bytes.iter_mut().enumerate() {
+        for (direction, value) in slot.iter_mut().enumerate() {
+            let index = u32::try_from(kind * 3 + direction).unwrap_or(u32::MAX);
+            *value = array.get(&index, 0).map_err(err)?.iter().sum();
+        }
+    }
+    Ok(bytes)
 }
 
 /// The text of a NUL-padded kernel name.
@@ -360,6 +381,7 @@ impl Counts {
             }
         }
         counts.kernel_stacks = read_stacks(ebpf)?;
+        counts.fd_bytes = read_fd_bytes(ebpf)?;
         let hooked: PerCpuArray<_, HookedBytes> =
             PerCpuArray::try_from(map(ebpf, maps::HOOKED_BY_SYSCALL)?)
                 .map_err(map_err(maps::HOOKED_BY_SYSCALL))?;

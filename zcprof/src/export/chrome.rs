@@ -118,9 +118,15 @@ pub fn write<W: Write>(out: &mut W, origin_ns: u64, runs: &[Run]) -> io::Result<
                     let name = syscall_names
                         .entry(e.arg)
                         .or_insert_with(|| crate::model::syscalls::name_of(e.arg));
+                    // The descriptor's kind, where the kernel side classified it.
+                    let fd = if e.aux == 0 {
+                        String::new()
+                    } else {
+                        format!(",\"fd_kind\":{}", e.aux)
+                    };
                     let _ = write!(
                         line,
-                        "{{\"ph\":\"X\",\"cat\":\"{}\",\"name\":\"{name}\",\"pid\":{pid},\"tid\":{tid},\"ts\":{},\"dur\":{},\"args\":{{\"nr\":{},\"ret\":{}}}}}",
+                        "{{\"ph\":\"X\",\"cat\":\"{}\",\"name\":\"{name}\",\"pid\":{pid},\"tid\":{tid},\"ts\":{},\"dur\":{},\"args\":{{\"nr\":{},\"ret\":{}{fd}}}}}",
                         cat::SYSCALL,
                         us(rel(e.start_ns)),
                         us(e.ts_ns.saturating_sub(e.start_ns)),

@@ -263,6 +263,11 @@ fn add(runs: &mut [ReadRun], r: &Record) -> Result<(), String> {
                     } else {
                         stat.ret_sum = stat.ret_sum.wrapping_add(ret.unsigned_abs());
                     }
+                    if let Some(kind) = r.args.get("fd_kind").and_then(serde_json::Value::as_u64)
+                        && ret > 0
+                    {
+                        fd_bytes(&mut run.counts, nr, kind, ret.unsigned_abs());
+                    }
                     run.counts.syscall_returns += 1;
                     stamp(&mut run.counts, ts, ts.saturating_add(dur));
                 }
@@ -428,4 +433,22 @@ fn add(runs: &mut [ReadRun], r: &Record) -> Result<(), String> {
         other => return Err(format!("unknown category {other:?}")),
     }
     Ok(())
+}
+
+/// Adds a read- or write-type syscall's bytes under its descriptor's kind.
+fn fd_bytes(counts: &mut crate::collect::Counts, nr: u32, kind: u64, bytes: u64) {
+    use crate::model::syscalls::{DataPath, data_path, name_of};
+    let name = name_of(nr);
+    let direction = match data_path(&name) {
+        DataPath::ToUser => 0,
+        DataPath::FromUser => 1,
+        DataPath::InKernel if name == "splice" => 2,
+        _ => return,
+    };
+    if let Some(slot) = usize::try_from(kind)
+        .ok()
+        .and_then(|k| counts.fd_bytes.get_mut(k))
+    {
+        slot[direction] += bytes;
+    }
 }

@@ -10,6 +10,7 @@ use zcprof_common::HookedBytes;
 use super::{
     Figure, Source,
     copies::{SampledPath, Samples},
+    descriptors::{self, ByKind},
     fmt_bytes, missing,
     syscalls::{self, DataPath},
 };
@@ -226,8 +227,11 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
         .collect();
 
     // Page cache -> user buffer: filemap_read where it can be hooked, else what read-type
-    // syscalls returned less what came from sockets.
+    // syscalls returned less what came from sockets (and, where the kernel side classified the
+    // descriptors, from pipes and devices, which have paths of their own).
     let recv_to_user = by_path(counts, DataPath::ToUser, |h| h.sock_recv);
+    let kinds = ByKind::of(counts);
+    let classified = kinds.classified();
     if let Some(hook) = b.hook(Point::FilemapRead) {
         let bytes = by_path(counts, DataPath::ToUser, |h| h.filemap_read);
         b.measured(
@@ -243,17 +247,18 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
         // O_DIRECT reads, in any process: the device wrote the user buffer (the note's "user
         // direct I/O"), measured where the file system completes them.
         let from_device = by_path(counts, DataPath::ToUser, |h| h.direct_io);
+        let apart = if classified { kinds.apart(true) } else { 0 };
         let bytes = inputs
             .to_user
             .saturating_sub(from_sockets)
-            .saturating_sub(from_device);
+            .saturating_sub(from_device)
+            .saturating_sub(apart);
         b.derived(
             "page cache -> user buffer",
             "pc→user",
             bytes,
             format!(
-                "read-type syscalls returned {}{}{}; filemap_read cannot be hooked here ({}), so \
-                 reads from pipes and devices would count here too",
+                "read-type syscalls returned {}{}{}{}; filemap_read cannot be hooked here ({}){}",
                 fmt_bytes(inputs.to_user),
                 if sock_recv.is_some() {
                     format!(", less {} copied from sockets", fmt_bytes(from_sockets))
@@ -267,9 +272,27 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
                     ),
                     None => String::new(),
                 },
-                missing(inputs.plan, Point::FilemapRead)
+                if classified {
+                    format!(
+                        ", less {} through pipes, devices and generated files (descriptor kinds \
+                         from the kernel)",
+                        fmt_bytes(apart)
+                    )
+                } else {
+                    String::new()
+                },
+                missing(inputs.plan, Point::FilemapRead),
+                if classified {
+                    ""
+                } else {
+                    ", so reads from pipes and devices would count here too"
+                }
             ),
-            &[SampledPath::PageCacheToUser, SampledPath::PipeOrOther],
+            if classified {
+                &[SampledPath::PageCacheToUser]
+            } else {
+                &[SampledPath::PageCacheToUser, SampledPath::PipeOrOther]
+            },
         );
     }
 
@@ -339,7 +362,9 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
         None => b.derived(
             "user buffer -> kernel",
             "user→kernel",
-            inputs.from_user,
+            inputs
+                .from_user
+                .saturating_sub(if classified { kinds.apart(false) } else { 0 }),
             format!(
                 "write-type syscalls returned {}; socket sends cannot be counted here ({})",
                 fmt_bytes(inputs.from_user),
@@ -368,7 +393,9 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
         // O_DIRECT writes: the device read the user buffer.
         let to_device = by_path(counts, DataPath::FromUser, |h| h.direct_io);
         let hooked = sent_copied + to_device + if ext4.is_empty() { 0 } else { written_to_cache };
-        let rest = inputs.from_user.saturating_sub(hooked);
+        // Pipes and devices have paths of their own, /dev/null copies nothing.
+        let apart = if classified { kinds.apart(false) } else { 0 };
+        let rest = inputs.from_user.saturating_sub(hooked + apart);
         if rest > inputs.from_user / 100 {
             b.derived(
                 "user buffer -> kernel (pipe, device or file)",
@@ -393,6 +420,10 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
                 &[SampledPath::ToPageCache, SampledPath::PipeOrOther],
             );
         }
+    }
+
+    if classified {
+        descriptors::paths(&mut b, kinds);
     }
 
     // Payload that left the sockets in linear packet data: copied by software segmentation or

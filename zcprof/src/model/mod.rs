@@ -4,6 +4,7 @@ mod accounting;
 pub mod activity;
 mod beyond;
 mod copies;
+mod descriptors;
 mod device_figures;
 mod figure;
 pub mod fleet;
@@ -192,6 +193,8 @@ pub struct RunReport {
     pub trace: Option<TraceSummary>,
     /// Returns the kernel side saw without their entry, and what its tables had no room for.
     pub accounting: Accounting,
+    /// Bytes through descriptors by their kind, as the kernel side classified them.
+    pub descriptors: descriptors::Descriptors,
     /// With `--repeat` (or `--warmup`): the runs this report folds; its figures are medians.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repeat: Option<repeat::Repeat>,
@@ -306,6 +309,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
             data_path: path,
         });
     }
+    let in_kernel = descriptors::in_kernel_once(in_kernel, counts);
     // The built-in transfer process has one thread: its syscalls fit in its window.
     let mut capped = None;
     if matches!(subject, Subject::Workload(_)) {
@@ -455,7 +459,9 @@ pub fn build(input: RunInput<'_>) -> RunReport {
             in_kernel,
             transfers,
             &semantics,
-            "payload moved by sendfile, splice, tee or copy_file_range without passing a user buffer",
+            "payload moved by sendfile, splice or copy_file_range without passing a user buffer, \
+             counted once where it leaves the process's data path (where splice's output could \
+             be classified, what fills a pipe for a later splice is not counted again)",
         ),
     );
     copies::figures(
@@ -501,6 +507,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         ledger::figure(&ledger, transfers, &ledger::watched(plan)),
     );
     notes.extend(ledger::contradiction_notes(&ledger.sender));
+    notes.extend(descriptors::uncopied_note(descriptors::ByKind::of(counts)));
     for r in &ledger.receiver {
         #[expect(clippy::cast_precision_loss, reason = "display precision")]
         notes.push(format!(
@@ -676,6 +683,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         processes: process_rows(counts),
         trace,
         accounting,
+        descriptors: descriptors::Descriptors::of(counts),
         repeat: None,
     }
 }

@@ -127,6 +127,44 @@ fn returns_without_an_entry_and_full_tables_are_reported() {
     );
 }
 
+/// `dd if=/dev/zero of=/dev/null`: syscall semantics alone said two copies per MiB; the
+/// descriptors' kinds say none (issue 21, item 5). A pipe's bytes are copies of their own path.
+#[test]
+fn reads_of_dev_zero_and_writes_to_dev_null_copy_nothing_and_pipes_do() {
+    use zcprof_common::FdKind;
+    let mut counts = read_write_counts();
+    counts.fd_bytes[FdKind::DevZero as usize][0] = 1 << 20;
+    counts.fd_bytes[FdKind::DevNull as usize][1] = 1 << 20;
+    let r = report(Method::ReadWrite, &counts, true);
+    assert_eq!(
+        r.figures["cpu_copy_bytes"].value,
+        Some(0.0),
+        "{:?}",
+        r.copies
+    );
+    assert!(
+        r.notes.iter().any(|n| n.contains("/dev/zero")),
+        "{:?}",
+        r.notes
+    );
+
+    let mut counts = read_write_counts();
+    counts.fd_bytes[FdKind::Pipe as usize][0] = 1 << 20;
+    counts.fd_bytes[FdKind::Pipe as usize][1] = 1 << 20;
+    let r = report(Method::ReadWrite, &counts, true);
+    let paths: Vec<&str> = r.copies.iter().map(|p| p.path.as_str()).collect();
+    assert!(
+        paths.contains(&"pipe buffer -> user buffer")
+            && paths.contains(&"user buffer -> pipe buffer")
+            && !paths.contains(&"page cache -> user buffer"),
+        "{paths:?}"
+    );
+    assert_eq!(
+        r.figures["cpu_copy_bytes"].value,
+        Some(2.0 * f64::from(1 << 20))
+    );
+}
+
 #[test]
 fn unmeasured_figures_are_null_with_a_reason() {
     let r = report(Method::Sendfile, &read_write_counts(), true);

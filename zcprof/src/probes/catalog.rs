@@ -515,8 +515,10 @@ pub mod maps {
     pub const BEFORE_START: &str = "BEFORE_START";
     pub const CONTROL: &str = "CONTROL";
     pub const FOLDED: &str = "FOLDED";
+    pub const RW_SYSCALLS: &str = "RW_SYSCALLS";
+    pub const FD_BYTES: &str = "FD_BYTES";
     /// Every map, for the object check.
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 19] = [
         SYSCALLS,
         COUNTERS,
         IN_FLIGHT,
@@ -534,6 +536,8 @@ pub mod maps {
         BEFORE_START,
         CONTROL,
         FOLDED,
+        RW_SYSCALLS,
+        FD_BYTES,
     ];
 }
 
@@ -567,7 +571,7 @@ pub mod globals {
     pub const TASK_OFFSETS_OK: &str = "TASK_OFFSETS_OK";
     /// Members the programs read of the current task (its file table, to tell its own sockets
     /// from a peer's, and its leader's name), from the kernel's BTF: (global, struct, member).
-    pub const TASK_OFFSETS: [(&str, &str, &str); 8] = [
+    pub const TASK_OFFSETS: [(&str, &str, &str); 13] = [
         ("TASK_OFF_FILES", "task_struct", "files"),
         ("TASK_OFF_GROUP_LEADER", "task_struct", "group_leader"),
         ("TASK_OFF_COMM", "task_struct", "comm"),
@@ -576,6 +580,11 @@ pub mod globals {
         ("FDT_OFF_FD", "fdtable", "fd"),
         ("SK_OFF_SOCKET", "sock", "sk_socket"),
         ("SOCKET_OFF_FILE", "socket", "file"),
+        ("FILE_OFF_INODE", "file", "f_inode"),
+        ("INODE_OFF_MODE", "inode", "i_mode"),
+        ("INODE_OFF_RDEV", "inode", "i_rdev"),
+        ("INODE_OFF_SB", "inode", "i_sb"),
+        ("SB_OFF_MAGIC", "super_block", "s_magic"),
     ];
     /// Record offsets of classic tracepoints: (global, event, field).
     pub const OFFSETS: [(&str, &str, &str); 29] = [

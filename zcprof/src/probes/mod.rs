@@ -381,6 +381,34 @@ fn threads_maybe_in_syscall(tgid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Marks the syscalls that move bytes through a descriptor into user memory (`RW_READ`) or out
+/// of it (`RW_WRITE`), whose descriptors the programs classify.
+fn mark_rw_syscalls(ebpf: &mut Ebpf) {
+    use zcprof_common::{RW_READ, RW_SPLICE, RW_WRITE};
+    let marks = [
+        (libc::SYS_read, RW_READ),
+        (libc::SYS_pread64, RW_READ),
+        (libc::SYS_readv, RW_READ),
+        (libc::SYS_preadv, RW_READ),
+        (libc::SYS_preadv2, RW_READ),
+        (libc::SYS_write, RW_WRITE),
+        (libc::SYS_pwrite64, RW_WRITE),
+        (libc::SYS_writev, RW_WRITE),
+        (libc::SYS_pwritev, RW_WRITE),
+        (libc::SYS_pwritev2, RW_WRITE),
+        (libc::SYS_splice, RW_SPLICE),
+    ];
+    if let Some(map) = ebpf.map_mut(catalog::maps::RW_SYSCALLS)
+        && let Ok(mut table) = aya::maps::Array::<_, u8>::try_from(map)
+    {
+        for (nr, mark) in marks {
+            if let Ok(nr) = u32::try_from(nr) {
+                let _ = table.set(nr, mark, 0);
+            }
+        }
+    }
+}
+
 /// Marks threads `tids` in the `BEFORE_START` map: each may return from a syscall it entered
 /// before `sys_enter` was attached.
 fn mark_before_start(ebpf: &mut Ebpf, tids: &[u32]) {
@@ -675,6 +703,7 @@ impl Probes {
         );
         let mut ebpf = loader.load(OBJECT)?;
         mark_before_start(&mut ebpf, &before_start);
+        mark_rw_syscalls(&mut ebpf);
         if options.follow {
             // Only a followed tree has per-process rows.
             make_others_row(&mut ebpf);
