@@ -371,6 +371,16 @@ fn derived_copies_that_sampling_contradicts_are_not_counted() {
     // semantics says 2 copies per MiB, the kernel makes none.
     let r = exec_json(&["dd", "if=/dev/zero", "of=/dev/null", "bs=1M", "count=4000"]);
     check_ledger(&r);
+    if r["descriptors"]["classified"] == true {
+        // The descriptors' kinds already say it (tests/attribution.rs): /dev/zero and /dev/null
+        // have no copy path; what is left is the loader reading library headers.
+        assert!(
+            r["figures"]["cpu_copy_bytes"]["value"].as_u64() < Some(64 << 10),
+            "{}",
+            r["copies"]
+        );
+        return;
+    }
     let samples = r["copies"]
         .as_array()
         .unwrap()

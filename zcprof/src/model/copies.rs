@@ -112,6 +112,11 @@ pub struct Samples {
     pub ran: bool,
     pub kernel: u64,
     pub by_path: BTreeMap<SampledPath, u64>,
+    /// Samples per second of the measured threads' CPU time.
+    pub hz: u64,
+    /// Bytes per second this machine's CPU copies (`copy_rate`): how long copying some bytes
+    /// takes, so how many samples it should draw.
+    pub copy_rate: u64,
 }
 
 impl Samples {
@@ -128,7 +133,20 @@ impl Samples {
             ran: plan.chosen(Point::CopySample).is_some(),
             kernel: counts.samples_kernel,
             by_path,
+            hz: plan.sample_hz,
+            copy_rate: copy_rate(),
         }
+    }
+
+    /// Samples a path of `bytes` copied should have drawn: the time copying them takes at this
+    /// machine's copy rate, times the sampling frequency.
+    #[must_use]
+    #[expect(clippy::cast_precision_loss, reason = "an expectation")]
+    pub fn expected(&self, bytes: u64) -> f64 {
+        if self.copy_rate == 0 {
+            return 0.0;
+        }
+        bytes as f64 / self.copy_rate as f64 * self.hz as f64
     }
 
     /// Samples on any of `paths` (`None` when sampling did not run).
@@ -137,6 +155,29 @@ impl Samples {
         self.ran
             .then(|| paths.iter().filter_map(|p| self.by_path.get(p)).sum())
     }
+}
+
+/// Bytes per second this machine's CPU copies, measured once per process: the fastest of a few
+/// copies of a 16 MiB buffer (larger than the caches, as payload is), in user space, where the
+/// kernel's copy routines run at about the same speed (`rep movsb`, or the same loop).
+#[must_use]
+pub fn copy_rate() -> u64 {
+    static RATE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *RATE.get_or_init(|| {
+        const SIZE: usize = 16 << 20;
+        let from = vec![1u8; SIZE];
+        let mut to = vec![0u8; SIZE];
+        let best = (0..4)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                to.copy_from_slice(std::hint::black_box(&from));
+                std::hint::black_box(&to);
+                start.elapsed()
+            })
+            .min()
+            .unwrap_or_default();
+        u64::try_from(SIZE as u128 * 1_000_000_000 / best.as_nanos().max(1)).unwrap_or(u64::MAX)
+    })
 }
 
 /// True when `name` is a copy routine.

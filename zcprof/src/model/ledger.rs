@@ -97,6 +97,10 @@ pub struct Inputs<'a> {
 /// Below this many kernel-mode samples, the absence of copy samples on a path says nothing.
 const CONTRADICTION_SAMPLES: u64 = 50;
 
+/// Samples a path should have drawn for their absence to contradict it: none of 4.6 expected
+/// comes by chance 1 time in 100.
+const UNLIKELY_UNSEEN: f64 = 4.6;
+
 pub(super) struct Builder<'a> {
     pub(super) inputs: &'a Inputs<'a>,
     pub(super) paths: Vec<CopyPath>,
@@ -173,8 +177,22 @@ impl Builder<'_> {
         }
         let s = self.inputs.samples;
         let samples = s.on(sampled);
-        let contradicted = samples == Some(0) && s.kernel >= CONTRADICTION_SAMPLES;
+        // Seeing no sample on a path says something only when the path should have drawn
+        // some: with `expected` samples due, none comes with probability e^-expected (Poisson).
+        let expected = s.expected(bytes);
+        let unseen = samples == Some(0);
+        let contradicted =
+            unseen && s.kernel >= CONTRADICTION_SAMPLES && expected >= UNLIKELY_UNSEEN;
+        let unverified = unseen && !contradicted;
         let mut note = with_samples(note, samples, s);
+        if unverified {
+            note.push_str(&format!(
+                "; UNVERIFIED: copying {} takes this machine's CPU about {}, worth {expected:.2} \
+                 samples, too few for their absence to say anything; counted, marked ?",
+                fmt_bytes(bytes),
+                super::fmt_ns_f(bytes, s.copy_rate),
+            ));
+        }
         if contradicted {
             note.push_str(&format!(
                 "; CONTRADICTED: none of {} kernel-mode samples was in a copy routine on this path, \
@@ -189,7 +207,13 @@ impl Builder<'_> {
             per_transfer: self.per_step(bytes),
             source,
             note,
-            evidence: "derived",
+            evidence: if contradicted {
+                "contradicted"
+            } else if unverified {
+                "unverified"
+            } else {
+                "derived"
+            },
             samples,
             contradicted,
             short,
@@ -604,6 +628,8 @@ pub fn short_paths(paths: &[CopyPath]) -> String {
         .map(|p| {
             if p.contradicted {
                 format!("{}✗", p.short)
+            } else if p.evidence == "unverified" {
+                format!("{}?", p.short)
             } else {
                 p.short.to_owned()
             }
@@ -616,4 +642,59 @@ pub fn short_paths(paths: &[CopyPath]) -> String {
 #[must_use]
 pub fn by_name(paths: &[CopyPath]) -> BTreeMap<&str, &CopyPath> {
     paths.iter().map(|p| (p.path.as_str(), p)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A derived path with no sample on it: contradicted only when it should have drawn enough
+    /// samples that seeing none is improbable; else unverified, counted and marked (issue 21,
+    /// item 4: caddy's 512-byte sniff reads had been contradicted, dd's 6 samples had passed).
+    #[test]
+    fn an_unseen_path_is_contradicted_only_when_it_should_have_been_seen() {
+        let counts = Counts::default();
+        let plan = HookPlan::default();
+        let samples = Samples {
+            ran: true,
+            kernel: 200,
+            by_path: BTreeMap::new(),
+            hz: 10_000,
+            copy_rate: 10_000_000_000,
+        };
+        let inputs = Inputs {
+            plan: &plan,
+            counts: &counts,
+            transfers: 1,
+            method: None,
+            to_user: 0,
+            from_user: 0,
+            dma_reads: false,
+            samples: &samples,
+            zerocopy: None,
+            uring: None,
+        };
+        let mut b = Builder {
+            inputs: &inputs,
+            paths: Vec::new(),
+        };
+        let sampled = &[SampledPath::PipeOrOther];
+        // 25 KiB take 2.6 µs: 0.03 samples due.
+        b.derived_from(
+            "small",
+            "s",
+            25 << 10,
+            String::new(),
+            sampled,
+            String::new(),
+        );
+        // 1 GiB takes 107 ms: 1,074 samples due, none seen.
+        b.derived_from("large", "l", 1 << 30, String::new(), sampled, String::new());
+        let (small, large) = (&b.paths[0], &b.paths[1]);
+        assert_eq!(small.evidence, "unverified");
+        assert!(!small.contradicted && small.note.contains("UNVERIFIED"));
+        assert_eq!(large.evidence, "contradicted");
+        assert!(large.contradicted);
+        assert_eq!(short_paths(&b.paths), "s?, l✗");
+    }
 }

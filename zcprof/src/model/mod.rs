@@ -242,6 +242,19 @@ fn fmt_bytes(n: u64) -> String {
     crate::units::format_bytes(n)
 }
 
+/// How long copying `bytes` takes at `rate` bytes per second, for a note ("3.2 µs").
+#[expect(clippy::cast_precision_loss, reason = "display")]
+fn fmt_ns_f(bytes: u64, rate: u64) -> String {
+    let ns = bytes as f64 / rate.max(1) as f64 * 1e9;
+    if ns < 1e3 {
+        format!("{ns:.0} ns")
+    } else if ns < 1e6 {
+        format!("{:.1} µs", ns / 1e3)
+    } else {
+        format!("{:.1} ms", ns / 1e6)
+    }
+}
+
 /// Builds the report of one run.
 #[expect(
     clippy::too_many_lines,

@@ -210,6 +210,9 @@ mod tests {
             ran: true,
             kernel,
             by_path: [(SampledPath::DeferredZerocopy, in_copy)].into(),
+            // Copying as slowly as 1 MB/s: every path here is worth many samples.
+            hz: 10_000,
+            copy_rate: 1_000_000,
         }
     }
 

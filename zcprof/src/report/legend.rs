@@ -96,7 +96,8 @@ pub fn legend(runs: &[RunReport], form: Form) -> Vec<String> {
             "CPU copies: every copy of payload the CPU made for the measured process, kernel-internal \
              ones included, in blocks per step, with the paths {} (pc: page cache, sock: \
              socket buffer, pkt: linear packet data, map: a mapping of the page cache; ✗: derived from \
-             syscall semantics, contradicted by sampling and left out of the sum); {}. Share \
+             syscall semantics, contradicted by sampling and left out of the sum; ?: derived, \
+             unverified: too few bytes to expect a sample, counted); {}. Share \
              of the measured process's kernel time in copy routines: {}",
             if compact {
                 "listed below"
@@ -156,7 +157,13 @@ fn copies_by_path(r: &RunReport) -> String {
             format!(
                 "{}{} {}",
                 p.short,
-                if p.contradicted { "✗" } else { "" },
+                if p.contradicted {
+                    "✗"
+                } else if p.evidence == "unverified" {
+                    "?"
+                } else {
+                    ""
+                },
                 p.per_transfer
                     .map_or_else(|| "n/a".to_owned(), |b| in_blocks(b, r.block_size))
             )
