@@ -73,7 +73,15 @@ fn check_ledger(r: &Value) {
     for p in copies {
         assert!(p["source"].as_str().is_some_and(|s| !s.is_empty()), "{p}");
         assert!(
-            matches!(p["evidence"].as_str(), Some("measured" | "derived")),
+            matches!(
+                p["evidence"].as_str(),
+                Some("measured" | "derived" | "unverified" | "contradicted")
+            ),
+            "{p}"
+        );
+        assert_eq!(
+            p["evidence"] == "contradicted",
+            p["contradicted"] == true,
             "{p}"
         );
     }
