@@ -76,6 +76,31 @@ fn by_path(counts: &Counts, path: DataPath, field: fn(&HookedBytes) -> u64) -> u
         .sum()
 }
 
+/// Payload in linear packet data by where it came from: the page cache (sockets fed by
+/// sendfile and splice) and socket buffers that write-type syscalls had already filled. A packet
+/// is charged to its socket's latest send, but carries bytes of every send it was built from: a
+/// response's first packet holds the headers `write()` gave the socket and the first pages
+/// sendfile gave it. What packets hold of write-type sends cannot exceed what those sends gave
+/// the sockets (`sent`, where the socket sends are counted): the rest came from the page cache,
+/// when in-kernel sends fed the same sockets.
+fn linear_by_origin(counts: &Counts, sends_counted: bool) -> (u64, u64) {
+    let in_kernel = by_path(counts, DataPath::InKernel, |h| h.xmit_linear);
+    let copied_before = by_path(counts, DataPath::FromUser, |h| h.xmit_linear);
+    let other = counts
+        .xmit_linear_bytes
+        .saturating_sub(in_kernel + copied_before);
+    let again = copied_before + other;
+    let fed_in_kernel = by_path(counts, DataPath::InKernel, |h| {
+        h.sock_send + h.xmit_linear + h.xmit_paged
+    }) > 0;
+    if !(sends_counted && fed_in_kernel) {
+        return (in_kernel, again);
+    }
+    let sent = by_path(counts, DataPath::FromUser, |h| h.sock_send);
+    let excess = again.saturating_sub(sent);
+    (in_kernel + excess, again - excess)
+}
+
 /// Everything the ledger is built from.
 pub struct Inputs<'a> {
     pub plan: &'a HookPlan,
@@ -453,11 +478,7 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
     // Payload that left the sockets in linear packet data: copied by software segmentation or
     // linearisation, because the device could not take page fragments.
     if let Some(hook) = &xmit {
-        let in_kernel = by_path(counts, DataPath::InKernel, |h| h.xmit_linear);
-        let copied_before = by_path(counts, DataPath::FromUser, |h| h.xmit_linear);
-        let other = counts
-            .xmit_linear_bytes
-            .saturating_sub(in_kernel + copied_before);
+        let (in_kernel, again) = linear_by_origin(counts, sock_send.is_some());
         let context = if counts.xmit_other_context > 0 {
             format!(
                 "; {} of {} packets left from ACK processing (softirq or another task), attributed by \
@@ -482,7 +503,7 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
         b.measured(
             "socket buffer -> packet (segmentation)",
             "sock→pkt",
-            copied_before + other,
+            again,
             vec![hook.clone()],
             format!(
                 "payload already copied into socket buffers that software segmentation or \
@@ -696,5 +717,46 @@ mod tests {
         assert_eq!(large.evidence, "contradicted");
         assert!(large.contradicted);
         assert_eq!(short_paths(&b.paths), "s?, l✗");
+    }
+
+    /// issue 21, item 2: caddy over a veth without scatter-gather wrote 13,960 B of headers and
+    /// sent its files with sendfile; the packets that held headers and pages together were all
+    /// charged to the headers' write, 1.3 MB of "socket buffer -> packet" for 14 KB written.
+    #[test]
+    fn linear_packet_bytes_are_split_by_where_they_came_from() {
+        let nr = |n: libc::c_long| u32::try_from(n).unwrap();
+        let mut counts = Counts::default();
+        counts.hooked_by_syscall.insert(
+            nr(libc::SYS_write),
+            HookedBytes {
+                sock_send: 14_000,
+                xmit_linear: 1_300_000,
+                ..HookedBytes::default()
+            },
+        );
+        counts.hooked_by_syscall.insert(
+            nr(libc::SYS_sendfile),
+            HookedBytes {
+                sock_send: 20 << 20,
+                xmit_linear: 19 << 20,
+                ..HookedBytes::default()
+            },
+        );
+        counts.xmit_linear_bytes = 1_300_000 + (19 << 20);
+        let (from_cache, again) = linear_by_origin(&counts, true);
+        assert_eq!(again, 14_000, "no more than write() gave the sockets");
+        assert_eq!(from_cache + again, counts.xmit_linear_bytes, "nothing lost");
+        // A plain read-write sender: everything its packets hold came from its writes.
+        let mut counts = Counts::default();
+        counts.hooked_by_syscall.insert(
+            nr(libc::SYS_write),
+            HookedBytes {
+                sock_send: 8 << 20,
+                xmit_linear: 8 << 20,
+                ..HookedBytes::default()
+            },
+        );
+        counts.xmit_linear_bytes = 8 << 20;
+        assert_eq!(linear_by_origin(&counts, true), (0, 8 << 20));
     }
 }
