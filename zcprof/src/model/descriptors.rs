@@ -7,7 +7,11 @@ use std::collections::BTreeMap;
 
 use zcprof_common::FdKind;
 
-use super::{copies::SampledPath, fmt_bytes, ledger::Builder};
+use super::{
+    copies::SampledPath,
+    fmt_bytes,
+    ledger::{Builder, Whose},
+};
 use crate::{
     collect::Counts,
     model::Source,
@@ -139,7 +143,13 @@ pub(super) fn paths(b: &mut Builder<'_>, kinds: ByKind<'_>) {
         "{}, each descriptor's kind read off its inode in the kernel at the return",
         Source::SyscallSemantics(hooks).describe()
     );
+    let whose = b.whose;
     for p in &PATHS {
+        b.whose = match p.kind {
+            FdKind::Pipe => Whose::ProcessPipes,
+            FdKind::CharDevice => Whose::ProcessDevices,
+            _ => Whose::ProcessGeneratedFiles,
+        };
         let bytes = if p.read {
             kinds.read(p.kind)
         } else {
@@ -154,6 +164,7 @@ pub(super) fn paths(b: &mut Builder<'_>, kinds: ByKind<'_>) {
             source.clone(),
         );
     }
+    b.whose = whose;
 }
 
 /// The note for bytes that moved through `/dev/zero` and `/dev/null`, which copy nothing.

@@ -36,8 +36,12 @@ pub struct CopyPath {
     pub source: String,
     pub note: String,
     /// "measured" (counted in the kernel where the copy happens), "derived" (from what the
-    /// syscalls returned), or "reported" (by a remote `zcprof sink`, for its own copy).
+    /// syscalls returned, with samples on the path), "unverified" (derived, too few bytes to
+    /// expect a sample), "contradicted" (derived, sampling found no copy where it should have),
+    /// or "reported" (by a remote `zcprof sink`, for its own copy).
     pub evidence: &'static str,
+    /// Whose copy it is, by what the kernel side tied it to the process.
+    pub whose: Whose,
     /// Kernel-mode samples of the process in copy routines on this path, where sampling ran.
     pub samples: Option<u64>,
     /// A derived figure that a measured source contradicts (sampling found the kernel not
@@ -46,6 +50,27 @@ pub struct CopyPath {
     /// A short name for the table cell.
     #[serde(skip)]
     pub short: &'static str,
+}
+
+/// What ties a copy to the process it is charged to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Whose {
+    /// Made in one of the process's own syscalls (or its `io_uring` work), on its own threads.
+    #[default]
+    Process,
+    /// Packets of the process's own sockets (one it sent on, or in its file table), wherever
+    /// they left: its syscalls, ACK processing in softirq, another task.
+    ProcessSockets,
+    /// Through the process's own descriptors of a kind the kernel side classified: pipes,
+    /// character devices, generated files.
+    ProcessPipes,
+    ProcessDevices,
+    ProcessGeneratedFiles,
+    /// zcprof's built-in receiver, apart from the measured process.
+    Receiver,
+    /// A remote `zcprof sink`, by its own report.
+    Sink,
 }
 
 /// The ledger of one run.
@@ -129,6 +154,8 @@ const UNLIKELY_UNSEEN: f64 = 4.6;
 pub(super) struct Builder<'a> {
     pub(super) inputs: &'a Inputs<'a>,
     pub(super) paths: Vec<CopyPath>,
+    /// Whose the paths added next are.
+    pub(super) whose: Whose,
 }
 
 impl Builder<'_> {
@@ -162,6 +189,7 @@ impl Builder<'_> {
             source: Source::Counted(hooks).describe(),
             note: with_samples(note, samples, self.inputs.samples),
             evidence: "measured",
+            whose: self.whose,
             samples,
             contradicted: false,
             short,
@@ -239,6 +267,7 @@ impl Builder<'_> {
             } else {
                 "derived"
             },
+            whose: self.whose,
             samples,
             contradicted,
             short,
@@ -265,6 +294,7 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
     let mut b = Builder {
         inputs,
         paths: Vec::new(),
+        whose: Whose::Process,
     };
     let sock_recv = b.hook(Point::SockRecv);
     let direct_io = b.hook(Point::DirectIo);
@@ -478,6 +508,7 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
     // Payload that left the sockets in linear packet data: copied by software segmentation or
     // linearisation, because the device could not take page fragments.
     if let Some(hook) = &xmit {
+        b.whose = Whose::ProcessSockets;
         let (in_kernel, again) = linear_by_origin(counts, sock_send.is_some());
         let context = if counts.xmit_other_context > 0 {
             format!(
@@ -513,6 +544,7 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
         );
     }
 
+    b.whose = Whose::Process;
     // Page cache -> page cache: a file system copying during copy_file_range, splice or sendfile
     // into a file (no reflink, no shared extents).
     if !ext4.is_empty() {
@@ -558,6 +590,7 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
                    sender): the copy on the receiving side, apart from the sender's"
                 .to_owned(),
             evidence: "measured",
+            whose: Whose::Receiver,
             samples: None,
             contradicted: false,
             short: "recv",
@@ -698,6 +731,7 @@ mod tests {
         let mut b = Builder {
             inputs: &inputs,
             paths: Vec::new(),
+            whose: Whose::Process,
         };
         let sampled = &[SampledPath::PipeOrOther];
         // 25 KiB take 2.6 µs: 0.03 samples due.

@@ -19,6 +19,7 @@ pub(super) fn sink_copy(sink: &SinkReport, addr: &str, transfers: u64) -> CopyPa
             sink_costs(sink)
         ),
         evidence: "reported",
+        whose: super::ledger::Whose::Sink,
         samples: None,
         contradicted: false,
         short: "recv",

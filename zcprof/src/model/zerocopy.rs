@@ -125,6 +125,7 @@ pub fn copied_path(
         source: kind.verdict_source().to_owned(),
         note,
         evidence: "derived",
+        whose: super::ledger::Whose::Process,
         samples: on_path,
         contradicted: false,
         short: match kind {
