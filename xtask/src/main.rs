@@ -266,6 +266,9 @@ fn install_test_programs() -> Result<()> {
             ("tmux", "tmux"),
             ("chromium", "chromium"),
             ("setpriv", "util-linux"),
+            // tests/attribution.rs: a real proxy in front of a backend behind a veth.
+            ("haproxy", "haproxy"),
+            ("ethtool", "ethtool"),
         ]),
     )
 }
