@@ -370,6 +370,13 @@ fn control(
         }
         if sender_gone(conn) {
             forget(runs);
+            // A hello without a stream is no run: a stranger (or a sender that never began)
+            // cannot end a `--runs N` sink by saying hello and leaving.
+            if connected == 0 {
+                return Err(Failure::Connection(io::Error::other(
+                    "announced a run and left before any stream connected: not counted",
+                )));
+            }
             return Err(Failure::Run(io::Error::other(
                 "the sender closed the run before its streams ended (its transfer failed or was \
                  interrupted)",
@@ -777,6 +784,25 @@ mod tests {
         );
         assert!(started.elapsed() < Duration::from_secs(5));
         drop(s);
+    }
+
+    /// issue 27, item 4: a stranger's hello, then nothing, ended `zcprof sink --runs 1` (exit
+    /// 1), and the real run then found no sink.
+    #[test]
+    fn a_hello_without_streams_is_not_a_run() {
+        let (addr, server) = local_sink(1);
+        let stranger = Remote::open(&addr, 1, 1000).unwrap();
+        drop(stranger);
+        // Past the sink's poll period: it has noticed the stranger left.
+        std::thread::sleep(POLL * 3);
+        let remote = Remote::open(&addr, 1, 1000).expect("the sink is still there");
+        send(&remote, 0, 1000);
+        let report = remote.finish(Duration::from_secs(10)).unwrap();
+        assert_eq!(report.received, vec![1000]);
+        assert_eq!(
+            server.join().unwrap().unwrap(),
+            Served { runs: 1, failed: 0 }
+        );
     }
 
     #[test]
