@@ -7,7 +7,7 @@
 //! -> `model` (figures with provenance) -> `report` (rendering), `output` (where it goes) and
 //! `export` (traces). `serve` (the always-on Prometheus exporter) runs beside `measure`: `probes`
 //! (its own data-path hook set) -> `collect` -> `model::fleet` -> `export::prometheus`.
-//! `cancel`, `timing` and `units` serve them all.
+//! `cancel`, `files`, `timing` and `units` serve them all.
 pub mod app;
 pub mod cancel;
 pub mod caps;
@@ -16,6 +16,7 @@ pub mod collect;
 pub mod devices;
 pub mod doctor;
 pub mod export;
+pub mod files;
 pub mod measure;
 pub mod model;
 pub mod options;

@@ -2,7 +2,7 @@
 //! anything is measured (an unwritable path fails at once, not after a long run) and removed
 //! again when no report was written into it, so a failed run leaves nothing behind.
 use std::{
-    fs::{File, OpenOptions},
+    fs::File,
     io::{self, Write as _},
     path::{Path, PathBuf},
 };
@@ -36,14 +36,7 @@ impl ReportFile {
             path: path.to_owned(),
             source,
         };
-        let (file, created) = match OpenOptions::new().write(true).create_new(true).open(path) {
-            Ok(f) => (f, true),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (
-                OpenOptions::new().write(true).open(path).map_err(err)?,
-                false,
-            ),
-            Err(e) => return Err(err(e)),
-        };
+        let (file, created) = crate::files::open_to_write(path).map_err(err)?;
         Ok(ReportFile {
             path: path.to_owned(),
             file: Some(file),

@@ -238,8 +238,7 @@ impl WorkloadArgs {
         // Everything wrong with --file is a usage error (exit 2), found before measuring: one
         // rule for a missing, empty, special or short file.
         if let Some(path) = &file {
-            let meta = std::fs::File::open(path)
-                .and_then(|f| f.metadata())
+            let meta = std::fs::metadata(path)
                 .map_err(|e| UsageError(format!("cannot read --file {}: {e}", path.display())))?;
             if !meta.is_file() {
                 return Err(UsageError(format!(

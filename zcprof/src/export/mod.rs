@@ -11,7 +11,7 @@ mod record;
 
 use std::{
     collections::BTreeMap,
-    fs::{File, OpenOptions},
+    fs::File,
     io::{self, BufWriter, Write as _},
     path::{Path, PathBuf},
 };
@@ -240,14 +240,7 @@ impl Trace {
         };
         // Opened, not truncated: a file that exists keeps its contents until the trace is
         // written, so a run that fails or is interrupted destroys nothing.
-        let (file, created) = match OpenOptions::new().write(true).create_new(true).open(path) {
-            Ok(f) => (f, true),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (
-                OpenOptions::new().write(true).open(path).map_err(err)?,
-                false,
-            ),
-            Err(e) => return Err(err(e)),
-        };
+        let (file, created) = crate::files::open_to_write(path).map_err(err)?;
         Ok(Trace {
             path: path.to_owned(),
             created,

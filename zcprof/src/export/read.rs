@@ -125,7 +125,7 @@ pub fn read(path: &Path) -> Result<Vec<ReadRun>, ExportError> {
         path: path.to_owned(),
         reason,
     };
-    let file = std::fs::File::open(path).map_err(|source| ExportError::Read {
+    let file = crate::files::open_regular(path).map_err(|source| ExportError::Read {
         path: path.to_owned(),
         source,
     })?;

@@ -58,7 +58,7 @@ impl SourceFile {
         if !meta.is_file() {
             return Err(unreadable(io::Error::other("not a regular file")));
         }
-        File::open(path).map_err(unreadable)?;
+        crate::files::open_regular(path).map_err(unreadable)?;
         if meta.len() < size {
             return Err(SourceError::TooShort {
                 path: path.to_owned(),
