@@ -228,6 +228,9 @@ impl Measured {
         receiver_tgid: u32,
     ) -> Result<Measured, MeasureError> {
         let start_ns = trace.map_or(0, Trace::now_ns);
+        // Measured before the programs run (a few 16 MiB copies of zcprof's own), once per
+        // process, and kept with the plan, so a trace is judged again at the same rate.
+        plan.copy_rate = crate::model::copy_rate();
         let options = Options {
             follow,
             trace_ring: trace.map(Trace::ring_bytes),

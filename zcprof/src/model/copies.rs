@@ -134,7 +134,12 @@ impl Samples {
             kernel: counts.samples_kernel,
             by_path,
             hz: plan.sample_hz,
-            copy_rate: copy_rate(),
+            // The rate the run measured, so a trace re-renders with the same verdicts.
+            copy_rate: if plan.copy_rate > 0 {
+                plan.copy_rate
+            } else {
+                copy_rate()
+            },
         }
     }
 

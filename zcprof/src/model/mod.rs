@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 
 pub use accounting::{Accounting, PROCESS_ROWS, ProcessRow, TraceSummary};
 use accounting::{accounting, accounting_notes, process_rows, trace_summary};
+pub use copies::copy_rate;
 use device_figures::{dma_figures, page_fault_figures};
 pub use figure::{Estimate, Figure, MIN_SAMPLES, Source};
 pub use ledger::CopyPath;

@@ -76,6 +76,10 @@ pub struct PlanRecord {
     /// One syscall in this many was timed (trace mode: every one).
     #[serde(default)]
     pub time_every: u32,
+    /// Bytes per second this machine's CPU copied when the run was measured (0 in traces of
+    /// older versions): the derived copy paths' evidence was judged against it.
+    #[serde(default)]
+    pub copy_rate: u64,
     /// Program names of the chosen variants (a point can have two variants of one hook type).
     pub chosen: Vec<String>,
     pub unavailable: Vec<(Point, String)>,
@@ -94,6 +98,8 @@ pub struct HookPlan {
     pub sample_hz: u64,
     /// One syscall in this many was timed by the last attach (1: every syscall).
     pub time_every: u32,
+    /// Bytes per second this machine's CPU copies, measured by the run (0: not yet).
+    pub copy_rate: u64,
 }
 
 impl HookPlan {
@@ -109,6 +115,7 @@ impl HookPlan {
         PlanRecord {
             sample_hz: self.sample_hz,
             time_every: self.time_every,
+            copy_rate: self.copy_rate,
             chosen: self.chosen.iter().map(|v| v.program.to_owned()).collect(),
             unavailable: self.unavailable.clone(),
         }
@@ -128,6 +135,7 @@ impl HookPlan {
             sample_hz: record.sample_hz,
             // Traces time every syscall; older traces did not say so.
             time_every: record.time_every.max(1),
+            copy_rate: record.copy_rate,
         }
     }
 
