@@ -370,8 +370,12 @@ fn serve(args: &crate::cli::ServeArgs) -> ExitCode {
         Err(e) => return fail(1, &e.to_string()),
     };
     let what = selector.describe(&args.comms);
+    let limits = serve::Limits {
+        connections: args.max_connections as usize,
+        idle: args.idle_timeout,
+    };
     privileged(
-        move || match serve::run(&listener, &selector, &what, cancel::flag()) {
+        move || match serve::run(listener, limits, &selector, &what, cancel::flag()) {
             Ok(()) => {
                 eprintln!("zcprof serve: stopped, programs detached");
                 ExitCode::SUCCESS

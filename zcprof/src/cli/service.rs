@@ -55,4 +55,11 @@ pub struct ServeArgs {
     /// default: a receiver reaches that hook about a dozen times per 64 KiB, the most of any.
     #[arg(long)]
     pub receives: bool,
+    /// Close a connection whose request headers have not all arrived after this long, and a
+    /// kept-alive connection idle for this long (e.g. 90s, 5m). Prometheus reconnects.
+    #[arg(long, value_name = "DURATION", default_value = "90s", value_parser = crate::units::parse_duration)]
+    pub idle_timeout: std::time::Duration,
+    /// Connections open at once; one more is closed as it comes (each holds a descriptor).
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_connections: u32,
 }

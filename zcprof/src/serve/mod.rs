@@ -1,13 +1,13 @@
 //! `zcprof serve`: always-on counters for Prometheus. Binds the port, attaches the data-path
 //! hook set, and answers each scrape of `/metrics` by reading the kernel's per-name counters
 //! (a pull model: no per-event work in user space, nothing done between scrapes).
+pub mod http;
 pub mod selector;
 
-use std::{
-    net::SocketAddr,
-    sync::atomic::{AtomicBool, Ordering},
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::atomic::AtomicBool};
+
+pub use http::Limits;
+use http::{Answer, Asked, HttpError};
 
 pub use selector::{Selector, SelectorError};
 
@@ -21,9 +21,6 @@ use crate::{
 /// The default address: this host only (a scraper elsewhere needs `--listen 0.0.0.0:9464`);
 /// `zcprof sink` has the next port, 9465.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
-
-/// How often the loop looks at the stop flag while no scrape comes.
-const POLL: Duration = Duration::from_millis(200);
 
 /// Errors of `zcprof serve`, each one line.
 #[derive(Debug, thiserror::Error)]
@@ -40,14 +37,14 @@ pub enum ServeError {
     /// The metrics could not be rendered.
     #[error(transparent)]
     Exposition(#[from] ExpositionError),
-    /// The HTTP server failed while waiting for requests.
-    #[error("the HTTP server failed: {0}")]
-    Http(std::io::Error),
+    /// The HTTP front failed: no runtime, or the listening socket failed for good.
+    #[error("{0}")]
+    Http(String),
 }
 
-/// A bound, not yet serving, HTTP listener.
+/// A bound, not yet serving, listening socket.
 pub struct Listener {
-    server: tiny_http::Server,
+    socket: std::net::TcpListener,
     addr: SocketAddr,
 }
 
@@ -56,7 +53,7 @@ pub struct Listener {
 /// # Errors
 /// When the address cannot be bound.
 pub fn listen(addr: SocketAddr) -> Result<Listener, ServeError> {
-    let server = tiny_http::Server::http(addr).map_err(|e| {
+    let socket = std::net::TcpListener::bind(addr).map_err(|e| {
         // "Address already in use (os error 98)" -> "address already in use (os error 98)".
         let text = e.to_string();
         let mut chars = text.chars();
@@ -65,15 +62,17 @@ pub fn listen(addr: SocketAddr) -> Result<Listener, ServeError> {
         });
         ServeError::Listen { addr, why }
     })?;
-    Ok(Listener { server, addr })
+    let addr = socket.local_addr().unwrap_or(addr);
+    Ok(Listener { socket, addr })
 }
 
 /// Serves `/metrics` until `stop` is set (SIGINT, SIGTERM), then detaches everything.
 ///
 /// # Errors
-/// Hooks that cannot be attached, maps that cannot be read, a failing server.
+/// Hooks that cannot be attached, maps that cannot be read, a listening socket that fails.
 pub fn run(
-    listener: &Listener,
+    listener: Listener,
+    limits: Limits,
     selector: &Selector,
     what: &str,
     stop: &AtomicBool,
@@ -97,54 +96,45 @@ pub fn run(
             refused.join("; ")
         );
     }
+    let selector = selector.clone();
     let mut fleet = Fleet::default();
-    while !stop.load(Ordering::SeqCst) {
-        let request = match listener.server.recv_timeout(POLL) {
-            Ok(Some(r)) => r,
-            Ok(None) => continue,
-            // A signal interrupting the wait is how a stop arrives.
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(ServeError::Http(e)),
-        };
-        let path = request.url().split('?').next().unwrap_or("");
-        let response = if path == "/metrics" {
-            let openmetrics = request.headers().iter().any(|h| {
-                h.field.equiv("Accept") && h.value.as_str().contains("application/openmetrics-text")
-            });
-            let body = scrape(&mut probes, &mut fleet, selector, &kernel, openmetrics)?;
-            let kind = if openmetrics {
+    // The probes live in the handler: they detach when serving ends, however it ends.
+    let handler = move |asked| answer(asked, &mut probes, &mut fleet, &selector, &kernel);
+    http::serve(listener.socket, limits, stop, handler).map_err(|e| match e {
+        HttpError::Handler(e) => e,
+        e => ServeError::Http(e.to_string()),
+    })
+}
+
+/// The answer to what a client asked.
+fn answer(
+    asked: Asked,
+    probes: &mut ServeProbes,
+    fleet: &mut Fleet,
+    selector: &Selector,
+    kernel: &str,
+) -> Result<Answer, ServeError> {
+    Ok(match asked {
+        Asked::Metrics { openmetrics } => Answer {
+            status: 200,
+            content_type: if openmetrics {
                 prometheus::OPENMETRICS
             } else {
                 prometheus::PROMETHEUS_TEXT
-            };
-            text_response(body, 200, kind)
-        } else if path == "/" {
-            text_response(
-                "zcprof serve: the metrics are at /metrics\n".to_owned(),
-                200,
-                "text/plain",
-            )
-        } else {
-            text_response("not found\n".to_owned(), 404, "text/plain")
-        };
-        // A scraper that went away mid-answer is not serve's failure.
-        let _ = request.respond(response);
-    }
-    // Dropping the probes detaches every program.
-    drop(probes);
-    Ok(())
-}
-
-fn text_response(
-    body: String,
-    status: u16,
-    kind: &str,
-) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
-    let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], kind.as_bytes())
-        .expect("a valid header");
-    tiny_http::Response::from_string(body)
-        .with_status_code(status)
-        .with_header(header)
+            },
+            body: scrape(probes, fleet, selector, kernel, openmetrics)?,
+        },
+        Asked::Index => Answer {
+            status: 200,
+            content_type: "text/plain; charset=utf-8",
+            body: "zcprof serve: the metrics are at /metrics\n".to_owned(),
+        },
+        Asked::Unknown => Answer {
+            status: 404,
+            content_type: "text/plain; charset=utf-8",
+            body: "not found\n".to_owned(),
+        },
+    })
 }
 
 /// One scrape: the kernel's counters folded into the series, rendered.
