@@ -434,3 +434,125 @@ fn an_exited_name_is_shown_once_more_then_dropped() {
     );
     drop(serve);
 }
+
+/// The RSS of `pid` in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Everything a connection gets until serve closes it or `secs` pass (None: still open).
+fn until_closed(s: &mut std::net::TcpStream, secs: u64) -> Option<String> {
+    use std::io::Read as _;
+    s.set_read_timeout(Some(Duration::from_secs(secs))).unwrap();
+    let mut got = Vec::new();
+    match s.read_to_end(&mut got) {
+        Ok(_) => Some(String::from_utf8_lossy(&got).into_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+            Some(String::from_utf8_lossy(&got).into_owned())
+        }
+        Err(_) => None,
+    }
+}
+
+/// Hostile clients against the real serve under systemd's default descriptor limit (1024):
+/// 2,000 idle connections, a `Content-Length` of 64 GB, slow and oversized headers, an HTTP/2
+/// preface, a POST. Throughout and after, a normal scrape is answered, serve stays up with
+/// bounded memory, and the idle connections are closed by the configured timeout. The previous
+/// server (`tiny_http`) aborted at the first request and stopped accepting for good at the
+/// second.
+#[test]
+fn hostile_clients_neither_abort_nor_wedge_serve() {
+    use std::io::Write as _;
+    if !privileged("serve_hostile") {
+        return;
+    }
+    if Command::new("curl").arg("--version").output().is_err() {
+        skip("serve_hostile", "curl is not installed");
+        return;
+    }
+    // This test holds 2,000 connections itself.
+    let limit = libc::rlimit {
+        rlim_cur: 8192,
+        rlim_max: 8192,
+    };
+    // SAFETY: setrlimit with a valid struct.
+    assert_eq!(
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit) },
+        0
+    );
+    let dir = Scratch(scratch_dir("serve_hostile", env!("CARGO_TARGET_TMPDIR")));
+    let port = free_port();
+    let log = dir.0.join("serve.log");
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let mut serve = spawn(
+        Command::new("sh").args([
+            "-c",
+            &format!(
+                "ulimit -n 1024 && exec {} serve --comm zcphostile --listen 127.0.0.1:{port} \
+                 --idle-timeout 3s",
+                zcprof_bin().display()
+            ),
+        ]),
+        &log,
+    );
+    if !serve_ready("serve_hostile", &mut serve, port, &log) {
+        return;
+    }
+    let pid = serve.0.id();
+    let rss_before = rss_kib(pid);
+    let connect = || std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let scrape = |when: &str| {
+        let body = get(&metrics, None).unwrap_or_else(|| {
+            panic!(
+                "{when}: no answer to a scrape: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
+        assert!(body.contains("zcprof_up 1"), "{when}: {body}");
+    };
+    let mut idle: Vec<std::net::TcpStream> = (0..2000).map(|_| connect()).collect();
+    scrape("with 2,000 idle connections");
+    for request in [
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 64000000000\r\n\r\n".to_owned(),
+        format!(
+            "GET /metrics HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(1 << 20)
+        ),
+        "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_owned(),
+        "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".to_owned(),
+        "GET /metr".to_owned(),
+    ] {
+        let mut s = connect();
+        // A write can fail when serve has closed first (the 1 MiB header): that is a refusal.
+        let _ = s.write_all(request.as_bytes());
+        let got = until_closed(&mut s, 15).expect("serve closes every hostile connection");
+        let first = got.lines().next().unwrap_or("");
+        if request.starts_with("POST") {
+            assert!(first.starts_with("HTTP/1.1 405"), "{request:.40}: {got}");
+        }
+        scrape(&format!("after {:?}", &request[..request.len().min(40)]));
+    }
+    let rss_after = rss_kib(pid);
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "RSS grew from {rss_before} to {rss_after} KiB"
+    );
+    // Every connection still open is closed by the 3 s timeout (or was replaced by a newer).
+    let last = idle.last_mut().unwrap();
+    assert!(
+        until_closed(last, 10).is_some(),
+        "an idle connection is closed within the timeout"
+    );
+    drop(idle);
+    assert!(
+        serve.0.try_wait().unwrap().is_none(),
+        "serve is still running: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    scrape("after the idle connections went");
+}

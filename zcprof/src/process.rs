@@ -19,6 +19,9 @@ pub enum ProcessError {
     /// The command is not an executable file, nor found in PATH.
     #[error("command not found: {0}")]
     NotFound(String),
+    /// The command names a file that cannot be executed.
+    #[error("cannot execute {0}: {1}")]
+    NotExecutable(String, &'static str),
     /// fork or waitpid failed.
     #[error("cannot start {command}: {source}")]
     Spawn { command: String, source: io::Error },
@@ -50,6 +53,26 @@ fn resolve(name: &str) -> Option<PathBuf> {
         .find(|p| executable(p))
 }
 
+/// Why `command` could not be resolved: a path to a file that is there but not executable is
+/// not "not found".
+fn not_found(command: &str) -> ProcessError {
+    if command.contains('/') {
+        match std::fs::metadata(command) {
+            Ok(m) if m.is_dir() => {
+                return ProcessError::NotExecutable(command.to_owned(), "it is a directory");
+            }
+            Ok(_) => {
+                return ProcessError::NotExecutable(
+                    command.to_owned(),
+                    "it is not executable (no x permission)",
+                );
+            }
+            Err(_) => {}
+        }
+    }
+    ProcessError::NotFound(command.to_owned())
+}
+
 /// A command that has been forked and stopped itself before `exec`.
 pub struct Stopped {
     pid: i32,
@@ -64,7 +87,7 @@ impl Stopped {
     /// When the command cannot be found or the fork fails.
     pub fn spawn(argv: &[String]) -> Result<Stopped, ProcessError> {
         let command = argv.first().cloned().unwrap_or_default();
-        let path = resolve(&command).ok_or_else(|| ProcessError::NotFound(command.clone()))?;
+        let path = resolve(&command).ok_or_else(|| not_found(&command))?;
         let spawn_err = |source| ProcessError::Spawn {
             command: command.clone(),
             source,

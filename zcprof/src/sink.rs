@@ -267,10 +267,16 @@ fn connection(mut conn: &TcpStream, runs: &Runs) -> Result<Option<RunEnd>, Failu
     let mut reader = setup(conn).map_err(Failure::Connection)?;
     let mut line = String::new();
     // A first line longer than this is no hello.
-    (&mut reader)
-        .take(4096)
-        .read_line(&mut line)
-        .map_err(Failure::Connection)?;
+    (&mut reader).take(4096).read_line(&mut line).map_err(|e| {
+        // The read timeout shows as EAGAIN ("os error 11"): say what it means.
+        Failure::Connection(match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("closed: no hello line within {} s", HELLO_TIMEOUT.as_secs()),
+            ),
+            _ => e,
+        })
+    })?;
     let hello: Hello = match serde_json::from_str(line.trim()) {
         Ok(h) => h,
         Err(e) => {

@@ -403,3 +403,59 @@ fn one_capability_short_names_the_other() {
     );
     assert!(line.contains(": CAP_PERFMON missing"), "{line}");
 }
+
+#[test]
+fn trace_options_without_trace_are_refused() {
+    for (flag, value) in [("--trace-buffer", "1M"), ("--trace-limit", "10K")] {
+        let line = fails(
+            zcprof().args(["run", "--method", "sendfile", flag, value]),
+            2,
+        );
+        assert!(line.contains("--trace <FILE>"), "{flag}: {line}");
+    }
+}
+
+#[test]
+fn a_command_that_is_there_but_cannot_run_is_not_not_found() {
+    let dir = empty_dir("not-executable");
+    let file = dir.join("script");
+    std::fs::write(&file, "true\n").unwrap();
+    let line = fails(zcprof().args(["exec", "--"]).arg(&file), 2);
+    assert!(line.contains("not executable"), "{line}");
+    let line = fails(zcprof().args(["exec", "--"]).arg(&dir), 2);
+    assert!(line.contains("is a directory"), "{line}");
+    let line = fails(zcprof().args(["exec", "--", "/no/such/zcprof-command"]), 2);
+    assert!(line.contains("command not found"), "{line}");
+}
+
+#[test]
+fn fifos_are_refused_at_once() {
+    let dir = empty_dir("fifo");
+    let fifo = dir.join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    // open(2) of a FIFO blocks until a reader comes: had any of these waited, this test would
+    // never end.
+    let line = fails(zcprof().arg("report").arg(&fifo), 1);
+    assert!(line.contains("a FIFO, not a regular file"), "{line}");
+    let line = fails(
+        zcprof()
+            .args(["run", "--method", "sendfile", "--size", "1M", "--file"])
+            .arg(&fifo),
+        2,
+    );
+    assert!(line.contains("not a regular file"), "{line}");
+    // Before the privilege check, -o is created: a FIFO nobody reads is refused.
+    let line = fails(
+        zcprof()
+            .args(["run", "--method", "sendfile", "--size", "1M", "-o"])
+            .arg(&fifo),
+        1,
+    );
+    assert!(line.contains("a FIFO that nobody reads"), "{line}");
+}

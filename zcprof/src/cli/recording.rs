@@ -41,12 +41,12 @@ pub struct TraceArgs {
     pub trace: Option<PathBuf>,
     /// Size of the kernel's event ring buffer for --trace (a power of two). Events that find it
     /// full are counted as lost, per CPU, and reported.
-    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = units::parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = units::parse_size, requires = "trace")]
     pub trace_buffer: u64,
     /// Keep at most N events in the trace (K = thousand, M = million): recording stops there,
     /// the run goes on, later events are counted and the trace is marked incomplete. Bounds
     /// zcprof's memory (about 64 bytes per event, twice that while writing) and the file's size.
-    #[arg(long, value_name = "N", default_value = "1M", value_parser = units::parse_count)]
+    #[arg(long, value_name = "N", default_value = "1M", value_parser = units::parse_count, requires = "trace")]
     pub trace_limit: u64,
 }
 

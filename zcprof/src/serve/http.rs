@@ -1,6 +1,8 @@
 //! serve's HTTP front: HTTP/1.1 with hyper on a tokio runtime of its own, one task per
 //! connection on one thread, bounded so that no client can abort or wedge it:
-//! - at most `Limits::connections` connections at once; one more is closed as it comes;
+//! - at most `Limits::connections` connections at once: one more takes the place of the one
+//!   whose last request is oldest (idle, or stuck), so a scrape gets in while idle clients
+//!   hold every place;
 //! - a request's headers must arrive within `Limits::idle`, and so must the next request on a
 //!   kept-alive connection (hyper's header-read timeout), so an idle or slow client goes;
 //! - headers larger than `MAX_HEADER_BUFFER` are refused, and a request's body is never read
@@ -138,7 +140,7 @@ where
     let addr = listener.local_addr().map_err(HttpError::Setup)?;
     listener.set_nonblocking(true).map_err(HttpError::Setup)?;
     let listener = tokio::net::TcpListener::from_std(listener).map_err(HttpError::Setup)?;
-    let open = Rc::new(Cell::new(0_usize));
+    let open = Rc::new(Registry::default());
     let mut tick = tokio::time::interval(POLL);
     let mut said_full = false;
     while !stop.load(Ordering::SeqCst) {
@@ -147,16 +149,14 @@ where
         }
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) if open.get() < limits.connections => {
+                Ok((stream, _)) => {
                     tokio::task::spawn_local(connection(
                         stream,
-                        Slot::take(&open),
+                        open.admit(limits.connections),
                         limits.idle,
                         Rc::clone(&shared),
                     ));
                 }
-                // Over the limit: closed at once, holding nothing.
-                Ok(_) => {}
                 Err(e) if out_of_descriptors(&e) => {
                     if !said_full {
                         eprintln!("zcprof serve: {e}: not accepting until a connection closes");
@@ -189,27 +189,61 @@ fn transient(e: &std::io::Error) -> bool {
     )
 }
 
-/// One open connection, counted while it lives.
-struct Slot(Rc<Cell<usize>>);
+/// One open connection: when its last request began, and the call to leave.
+struct Tracked {
+    last_request: Cell<Instant>,
+    evicted: tokio::sync::Notify,
+}
 
-impl Slot {
-    fn take(open: &Rc<Cell<usize>>) -> Slot {
-        open.set(open.get() + 1);
-        Slot(Rc::clone(open))
+/// The open connections.
+#[derive(Default)]
+struct Registry {
+    open: RefCell<Vec<Rc<Tracked>>>,
+}
+
+impl Registry {
+    /// A place for a new connection; at `limit`, the one whose last request is oldest is told
+    /// to leave.
+    fn admit(self: &Rc<Registry>, limit: usize) -> Slot {
+        let mut open = self.open.borrow_mut();
+        if open.len() >= limit
+            && let Some(oldest) = (0..open.len()).min_by_key(|&i| open[i].last_request.get())
+        {
+            // A permit is stored if the task is not waiting yet.
+            open.swap_remove(oldest).evicted.notify_one();
+        }
+        let tracked = Rc::new(Tracked {
+            last_request: Cell::new(Instant::now()),
+            evicted: tokio::sync::Notify::new(),
+        });
+        open.push(Rc::clone(&tracked));
+        Slot {
+            registry: Rc::clone(self),
+            tracked,
+        }
     }
+}
+
+/// A connection's place, given up when it ends.
+struct Slot {
+    registry: Rc<Registry>,
+    tracked: Rc<Tracked>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.set(self.0.get() - 1);
+        self.registry
+            .open
+            .borrow_mut()
+            .retain(|t| !Rc::ptr_eq(t, &self.tracked));
     }
 }
 
-/// Serves one connection until the client closes it, it idles past `idle`, or a response stalls
-/// past `WRITE_TIMEOUT`.
+/// Serves one connection until the client closes it, it idles past `idle`, a response stalls
+/// past `WRITE_TIMEOUT`, or a newer connection needs its place.
 async fn connection<H, E>(
     stream: tokio::net::TcpStream,
-    _slot: Slot,
+    slot: Slot,
     idle: Duration,
     shared: Rc<Shared<H, E>>,
 ) where
@@ -218,10 +252,9 @@ async fn connection<H, E>(
 {
     // Nagle would hold a kept-alive response's last segment for the client's delayed ACK.
     let _ = stream.set_nodelay(true);
-    let last_request = Rc::new(Cell::new(Instant::now()));
-    let seen = Rc::clone(&last_request);
+    let seen = Rc::clone(&slot.tracked);
     let service = service_fn(move |request: Request<Incoming>| {
-        seen.set(Instant::now());
+        seen.last_request.set(Instant::now());
         let response = respond(&shared, &request);
         async move { Ok::<_, Infallible>(response) }
     });
@@ -233,12 +266,14 @@ async fn connection<H, E>(
     tokio::pin!(conn);
     // Waiting for headers is bounded by hyper's timer; this bounds the rest: a connection with
     // no new request for longer than `idle` and a response's writing is stuck writing.
+    let last_request = || slot.tracked.last_request.get();
     loop {
-        let deadline = last_request.get() + idle + WRITE_TIMEOUT;
+        let deadline = last_request() + idle + WRITE_TIMEOUT;
         tokio::select! {
             _ = &mut conn => return,
+            () = slot.tracked.evicted.notified() => return,
             () = tokio::time::sleep_until(deadline.into()) => {
-                if last_request.get() + idle + WRITE_TIMEOUT <= Instant::now() {
+                if last_request() + idle + WRITE_TIMEOUT <= Instant::now() {
                     return;
                 }
             }
@@ -476,19 +511,30 @@ mod tests {
     }
 
     #[test]
-    fn connections_past_the_limit_are_closed_and_the_rest_served() {
+    fn a_connection_past_the_limit_takes_the_place_of_the_oldest() {
         let front = Front::start(Limits {
             connections: 4,
             idle: Duration::from_secs(30),
         });
-        let held: Vec<TcpStream> = (0..4).map(|_| front.connect()).collect();
-        // Let the server take the four before the fifth comes.
-        std::thread::sleep(Duration::from_millis(200));
-        let got = front.exchange(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-        assert_eq!(got, "", "the fifth is closed unanswered");
-        drop(held);
-        std::thread::sleep(Duration::from_millis(200));
+        let mut held: Vec<TcpStream> = Vec::new();
+        for _ in 0..4 {
+            held.push(front.connect());
+            // Accepted in this order, so the first is the oldest.
+            std::thread::sleep(Duration::from_millis(50));
+        }
         front.scrape_works();
+        let mut buf = [0; 16];
+        assert_eq!(held[0].read(&mut buf).unwrap(), 0, "the oldest was closed");
+        // The others still wait for their requests.
+        held[3]
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        assert!(one_response(&mut held[3]).starts_with("HTTP/1.1 200"));
+        // Many more at once: the last one in is served.
+        let flood: Vec<TcpStream> = (0..40).map(|_| front.connect()).collect();
+        std::thread::sleep(Duration::from_millis(100));
+        front.scrape_works();
+        drop(flood);
     }
 
     #[test]

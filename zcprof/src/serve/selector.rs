@@ -125,13 +125,17 @@ fn resolve_cgroup(path: &Path) -> Result<(u64, String), SelectorError> {
     };
     let meta = std::fs::metadata(&full).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => err(format!(
-            "no such cgroup ({} does not exist)",
-            full.display()
+            "no such cgroup ({} does not exist{})",
+            full.display(),
+            cgroup2_elsewhere()
         )),
         _ => err(e.to_string()),
     })?;
     if !meta.is_dir() {
-        return Err(err(format!("{} is not a directory", full.display())));
+        return Err(err(format!(
+            "{} is a file, not a cgroup (a cgroup is a directory: give the one that holds it)",
+            full.display()
+        )));
     }
     let fs = nix::sys::statfs::statfs(&full).map_err(|e| err(e.to_string()))?;
     if fs.filesystem_type().0 != CGROUP2_MAGIC {
@@ -151,6 +155,26 @@ fn resolve_cgroup(path: &Path) -> Result<(u64, String), SelectorError> {
     Ok((meta.ino(), label))
 }
 
+/// Where the cgroup v2 hierarchy is mounted when it is not at `CGROUP_ROOT` (a host with v1
+/// controllers mounts it at `/sys/fs/cgroup/unified`), for a message; empty otherwise.
+fn cgroup2_elsewhere() -> String {
+    let root_is_v2 = nix::sys::statfs::statfs(CGROUP_ROOT)
+        .is_ok_and(|fs| fs.filesystem_type().0 == CGROUP2_MAGIC);
+    if root_is_v2 {
+        return String::new();
+    }
+    // mountinfo: "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS ... - FSTYPE SOURCE SUPER".
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let v2 = mounts.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        (right.split_whitespace().next()? == "cgroup2").then(|| left.split(' ').nth(4))?
+    });
+    match v2 {
+        Some(at) => format!("; {CGROUP_ROOT} is not the cgroup v2 hierarchy here, {at} is"),
+        None => "; no cgroup v2 hierarchy is mounted".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,11 +192,29 @@ mod tests {
     fn an_unknown_cgroup_is_one_line() {
         let err = Selector::resolve(&[], None, Some(Path::new("no.slice/none.service")), false)
             .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "--cgroup no.slice/none.service: no such cgroup \
-             (/sys/fs/cgroup/no.slice/none.service does not exist)"
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "--cgroup no.slice/none.service: no such cgroup \
+                 (/sys/fs/cgroup/no.slice/none.service does not exist"
+            ),
+            "{text}"
         );
+        assert_eq!(text.lines().count(), 1);
+    }
+
+    #[test]
+    fn a_file_in_a_cgroup_is_not_a_cgroup() {
+        let v2 = [CGROUP_ROOT, "/sys/fs/cgroup/unified"]
+            .into_iter()
+            .map(|root| Path::new(root).join("cgroup.procs"))
+            .find(|p| p.is_file());
+        let Some(procs) = v2 else {
+            eprintln!("skipped: no cgroup v2 hierarchy at /sys/fs/cgroup or its unified/");
+            return;
+        };
+        let err = Selector::resolve(&[], None, Some(&procs), false).unwrap_err();
+        assert!(err.to_string().contains("is a file, not a cgroup"), "{err}");
     }
 
     #[test]
