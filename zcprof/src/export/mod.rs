@@ -462,8 +462,8 @@ mod tests {
             context: RunContext {
                 subject: "test".into(),
                 workload: false,
-                bytes: 0,
-                block_size: 0,
+                bytes: 4096,
+                block_size: 4096,
                 kernel: "6.18".into(),
                 plan: PlanRecord::default(),
                 received: Vec::new(),
@@ -678,7 +678,16 @@ mod tests {
             .replacen(text.lines().nth(3).unwrap(), "", 1)
             .replacen("\n\n", "\n", 1);
         let newer = text.replace("\"version\":1", "\"version\":99");
+        // A built-in workload of zero-byte blocks: no run can say that.
+        let impossible = text
+            .replace("\"workload\":false", "\"workload\":true")
+            .replace("\"block_size\":4096", "\"block_size\":0");
+        assert_ne!(impossible, text);
         for (body, want) in [
+            (
+                impossible.as_str(),
+                "moved 4096 bytes in blocks of 0 (edited?)",
+            ),
             (&text[..cut], "ends early"),
             (edited.as_str(), "cut or edited"),
             (newer.as_str(), "format version 99"),

@@ -153,6 +153,11 @@ pub fn read(path: &Path) -> Result<Vec<ReadRun>, ExportError> {
             )));
         }
     }
+    for (i, run) in section.runs.iter().enumerate() {
+        if let Some(why) = impossible(run) {
+            return Err(invalid(format!("its run {i} {why} (edited?)")));
+        }
+    }
     if section.version != FORMAT_VERSION {
         return Err(invalid(format!(
             "format version {} (this zcprof reads version {FORMAT_VERSION})",
@@ -184,6 +189,24 @@ pub fn read(path: &Path) -> Result<Vec<ReadRun>, ExportError> {
         run.counts.syscall_entries = run.counts.syscalls.values().map(|s| s.count).sum();
     }
     Ok(runs)
+}
+
+/// What no run zcprof recorded can say of itself: a built-in workload of no bytes or no blocks
+/// (both are checked before measuring), a block larger than the payload, a window that ends
+/// before it starts.
+fn impossible(run: &RunContext) -> Option<String> {
+    if run.workload && (run.bytes == 0 || run.block_size == 0 || run.block_size > run.bytes) {
+        return Some(format!(
+            "says a built-in workload moved {} bytes in blocks of {}",
+            run.bytes, run.block_size
+        ));
+    }
+    (run.end_ns < run.start_ns).then(|| {
+        format!(
+            "ends at {} ns, before it starts at {} ns",
+            run.end_ns, run.start_ns
+        )
+    })
 }
 
 /// The counts a run's context holds (those that are not events).
