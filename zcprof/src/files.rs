@@ -1,10 +1,11 @@
 //! Opening the files zcprof is given, without waiting on them: a FIFO, a socket or a device
 //! where a file is expected is refused or found unread at once, since `open(2)` of a FIFO
-//! blocks until its other end comes and Ctrl-C cannot interrupt it. A leaf: used by `cli`,
+//! blocks until its other end comes and Ctrl-C cannot interrupt it. And replacing an output
+//! file whole, so that what was there survives any failure or signal. A leaf: used by `cli`,
 //! `output`, `export` and `workload`.
 use std::{
     fs::{File, OpenOptions},
-    io,
+    io::{self, Write},
     path::Path,
 };
 
@@ -67,6 +68,81 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// Gives `path` (opened before as `opened`) the contents `write` produces. A regular file is
+/// replaced whole: the contents go to an unnamed file in the same directory (`O_TMPFILE`), which
+/// is synced, given a name and renamed over `path`, so that until that rename `path` keeps what
+/// it held, whatever happens, and nothing is left behind if zcprof dies while writing (the
+/// unnamed file goes with its descriptor; the name exists only between link and rename). A
+/// FIFO or a device is written through `opened`.
+///
+/// # Errors
+/// When writing, syncing, linking or renaming fails; `path` is then as it was.
+pub fn replace<T>(
+    path: &Path,
+    opened: File,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<T>,
+) -> io::Result<T> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let meta = opened.metadata()?;
+    if !meta.is_file() {
+        let mut opened = opened;
+        let out = write(&mut opened)?;
+        opened.flush()?;
+        return Ok(out);
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let file = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o666)
+        .open(dir)?;
+    // The permissions of the file it replaces (a new one has 0666 less the umask, as it had).
+    file.set_permissions(std::fs::Permissions::from_mode(
+        meta.permissions().mode() & 0o7777,
+    ))?;
+    let mut out = io::BufWriter::with_capacity(1 << 20, file);
+    let result = write(&mut out)?;
+    let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
+    // A report said to be written is on disk when zcprof exits (close(2) does not report
+    // write-back errors on most file systems).
+    file.sync_all()?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let temporary = dir.join(format!(".{name}.zcprof-{}", std::process::id()));
+    let _ = std::fs::remove_file(&temporary);
+    link_unnamed(&file, &temporary)?;
+    std::fs::rename(&temporary, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&temporary);
+    })?;
+    drop(opened);
+    Ok(result)
+}
+
+/// Gives the unnamed file `file` the name `to` (linkat of its /proc/self/fd link, which needs
+/// no capability, where `AT_EMPTY_PATH` needs `CAP_DAC_READ_SEARCH`).
+fn link_unnamed(file: &File, to: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let from = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    let to = std::ffi::CString::new(to.as_os_str().as_encoded_bytes())?;
+    // SAFETY: two NUL-terminated paths.
+    let rc = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Clears `O_NONBLOCK` on `file`.
 fn blocking(file: &File) -> io::Result<()> {
     use std::os::fd::AsRawFd as _;
@@ -92,6 +168,38 @@ mod tests {
         // SAFETY: a NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         path
+    }
+
+    #[test]
+    fn a_file_is_replaced_whole_or_kept() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("zcprof-replace-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("report.json");
+        std::fs::write(&path, "old contents").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        // A failure while writing: the file keeps what it held.
+        let (opened, created) = open_to_write(&path).unwrap();
+        assert!(!created);
+        let err = replace(&path, opened, |out| {
+            out.write_all(b"half a rep")?;
+            Err::<(), _>(io::Error::other("interrupted"))
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "interrupted");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "old contents");
+        // A success: the new contents, the old permissions, nothing else in the directory.
+        let (opened, _) = open_to_write(&path).unwrap();
+        replace(&path, opened, |out| out.write_all(b"new")).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["report.json"]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

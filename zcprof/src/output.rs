@@ -53,20 +53,11 @@ impl ReportFile {
             path: self.path.clone(),
             source,
         };
-        let Some(mut file) = self.file.take() else {
+        let Some(file) = self.file.take() else {
             return Ok(());
         };
-        // Only a regular file can be truncated; a FIFO or /dev/stdout is simply written.
-        if file.metadata().map_err(err)?.is_file() {
-            file.set_len(0).map_err(err)?;
-        }
-        file.write_all(text.as_bytes()).map_err(err)?;
-        file.flush().map_err(err)?;
-        // sync_all so a report that was said to be written is on disk when zcprof exits
-        // (close(2) does not report write-back errors on most file systems).
-        if file.metadata().is_ok_and(|m| m.is_file()) {
-            file.sync_all().map_err(err)?;
-        }
+        crate::files::replace(&self.path, file, |out| out.write_all(text.as_bytes()))
+            .map_err(err)?;
         self.created = false;
         Ok(())
     }

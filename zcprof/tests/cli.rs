@@ -459,3 +459,46 @@ fn fifos_are_refused_at_once() {
     );
     assert!(line.contains("a FIFO that nobody reads"), "{line}");
 }
+
+/// A run that fails (the sink refuses; without root, the privilege check) leaves every file it
+/// was told to write as it was: each output is written whole beside its file and renamed over it
+/// only at the end (`--trace` used to delete an existing file).
+#[test]
+fn a_failed_run_keeps_the_files_it_would_have_replaced() {
+    let dir = empty_dir("keep");
+    let files = [
+        ("-o", "table.txt"),
+        ("--trace", "trace.json"),
+        ("--svg", "path.svg"),
+        ("--html", "page.html"),
+    ];
+    for (_, name) in files {
+        std::fs::write(dir.join(name), "what was there\n").unwrap();
+    }
+    let mut cmd = zcprof();
+    cmd.args(["run", "--method", "sendfile", "--size", "1M"])
+        .args(["--to", "127.0.0.1:1", "--dir"])
+        .arg(&dir);
+    for (flag, name) in files {
+        cmd.arg(flag).arg(dir.join(name));
+    }
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let mut left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["page.html", "path.svg", "table.txt", "trace.json"],
+        "no temporary file left"
+    );
+    for name in left {
+        assert_eq!(
+            std::fs::read_to_string(dir.join(&name)).unwrap(),
+            "what was there\n",
+            "{name}"
+        );
+    }
+}

@@ -12,7 +12,7 @@ mod record;
 use std::{
     collections::BTreeMap,
     fs::File,
-    io::{self, BufWriter, Write as _},
+    io,
     path::{Path, PathBuf},
 };
 
@@ -298,22 +298,17 @@ impl Trace {
     /// Writes the file.
     ///
     /// # Errors
-    /// When writing fails (the partial file is removed).
+    /// When writing fails (a file that existed keeps its contents; one made for the trace goes).
     ///
     /// # Panics
     /// Only if the file was taken before, which taking `self` rules out.
     pub fn write(mut self) -> Result<Written, ExportError> {
         let file = self.file.take().expect("written once");
-        // Only a regular file can be truncated; a FIFO is simply written.
-        if file.metadata().is_ok_and(|m| m.is_file()) {
-            file.set_len(0).map_err(|source| ExportError::Write {
-                path: self.path.clone(),
-                source,
-            })?;
-        }
-        let mut out = BufWriter::with_capacity(1 << 20, file);
-        let result = chrome::write(&mut out, self.origin_ns, &self.runs)
-            .and_then(|records| out.flush().map(|()| records));
+        // Written whole beside the file and renamed over it: what was there survives a
+        // failure, and a FIFO is simply written.
+        let result = crate::files::replace(&self.path, file, |mut out| {
+            chrome::write(&mut out, self.origin_ns, &self.runs)
+        });
         match result {
             Ok(records) => Ok(Written {
                 path: self.path.clone(),
@@ -324,7 +319,10 @@ impl Trace {
                 limit: self.limit,
             }),
             Err(source) => {
-                let _ = std::fs::remove_file(&self.path);
+                // An empty file of ours goes; one that was there keeps its contents.
+                if self.created {
+                    let _ = std::fs::remove_file(&self.path);
+                }
                 Err(ExportError::Write {
                     path: self.path.clone(),
                     source,
