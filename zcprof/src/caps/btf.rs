@@ -35,10 +35,14 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 }
 
 impl Layouts {
-    /// Reads the running kernel's BTF.
+    /// The running kernel's BTF, read and parsed once per process (several users need it, and
+    /// one parse of a few MiB of BTF is a second under emulation).
     #[must_use]
-    pub fn vmlinux() -> Option<Layouts> {
-        Layouts::parse(&std::fs::read("/sys/kernel/btf/vmlinux").ok()?)
+    pub fn vmlinux() -> Option<&'static Layouts> {
+        static VMLINUX: std::sync::OnceLock<Option<Layouts>> = std::sync::OnceLock::new();
+        VMLINUX
+            .get_or_init(|| Layouts::parse(&std::fs::read("/sys/kernel/btf/vmlinux").ok()?))
+            .as_ref()
     }
 
     /// Parses a little-endian BTF blob; `None` when it is not one.
