@@ -14,11 +14,14 @@ use std::{
 
 /// What a suite's output said: tests passed and failed (from libtest's result lines, summed over
 /// the test executables the suite ran), and its distinct skip lines.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Tally {
     pub passed: u64,
     pub failed: u64,
     pub skips: BTreeSet<String>,
+    /// Seconds each test took, where the suite says (`init: took <test> <seconds> s`, one line
+    /// per test from a VM's init, which runs its tests one at a time).
+    pub took: Vec<(String, f64)>,
 }
 
 impl Tally {
@@ -28,6 +31,10 @@ impl Tally {
         if let Some((passed, failed)) = test_result(line) {
             self.passed += passed;
             self.failed += failed;
+            return;
+        }
+        if let Some(took) = took(line) {
+            self.took.push(took);
             return;
         }
         let line = without_test_name(line);
@@ -54,6 +61,13 @@ fn without_test_name(line: &str) -> &str {
     } else {
         line
     }
+}
+
+/// The test and its seconds of a line `init: took <test> <seconds> s`.
+fn took(line: &str) -> Option<(String, f64)> {
+    let rest = line.strip_prefix("init: took ")?.strip_suffix(" s")?;
+    let (test, seconds) = rest.rsplit_once(' ')?;
+    Some((test.to_owned(), seconds.parse().ok()?))
 }
 
 /// Passed and failed of a libtest line such as
@@ -222,8 +236,35 @@ pub fn render(suites: &[Suite]) -> String {
             let _ = writeln!(text, "{}: {note}", s.name);
         }
     }
+    text.push_str(&slowest(suites, SLOWEST));
     let (passed, failed, skipped) = totals(suites);
     let _ = writeln!(text, "{passed} passed, {failed} failed, {skipped} skipped");
+    text
+}
+
+/// How many of the slowest tests the summary names.
+const SLOWEST: usize = 10;
+
+/// The `n` slowest timed tests over all suites, slowest first, with their suites; empty when no
+/// suite timed its tests.
+fn slowest(suites: &[Suite], n: usize) -> String {
+    let mut all: Vec<(&str, &str, f64)> = suites
+        .iter()
+        .flat_map(|s| {
+            s.tally
+                .took
+                .iter()
+                .map(|(t, secs)| (s.name.as_str(), t.as_str(), *secs))
+        })
+        .collect();
+    if all.is_empty() {
+        return String::new();
+    }
+    all.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let mut text = format!("slowest tests of {} timed:\n", all.len());
+    for (suite, test, secs) in all.into_iter().take(n) {
+        let _ = writeln!(text, "{secs:>8.1} s  {test}  ({suite})");
+    }
     text
 }
 
@@ -326,6 +367,29 @@ mod tests {
         });
         assert_eq!(shown, text.as_bytes(), "everything is shown");
         assert_eq!((t.passed, t.failed, t.skips.len()), (7, 0, 1));
+    }
+
+    #[test]
+    fn timed_tests_are_read_and_the_slowest_named_first() {
+        let t = tally(
+            "[debian-sid 7.2.0-1-cloud-amd64] init: took kernel::veth_sg_off 88.4 s\r\n\
+             init: took ledger::splice 3.0 s\n\
+             init: took ledger::tee 12.5 s\n\
+             init: took not a time s\n",
+        );
+        assert_eq!(t.took.len(), 3);
+        let suite = Suite {
+            name: "vm sid".into(),
+            tally: t,
+            ok: true,
+            seconds: 1.0,
+            note: None,
+        };
+        let text = slowest(&[suite], 2);
+        assert_eq!(
+            text,
+            "slowest tests of 3 timed:\n    88.4 s  kernel::veth_sg_off  (vm sid)\n    12.5 s  ledger::tee  (vm sid)\n"
+        );
     }
 
     #[test]
