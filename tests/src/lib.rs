@@ -125,6 +125,25 @@ pub fn zcprof_programs_loaded(catalog: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// The program names of the probe catalog (`run`, `compare`, `exec`, `attach`), as the code
+/// lists them.
+#[must_use]
+pub fn catalog_programs() -> Vec<&'static str> {
+    zcprof::probes::catalog::VARIANTS
+        .iter()
+        .map(|v| v.program)
+        .collect()
+}
+
+/// The program names of `zcprof serve`, as the code lists them.
+#[must_use]
+pub fn serve_programs() -> Vec<&'static str> {
+    zcprof::probes::serve::PROGRAMS
+        .iter()
+        .map(|&(program, _, _)| program)
+        .collect()
+}
+
 /// Runs this test executable again as the workload `name` under `zcprof exec` (with `options`
 /// before the `--`), the workload's inputs in `env`, and returns the report. The workload is the
 /// test `workload` of the calling test file, a no-op unless `ZCPROF_TEST_WORKLOAD` names one: so

@@ -7,62 +7,13 @@ use std::{
 
 use serde_json::Value;
 use zcprof_tests::{
-    calls, data_file, fig, privileged, run, run_json, scratch_dir, skip, zcprof_bin,
-    zcprof_programs_loaded,
+    calls, catalog_programs, data_file, fig, privileged, run, run_json, scratch_dir, skip,
+    zcprof_bin, zcprof_programs_loaded,
 };
 
 const SIZE: u64 = 8 << 20;
 const BLOCK: u64 = 64 << 10;
 const STEPS: u64 = SIZE / BLOCK;
-/// Program names of the catalog (zcprof/src/probes/catalog.rs).
-const PROGRAMS: [&str; 46] = [
-    "sched_process_fork_tracepoint",
-    "sched_process_exit_raw_tp",
-    "sched_process_exit_tracepoint",
-    "sched_process_exec_raw_tp",
-    "sched_process_exec_tracepoint",
-    "sched_process_free_tracepoint",
-    "inet_sock_set_state_raw_tp",
-    "inet_sock_set_state_tracepoint",
-    "tcp_sendmsg_fexit",
-    "tcp_sendmsg_kretprobe",
-    "sock_send_length_tracepoint",
-    "dma_map_phys_tracepoint",
-    "dma_map_page_tracepoint",
-    "dma_map_sg_tracepoint",
-    "filemap_read_fexit",
-    "filemap_read_kretprobe",
-    "copy_to_iter_fexit",
-    "copy_to_iter_kretprobe",
-    "copy_from_iter_fexit",
-    "copy_from_iter_kretprobe",
-    "copy_sample_perf_event",
-    "page_fault_user_raw_tp",
-    "page_fault_user_tracepoint",
-    "page_fault_kernel_raw_tp",
-    "page_fault_kernel_tracepoint",
-    "block_rq_issue_tracepoint",
-    "net_dev_xmit_tracepoint",
-    "sys_enter_raw_tp",
-    "sys_enter_tracepoint",
-    "sys_exit_raw_tp",
-    "sys_exit_tracepoint",
-    "sched_switch_tp_btf",
-    "sched_switch_raw_tp",
-    "sched_switch_tracepoint",
-    "net_dev_start_xmit_raw_tp",
-    "net_dev_start_xmit_tracepoint",
-    "skb_copy_datagram_iovec_raw_tp",
-    "skb_copy_datagram_iovec_tracepoint",
-    "ext4_da_write_end_raw_tp",
-    "ext4_da_write_end_tracepoint",
-    "ext4_write_end_raw_tp",
-    "ext4_write_end_tracepoint",
-    "generic_file_buffered_read_fexit",
-    "generic_file_buffered_read_kretprobe",
-    "iomap_dio_complete_raw_tp",
-    "iomap_dio_complete_tracepoint",
-];
 
 fn measure(method: &str, dir: &Path) -> Value {
     measure_with(method, dir, "warm")
@@ -471,13 +422,13 @@ fn alive(pid: u32) -> bool {
 /// while for that, then report what is still there.
 fn programs_left() -> Vec<String> {
     for _ in 0..500 {
-        let left = zcprof_programs_loaded(&PROGRAMS);
+        let left = zcprof_programs_loaded(&catalog_programs());
         if left.is_empty() {
             return left;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    zcprof_programs_loaded(&PROGRAMS)
+    zcprof_programs_loaded(&catalog_programs())
 }
 
 /// Kills zcprof if the test fails midway, so one failure does not leave programs for the next.
@@ -609,7 +560,7 @@ fn a_signal_during_the_transfer_leaves_nothing() {
     // zcprof's programs at all.
     for signal in SIGNALS {
         interrupt_during("transfer", signal, |pid, _| {
-            !children_of(pid).is_empty() && !zcprof_programs_loaded(&PROGRAMS).is_empty()
+            !children_of(pid).is_empty() && !zcprof_programs_loaded(&catalog_programs()).is_empty()
         });
     }
 }
@@ -1083,7 +1034,7 @@ fn attach_measures_a_running_process_and_leaves_it_running() {
 /// Waits (bounded) until zcprof's programs are attached, so a signal lands while measuring.
 fn wait_attached(zcprof: &mut std::process::Child) {
     for _ in 0..2000 {
-        if !zcprof_programs_loaded(&PROGRAMS).is_empty() {
+        if !zcprof_programs_loaded(&catalog_programs()).is_empty() {
             return;
         }
         assert!(
@@ -1683,7 +1634,7 @@ fn veth_transfer_under_way(name: &str) -> (KillOnDrop, std::path::PathBuf, Vec<u
     let start = std::time::Instant::now();
     while start.elapsed() < std::time::Duration::from_secs(600) {
         if !children_of(pid).is_empty()
-            && !zcprof_programs_loaded(&PROGRAMS).is_empty()
+            && !zcprof_programs_loaded(&catalog_programs()).is_empty()
             && zcp_links().contains(&host)
         {
             break;

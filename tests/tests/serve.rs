@@ -9,7 +9,9 @@ use std::{
 };
 
 use serde_json::Value;
-use zcprof_tests::{privileged, scratch_dir, skip, zcprof_bin, zcprof_programs_loaded};
+use zcprof_tests::{
+    privileged, scratch_dir, serve_programs, skip, zcprof_bin, zcprof_programs_loaded,
+};
 
 const FILE_SIZE: u64 = 12 << 20;
 const FETCHES: u64 = 3;
@@ -17,17 +19,6 @@ const FETCHES: u64 = 3;
 const TOTAL: f64 = 37_748_736.0;
 /// What "almost nothing" is: the HTTP headers of three responses and then some.
 const ALMOST_NOTHING: f64 = 64.0 * 1024.0;
-
-/// The serve programs' names, as the kernel keeps them (cut to 15 bytes).
-const SERVE_PROGRAMS: [&str; 7] = [
-    "serve_inet_sock_set_state_raw_tp",
-    "serve_sock_send_length_raw_tp",
-    "serve_tcp_sendmsg_locked_raw_tp",
-    "serve_net_dev_start_xmit_raw_tp",
-    "serve_skb_copy_datagram_iovec_raw_tp",
-    "serve_block_rq_issue_raw_tp",
-    "serve_sched_switch_raw_tp",
-];
 
 /// A child stopped with SIGTERM (nginx stops its workers, Prometheus flushes, zcprof detaches)
 /// and reaped on drop, whether the test passes or panics.
@@ -346,14 +337,14 @@ fn serve_nginx(test: &str, sendfile: bool) -> Option<(f64, f64)> {
     assert!(log("serve.log").contains("programs detached"));
     // The kernel frees a program a moment after its last descriptor closes.
     let left = wait_for(5, || {
-        let left = zcprof_programs_loaded(&SERVE_PROGRAMS);
+        let left = zcprof_programs_loaded(&serve_programs());
         left.is_empty().then_some(left)
     });
     assert_eq!(
         left,
         Some(Vec::new()),
         "no serve program is left loaded: {:?}",
-        zcprof_programs_loaded(&SERVE_PROGRAMS)
+        zcprof_programs_loaded(&serve_programs())
     );
     Some((by_reference, copied))
 }
