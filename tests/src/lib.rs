@@ -144,9 +144,20 @@ pub fn serve_programs() -> Vec<&'static str> {
         .collect()
 }
 
+/// The name libtest gives the test `workload` of the module whose `module_path!()` is
+/// `module_path` (which starts with the crate's name; libtest's names do not).
+#[must_use]
+pub fn workload_test(module_path: &str) -> String {
+    match module_path.split_once("::") {
+        Some((_, module)) => format!("{module}::workload"),
+        None => "workload".to_owned(),
+    }
+}
+
 /// Runs this test executable again as the workload `name` under `zcprof exec` (with `options`
 /// before the `--`), the workload's inputs in `env`, and returns the report. The workload is the
-/// test `workload` of the calling test file, a no-op unless `ZCPROF_TEST_WORKLOAD` names one: so
+/// test `workload` of the calling module (`module_path!()` there), a no-op unless
+/// `ZCPROF_TEST_WORKLOAD` names one: so
 /// the workloads exist wherever the tests run, the VMs included. The report goes to `report`,
 /// since the test harness writes to stdout too.
 ///
@@ -154,6 +165,7 @@ pub fn serve_programs() -> Vec<&'static str> {
 /// When zcprof fails or its report is not JSON.
 #[must_use]
 pub fn exec_self(
+    module_path: &str,
     name: &str,
     env: &[(&str, &std::path::Path)],
     options: &[&str],
@@ -165,7 +177,8 @@ pub fn exec_self(
         .args(options)
         .arg("--")
         .arg(std::env::current_exe().expect("current exe"))
-        .args(["--exact", "workload", "--nocapture", "--test-threads=1"])
+        .args(["--exact", &workload_test(module_path)])
+        .args(["--nocapture", "--test-threads=1"])
         .env("ZCPROF_TEST_WORKLOAD", name);
     for (key, value) in env {
         cmd.env(key, value);
@@ -262,4 +275,141 @@ pub fn filesystem_of(dir: &Path) -> String {
         })
         .max()
         .map_or_else(|| "unknown".to_owned(), |(_, fs)| fs)
+}
+
+// ---- processes, programs and links a test must find gone ----
+
+/// Children of every thread of `pid` (the transfer process is spawned from a worker thread).
+#[must_use]
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(Result::ok)
+        .flat_map(|t| {
+            std::fs::read_to_string(t.path().join("children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// Whether process `pid` exists and is not a zombie.
+#[must_use]
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+/// The kernel frees a program after its last reference goes, in deferred work: wait a bounded
+/// while for that, then report what is still there.
+#[must_use]
+pub fn programs_left() -> Vec<String> {
+    for _ in 0..500 {
+        let left = zcprof_programs_loaded(&catalog_programs());
+        if left.is_empty() {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    zcprof_programs_loaded(&catalog_programs())
+}
+
+/// Kills zcprof if the test fails midway, so one failure does not leave programs for the next.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits (bounded) until zcprof's programs are attached, so a signal lands while measuring.
+///
+/// # Panics
+/// When zcprof ends before attaching, or never attaches.
+pub fn wait_attached(zcprof: &mut std::process::Child) {
+    for _ in 0..2000 {
+        if !zcprof_programs_loaded(&catalog_programs()).is_empty() {
+            return;
+        }
+        assert!(
+            zcprof.try_wait().unwrap().is_none(),
+            "zcprof ended before attaching"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    panic!("zcprof never attached");
+}
+
+/// Sends SIGINT to `child`, as Ctrl-C on a terminal does.
+///
+/// # Panics
+/// When the signal cannot be sent.
+pub fn sigint(child: &std::process::Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+}
+
+/// Whether `ip` (iproute2) is there for `--net veth`; says why not on stderr.
+#[must_use]
+pub fn veth_possible(test: &str) -> bool {
+    if !privileged(test) {
+        return false;
+    }
+    let found = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("ip").is_file()));
+    if !found {
+        skip(test, "--net veth needs iproute2's ip in PATH");
+    }
+    found
+}
+
+/// Interfaces of this namespace whose names start with `zcp` (`ip -o link`: "N: name@peer: ...").
+///
+/// # Panics
+/// When `ip` cannot run.
+#[must_use]
+pub fn zcp_links() -> Vec<String> {
+    let out = Command::new("ip").args(["-o", "link"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .map(|n| n.trim().split('@').next().unwrap_or_default().to_owned())
+        .filter(|n| n.starts_with("zcp"))
+        .collect()
+}
+
+/// The `zcp` links left by the zcprof of `pid`, or by any zcprof that is gone. Links of another
+/// zcprof that still runs (a concurrent test elsewhere) are its own business.
+#[must_use]
+pub fn leftover_links(pid: u32) -> Vec<String> {
+    zcp_links()
+        .into_iter()
+        .filter(|name| {
+            let owner: Option<u32> = name
+                .strip_prefix("zcp")
+                .and_then(|n| n.strip_suffix(['s', 'p']))
+                .and_then(|n| n.parse().ok());
+            owner.is_none_or(|o| o == pid || !alive(o))
+        })
+        .collect()
+}
+
+/// Polls up to five seconds for the kernel to free a dead zcprof's namespace and its links.
+#[must_use]
+pub fn links_left_after(pid: u32) -> Vec<String> {
+    for _ in 0..500 {
+        if leftover_links(pid).is_empty() {
+            return Vec::new();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    leftover_links(pid)
 }

@@ -22,7 +22,8 @@ fn exec_workload_with(name: &str, arg: &Path, options: &[&str]) -> Value {
         .args(options)
         .arg("--")
         .arg(exe)
-        .args(["--exact", "workload", "--nocapture", "--test-threads=1"])
+        .args(["--exact", &zcprof_tests::workload_test(module_path!())])
+        .args(["--nocapture", "--test-threads=1"])
         .env("ZCPROF_TEST_WORKLOAD", name)
         .env("ZCPROF_TEST_ARG", arg)
         .output()
@@ -548,7 +549,8 @@ fn attaching_loses_no_syscall_entry() {
     let dir = scratch_dir("acct-attach", env!("CARGO_TARGET_TMPDIR"));
     let ready = dir.join("ready");
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "workload", "--nocapture", "--test-threads=1"])
+        .args(["--exact", &zcprof_tests::workload_test(module_path!())])
+        .args(["--nocapture", "--test-threads=1"])
         .env("ZCPROF_TEST_WORKLOAD", "sleepers")
         .env("ZCPROF_TEST_ARG", &dir)
         .stdout(std::process::Stdio::null())

@@ -192,7 +192,13 @@ fn a_process_is_named_by_its_main_thread() {
         return;
     }
     let dir = scratch_dir("attribution-name", env!("CARGO_TARGET_TMPDIR"));
-    let r = exec_self("renamed-thread", &[], &[], &dir.join("report.json"));
+    let r = exec_self(
+        module_path!(),
+        "renamed-thread",
+        &[],
+        &[],
+        &dir.join("report.json"),
+    );
     let exe = std::env::current_exe().expect("current exe");
     let main: String = exe
         .file_name()

@@ -56,7 +56,8 @@ fn flood(dir: &Path, how_long: Duration, options: &[&str]) -> Flood {
             .args(options)
             .arg("--")
             .arg(std::env::current_exe().unwrap())
-            .args(["--exact", "workload", "--nocapture", "--test-threads=1"])
+            .args(["--exact", &zcprof_tests::workload_test(module_path!())])
+            .args(["--nocapture", "--test-threads=1"])
             .env("ZCPROF_TEST_FLOOD_MS", how_long.as_millis().to_string()),
     );
     assert_eq!(code, 0, "zcprof exec failed");

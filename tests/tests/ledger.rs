@@ -267,6 +267,7 @@ fn direct_reads(path: &str) {
 /// This executable as the workload `name` under `zcprof exec`, with `from` (and `to`).
 fn workload_under_zcprof(name: &str, from: &Path, to: &Path) -> Value {
     zcprof_tests::exec_self(
+        module_path!(),
         name,
         &[("ZCPROF_TEST_FROM", from), ("ZCPROF_TEST_TO", to)],
         &[],

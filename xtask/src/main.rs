@@ -183,8 +183,9 @@ fn test_suites(root: &Path, quick: bool) -> Result<Vec<summary::Suite>> {
     if is_root() {
         install_test_programs()?;
     }
-    for target in kernel_test_targets()? {
-        suites.push(kernel_suite(root, &format!("host {target}"), &target, &[]));
+    for module in test_modules()? {
+        let filter = format!("{module}::");
+        suites.push(kernel_suite(root, &format!("host {module}"), &[&filter]));
     }
     if is_root() {
         suites.extend(vm::vm_test(root, None)?);
@@ -198,60 +199,74 @@ fn test_suites(root: &Path, quick: bool) -> Result<Vec<summary::Suite>> {
     Ok(suites)
 }
 
-/// The host kernel smoke of `--quick`: every method once with small payloads. The `methods`
-/// target runs the six methods beyond the note at 8 MiB (without its Ctrl-C test, which writes
-/// a 1 GiB file first); `compare_runs_every_method` the note's six in one `compare` at 4 MiB.
+/// The host kernel smoke of `--quick`: every method once with small payloads. The
+/// `methods::modern` module runs the six methods beyond the note at 8 MiB (without its Ctrl-C
+/// test, which writes a 1 GiB file first); `compare_runs_every_method` the note's six in one
+/// `compare` at 4 MiB.
 fn kernel_smoke(root: &Path) -> Vec<summary::Suite> {
     vec![
-        kernel_suite(root, "smoke: methods", "methods", &["--skip", "ctrl_c"]),
+        kernel_suite(
+            root,
+            "smoke: methods",
+            &["methods::modern::", "--skip", "ctrl_c"],
+        ),
         kernel_suite(
             root,
             "smoke: compare",
-            "kernel",
-            &["--exact", "compare_runs_every_method"],
+            &["--exact", "methods::classic::compare_runs_every_method"],
         ),
     ]
 }
 
-/// Runs the `zcprof-tests` target `target` (its tests one at a time: kernel state is shared, as
-/// in aya's integration tests) with libtest's `filter` arguments, as the suite `name`.
-fn kernel_suite(root: &Path, name: &str, target: &str, filter: &[&str]) -> summary::Suite {
+/// The one integration test binary of the `zcprof-tests` package (tests/tests/main.rs).
+pub const TEST_BINARY: &str = "integration";
+
+/// Runs tests of the integration binary (one at a time: kernel state is shared, as in aya's
+/// integration tests) with libtest's `filter` arguments, as the suite `name`.
+fn kernel_suite(root: &Path, name: &str, filter: &[&str]) -> summary::Suite {
     let mut cmd = cargo();
-    cmd.args(["test", "--package", "zcprof-tests", "--test", target, "--"])
-        .arg("--test-threads=1")
-        .args(filter)
-        .env("ZCPROF_BIN", root.join("target/debug/zcprof"));
+    cmd.args([
+        "test",
+        "--package",
+        "zcprof-tests",
+        "--test",
+        TEST_BINARY,
+        "--",
+    ])
+    .arg("--test-threads=1")
+    .args(filter)
+    .env("ZCPROF_BIN", root.join("target/debug/zcprof"));
     summary::run_suite(name, &mut cmd)
 }
 
-/// The integration test targets of the `zcprof-tests` package, by name, from cargo's metadata.
-fn kernel_test_targets() -> Result<Vec<String>> {
+/// The top-level modules of the integration binary, from its own list of tests (`module::...`),
+/// in order.
+fn test_modules() -> Result<Vec<String>> {
     let out = cargo()
-        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .args([
+            "test",
+            "--package",
+            "zcprof-tests",
+            "--test",
+            TEST_BINARY,
+            "--",
+        ])
+        .args(["--list", "--format", "terse"])
+        .stderr(std::process::Stdio::inherit())
         .output()
-        .context("cargo metadata")?;
+        .context("listing the integration tests")?;
     if !out.status.success() {
-        bail!("cargo metadata: {}", String::from_utf8_lossy(&out.stderr));
+        bail!("listing the integration tests failed");
     }
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let mut targets: Vec<String> = meta["packages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["name"] == "zcprof-tests")
-        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
-        .filter(|t| {
-            t["kind"]
-                .as_array()
-                .is_some_and(|k| k.iter().any(|k| k == "test"))
-        })
-        .filter_map(|t| t["name"].as_str().map(str::to_owned))
+    let modules: std::collections::BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_suffix(": test"))
+        .filter_map(|name| name.split_once("::").map(|(m, _)| m.to_owned()))
         .collect();
-    targets.sort();
-    if targets.is_empty() {
-        bail!("cargo metadata lists no test target of zcprof-tests");
+    if modules.is_empty() {
+        bail!("the integration binary lists no test in a module");
     }
-    Ok(targets)
+    Ok(modules.into_iter().collect())
 }
 
 /// Programs the kernel tests measure (they skip, saying so, where one is missing).

@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
-    cargo, run,
+    TEST_BINARY, cargo, run,
     summary::{Suite, Tally},
 };
 
@@ -386,45 +386,38 @@ fn resolve_modules(tree: &Path, out: &Path) -> Result<Vec<PathBuf>> {
     Ok(order)
 }
 
-/// Test targets of the `zcprof-tests` package that run inside the VMs: those whose checks depend
-/// on the kernel. `flood` and `timing` (floods, long timing statistics: the same on every kernel)
-/// run on the host only.
-const VM_TEST_TARGETS: [&str; 7] = [
-    "kernel",
+/// Modules of the integration binary that run inside the VMs: those whose checks depend on the
+/// kernel (hook choice and fallbacks, attach, the copy ledger's sources, the modern methods'
+/// refusals and verdicts). `flood`, `timing`, `pictures` and `serve` (floods, long timing
+/// statistics, rendering, Prometheus: the same on every kernel) run on the host only.
+const VM_MODULES: [&str; 8] = [
+    "methods",
+    "attach_exec",
+    "signals",
+    "network",
     "trace",
     "ledger",
     "accounting",
-    "sink",
-    "methods",
     "attribution",
 ];
 
-/// The zcprof binary and the kernel test executables, built for the host.
-fn build_test_binaries(root: &Path) -> Result<(PathBuf, Vec<PathBuf>)> {
+/// The zcprof binary and the integration test executable, built for the host.
+fn build_test_binaries(root: &Path) -> Result<(PathBuf, PathBuf)> {
     run(cargo().args(["build", "--package", "zcprof"]))?;
-    let mut args = vec!["test", "--package", "zcprof-tests"];
-    for target in VM_TEST_TARGETS {
-        args.extend(["--test", target]);
-    }
-    args.extend(["--no-run", "--message-format=json"]);
-    let out = cargo().args(&args).stderr(Stdio::inherit()).output()?;
+    let out = cargo()
+        .args(["test", "--package", "zcprof-tests", "--test", TEST_BINARY])
+        .args(["--no-run", "--message-format=json"])
+        .stderr(Stdio::inherit())
+        .output()?;
     if !out.status.success() {
         bail!("building the kernel tests failed");
     }
-    let messages: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+    let tests = String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let tests = VM_TEST_TARGETS
-        .iter()
-        .map(|target| {
-            messages
-                .iter()
-                .filter(|m| m["target"]["name"] == *target)
-                .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-                .with_context(|| format!("no {target} test executable in cargo's output"))
-        })
-        .collect::<Result<_>>()?;
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["target"]["name"] == TEST_BINARY)
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .with_context(|| format!("no {TEST_BINARY} test executable in cargo's output"))?;
     Ok((root.join("target/debug/zcprof"), tests))
 }
 
@@ -455,7 +448,7 @@ fn build_initramfs(
     work: &Path,
     kernel: &Kernel,
     zcprof: &Path,
-    tests: &[PathBuf],
+    tests: &Path,
     tmpdir: &Path,
 ) -> Result<PathBuf> {
     let root = work.join("root");
@@ -484,22 +477,17 @@ fn build_initramfs(
         install_with_libs(ip, &root.join("usr/local/bin/ip"), &root)?;
     }
     install_with_libs(zcprof, &root.join("zcprof"), &root)?;
-    let mut names = Vec::new();
-    for test in tests {
-        let name = format!(
-            "tests-{}",
-            test.file_name().context("test name")?.to_string_lossy()
-        );
-        install_with_libs(test, &root.join(&name), &root)?;
-        names.push(format!("/{name}"));
-    }
+    install_with_libs(tests, &root.join("tests"), &root)?;
     if let Some(debug) = std::env::var_os("ZCPROF_VM_DEBUG") {
         fs::copy(debug, root.join("debug.sh"))?;
     }
-    let skips = SKIPPED_IN_VM.iter().fold(String::new(), |mut all, (s, _)| {
-        let _ = write!(all, " --skip {s}");
+    let mut filters = VM_MODULES.iter().fold(String::new(), |mut all, m| {
+        let _ = write!(all, " {m}::");
         all
     });
+    for (skip, _) in SKIPPED_IN_VM {
+        let _ = write!(filters, " --skip {skip}");
+    }
     let init = format!(
         r#"#!/bin/busybox sh
 /bin/busybox --install -s
@@ -524,19 +512,17 @@ if [ -e /debug.sh ]; then . /debug.sh; fi
 ok=1
 # One test per run, timed, so that the closing summary can name the slowest.
 now() {{ cut -d' ' -f1 /proc/uptime; }}
-for t in {tests}; do
-  target=${{t#/tests-}}; target=${{target%-*}}
-  for name in $($t --list --format terse{skips} | sed -n 's/: test$//p'); do
-    s=$(now)
-    $t --exact "$name" --test-threads=1 || ok=0
-    echo "init: took $target::$name $(echo "$(now) $s" | awk '{{printf "%.1f", $1 - $2}}') s"
-  done
+names=$(/tests --list --format terse{filters} | sed -n 's/: test$//p')
+[ -n "$names" ] || {{ echo "init: the test binary listed no test"; ok=0; }}
+for name in $names; do
+  s=$(now)
+  /tests --exact "$name" --test-threads=1 || ok=0
+  echo "init: took $name $(echo "$(now) $s" | awk '{{printf "%.1f", $1 - $2}}') s"
 done
 if [ $ok = 1 ]; then echo "init: success"; else echo "init: failure"; fi
 poweroff -f
 "#,
         tmp = tmpdir.display(),
-        tests = names.join(" ")
     );
     let init_path = root.join("init");
     fs::write(&init_path, init)?;
@@ -708,7 +694,7 @@ fn one_kernel(
     suite: &str,
     uri: &str,
     zcprof: &Path,
-    tests: &[PathBuf],
+    tests: &Path,
 ) -> Result<Suite> {
     let start = Instant::now();
     // The archive changes under us (sid daily): a kernel that cannot be had is a loud skip, not
