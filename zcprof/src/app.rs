@@ -33,7 +33,21 @@ pub fn main(command: Command) -> ExitCode {
         Command::Doctor { format } => return doctor(format),
         Command::Serve(args) => return serve(&args),
         // No eBPF and no privileges: a sink only reads sockets.
-        Command::Sink { listen, runs } => return watched(move || sink(listen, runs)),
+        Command::Sink {
+            listen,
+            runs,
+            token_file,
+        } => {
+            let token = match token_file
+                .as_deref()
+                .map(crate::sink::Token::read)
+                .transpose()
+            {
+                Ok(token) => token,
+                Err(e) => return fail(2, &e.to_string()),
+            };
+            return watched(move || sink(listen, runs, token));
+        }
         Command::Report {
             trace,
             format,
@@ -385,9 +399,13 @@ fn serve(args: &crate::cli::ServeArgs) -> ExitCode {
     )
 }
 
-/// `zcprof sink`: serves runs until `runs` ended or Ctrl-C.
-fn sink(listen: std::net::SocketAddr, runs: Option<u64>) -> ExitCode {
-    match crate::sink::serve(&listen.to_string(), runs, cancel::flag()) {
+/// `zcprof sink`: serves runs until `runs` ended or Ctrl-C, only those with `token` when given.
+fn sink(
+    listen: std::net::SocketAddr,
+    runs: Option<u64>,
+    token: Option<crate::sink::Token>,
+) -> ExitCode {
+    match crate::sink::serve(&listen.to_string(), runs, token, cancel::flag()) {
         Err(e) => fail(1, &e.to_string()),
         // Ctrl-C is how a sink without --runs ends.
         Ok(served) if cancel::requested() => {

@@ -53,7 +53,7 @@ impl MeasureError {
 /// sink of `--to` cannot be reached.
 pub fn network(opts: &Workload) -> Result<Network, MeasureError> {
     if let Some(addr) = &opts.to {
-        return Ok(Network::remote(addr)?);
+        return Ok(Network::remote(addr, opts.token.clone())?);
     }
     Ok(match opts.net {
         Net::Loopback => Network::Loopback,

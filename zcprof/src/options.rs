@@ -101,6 +101,8 @@ pub struct Workload {
     pub net: Net,
     /// `--to`: a `zcprof sink` at `HOST:PORT` receives instead of the built-in receiver.
     pub to: Option<String>,
+    /// `--token-file`'s token, sent to the sink of `--to`.
+    pub token: Option<crate::sink::Token>,
     /// `None` when --file was not given and --size is the default.
     pub size: Option<u64>,
     pub block_size: u64,

@@ -13,6 +13,11 @@
 //!   connection and closes it. A sender that closes its control connection first abandons the
 //!   run.
 //!
+//! With `--token-file` on both ends, a run's hello carries the file's token and the sink opens
+//! runs only for hellos that carry its own: anyone else's is refused, and not counted. (The token
+//! crosses the network in the clear, as a bearer token over plain HTTP does: it keeps strangers'
+//! runs out, not eavesdroppers.)
+//!
 //! The sink needs no privileges: its costs are what its `read()` calls returned (each byte read
 //! from a socket is a CPU copy socket buffer -> user buffer) and `getrusage(RUSAGE_THREAD)` of the
 //! threads that drained the streams.
@@ -39,6 +44,56 @@ pub enum SinkError {
     Connect { addr: String, source: io::Error },
     #[error("the sink at {addr} {what}")]
     Protocol { addr: String, what: String },
+    #[error("--token-file {path}: {what}")]
+    TokenFile { path: String, what: String },
+}
+
+/// The shared secret of `--token-file`: the file's first line, which must not be empty.
+#[derive(Clone)]
+pub struct Token(String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never printed: a debug dump of the options must not show it.
+        f.write_str("Token(..)")
+    }
+}
+
+impl Token {
+    /// Reads the token from `path` (a regular file, its first line, surrounding space trimmed).
+    ///
+    /// # Errors
+    /// When the file cannot be read, is not a regular file, or its first line is empty.
+    pub fn read(path: &std::path::Path) -> Result<Token, SinkError> {
+        let err = |what: String| SinkError::TokenFile {
+            path: path.display().to_string(),
+            what,
+        };
+        let mut text = String::new();
+        // A token is one short line: more than 4 KiB is not a token file.
+        crate::files::open_regular(path)
+            .and_then(|f| f.take(4096).read_to_string(&mut text))
+            .map_err(|e| err(e.to_string()))?;
+        let token = text.lines().next().unwrap_or_default().trim();
+        if token.is_empty() {
+            return Err(err("its first line is empty: it holds no token".to_owned()));
+        }
+        Ok(Token(token.to_owned()))
+    }
+
+    /// Whether `offered` is this token, compared in time that does not depend on where they
+    /// first differ.
+    fn admits(&self, offered: Option<&str>) -> bool {
+        let Some(offered) = offered else {
+            return false;
+        };
+        let (a, b) = (self.0.as_bytes(), offered.as_bytes());
+        let differ = a
+            .iter()
+            .zip(b)
+            .fold(u8::from(a.len() != b.len()), |acc, (x, y)| acc | (x ^ y));
+        differ == 0
+    }
 }
 
 /// The first line of a connection to the sink.
@@ -50,6 +105,9 @@ enum Hello {
     Run {
         streams: usize,
         bytes: u64,
+        /// The sender's `--token-file` token, when it was given one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
     },
     Data {
         token: String,
@@ -123,8 +181,10 @@ pub struct Served {
 pub fn serve(
     addr: &str,
     runs_to_serve: Option<u64>,
+    token: Option<Token>,
     stop: &AtomicBool,
 ) -> Result<Served, SinkError> {
+    let token = Arc::new(token);
     let listen_err = |source| SinkError::Listen {
         addr: addr.to_owned(),
         source,
@@ -160,13 +220,13 @@ pub fn serve(
                 continue;
             }
         };
-        let runs = Arc::clone(&runs);
+        let (runs, token) = (Arc::clone(&runs), Arc::clone(&token));
         let (served, failed) = (Arc::clone(&served), Arc::clone(&failed));
         handles.push(std::thread::spawn(move || {
             let peer = conn
                 .peer_addr()
                 .map_or_else(|_| "?".to_owned(), |a| a.to_string());
-            match connection(&conn, &runs) {
+            match connection(&conn, &runs, token.as_ref().as_ref()) {
                 Ok(Some(end)) => {
                     let (line, ok) = end.describe();
                     eprintln!("zcprof sink: run from {peer}: {line}");
@@ -256,7 +316,11 @@ fn ms(ns: u64) -> f64 {
 
 /// Serves one connection: a probe, a run's control connection (returns the run's end once its
 /// streams ended) or one of its data streams.
-fn connection(mut conn: &TcpStream, runs: &Runs) -> Result<Option<RunEnd>, Failure> {
+fn connection(
+    mut conn: &TcpStream,
+    runs: &Runs,
+    token: Option<&Token>,
+) -> Result<Option<RunEnd>, Failure> {
     let setup = |conn: &TcpStream| -> io::Result<BufReader<TcpStream>> {
         // Accepted sockets do not inherit the listener's O_NONBLOCK on Linux; made sure anyway.
         conn.set_nonblocking(false)?;
@@ -298,7 +362,26 @@ fn connection(mut conn: &TcpStream, runs: &Runs) -> Result<Option<RunEnd>, Failu
             writeln!(conn, "{answer}").map_err(Failure::Connection)?;
             Ok(None)
         }
-        Hello::Run { streams, bytes } => control(conn, runs, streams, bytes).map(Some),
+        Hello::Run {
+            streams,
+            bytes,
+            token: offered,
+        } => {
+            if let Some(token) = token
+                && !token.admits(offered.as_deref())
+            {
+                let why = if offered.is_some() {
+                    "its token is not this sink's (--token-file)"
+                } else {
+                    "this sink takes runs only with its token (--token-file)"
+                };
+                let _ = writeln!(conn, "{}", serde_json::json!({ "error": why }));
+                return Err(Failure::Connection(io::Error::other(format!(
+                    "refused a run: {why}"
+                ))));
+            }
+            control(conn, runs, streams, bytes).map(Some)
+        }
         Hello::Data { token, stream } => {
             data(reader, runs, &token, stream).map_err(Failure::Connection)?;
             Ok(None)
@@ -596,18 +679,29 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// Opens a run of `streams` streams of `bytes` each at the sink on `addr` (`HOST:PORT`).
+    /// Opens a run of `streams` streams of `bytes` each at the sink on `addr` (`HOST:PORT`), with
+    /// the `--token-file` token when there is one.
     ///
     /// # Errors
     /// When the sink cannot be reached or does not answer as a sink.
-    pub fn open(addr: &str, streams: usize, bytes: u64) -> Result<Remote, SinkError> {
+    pub fn open(
+        addr: &str,
+        streams: usize,
+        bytes: u64,
+        token: Option<&Token>,
+    ) -> Result<Remote, SinkError> {
         let stream = connect(addr)?;
         let peer = stream.peer_addr().map_err(|source| SinkError::Connect {
             addr: addr.to_owned(),
             source,
         })?;
         let mut control = BufReader::new(stream);
-        send_hello(&mut control, &Hello::Run { streams, bytes }, addr)?;
+        let hello = Hello::Run {
+            streams,
+            bytes,
+            token: token.map(|t| t.0.clone()),
+        };
+        send_hello(&mut control, &hello, addr)?;
         let answer = read_answer(&mut control, addr)?;
         let Some(token) = answer["token"].as_str().map(str::to_owned) else {
             return Err(not_a_sink(addr, &answer));
@@ -719,11 +813,19 @@ mod tests {
 
     /// A sink on a free loopback port serving `runs` runs, and its address once it answers.
     fn local_sink(runs: u64) -> (String, std::thread::JoinHandle<Result<Served, SinkError>>) {
+        local_sink_with(runs, None)
+    }
+
+    /// `local_sink` taking runs only with `token`.
+    fn local_sink_with(
+        runs: u64,
+        token: Option<Token>,
+    ) -> (String, std::thread::JoinHandle<Result<Served, SinkError>>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         drop(listener);
         let serve_addr = addr.clone();
-        let server = std::thread::spawn(move || serve(&serve_addr, Some(runs), &NEVER));
+        let server = std::thread::spawn(move || serve(&serve_addr, Some(runs), token, &NEVER));
         // The sink binds in its thread: retry until it answers.
         for _ in 0..200 {
             if probe(&addr).is_ok() {
@@ -747,7 +849,7 @@ mod tests {
         let probed = probe(&addr).unwrap();
         assert_eq!(probed.peer.to_string(), addr);
         assert!(probed.local.ip().is_loopback());
-        let remote = Remote::open(&addr, 2, 1000).unwrap();
+        let remote = Remote::open(&addr, 2, 1000, None).unwrap();
         send(&remote, 0, 1000);
         send(&remote, 1, 1000);
         let report = remote.finish(Duration::from_secs(10)).unwrap();
@@ -763,7 +865,7 @@ mod tests {
     #[test]
     fn a_short_stream_is_reported_as_it_arrived() {
         let (addr, server) = local_sink(1);
-        let remote = Remote::open(&addr, 1, 1000).unwrap();
+        let remote = Remote::open(&addr, 1, 1000, None).unwrap();
         send(&remote, 0, 995);
         let report = remote.finish(Duration::from_secs(10)).unwrap();
         assert_eq!(report.received, vec![995]);
@@ -776,7 +878,7 @@ mod tests {
     #[test]
     fn a_sender_that_leaves_abandons_its_run() {
         let (addr, server) = local_sink(1);
-        let remote = Remote::open(&addr, 2, 1000).unwrap();
+        let remote = Remote::open(&addr, 2, 1000, None).unwrap();
         // One stream connects and stays open; then the sender goes away.
         let mut s = TcpStream::connect(remote.peer).unwrap();
         s.write_all(Remote::data_hello(&remote.token, 0).as_bytes())
@@ -797,11 +899,11 @@ mod tests {
     #[test]
     fn a_hello_without_streams_is_not_a_run() {
         let (addr, server) = local_sink(1);
-        let stranger = Remote::open(&addr, 1, 1000).unwrap();
+        let stranger = Remote::open(&addr, 1, 1000, None).unwrap();
         drop(stranger);
         // Past the sink's poll period: it has noticed the stranger left.
         std::thread::sleep(POLL * 3);
-        let remote = Remote::open(&addr, 1, 1000).expect("the sink is still there");
+        let remote = Remote::open(&addr, 1, 1000, None).expect("the sink is still there");
         send(&remote, 0, 1000);
         let report = remote.finish(Duration::from_secs(10)).unwrap();
         assert_eq!(report.received, vec![1000]);
@@ -811,17 +913,55 @@ mod tests {
         );
     }
 
+    /// issue 27: with `--token-file`, a run without the sink's token, or with another, is
+    /// refused and not counted; the run with it is served.
+    #[test]
+    fn a_sink_with_a_token_serves_only_runs_that_carry_it() {
+        let dir = std::env::temp_dir().join(format!("zcprof-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (ours, theirs) = (dir.join("ours"), dir.join("theirs"));
+        std::fs::write(&ours, "s3cret-token\n").unwrap();
+        std::fs::write(&theirs, "s3cret-tokeN\n").unwrap();
+        let (ours, theirs) = (Token::read(&ours).unwrap(), Token::read(&theirs).unwrap());
+        let (addr, server) = local_sink_with(1, Some(ours.clone()));
+        for (offered, said) in [
+            (None, "takes runs only with its token"),
+            (Some(&theirs), "its token is not this sink's"),
+        ] {
+            let err = Remote::open(&addr, 1, 1000, offered)
+                .err()
+                .expect("refused");
+            assert!(err.to_string().contains(said), "{err}");
+        }
+        let remote = Remote::open(&addr, 1, 1000, Some(&ours)).expect("admitted");
+        send(&remote, 0, 1000);
+        assert_eq!(
+            remote.finish(Duration::from_secs(10)).unwrap().received,
+            vec![1000]
+        );
+        assert_eq!(
+            server.join().unwrap().unwrap(),
+            Served { runs: 1, failed: 0 }
+        );
+        std::fs::write(dir.join("empty"), "\n  \n").unwrap();
+        let err = Token::read(&dir.join("empty")).unwrap_err().to_string();
+        assert!(err.contains("holds no token"), "{err}");
+        assert!(Token::read(&dir.join("missing")).is_err());
+        assert_eq!(format!("{ours:?}"), "Token(..)");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn bad_runs_and_streams_are_refused() {
         let (addr, _server) = local_sink(100);
-        let err = Remote::open(&addr, 0, 10).err().expect("refused");
+        let err = Remote::open(&addr, 0, 10, None).err().expect("refused");
         assert!(err.to_string().contains("refused the run"), "{err}");
-        let err = Remote::open(&addr, 1_000_000_000_000, 10)
+        let err = Remote::open(&addr, 1_000_000_000_000, 10, None)
             .err()
             .expect("refused");
         assert!(err.to_string().contains("1 to 64 streams"), "{err}");
         // A stream number twice: the second is turned away, the first still counts.
-        let remote = Remote::open(&addr, 1, 10).unwrap();
+        let remote = Remote::open(&addr, 1, 10, None).unwrap();
         send(&remote, 0, 10);
         // Best effort: the sink may close the duplicate before it is written, or (on a loaded
         // machine) the connection may not be taken at all; either way it must not count.
@@ -867,7 +1007,7 @@ mod tests {
     fn a_port_in_use_cannot_be_listened_on() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let err = serve(&addr, Some(1), &NEVER).expect_err("in use");
+        let err = serve(&addr, Some(1), None, &NEVER).expect_err("in use");
         assert!(err.to_string().starts_with("cannot listen on"), "{err}");
     }
 
@@ -875,7 +1015,7 @@ mod tests {
     fn stop_ends_the_sink() {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
-        let server = std::thread::spawn(move || serve("127.0.0.1:0", None, &flag));
+        let server = std::thread::spawn(move || serve("127.0.0.1:0", None, None, &flag));
         std::thread::sleep(Duration::from_millis(50));
         stop.store(true, Ordering::SeqCst);
         assert_eq!(server.join().unwrap().unwrap(), Served::default());

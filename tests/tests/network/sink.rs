@@ -501,3 +501,56 @@ fn to_with_veth_is_refused_before_anything_starts() {
         );
     }
 }
+
+/// issue 27: a sink started with `--token-file` refuses a run without that token in one line
+/// (exit 1, nothing left) and does not count it; the same run with the token is served, and the
+/// sink then ends after its one run with status 0.
+#[test]
+fn a_sink_with_a_token_file_serves_only_runs_that_carry_it() {
+    if !privileged("sink_token") {
+        return;
+    }
+    let dir = scratch_dir("sink-token", env!("CARGO_TARGET_TMPDIR"));
+    let secrets = scratch_dir("sink-token-files", env!("CARGO_TARGET_TMPDIR"));
+    let token = secrets.join("token");
+    std::fs::write(&token, "a-shared-secret\n").unwrap();
+    let free = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap().to_string();
+    drop(free);
+    let mut sink = Command::new(zcprof_bin())
+        .args(["sink", "--listen", &addr, "--runs", "1", "--token-file"])
+        .arg(&token)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the sink never listened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let run = ["run", "--method", "sendfile", "--size", "1M", "--to", &addr];
+    let refused = zcprof(&run, &dir);
+    assert_eq!(refused.status.code(), Some(1));
+    let line = stderr_line(&refused);
+    assert!(line.contains("takes runs only with its token"), "{line}");
+    nothing_left(&dir);
+    let token_arg = token.to_str().unwrap();
+    let mut with_token = run.to_vec();
+    with_token.extend(["--token-file", token_arg, "--format", "json"]);
+    let r = json(&zcprof(&with_token, &dir), "the run with the token");
+    assert_eq!(r["received"], serde_json::json!([1 << 20]));
+    let status = sink.wait().unwrap();
+    let mut said = String::new();
+    sink.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    assert!(status.success(), "the sink: {said}");
+    assert!(said.contains("refused a run"), "{said}");
+    nothing_left(&dir);
+    let _ = std::fs::remove_dir_all(&secrets);
+}

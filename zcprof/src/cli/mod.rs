@@ -103,6 +103,10 @@ pub enum Command {
         /// arrived, else 1. Default: serve until Ctrl-C (exit 0).
         #[arg(long, value_name = "N", value_parser = parse_runs)]
         runs: Option<u64>,
+        /// Open runs only for senders that give the token in FILE's first line (their
+        /// `--token-file`); anyone else's run is refused and not counted.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<std::path::PathBuf>,
     },
     /// Serve always-on counters to Prometheus at /metrics: bytes sockets took copied or by
     /// reference, disk and NIC bytes, scheduler switches, per process name. Data-path hooks

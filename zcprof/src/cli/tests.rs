@@ -274,12 +274,12 @@ fn to_takes_a_host_and_port_and_refuses_veth() {
 
 #[test]
 fn sink_listens_on_this_host_by_default() {
-    let Command::Sink { listen, runs } = parse_args(&["sink"]).unwrap().command else {
+    let Command::Sink { listen, runs, .. } = parse_args(&["sink"]).unwrap().command else {
         panic!("not sink")
     };
     assert_eq!(listen.to_string(), "127.0.0.1:9465");
     assert_eq!(runs, None);
-    let Command::Sink { listen, runs } =
+    let Command::Sink { listen, runs, .. } =
         parse_args(&["sink", "--listen", "0.0.0.0:9000", "--runs", "3"])
             .unwrap()
             .command
@@ -314,6 +314,7 @@ fn validation() {
             net: Net::Loopback,
             sg: None,
             to: None,
+            token_file: None,
             repeat: 1,
             warmup: 0,
         };
@@ -332,6 +333,27 @@ fn validation() {
             .contains("multiple of 4096")
     );
     assert!(w(Some(1 << 20), 1000, vec![Method::Sendfile]).is_ok());
+    let token_without_to = WorkloadArgs {
+        size: Some(1 << 20),
+        block_size: 4096,
+        file: None,
+        dir: None,
+        cache: Cache::Warm,
+        format: Format::Table,
+        net: Net::Loopback,
+        sg: None,
+        to: None,
+        token_file: Some("/etc/hostname".into()),
+        repeat: 1,
+        warmup: 0,
+    };
+    assert!(
+        token_without_to
+            .validate(vec![Method::Sendfile], false)
+            .unwrap_err()
+            .0
+            .contains("--token-file is for --to")
+    );
     let args = WorkloadArgs {
         size: None,
         block_size: 4096,
@@ -342,6 +364,7 @@ fn validation() {
         net: Net::Loopback,
         sg: None,
         to: None,
+        token_file: None,
         repeat: 1,
         warmup: 0,
     };

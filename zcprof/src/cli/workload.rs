@@ -1,5 +1,5 @@
 //! The built-in workloads' options (run and compare), checked before any privilege is asked.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
@@ -72,6 +72,10 @@ pub struct WorkloadArgs {
     /// reports its own costs.
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_to)]
     pub to: Option<String>,
+    /// With --to: send the token in FILE's first line, for a sink started with the same
+    /// --token-file (which refuses runs without it).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// Measure each run N times, methods interleaved across the repetitions, and report every
     /// figure as the median with its min and max (JSON: median, min, max and every value).
     #[arg(long, value_name = "N", default_value = "1", value_parser = parse_repeat)]
@@ -160,6 +164,57 @@ impl NoRepeat {
     }
 }
 
+/// Everything wrong with --file is a usage error (exit 2), found before measuring: one rule for
+/// a missing, empty, special or short file.
+fn file_fits(file: Option<&Path>, size: Option<u64>) -> Result<(), UsageError> {
+    if let Some(path) = file {
+        let meta = std::fs::metadata(path)
+            .map_err(|e| UsageError(format!("cannot read --file {}: {e}", path.display())))?;
+        if !meta.is_file() {
+            return Err(UsageError(format!(
+                "--file {} is not a regular file",
+                path.display()
+            )));
+        }
+        if let Some(size) = size
+            && meta.len() < size
+        {
+            return Err(UsageError(format!(
+                "--file {} holds {} bytes, fewer than --size {size}",
+                path.display(),
+                meta.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks `--to` against the network options and reads `--token-file`'s token, which only
+/// `--to` takes.
+fn remote_options(
+    to: Option<&str>,
+    token_file: Option<&Path>,
+    net: Net,
+    sg: bool,
+) -> Result<Option<crate::sink::Token>, UsageError> {
+    if to.is_some() && (net == Net::Veth || sg) {
+        return Err(UsageError(
+            "--to sends to a remote sink over the host's own route: it cannot be combined with \
+             --net veth or --sg"
+                .into(),
+        ));
+    }
+    match (token_file, to) {
+        (Some(_), None) => Err(UsageError(
+            "--token-file is for --to: only a remote sink takes a token".into(),
+        )),
+        (Some(path), Some(_)) => crate::sink::Token::read(path)
+            .map(Some)
+            .map_err(|e| UsageError(e.to_string())),
+        (None, _) => Ok(None),
+    }
+}
+
 /// `--to`: `HOST:PORT`, `[IPv6]:PORT`, or a host alone (the sink's port), as `HOST:PORT`. The
 /// name is resolved when the run starts.
 fn parse_to(s: &str) -> Result<String, String> {
@@ -202,16 +257,11 @@ impl WorkloadArgs {
             net,
             sg,
             to,
+            token_file,
             repeat,
             warmup,
         } = self;
-        if to.is_some() && (net == Net::Veth || sg.is_some()) {
-            return Err(UsageError(
-                "--to sends to a remote sink over the host's own route: it cannot be combined with \
-                 --net veth or --sg"
-                    .into(),
-            ));
-        }
+        let token = remote_options(to.as_deref(), token_file.as_deref(), net, sg.is_some())?;
         if sg.is_some() && net != Net::Veth {
             return Err(UsageError(
                 "--sg needs --net veth: loopback's scatter-gather is fixed on".into(),
@@ -235,27 +285,7 @@ impl WorkloadArgs {
         method_options(&methods, net, sg.is_some(), to.is_some(), cache)?;
         payload_fits(&methods, size, file.as_deref())?;
         direct_io_alignment(&methods, block_size)?;
-        // Everything wrong with --file is a usage error (exit 2), found before measuring: one
-        // rule for a missing, empty, special or short file.
-        if let Some(path) = &file {
-            let meta = std::fs::metadata(path)
-                .map_err(|e| UsageError(format!("cannot read --file {}: {e}", path.display())))?;
-            if !meta.is_file() {
-                return Err(UsageError(format!(
-                    "--file {} is not a regular file",
-                    path.display()
-                )));
-            }
-            if let Some(size) = size
-                && meta.len() < size
-            {
-                return Err(UsageError(format!(
-                    "--file {} holds {} bytes, fewer than --size {size}",
-                    path.display(),
-                    meta.len()
-                )));
-            }
-        }
+        file_fits(file.as_deref(), size)?;
         let dir = dir.unwrap_or_else(std::env::temp_dir);
         if file.is_none() && !dir.is_dir() {
             return Err(UsageError(format!(
@@ -286,6 +316,7 @@ impl WorkloadArgs {
             methods,
             net,
             to,
+            token,
             size,
             block_size,
             file,

@@ -138,7 +138,7 @@ impl Ready {
         let (listener, remote) = match network.remote_sink() {
             _ if !method.uses_network() => (None, None),
             Some(sink) => {
-                let remote = Remote::open(&sink.addr, method.streams(), size)
+                let remote = Remote::open(&sink.addr, method.streams(), size, sink.token.as_ref())
                     .map_err(|source| WorkloadError::Sink { method, source })?;
                 (None, Some(remote))
             }

@@ -91,6 +91,8 @@ pub struct RemoteSink {
     pub peer: SocketAddr,
     /// The local interface that carries the route to it (its address is the connection's own).
     pub device: String,
+    /// `--token-file`'s token, for a sink that takes runs only with it.
+    pub token: Option<sink::Token>,
 }
 
 impl Network {
@@ -104,16 +106,17 @@ impl Network {
     }
 
     /// The path of `--to`: checks that a sink answers at `addr` (`HOST:PORT`) and finds the
-    /// interface the route to it leaves by.
+    /// interface the route to it leaves by; each run then offers `token` (`--token-file`).
     ///
     /// # Errors
     /// When nothing answers there, or something that is not a sink.
-    pub fn remote(addr: &str) -> Result<Network, NetError> {
+    pub fn remote(addr: &str, token: Option<sink::Token>) -> Result<Network, NetError> {
         let probed = sink::probe(addr)?;
         Ok(Network::Remote(RemoteSink {
             addr: addr.to_owned(),
             peer: probed.peer,
             device: interface_of(probed.local.ip()).unwrap_or_else(|| "unknown".to_owned()),
+            token,
         }))
     }
 
