@@ -413,3 +413,23 @@ pub fn links_left_after(pid: u32) -> Vec<String> {
     }
     leftover_links(pid)
 }
+
+/// Live processes whose command line contains `needle` (zombies excluded).
+///
+/// # Panics
+/// When /proc cannot be read.
+#[must_use]
+pub fn processes_mentioning(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                String::from_utf8_lossy(&c)
+                    .replace('\0', " ")
+                    .contains(needle)
+            }) && alive(pid)
+        })
+        .collect()
+}

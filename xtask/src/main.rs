@@ -224,33 +224,25 @@ pub const TEST_BINARY: &str = "integration";
 /// Runs tests of the integration binary (one at a time: kernel state is shared, as in aya's
 /// integration tests) with libtest's `filter` arguments, as the suite `name`.
 fn kernel_suite(root: &Path, name: &str, filter: &[&str]) -> summary::Suite {
-    let mut cmd = cargo();
-    cmd.args([
-        "test",
-        "--package",
-        "zcprof-tests",
-        "--test",
-        TEST_BINARY,
-        "--",
-    ])
-    .arg("--test-threads=1")
-    .args(filter)
-    .env("ZCPROF_BIN", root.join("target/debug/zcprof"));
+    let mut cmd = integration_tests();
+    cmd.arg("--test-threads=1")
+        .args(filter)
+        .env("ZCPROF_BIN", root.join("target/debug/zcprof"));
     summary::run_suite(name, &mut cmd)
+}
+
+/// `cargo test` of the integration binary, ready for libtest's own arguments.
+fn integration_tests() -> Command {
+    let mut cmd = cargo();
+    cmd.args(["test", "--package", "zcprof-tests", "--test", TEST_BINARY])
+        .arg("--");
+    cmd
 }
 
 /// The top-level modules of the integration binary, from its own list of tests (`module::...`),
 /// in order.
 fn test_modules() -> Result<Vec<String>> {
-    let out = cargo()
-        .args([
-            "test",
-            "--package",
-            "zcprof-tests",
-            "--test",
-            TEST_BINARY,
-            "--",
-        ])
+    let out = integration_tests()
         .args(["--list", "--format", "terse"])
         .stderr(std::process::Stdio::inherit())
         .output()

@@ -14,7 +14,7 @@ use std::{
 };
 
 use serde_json::Value;
-use zcprof_tests::{privileged, run, scratch_dir, skip, zcprof_bin};
+use zcprof_tests::{privileged, processes_mentioning, run, scratch_dir, skip, zcprof_bin};
 
 const SIZE: u64 = 8 << 20;
 
@@ -234,27 +234,6 @@ fn stderr_line(out: &Output) -> String {
     let text = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(text.trim_end().lines().count(), 1, "one line: {text}");
     text.trim_end().to_owned()
-}
-
-/// Live processes whose command line contains `needle` (zombies excluded).
-fn processes_mentioning(needle: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                s.rsplit(')')
-                    .next()
-                    .is_some_and(|r| r.trim_start().starts_with('Z'))
-            });
-            String::from_utf8_lossy(&cmdline)
-                .replace('\0', " ")
-                .contains(needle)
-                && !zombie
-        })
-        .collect()
 }
 
 /// The directory is as empty as before the run, and no process works on it.

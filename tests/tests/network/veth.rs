@@ -7,27 +7,11 @@ use std::{
 
 use serde_json::Value;
 use zcprof_tests::{
-    alive, leftover_links, privileged, programs_left, run_json, scratch_dir, veth_possible,
-    zcprof_bin,
+    leftover_links, privileged, processes_mentioning, programs_left, run_json, scratch_dir,
+    veth_possible, zcprof_bin,
 };
 
 use crate::methods::classic::{SIZE, measure};
-
-/// Live processes whose command line contains `needle` (zombies excluded).
-fn processes_mentioning(needle: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                String::from_utf8_lossy(&c)
-                    .replace('\0', " ")
-                    .contains(needle)
-            }) && alive(pid)
-        })
-        .collect()
-}
 
 /// Runs `sendfile --net veth --sg STATE` and returns zcprof's pid and its JSON report.
 fn sendfile_over_veth(sg: &str, dir: &Path) -> (u32, Value) {

@@ -301,24 +301,33 @@ fn sink_listens_on_this_host_by_default() {
     }
 }
 
+/// Workload arguments as a bare `run` gives them: 1 MiB in 4 KiB blocks over loopback.
+fn plain_args() -> WorkloadArgs {
+    WorkloadArgs {
+        size: Some(1 << 20),
+        block_size: 4096,
+        file: None,
+        dir: None,
+        cache: Cache::Warm,
+        format: Format::Table,
+        net: Net::Loopback,
+        sg: None,
+        to: None,
+        token_file: None,
+        repeat: 1,
+        warmup: 0,
+    }
+}
+
 #[test]
 fn validation() {
     let w = |size: Option<u64>, block: u64, methods: Vec<Method>| {
-        let args = WorkloadArgs {
+        WorkloadArgs {
             size,
             block_size: block,
-            file: None,
-            dir: None,
-            cache: Cache::Warm,
-            format: Format::Table,
-            net: Net::Loopback,
-            sg: None,
-            to: None,
-            token_file: None,
-            repeat: 1,
-            warmup: 0,
-        };
-        args.validate(methods, false)
+            ..plain_args()
+        }
+        .validate(methods, false)
     };
     assert!(
         w(Some(4096), 8192, vec![Method::Sendfile])
@@ -334,18 +343,8 @@ fn validation() {
     );
     assert!(w(Some(1 << 20), 1000, vec![Method::Sendfile]).is_ok());
     let token_without_to = WorkloadArgs {
-        size: Some(1 << 20),
-        block_size: 4096,
-        file: None,
-        dir: None,
-        cache: Cache::Warm,
-        format: Format::Table,
-        net: Net::Loopback,
-        sg: None,
-        to: None,
         token_file: Some("/etc/hostname".into()),
-        repeat: 1,
-        warmup: 0,
+        ..plain_args()
     };
     assert!(
         token_without_to
@@ -356,17 +355,8 @@ fn validation() {
     );
     let args = WorkloadArgs {
         size: None,
-        block_size: 4096,
-        file: None,
         dir: Some("/nonexistent/zcprof".into()),
-        cache: Cache::Warm,
-        format: Format::Table,
-        net: Net::Loopback,
-        sg: None,
-        to: None,
-        token_file: None,
-        repeat: 1,
-        warmup: 0,
+        ..plain_args()
     };
     assert!(
         args.validate(vec![Method::Splice], false)
