@@ -65,6 +65,10 @@ pub fn main(command: Command) -> ExitCode {
             return report_trace(&trace, format, files);
         }
         Command::Exec { program, command } => {
+            // A command that cannot run is bad input, whoever runs zcprof (root or not).
+            if let Some(Err(e)) = command.first().map(|c| crate::process::check_command(c)) {
+                return fail(2, &e.to_string());
+            }
             return program_command("exec", program, move |watch, output, t| {
                 exec(&command, watch, output, t)
             });

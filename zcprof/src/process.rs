@@ -53,6 +53,15 @@ fn resolve(name: &str) -> Option<PathBuf> {
         .find(|p| executable(p))
 }
 
+/// Checks that `name` resolves to a program that can run, as `Stopped::spawn` will need: so
+/// that a command that cannot run is bad input, said before privileges are even looked at.
+///
+/// # Errors
+/// The reason it cannot run: not found, a directory, or no x permission.
+pub fn check_command(name: &str) -> Result<(), ProcessError> {
+    resolve(name).map(|_| ()).ok_or_else(|| not_found(name))
+}
+
 /// Why `command` could not be resolved: a path to a file that is there but not executable is
 /// not "not found".
 fn not_found(command: &str) -> ProcessError {

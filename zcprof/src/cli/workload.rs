@@ -176,6 +176,12 @@ fn file_fits(file: Option<&Path>, size: Option<u64>) -> Result<(), UsageError> {
                 path.display()
             )));
         }
+        if meta.len() == 0 {
+            return Err(UsageError(format!(
+                "--file {} is empty: nothing to transfer",
+                path.display()
+            )));
+        }
         if let Some(size) = size
             && meta.len() < size
         {
