@@ -180,12 +180,35 @@ fn sendfile_splice_and_tee_over_loopback_copy_nothing() {
             continue;
         }
         assert_eq!(path_bytes(&r, "page cache -> socket buffer"), 0, "{method}");
-        // The receiver still copies every byte out of its socket; tee has two receivers.
+        // The receiver still copies every byte out of its socket; tee has two receivers. A
+        // program run the kernel skipped (counted in `programs_skipped`: on 7.2, with lazy
+        // preemption, a preempted program makes the kernel skip it for others on the CPU) misses
+        // one copy of at most 64 KiB; none may go missing otherwise.
         if attached(&r, "skb_copy_datagram").is_ok() {
             let streams = if method == "tee" { 2 } else { 1 };
-            assert_eq!(receiver_bytes(&r), Some(streams * SIZE), "{method}");
+            let got = receiver_bytes(&r).unwrap_or(0);
+            let missed = skipped(&r, "skb_copy_datagram") * (64 << 10);
+            assert!(
+                got <= streams * SIZE && got + missed >= streams * SIZE,
+                "{method}: the receiver copied {got} of {} bytes ({missed} bytes of skipped \
+                 runs allowed): {}",
+                streams * SIZE,
+                r["accounting"]
+            );
         }
     }
+}
+
+/// The runs of the programs whose names start with `program` that the kernel skipped.
+fn skipped(r: &Value, program: &str) -> u64 {
+    r["accounting"]["programs_skipped"]
+        .as_object()
+        .map_or(0, |m| {
+            m.iter()
+                .filter(|(name, _)| name.starts_with(program))
+                .filter_map(|(_, n)| n.as_u64())
+                .sum()
+        })
 }
 
 fn exec_json(args: &[&str]) -> Value {
