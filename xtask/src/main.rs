@@ -273,9 +273,11 @@ fn install_test_programs() -> Result<()> {
             ("tmux", "tmux"),
             ("chromium", "chromium"),
             ("setpriv", "util-linux"),
-            // tests/attribution.rs: a real proxy in front of a backend behind a veth.
+            // tests/tests/attribution/servers.rs: a real proxy in front of a backend behind a
+            // veth, nginx behind one, and bpftrace counting their packets by port.
             ("haproxy", "haproxy"),
             ("ethtool", "ethtool"),
+            ("bpftrace", "bpftrace"),
         ]),
     )
 }

@@ -15,6 +15,11 @@ use std::{
 use serde_json::Value;
 use zcprof_tests::{exec_self, fig, privileged, run, scratch_dir, skip, zcprof_bin};
 
+/// bpftrace's count of the packets that left, by port.
+mod evidence;
+/// haproxy and nginx, attached while they serve.
+mod servers;
+
 /// A peer that sends over a veth pair without scatter-gather, so that software segmentation
 /// copies every byte into linear packet data and the receiver's ACKs, processed on whatever task
 /// is on the CPU, send the peer's next packets from there. Each report is kept.
@@ -499,290 +504,56 @@ fn pipes_and_devices_have_paths_of_their_own() {
     );
 }
 
-/// A backend in a network namespace of its own, behind a veth pair whose namespace end has
-/// scatter-gather off (the backend's packets are linearised: copied), serving `dir` over HTTP on
-/// `ADDR:PORT`. Everything goes when it is dropped: the server, the namespace and its link.
-struct Backend {
-    ns: String,
-    host_if: String,
-    server: std::process::Child,
-}
-
-impl Backend {
-    const PORT: u16 = 18081;
-
-    fn addr() -> String {
-        format!("10.213.{}.2", std::process::id() % 250)
-    }
-
-    fn start(dir: &Path) -> Result<Backend, String> {
-        let id = std::process::id();
-        let ns = format!("zcpt-{id}");
-        let (host_if, ns_if) = (format!("zcpt{id}h"), format!("zcpt{id}n"));
-        let net = format!("10.213.{}", id % 250);
-        let sh = |script: &str| -> Result<(), String> {
-            let out = Command::new("sh")
-                .args(["-ec", script])
-                .output()
-                .map_err(|e| e.to_string())?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{script}: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ))
-            }
-        };
-        sh(&format!(
-            "ip netns add {ns}
-             ip link add {host_if} type veth peer name {ns_if} netns {ns}
-             ip addr add {net}.1/30 dev {host_if}
-             ip link set {host_if} up
-             ip -n {ns} addr add {net}.2/30 dev {ns_if}
-             ip -n {ns} link set {ns_if} up
-             ip -n {ns} link set lo up
-             ip netns exec {ns} ethtool -K {ns_if} sg off"
-        ))
-        .inspect_err(|_| {
-            let _ = sh(&format!(
-                "ip netns del {ns} 2>/dev/null; ip link del {host_if} 2>/dev/null; true"
-            ));
-        })?;
-        let server = Command::new("ip")
-            .args(["netns", "exec", &ns, "python3", "-m", "http.server"])
-            .arg(Self::PORT.to_string())
-            .args(["--bind", &format!("{net}.2"), "--directory"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        let backend = Backend {
-            ns,
-            host_if,
-            server,
-        };
-        // Ready when it answers (python's start-up takes a moment).
-        for _ in 0..100 {
-            let ok = Command::new("curl")
-                .args(["-sf", "-o", "/dev/null"])
-                .arg(format!("http://{}:{}/", Backend::addr(), Self::PORT))
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
-                return Ok(backend);
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-        Err("the backend did not answer within 10 s".to_owned())
-    }
-
-    /// Bytes the host end of the veth received (the backend's responses) and sent (the
-    /// proxy's requests): the kernel's own counters, not zcprof's.
-    fn veth_bytes(&self) -> (u64, u64) {
-        let read = |what: &str| {
-            std::fs::read_to_string(format!("/sys/class/net/{}/statistics/{what}", self.host_if))
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .unwrap_or(0)
-        };
-        (read("rx_bytes"), read("tx_bytes"))
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
-        // Deleting the namespace deletes its end of the pair, and with it the host end.
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host_if])
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-/// haproxy on loopback in front of the backend, splicing or not; killed on drop.
-struct Proxy(std::process::Child);
-
-impl Proxy {
-    fn start(dir: &Path, port: u16, splice: bool) -> Proxy {
-        let config = dir.join(format!("haproxy-{port}.cfg"));
-        std::fs::write(
-            &config,
-            format!(
-                "global\n  nbthread 1\ndefaults\n  mode http\n  timeout connect 5s\n  timeout \
-                 client 30s\n  timeout server 30s\n{}listen p\n  bind 127.0.0.1:{port}\n  server b \
-                 {}:{}\n",
-                if splice {
-                    "  option splice-response\n  option splice-request\n"
-                } else {
-                    ""
-                },
-                Backend::addr(),
-                Backend::PORT
-            ),
-        )
-        .expect("the haproxy config");
-        let child = Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("haproxy starts");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        Proxy(child)
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The programs the proxy test needs, or the first one missing.
-fn proxy_tools() -> Result<(), String> {
-    for tool in ["haproxy", "python3", "ethtool", "curl", "ip"] {
-        let found = std::env::var_os("PATH")
-            .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).exists()));
-        if !found {
-            return Err(format!(
-                "{tool} is not installed (cargo xtask test installs it as root)"
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Fetches the file through the proxy until `stop`; returns the bytes curl received.
-fn clients(port: u16, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
-    thread::spawn(move || {
-        let mut got = 0;
-        while !stop.load(Ordering::Relaxed) {
-            let out = Command::new("curl")
-                .args(["-sf", "-o", "/dev/null", "-w", "%{size_download}"])
-                .arg(format!("http://127.0.0.1:{port}/data.bin"))
-                .output()
-                .expect("curl runs");
-            got += String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .parse::<u64>()
-                .unwrap_or(0);
-        }
-        got
-    })
-}
-
-/// issue 21, items 1 and 3, on a real server: haproxy in front of a backend whose veth has
-/// scatter-gather off was charged the backend's linearised packets (292.76 MiB of "socket
-/// buffer -> packet") and the backend's veth; splicing, its payload twice (652 MiB for 330).
-/// Checked against the kernel's own counters of the veth.
+/// issue 21, item 4: a derived path is contradicted only when it should have drawn enough
+/// samples that seeing none on it is improbable. caddy's 512-byte sniff reads were marked ✗ and
+/// left out of the sum because the run had many kernel samples elsewhere. Here a shell clears
+/// 2 GiB from /dev/zero (well over 50 kernel-mode samples, none in a copy routine: the old rule's
+/// condition) and then reads a 24 KiB file, a few microseconds of copying: no sample is due.
 #[test]
-fn a_proxy_is_charged_its_own_packets_and_its_payload_once() {
-    const TEST: &str = "a_proxy_is_charged";
+fn a_small_copy_among_many_samples_is_unverified_not_contradicted() {
+    const TEST: &str = "a_small_copy_among_many_samples";
     if !privileged(TEST) {
         return;
     }
-    if let Err(why) = proxy_tools() {
-        skip(TEST, &why);
+    let dir = scratch_dir("attribution-unverified", env!("CARGO_TARGET_TMPDIR"));
+    let file = zcprof_tests::data_file(&dir, 24 << 10);
+    let r = exec_shell(&format!(
+        "dd if=/dev/zero of=/dev/null bs=65536 count=32768 2>/dev/null; cat {} >/dev/null",
+        file.display()
+    ));
+    if !classified_or_skip(TEST, &r) {
         return;
     }
-    let dir = scratch_dir("attribution-proxy", env!("CARGO_TARGET_TMPDIR"));
-    let _ = zcprof_tests::data_file(&dir, 8 << 20);
-    let backend = match Backend::start(&dir) {
-        Ok(b) => b,
-        Err(why) => {
-            skip(TEST, &format!("no backend behind a veth here: {why}"));
-            return;
-        }
+    let copies = r["copies"].as_array().cloned().unwrap_or_default();
+    let Some(read) = copies
+        .iter()
+        .find(|p| p["path"] == "page cache -> user buffer")
+    else {
+        panic!("no page cache -> user path: {}", r["copies"]);
     };
-    for (port, splice) in [(18090, false), (18091, true)] {
-        let proxy = Proxy::start(&dir, port, splice);
-        let (rx_before, tx_before) = backend.veth_bytes();
-        let stop = Arc::new(AtomicBool::new(false));
-        let load = clients(port, Arc::clone(&stop));
-        let report = dir.join(format!("haproxy-{port}.json"));
-        let out = Command::new(zcprof_bin())
-            .args([
-                "attach",
-                "--pid",
-                &proxy.0.id().to_string(),
-                "--duration",
-                "3s",
-            ])
-            .args(["--format", "json", "-o"])
-            .arg(&report)
-            .output()
-            .expect("zcprof attach runs");
-        stop.store(true, Ordering::Relaxed);
-        let delivered = load.join().expect("the clients");
-        let (rx, tx) = backend.veth_bytes();
-        drop(proxy);
-        assert!(
-            out.status.success(),
-            "attach: {}",
-            String::from_utf8_lossy(&out.stderr)
+    if read["evidence"] == "measured" {
+        skip(
+            TEST,
+            "page cache -> user is measured by a hook here, not derived",
         );
-        let r: Value =
-            serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("JSON");
-        let (from_backend, to_backend) = (rx - rx_before, tx - tx_before);
-        // The kernel's counters: the backend really sent the files over the veth.
-        assert!(
-            from_backend >= 8 << 20 && delivered >= 8 << 20,
-            "{from_backend} {delivered}"
-        );
-        // haproxy's own packets: requests to the backend (small) and responses to curl on lo.
-        let net = |device: &str| -> u64 {
-            r["devices"]["net"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|d| d["device"] == device)
-                .filter_map(|d| d["bytes"].as_u64())
-                .sum()
-        };
-        assert!(
-            net(&backend.host_if) <= to_backend + (64 << 10),
-            "splice {splice}: haproxy charged {} B on the backend's veth, which carried {to_backend} B \
-             of requests: {}",
-            net(&backend.host_if),
-            r["devices"]
-        );
-        let segmented: u64 = paths(&r)
-            .into_iter()
-            .filter(|(p, _)| p.contains("packet") || p.starts_with("page cache -> socket"))
-            .map(|(_, b)| b)
-            .sum();
-        assert!(
-            segmented < 64 << 10,
-            "splice {splice}: {segmented} B of the backend's segmentation charged: {}",
-            r["copies"]
-        );
-        let sent_to_clients = net("lo");
-        assert!(sent_to_clients > 0, "no packet to curl: {}", r["devices"]);
-        if splice {
-            if zcprof_tests::calls(&r, "splice") == 0 {
-                skip(TEST, "haproxy did not splice here");
-                continue;
-            }
-            // Payload once: what it spliced out to clients, not also what it spliced in.
-            let moved = fig(&r, "in_kernel_bytes");
-            assert!(
-                moved <= sent_to_clients + sent_to_clients / 5,
-                "in_kernel_bytes {moved} against {sent_to_clients} B sent to clients: {}",
-                r["descriptors"]
-            );
-        }
+        return;
     }
+    let note = read["note"].as_str().unwrap_or("");
+    let kernel: u64 = note
+        .split(" of ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(kernel >= 50, "{kernel} kernel-mode samples: {note}");
+    assert!(
+        read["evidence"] == "unverified" || read["evidence"] == "derived",
+        "{}",
+        r["copies"]
+    );
+    assert_eq!(read["contradicted"], false, "{}", r["copies"]);
+    // Counted in the sum, not left out.
+    let bytes = read["bytes"].as_u64().unwrap_or(0);
+    assert!(bytes >= 24 << 10, "{}", r["copies"]);
+    assert!(fig(&r, "cpu_copy_bytes") >= bytes, "{}", r["figures"]);
 }
