@@ -65,8 +65,13 @@ fn free_port() -> u16 {
 
 /// GET `url` with curl; the body, or None while nothing answers.
 fn get(url: &str, query: Option<&str>) -> Option<String> {
+    get_with(url, query, &[])
+}
+
+/// GET `url` with curl and `extra` arguments (a CA, a user).
+fn get_with(url: &str, query: Option<&str>, extra: &[String]) -> Option<String> {
     let mut c = Command::new("curl");
-    c.args(["-sf", "--max-time", "5"]);
+    c.args(["-sf", "--max-time", "5"]).args(extra);
     if let Some(q) = query {
         c.args(["-G", "--data-urlencode"]).arg(format!("query={q}"));
     }
@@ -107,12 +112,15 @@ fn query(prometheus: u16, q: &str) -> Option<f64> {
 /// because this kernel lacks a hook it cannot count sends without (older kernels: the test is
 /// for what they cannot do); a panic when it ended for another reason or never answered.
 fn serve_ready(test: &str, serve: &mut Stop, port: u16, log: &Path) -> bool {
-    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    serve_ready_with(test, serve, &Secure::plain(port), log)
+}
+
+fn serve_ready_with(test: &str, serve: &mut Stop, at: &Secure, log: &Path) -> bool {
     let ready = wait_for(30, || {
         if let Ok(Some(_)) = serve.0.try_wait() {
             return Some(false);
         }
-        get(&metrics, None)
+        get_with(&at.metrics(), None, &at.curl)
             .filter(|m| m.contains("zcprof_up 1"))
             .map(|_| true)
     });
@@ -157,19 +165,96 @@ fn spawn(cmd: &mut Command, log: &Path) -> Stop {
     )
 }
 
+/// How to reach serve: plain HTTP, or TLS with a certificate and a password made for the test
+/// (`--web.config.file`).
+struct Secure {
+    port: u16,
+    /// curl's arguments for it: the CA and the user.
+    curl: Vec<String>,
+    /// Prometheus's scrape settings for it.
+    scrape: String,
+    /// serve's arguments for it.
+    serve: Vec<String>,
+}
+
+impl Secure {
+    const USER: &str = "prometheus";
+    const PASSWORD: &str = "s3cret-for-the-test";
+
+    fn plain(port: u16) -> Secure {
+        Secure {
+            port,
+            curl: Vec::new(),
+            scrape: String::new(),
+            serve: Vec::new(),
+        }
+    }
+
+    /// A self-signed certificate for 127.0.0.1, its key, and a web config naming them and a
+    /// user with a bcrypt hash, written in `dir`.
+    fn tls(dir: &Path, port: u16) -> Secure {
+        let made = rcgen::generate_simple_self_signed(vec![
+            "127.0.0.1".to_owned(),
+            "localhost".to_owned(),
+        ])
+        .expect("a certificate");
+        std::fs::write(dir.join("cert.pem"), made.cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), made.key_pair.serialize_pem()).unwrap();
+        let hash = bcrypt::hash(Self::PASSWORD, 6).unwrap();
+        std::fs::write(
+            dir.join("web.yml"),
+            format!(
+                "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n\
+                 basic_auth_users:\n  {}: {hash}\n",
+                Self::USER
+            ),
+        )
+        .unwrap();
+        let ca = dir.join("cert.pem").display().to_string();
+        Secure {
+            port,
+            curl: vec![
+                "--cacert".to_owned(),
+                ca.clone(),
+                "-u".to_owned(),
+                format!("{}:{}", Self::USER, Self::PASSWORD),
+            ],
+            scrape: format!(
+                "    scheme: https\n    tls_config:\n      ca_file: {ca}\n    basic_auth:\n      \
+                 username: {}\n      password: {}\n",
+                Self::USER,
+                Self::PASSWORD
+            ),
+            serve: vec![
+                "--web.config.file".to_owned(),
+                dir.join("web.yml").display().to_string(),
+            ],
+        }
+    }
+
+    fn metrics(&self) -> String {
+        let scheme = if self.curl.is_empty() {
+            "http"
+        } else {
+            "https"
+        };
+        format!("{scheme}://127.0.0.1:{}/metrics", self.port)
+    }
+}
+
 /// The three children of a test and their ports.
 struct Stack {
     serve: Stop,
     prometheus: Stop,
     nginx: Stop,
-    serve_port: u16,
     prom_port: u16,
     nginx_port: u16,
+    at: Secure,
 }
 
 /// Starts `zcprof serve --comm nginx`, Prometheus scraping it every second, and nginx serving
 /// `dir`/www with sendfile on or off, each logging to a file in `dir`.
-fn start(dir: &Scratch, sendfile: bool) -> Stack {
+fn start(dir: &Scratch, sendfile: bool, tls: bool) -> Stack {
     let d = dir.0.display().to_string();
     std::fs::create_dir_all(dir.0.join("www")).unwrap();
     std::fs::write(
@@ -178,22 +263,29 @@ fn start(dir: &Scratch, sendfile: bool) -> Stack {
     )
     .unwrap();
     let (serve_port, prom_port, nginx_port) = (free_port(), free_port(), free_port());
-
+    let at = if tls {
+        Secure::tls(&dir.0, serve_port)
+    } else {
+        Secure::plain(serve_port)
+    };
     let serve = spawn(
-        Command::new(zcprof_bin()).args([
-            "serve",
-            "--comm",
-            "nginx",
-            "--listen",
-            &format!("127.0.0.1:{serve_port}"),
-        ]),
+        Command::new(zcprof_bin())
+            .args([
+                "serve",
+                "--comm",
+                "nginx",
+                "--listen",
+                &format!("127.0.0.1:{serve_port}"),
+            ])
+            .args(&at.serve),
         &dir.0.join("serve.log"),
     );
     std::fs::write(
         dir.0.join("prometheus.yml"),
         format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - \
-             job_name: zcprof\n    static_configs:\n      - targets: ['127.0.0.1:{serve_port}']\n"
+             job_name: zcprof\n{}    static_configs:\n      - targets: ['127.0.0.1:{serve_port}']\n",
+            at.scrape
         ),
     )
     .unwrap();
@@ -233,15 +325,15 @@ http {{
         serve,
         prometheus,
         nginx,
-        serve_port,
         prom_port,
         nginx_port,
+        at,
     }
 }
 
 /// Starts serve, Prometheus and nginx, fetches the file three times, and returns the bytes
 /// nginx's sockets took (by reference, copied) as Prometheus read them.
-fn serve_nginx(test: &str, sendfile: bool) -> Option<(f64, f64)> {
+fn serve_nginx(test: &str, sendfile: bool, tls: bool) -> Option<(f64, f64)> {
     if !privileged(test) {
         return None;
     }
@@ -257,14 +349,17 @@ fn serve_nginx(test: &str, sendfile: bool) -> Option<(f64, f64)> {
         serve,
         prometheus,
         nginx,
-        serve_port,
         prom_port,
         nginx_port,
-    } = start(&dir, sendfile);
+        at,
+    } = start(&dir, sendfile, tls);
     let log = |name: &str| std::fs::read_to_string(dir.0.join(name)).unwrap_or_default();
     let mut serve = serve;
-    if !serve_ready(test, &mut serve, serve_port, &dir.0.join("serve.log")) {
+    if !serve_ready_with(test, &mut serve, &at, &dir.0.join("serve.log")) {
         return None;
+    }
+    if tls {
+        refuses_strangers(&at);
     }
 
     // Prometheus has scraped serve once its up series is 1.
@@ -317,24 +412,30 @@ fn serve_nginx(test: &str, sendfile: bool) -> Option<(f64, f64)> {
         reached.is_some(),
         "{how} never reached 0.9 x {total} B: by reference {by_reference}, copied {copied}; \
          metrics: {}",
-        get(&format!("http://127.0.0.1:{serve_port}/metrics"), None).unwrap_or_default()
+        get_with(&at.metrics(), None, &at.curl).unwrap_or_default()
     );
     eprintln!(
         "{test}: Prometheus read by_reference {by_reference} B, copied {copied} B of {total} B"
     );
 
-    // SIGTERM detaches everything and ends serve with status 0.
     drop(nginx);
     drop(prometheus);
+    ends_on_sigterm(serve, &dir.0.join("serve.log"));
+    Some((by_reference, copied))
+}
+
+/// SIGTERM detaches everything and ends serve with status 0, no program left loaded.
+fn ends_on_sigterm(mut serve: Stop, log: &Path) {
+    let log = || std::fs::read_to_string(log).unwrap_or_default();
     serve.term();
     let status = wait_for(10, || serve.0.try_wait().ok().flatten());
     assert_eq!(
         status.and_then(|s| s.code()),
         Some(0),
         "serve after SIGTERM: {}",
-        log("serve.log")
+        log()
     );
-    assert!(log("serve.log").contains("programs detached"));
+    assert!(log().contains("programs detached"));
     // The kernel frees a program a moment after its last descriptor closes.
     let left = wait_for(5, || {
         let left = zcprof_programs_loaded(&serve_programs());
@@ -346,12 +447,43 @@ fn serve_nginx(test: &str, sendfile: bool) -> Option<(f64, f64)> {
         "no serve program is left loaded: {:?}",
         zcprof_programs_loaded(&serve_programs())
     );
-    Some((by_reference, copied))
 }
 
+/// serve with `--web.config.file` refuses plain HTTP, an unknown CA and a missing or wrong
+/// password; curl with the CA and the password gets the metrics.
+fn refuses_strangers(at: &Secure) {
+    let status = |extra: &[&str], url: &str| -> String {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "5",
+            ])
+            .args(extra)
+            .arg(url)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (ca, https) = (at.curl[1].as_str(), at.metrics());
+    let http = https.replacen("https", "http", 1);
+    assert_eq!(status(&[], &http), "000", "plain HTTP is no TLS handshake");
+    assert_eq!(status(&[], &https), "000", "a certificate from no known CA");
+    assert_eq!(status(&["--cacert", ca], &https), "401");
+    let wrong = format!("{}:wrong", Secure::USER);
+    assert_eq!(status(&["--cacert", ca, "-u", &wrong], &https), "401");
+    let right = at.curl.iter().map(String::as_str).collect::<Vec<_>>();
+    assert_eq!(status(&right, &https), "200");
+}
+
+/// Prometheus scrapes serve over TLS with a password here (the plain case is the next test).
 #[test]
 fn prometheus_sees_nginx_sendfile_by_reference() {
-    let Some((by_reference, copied)) = serve_nginx("serve_sendfile_on", true) else {
+    let Some((by_reference, copied)) = serve_nginx("serve_sendfile_on", true, true) else {
         return;
     };
     let total = TOTAL;
@@ -361,7 +493,7 @@ fn prometheus_sees_nginx_sendfile_by_reference() {
 
 #[test]
 fn prometheus_sees_nginx_without_sendfile_copy() {
-    let Some((by_reference, copied)) = serve_nginx("serve_sendfile_off", false) else {
+    let Some((by_reference, copied)) = serve_nginx("serve_sendfile_off", false, false) else {
         return;
     };
     let total = TOTAL;

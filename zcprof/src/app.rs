@@ -370,7 +370,8 @@ async fn recv(s: Option<&mut tokio::signal::unix::Signal>) -> Option<()> {
     }
 }
 
-/// `zcprof serve`: selectors checked (exit 2), the port bound (exit 1), then privileges, then
+/// `zcprof serve`: selectors and the web config checked (exit 2), the port bound (exit 1), then
+/// privileges, then
 /// `/metrics` until SIGINT or SIGTERM, which detach and end with status 0.
 fn serve(args: &crate::cli::ServeArgs) -> ExitCode {
     use crate::serve;
@@ -383,6 +384,11 @@ fn serve(args: &crate::cli::ServeArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(2, &e.to_string()),
     };
+    let web = match args.web_config_file.as_deref().map(serve::WebConfig::load) {
+        None => serve::WebConfig::default(),
+        Some(Ok(web)) => web,
+        Some(Err(e)) => return fail(2, &e.to_string()),
+    };
     let listener = match serve::listen(args.listen) {
         Ok(l) => l,
         Err(e) => return fail(1, &e.to_string()),
@@ -393,7 +399,7 @@ fn serve(args: &crate::cli::ServeArgs) -> ExitCode {
         idle: args.idle_timeout,
     };
     privileged(
-        move || match serve::run(listener, limits, &selector, &what, cancel::flag()) {
+        move || match serve::run(listener, limits, web, &selector, &what, cancel::flag()) {
             Ok(()) => {
                 eprintln!("zcprof serve: stopped, programs detached");
                 ExitCode::SUCCESS

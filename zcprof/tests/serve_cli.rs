@@ -64,6 +64,41 @@ fn serve_an_unknown_pid_and_a_bad_address() {
     assert!(line.contains("ADDR:PORT"), "{line}");
 }
 
+/// A web config that cannot be used is refused in one line, exit 2, before the port is bound
+/// or privileges are looked at: a missing file, a setting zcprof does not implement (client
+/// certificates must not quietly accept anyone), a password that is not a bcrypt hash, a
+/// certificate file that is not there.
+#[test]
+fn serve_a_web_config_it_cannot_use() {
+    let dir = std::env::temp_dir().join(format!("zcprof-webcfg-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let web = dir.join("web.yml");
+    let missing = dir.join("missing.yml");
+    let line = fails(
+        zcprof().args(["serve", "--web.config.file"]).arg(&missing),
+        2,
+    );
+    assert!(line.starts_with("zcprof: --web.config.file "), "{line}");
+    assert!(line.contains("missing.yml"), "{line}");
+    for (text, says) in [
+        (
+            "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n  client_auth_type: RequireAndVerifyClientCert\n",
+            "client_auth_type is not implemented",
+        ),
+        ("basic_auth_users:\n  alice: hunter2\n", "not a bcrypt hash"),
+        (
+            "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n",
+            "a.crt",
+        ),
+        ("tls_server_config: [\n", "web.yml"),
+    ] {
+        std::fs::write(&web, text).unwrap();
+        let line = fails(zcprof().args(["serve", "--web.config.file"]).arg(&web), 2);
+        assert!(line.contains(says), "{text}: {line}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Without privileges: one line naming what is missing, exit 1, and the port free again.
 #[test]
 fn serve_without_privileges() {

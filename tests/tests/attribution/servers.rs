@@ -30,6 +30,9 @@ const WINDOW: &str = "4s";
 /// Headers and the odd packet on either side of a window.
 const SLACK: u64 = 64 << 10;
 
+/// nginx's port in its namespace.
+const NGINX_PORT: u16 = 18083;
+
 /// The file the servers send.
 const FILE_SIZE: u64 = 8 << 20;
 
@@ -415,7 +418,7 @@ fn check_proxy(dir: &Path, backend: &Backend, splice: bool, port: u16) -> Result
     Ok(())
 }
 
-/// nginx sending `dir/data.bin` from `ns` with sendfile and `tcp_nopush` (TCP_CORK: each
+/// nginx sending `dir/data.bin` from `ns` with sendfile and `tcp_nopush` (`TCP_CORK`: each
 /// response's headers wait for the file's first pages and leave in one packet with them).
 fn nginx(dir: &Path, ns: &Namespace, port: u16) -> Result<Server, String> {
     let d = dir.display();
@@ -464,7 +467,6 @@ fn headers_and_file_pages_in_one_packet_are_split_by_origin() {
         skip(TEST, &why);
         return;
     }
-    const PORT: u16 = 18083;
     let dir = scratch_dir("attribution-nginx", env!("CARGO_TARGET_TMPDIR"));
     let _ = zcprof_tests::data_file(&dir, FILE_SIZE);
     let ns = match Namespace::create(1) {
@@ -474,8 +476,8 @@ fn headers_and_file_pages_in_one_packet_are_split_by_origin() {
             return;
         }
     };
-    let server = nginx(&dir, &ns, PORT).expect("nginx serves");
-    let url = format!("http://{}:{PORT}/data.bin", ns.addr());
+    let server = nginx(&dir, &ns, NGINX_PORT).expect("nginx serves");
+    let url = format!("http://{}:{NGINX_PORT}/data.bin", ns.addr());
     let (r, seen) = match attach_while_fetching(server.0.id(), &url, &dir.join("nginx-report.json"))
     {
         Ok(measured) => measured,
@@ -495,7 +497,7 @@ fn headers_and_file_pages_in_one_packet_are_split_by_origin() {
         "{again} B of written data copied into packets again, {written} B written: {}",
         r["copies"]
     );
-    let linear = seen.from(PORT).linear_payload();
+    let linear = seen.from(NGINX_PORT).linear_payload();
     eprintln!(
         "nginx: {written} B written, {again} B of it into packets again, {from_cache} B from the \
          page cache into packets; bpftrace, {:.1} s: {linear} B of linear payload",

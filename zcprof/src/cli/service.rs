@@ -62,4 +62,9 @@ pub struct ServeArgs {
     /// Connections open at once; one more is closed as it comes (each holds a descriptor).
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_connections: u32,
+    /// TLS and basic authentication, in the Prometheus exporters' format (exporter-toolkit): a
+    /// certificate and key file, the lowest TLS version, and users with bcrypt hashes. Without
+    /// it serve speaks plain HTTP to anyone who connects.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
 }

@@ -11,7 +11,9 @@
 //! - only GET and HEAD (405 otherwise); one write per response (header and body together, and
 //!   `TCP_NODELAY`), where separate sends cost a kept-alive scrape 40 ms of delayed ACK;
 //! - running out of descriptors pauses accepting; any other failure of the listening socket
-//!   ends serve with one line, so that a supervisor restarts it.
+//!   ends serve with one line, so that a supervisor restarts it;
+//! - with `--web.config.file` (`web_config.rs`), TLS (rustls, the handshake within
+//!   `Limits::idle`) and basic authentication (401 before anything else is looked at).
 use std::{
     cell::{Cell, RefCell},
     convert::Infallible,
@@ -30,6 +32,8 @@ use hyper::{
     service::service_fn,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
+
+use super::web_config::{Auth, WebConfig};
 
 /// The largest request head (request line and headers) accepted, in bytes (hyper's minimum).
 pub const MAX_HEADER_BUFFER: usize = 8192;
@@ -94,19 +98,22 @@ pub enum HttpError<E: std::error::Error + 'static> {
     Handler(E),
 }
 
-/// The handler and the first error it returned.
+/// The handler, the first error it returned, and who may ask.
 struct Shared<H, E> {
     handler: RefCell<H>,
     failed: RefCell<Option<E>>,
+    auth: Option<Auth>,
 }
 
-/// Serves `listener` with `handler` until `stop` is set or the handler fails.
+/// Serves `listener` with `handler` until `stop` is set or the handler fails, over TLS and
+/// to authenticated users where `web` says so.
 ///
 /// # Errors
 /// When the runtime cannot start, the listening socket fails for good, or the handler fails.
 pub fn serve<H, E>(
     listener: std::net::TcpListener,
     limits: Limits,
+    web: WebConfig,
     stop: &AtomicBool,
     handler: H,
 ) -> Result<(), HttpError<E>>
@@ -121,15 +128,18 @@ where
     let shared = Rc::new(Shared {
         handler: RefCell::new(handler),
         failed: RefCell::new(None),
+        auth: Auth::new(web.users),
     });
+    let tls = web.tls.map(tokio_rustls::TlsAcceptor::from);
     let local = tokio::task::LocalSet::new();
     // Dropping the set at the end closes every connection still open.
-    local.block_on(&runtime, accept(listener, limits, stop, shared))
+    local.block_on(&runtime, accept(listener, limits, tls, stop, shared))
 }
 
 async fn accept<H, E>(
     listener: std::net::TcpListener,
     limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     stop: &AtomicBool,
     shared: Rc<Shared<H, E>>,
 ) -> Result<(), HttpError<E>>
@@ -150,8 +160,9 @@ where
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    tokio::task::spawn_local(connection(
+                    tokio::task::spawn_local(open_connection(
                         stream,
+                        tls.clone(),
                         open.admit(limits.connections),
                         limits.idle,
                         Rc::clone(&shared),
@@ -239,10 +250,11 @@ impl Drop for Slot {
     }
 }
 
-/// Serves one connection until the client closes it, it idles past `idle`, a response stalls
-/// past `WRITE_TIMEOUT`, or a newer connection needs its place.
-async fn connection<H, E>(
+/// A new connection: its TLS handshake first, when serving TLS, within `idle` (a client that
+/// stalls in it, or whose place a newer connection needs, is dropped).
+async fn open_connection<H, E>(
     stream: tokio::net::TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     slot: Slot,
     idle: Duration,
     shared: Rc<Shared<H, E>>,
@@ -252,6 +264,32 @@ async fn connection<H, E>(
 {
     // Nagle would hold a kept-alive response's last segment for the client's delayed ACK.
     let _ = stream.set_nodelay(true);
+    let Some(tls) = tls else {
+        return connection(stream, slot, idle, shared).await;
+    };
+    let handshake = async {
+        tokio::time::timeout(idle, tls.accept(stream))
+            .await
+            .ok()?
+            .ok()
+    };
+    let secured = tokio::select! {
+        s = handshake => s,
+        () = slot.tracked.evicted.notified() => None,
+    };
+    if let Some(stream) = secured {
+        connection(stream, slot, idle, shared).await;
+    }
+}
+
+/// Serves one connection until the client closes it, it idles past `idle`, a response stalls
+/// past `WRITE_TIMEOUT`, or a newer connection needs its place.
+async fn connection<S, H, E>(stream: S, slot: Slot, idle: Duration, shared: Rc<Shared<H, E>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+    H: FnMut(Asked) -> Result<Answer, E> + 'static,
+    E: std::error::Error + 'static,
+{
     let seen = Rc::clone(&slot.tracked);
     let service = service_fn(move |request: Request<Incoming>| {
         seen.last_request.set(Instant::now());
@@ -287,6 +325,21 @@ where
     H: FnMut(Asked) -> Result<Answer, E>,
     E: std::fmt::Display,
 {
+    if let Some(auth) = &shared.auth
+        && !auth.allows(
+            request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .map(header::HeaderValue::as_bytes),
+        )
+    {
+        let mut r = plain(StatusCode::UNAUTHORIZED, "unauthorized\n");
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Basic realm=\"zcprof\""),
+        );
+        return r;
+    }
     if request.method() != Method::GET && request.method() != Method::HEAD {
         let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
         r.headers_mut()
@@ -353,12 +406,16 @@ mod tests {
 
     impl Front {
         fn start(limits: Limits) -> Front {
+            Front::with(limits, WebConfig::default())
+        }
+
+        fn with(limits: Limits, web: WebConfig) -> Front {
             let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = socket.local_addr().unwrap();
             let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
             let scrapes: &'static AtomicU32 = Box::leak(Box::new(AtomicU32::new(0)));
             let thread = std::thread::spawn(move || {
-                serve(socket, limits, stop, move |asked| {
+                serve(socket, limits, web, stop, move |asked| {
                     scrapes.fetch_add(1, Ordering::SeqCst);
                     Ok(Answer {
                         status: if asked == Asked::Unknown { 404 } else { 200 },
@@ -437,6 +494,37 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// With users configured, a request without their password is answered 401 and never
+    /// reaches the handler; with it, as usual.
+    #[test]
+    fn basic_auth_answers_401_before_the_handler() {
+        use base64::Engine as _;
+        let users = std::collections::BTreeMap::from([(
+            "prom".to_owned(),
+            bcrypt::hash("s3cret", 4).unwrap(),
+        )]);
+        let web = WebConfig { tls: None, users };
+        let front = Front::with(quick(), web);
+        let ask = |authorization: &str| {
+            front.exchange(
+                format!(
+                    "GET /metrics HTTP/1.1\r\nHost: x\r\n{authorization}Connection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+        };
+        let denied = ask("");
+        assert!(denied.starts_with("HTTP/1.1 401"), "{denied}");
+        assert!(denied.contains("www-authenticate: Basic"), "{denied}");
+        let wrong = base64::engine::general_purpose::STANDARD.encode("prom:wrong");
+        assert!(ask(&format!("Authorization: Basic {wrong}\r\n")).starts_with("HTTP/1.1 401"));
+        assert_eq!(front.scrapes.load(Ordering::SeqCst), 0);
+        let right = base64::engine::general_purpose::STANDARD.encode("prom:s3cret");
+        let got = ask(&format!("Authorization: Basic {right}\r\n"));
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+        assert_eq!(front.scrapes.load(Ordering::SeqCst), 1);
     }
 
     #[test]
@@ -564,7 +652,7 @@ mod tests {
         let addr = socket.local_addr().unwrap();
         let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
         let thread = std::thread::spawn(move || {
-            serve(socket, quick(), stop, |_| {
+            serve(socket, quick(), WebConfig::default(), stop, |_| {
                 Err::<Answer, _>(std::io::Error::other("the map is gone"))
             })
         });

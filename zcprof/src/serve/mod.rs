@@ -3,6 +3,7 @@
 //! (a pull model: no per-event work in user space, nothing done between scrapes).
 pub mod http;
 pub mod selector;
+pub mod web_config;
 
 use std::{net::SocketAddr, sync::atomic::AtomicBool};
 
@@ -10,6 +11,7 @@ pub use http::Limits;
 use http::{Answer, Asked, HttpError};
 
 pub use selector::{Selector, SelectorError};
+pub use web_config::{WebConfig, WebConfigError};
 
 use crate::{
     collect::serve::{self as collect, ServeCollectError},
@@ -73,6 +75,7 @@ pub fn listen(addr: SocketAddr) -> Result<Listener, ServeError> {
 pub fn run(
     listener: Listener,
     limits: Limits,
+    web: WebConfig,
     selector: &Selector,
     what: &str,
     stop: &AtomicBool,
@@ -87,8 +90,14 @@ pub fn run(
         .filter_map(|(t, r)| r.as_ref().err().map(|why| format!("{t} ({why})")))
         .collect();
     eprintln!(
-        "zcprof serve: counting {what} at http://{}/metrics",
-        listener.addr
+        "zcprof serve: counting {what} at {}://{}/metrics{}",
+        if web.tls.is_some() { "https" } else { "http" },
+        listener.addr,
+        if web.users.is_empty() {
+            ""
+        } else {
+            " (basic authentication)"
+        }
     );
     if !refused.is_empty() {
         eprintln!(
@@ -100,7 +109,7 @@ pub fn run(
     let mut fleet = Fleet::default();
     // The probes live in the handler: they detach when serving ends, however it ends.
     let handler = move |asked| answer(asked, &mut probes, &mut fleet, &selector, &kernel);
-    http::serve(listener.socket, limits, stop, handler).map_err(|e| match e {
+    http::serve(listener.socket, limits, web, stop, handler).map_err(|e| match e {
         HttpError::Handler(e) => e,
         e => ServeError::Http(e.to_string()),
     })
