@@ -44,6 +44,11 @@ enum Task {
         /// Syscalls per loop of the overhead case.
         #[arg(long, default_value_t = 3_000_000)]
         syscalls: u64,
+        /// Only this case (repeat for several): overhead, bystander, kernel-stats, capacity,
+        /// startup, fidelity, serve, scrape. Its sections replace theirs in docs/benchmarks.md,
+        /// marked as re-run alone.
+        #[arg(long, value_name = "CASE", value_parser = clap::builder::PossibleValuesParser::new(bench::CASES))]
+        only: Vec<String>,
     },
     /// Run the privileged kernel tests inside VMs booting Debian's cloud kernels.
     VmTest {
@@ -111,11 +116,16 @@ fn main() -> Result<()> {
             finish(&test_suites(&workspace_root(), quick)?);
             Ok(())
         }
-        Task::Bench { reps, syscalls } => bench::bench(
+        Task::Bench {
+            reps,
+            syscalls,
+            only,
+        } => bench::bench(
             &workspace_root(),
             &bench::Options {
                 reps: reps.max(1),
                 syscalls: syscalls.max(300),
+                only,
             },
         ),
         Task::VmTest { only } => {

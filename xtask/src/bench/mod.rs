@@ -7,6 +7,7 @@ mod capacity;
 mod fidelity;
 mod kernel_stats;
 mod overhead;
+mod scrape;
 mod serve;
 mod startup;
 
@@ -31,6 +32,26 @@ pub struct Options {
     pub reps: usize,
     /// Syscalls per loop for the cheap variants (the slow tracers run a hundredth).
     pub syscalls: u64,
+    /// Only these cases (`CASES`); empty: all.
+    pub only: Vec<String>,
+}
+
+/// The cases, in the order they run.
+pub const CASES: [&str; 8] = [
+    "overhead",
+    "bystander",
+    "kernel-stats",
+    "capacity",
+    "startup",
+    "fidelity",
+    "serve",
+    "scrape",
+];
+
+impl Options {
+    fn wants(&self, case: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|c| c == case)
+    }
 }
 
 /// The built programs the cases run.
@@ -148,6 +169,7 @@ pub fn bench(root: &Path, opts: &Options) -> Result<()> {
             ("perf", "linux-perf"),
             ("nginx", "nginx"),
             ("wrk", "wrk"),
+            ("curl", "curl"),
         ]),
     )?;
     run(cargo().args([
@@ -168,13 +190,30 @@ pub fn bench(root: &Path, opts: &Options) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let file = data_file(&dir.join("loop-64M.bin"), 64 << 20)?;
     let mut results = Results::default();
-    overhead::overhead(&bins, &dir, &file, opts, &mut results);
-    bystander::bystander(&bins, &dir, &file, opts, &mut results)?;
-    kernel_stats::bpf_stats(&bins, &dir, &file, opts, &mut results)?;
-    capacity::capacity(&bins, &dir, &file, opts, &mut results)?;
-    startup::startup(&bins, opts, &mut results)?;
-    fidelity::fidelity(&bins, &dir, opts, &mut results)?;
-    serve::serve(&bins, &dir, opts, &mut results)?;
+    if opts.wants("overhead") {
+        overhead::overhead(&bins, &dir, &file, opts, &mut results);
+    }
+    if opts.wants("bystander") {
+        bystander::bystander(&bins, &dir, &file, opts, &mut results)?;
+    }
+    if opts.wants("kernel-stats") {
+        kernel_stats::bpf_stats(&bins, &dir, &file, opts, &mut results)?;
+    }
+    if opts.wants("capacity") {
+        capacity::capacity(&bins, &dir, &file, opts, &mut results)?;
+    }
+    if opts.wants("startup") {
+        startup::startup(&bins, opts, &mut results)?;
+    }
+    if opts.wants("fidelity") {
+        fidelity::fidelity(&bins, &dir, opts, &mut results)?;
+    }
+    if opts.wants("serve") {
+        serve::serve(&bins, &dir, opts, &mut results)?;
+    }
+    if opts.wants("scrape") {
+        scrape::scrape(&bins, &dir, opts, &mut results)?;
+    }
     write_outputs(root, &dir, opts, results)
 }
 
@@ -404,11 +443,23 @@ fn write_outputs(root: &Path, dir: &Path, opts: &Options, results: Results) -> R
         reps = opts.reps,
         n = opts.syscalls
     );
-    for (title, body) in &results.sections {
-        let _ = write!(md, "\n## {title}\n\n{body}");
-    }
     let docs = root.join("docs");
     std::fs::create_dir_all(&docs)?;
+    if opts.only.is_empty() {
+        for (title, body) in &results.sections {
+            let _ = write!(md, "\n## {title}\n\n{body}");
+        }
+    } else {
+        // Only some cases ran: their sections replace the same-numbered ones of the last run.
+        let mark = format!(
+            "*Re-run alone (`cargo xtask bench --only {}`, repetitions: {}) on {date}, commit \
+             {commit}; the rest of this page comes from the run its heading names.*\n\n",
+            opts.only.join(" --only "),
+            opts.reps
+        );
+        let old = std::fs::read_to_string(docs.join("benchmarks.md")).unwrap_or_default();
+        md = merge_sections(&old, &results.sections, &mark);
+    }
     std::fs::write(docs.join("benchmarks.md"), &md)?;
     let mut json = results.json;
     json.insert("machine".into(), Value::String(machine()));
@@ -426,9 +477,44 @@ fn write_outputs(root: &Path, dir: &Path, opts: &Options, results: Results) -> R
     Ok(())
 }
 
+/// `old` (a benchmarks page) with each of `sections` in place of the section of the same
+/// number ("7. ..."), or after the last, its body led by `mark`.
+fn merge_sections(old: &str, sections: &[(String, String)], mark: &str) -> String {
+    let number = |title: &str| title.split_once('.').map(|(n, _)| n.trim().to_owned());
+    let mut parts: Vec<String> = old.split("\n## ").map(str::to_owned).collect();
+    for (title, body) in sections {
+        let fresh = format!("{title}\n\n{mark}{body}");
+        let at = parts
+            .iter()
+            .skip(1)
+            .position(|p| number(p) == number(title))
+            .map(|i| i + 1);
+        match at {
+            Some(i) => parts[i] = fresh,
+            None => parts.push(fresh),
+        }
+    }
+    parts.join("\n## ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_case_run_alone_replaces_its_own_section() {
+        let old = "# Benchmarks\n\nhead\n\n## 1. One\n\nold one\n\n## 7. Seven\n\nold seven\n";
+        let new = vec![
+            ("7. Seven".to_owned(), "new seven\n".to_owned()),
+            ("8. Eight".to_owned(), "new eight\n".to_owned()),
+        ];
+        let md = merge_sections(old, &new, "*alone* ");
+        assert_eq!(
+            md,
+            "# Benchmarks\n\nhead\n\n## 1. One\n\nold one\n\n## 7. Seven\n\n*alone* new seven\n\n## \
+             8. Eight\n\n*alone* new eight\n"
+        );
+    }
 
     #[test]
     fn median_interval_takes_the_sign_test_ranks() {

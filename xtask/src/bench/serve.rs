@@ -6,7 +6,7 @@
 use super::*;
 
 /// nginx's port, and serve's.
-const NGINX_PORT: u16 = 18_480;
+pub(super) const NGINX_PORT: u16 = 18_480;
 const SERVE_LISTEN: &str = "127.0.0.1:18464";
 /// serve's target: nginx keeps at least 98 % of its requests per second.
 const TARGET: f64 = 0.98;
@@ -14,7 +14,7 @@ const TARGET: f64 = 0.98;
 const WRK_SECONDS: u32 = 3;
 
 /// nginx with its own configuration and files under `dir`, one worker, access log off.
-fn start_nginx(dir: &Path) -> Result<Child> {
+pub(super) fn start_nginx(dir: &Path) -> Result<Child> {
     let www = dir.join("www");
     std::fs::create_dir_all(&www)?;
     std::fs::write(www.join("f64k.bin"), vec![b'z'; 64 << 10])?;
@@ -125,7 +125,7 @@ fn attached(child: &mut Child) -> Result<()> {
 }
 
 /// SIGINT, and SIGKILL if it has not ended within five seconds.
-fn stop(child: &mut Child) {
+pub(super) fn stop(child: &mut Child) {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id().cast_signed(), libc::SIGINT) };
     let start = Instant::now();
