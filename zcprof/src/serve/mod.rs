@@ -107,19 +107,61 @@ pub fn run(
     }
     let selector = selector.clone();
     let mut fleet = Fleet::default();
+    let mut living = Living::default();
     // The probes live in the handler: they detach when serving ends, however it ends.
-    let handler = move |asked| answer(asked, &mut probes, &mut fleet, &selector, &kernel);
+    let handler = move |asked| {
+        let mut state = State {
+            probes: &mut probes,
+            fleet: &mut fleet,
+            living: &mut living,
+        };
+        answer(asked, &mut state, &selector, &kernel)
+    };
     http::serve(listener.socket, limits, web, stop, handler).map_err(|e| match e {
         HttpError::Handler(e) => e,
         e => ServeError::Http(e.to_string()),
     })
 }
 
+/// What scrapes carry from one to the next.
+struct State<'a> {
+    probes: &'a mut ServeProbes,
+    fleet: &'a mut Fleet,
+    living: &'a mut Living,
+}
+
+/// How old the names of the living tasks may be when every name the kernel holds is among them.
+const LIVING_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The names of the tasks alive, read from /proc (every task's `comm`: the walk took most of a
+/// 3 ms scrape on an idle host). Read again when older than `LIVING_MAX_AGE` or when the kernel
+/// holds a name not among them (a new name, or one whose tasks went), so back-to-back scrapes
+/// share one walk and an exit is seen within a second.
+#[derive(Default)]
+struct Living {
+    names: std::collections::HashSet<collect::Comm>,
+    read_at: Option<std::time::Instant>,
+}
+
+impl Living {
+    fn names(
+        &mut self,
+        pid: u32,
+        held: &std::collections::HashMap<collect::Comm, zcprof_common::serve::ServeStat>,
+    ) -> &std::collections::HashSet<collect::Comm> {
+        let fresh = self.read_at.is_some_and(|at| at.elapsed() < LIVING_MAX_AGE);
+        if !fresh || held.keys().any(|c| !self.names.contains(c)) {
+            self.names = collect::alive(pid);
+            self.read_at = Some(std::time::Instant::now());
+        }
+        &self.names
+    }
+}
+
 /// The answer to what a client asked.
 fn answer(
     asked: Asked,
-    probes: &mut ServeProbes,
-    fleet: &mut Fleet,
+    state: &mut State,
     selector: &Selector,
     kernel: &str,
 ) -> Result<Answer, ServeError> {
@@ -131,7 +173,7 @@ fn answer(
             } else {
                 prometheus::PROMETHEUS_TEXT
             },
-            body: scrape(probes, fleet, selector, kernel, openmetrics)?,
+            body: scrape(state, selector, kernel, openmetrics)?,
         },
         Asked::Index => Answer {
             status: 200,
@@ -148,12 +190,16 @@ fn answer(
 
 /// One scrape: the kernel's counters folded into the series, rendered.
 fn scrape(
-    probes: &mut ServeProbes,
-    fleet: &mut Fleet,
+    state: &mut State,
     selector: &Selector,
     kernel: &str,
     openmetrics: bool,
 ) -> Result<String, ServeError> {
+    let State {
+        probes,
+        fleet,
+        living,
+    } = state;
     probes.refresh_nics();
     let missing = |name: &'static str| ServeProbeError::Map {
         name,
@@ -164,8 +210,8 @@ fn scrape(
             .map(maps::STATS)
             .ok_or_else(|| missing(maps::STATS))?,
     )?;
-    let alive = collect::alive(selector.filter.pid);
-    let forget = fleet.scrape(&raw, &alive);
+    let alive = living.names(selector.filter.pid, &raw);
+    let forget = fleet.scrape(&raw, alive);
     if !forget.is_empty()
         && let Some(map) = probes.map_mut(maps::STATS)
     {
