@@ -1,8 +1,8 @@
 //! How busy the measured process was inside its window: its time on a CPU, and a process that
 //! moved no data at all (an idle server, or the master of one whose workers do the work).
-use std::{collections::BTreeMap, fmt::Write as _};
+use std::fmt::Write as _;
 
-use super::{Figure, Source, hook};
+use super::{Figure, FigureId, Figures, Source, hook};
 use crate::{
     collect::Counts,
     probes::{HookPlan, catalog::Point},
@@ -32,7 +32,7 @@ pub fn cpu_time(
     counts: &Counts,
     program: bool,
     bytes: u64,
-    figures: &mut BTreeMap<&'static str, Figure>,
+    figures: &mut Figures,
     notes: &mut Vec<String>,
 ) {
     let samples = counts.samples_user + counts.samples_kernel + counts.samples_lost;
@@ -49,7 +49,7 @@ pub fn cpu_time(
                 String::new()
             };
             figures.insert(
-                "cpu_time_ns",
+                FigureId::CpuTimeNs,
                 Figure::scalar(
                     *ns as f64,
                     &Source::Counted(vec![
@@ -78,7 +78,7 @@ pub fn cpu_time(
                 _ => String::new(),
             };
             figures.insert(
-                "cpu_time_ns",
+                FigureId::CpuTimeNs,
                 Figure::scalar(
                     counts.sampled_cpu_ns as f64,
                     &source,
@@ -96,7 +96,7 @@ pub fn cpu_time(
                 Some(Err(e)) => e.clone(),
                 _ => super::missing(plan, Point::CopySample),
             };
-            figures.insert("cpu_time_ns", Figure::unavailable(why));
+            figures.insert(FigureId::CpuTimeNs, Figure::unavailable(why));
             return;
         }
     };

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::{
-    Figure, Source, fmt_bytes, hook,
+    Figure, FigureId, Figures, Source, fmt_bytes, hook,
     syscalls::{self, DataPath},
 };
 use crate::{
@@ -207,7 +207,7 @@ pub fn figures(
     counts: &Counts,
     transfers: u64,
     semantic_bytes: u64,
-    figures: &mut BTreeMap<&'static str, Figure>,
+    figures: &mut Figures,
     notes: &mut Vec<String>,
 ) {
     hooked(plan, counts, transfers, semantic_bytes, figures, notes);
@@ -223,7 +223,7 @@ fn hooked(
     counts: &Counts,
     transfers: u64,
     semantic_bytes: u64,
-    figures: &mut BTreeMap<&'static str, Figure>,
+    figures: &mut Figures,
     notes: &mut Vec<String>,
 ) {
     let mut one = |key, point, value, what: &str| {
@@ -254,7 +254,7 @@ fn hooked(
         .collect::<Vec<_>>()
         .join(", ");
     one(
-        "filemap_read_bytes",
+        FigureId::FilemapReadBytes,
         Point::FilemapRead,
         counts.filemap_read_bytes,
         &format!(
@@ -267,19 +267,19 @@ fn hooked(
         ),
     );
     one(
-        "page_cache_to_user_bytes",
+        FigureId::PageCacheToUserBytes,
         Point::FilemapRead,
         to_user,
         "bytes filemap_read copied from the page cache into user buffers (during read-type syscalls)",
     );
     one(
-        "copy_to_iter_bytes",
+        FigureId::CopyToIterBytes,
         Point::CopyToIter,
         counts.copy_to_iter_bytes,
         "bytes _copy_to_iter copied out of the kernel (to user memory or another iov_iter)",
     );
     one(
-        "copy_from_iter_bytes",
+        FigureId::CopyFromIterBytes,
         Point::CopyFromIter,
         counts.copy_from_iter_bytes,
         "bytes _copy_from_iter copied into the kernel (from user memory or another iov_iter)",
@@ -295,13 +295,13 @@ fn hooked(
             .sum()
     };
     one(
-        "socket_copy_bytes",
+        FigureId::SocketCopyBytes,
         Point::SockSend,
         sock(DataPath::FromUser),
         "bytes sockets took during write-type syscalls: copied from user memory into socket buffers",
     );
     one(
-        "socket_splice_bytes",
+        FigureId::SocketSpliceBytes,
         Point::SockSend,
         sock(DataPath::InKernel),
         "bytes sockets took during sendfile/splice: page-cache pages passed by reference where the \
@@ -314,7 +314,7 @@ fn hooked(
     ) {
         let hooked = counts.copy_to_iter_bytes + counts.copy_from_iter_bytes;
         figures.insert(
-            "iov_iter_copy_bytes",
+            FigureId::IovIterCopyBytes,
             Figure::measured(
                 hooked,
                 transfers,
@@ -347,12 +347,12 @@ fn sampled(
     plan: &HookPlan,
     counts: &Counts,
     semantic_bytes: u64,
-    figures: &mut BTreeMap<&'static str, Figure>,
+    figures: &mut Figures,
     notes: &mut Vec<String>,
 ) {
     if plan.chosen(Point::CopySample).is_none() {
         figures.insert(
-            "copy_cpu_share",
+            FigureId::CopyCpuShare,
             Figure::unavailable(super::missing(plan, Point::CopySample)),
         );
         return;
@@ -365,7 +365,7 @@ fn sampled(
     let kernel = counts.samples_kernel;
     if kernel == 0 {
         figures.insert(
-            "copy_cpu_share",
+            FigureId::CopyCpuShare,
             Figure::unavailable(format!(
                 "no kernel-mode sample ({} user-mode): the run was too short for {} Hz sampling",
                 counts.samples_user, plan.sample_hz
@@ -382,7 +382,7 @@ fn sampled(
     });
     if !named {
         figures.insert(
-            "copy_cpu_share",
+            FigureId::CopyCpuShare,
             Figure::unavailable(format!(
                 "{kernel} kernel-mode samples, but no frame could be named: /proc/kallsyms shows \
                  zero addresses to this process (it needs root or CAP_SYSLOG)"
@@ -420,7 +420,7 @@ fn sampled(
     );
     let mut figure = Figure::scalar(share, &source, note);
     figure.estimate = Some(super::figure::Estimate::wilson(copying, kernel));
-    figures.insert("copy_cpu_share", figure);
+    figures.insert(FigureId::CopyCpuShare, figure);
     if semantic_bytes == 0 && share > 0.10 {
         notes.push(format!(
             "Sampling found the kernel copying for {:.0}% of its time although no byte crossed a user \

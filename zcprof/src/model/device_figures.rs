@@ -1,7 +1,5 @@
 //! Device figures: page faults, disk and NIC transfers (DMA) and DMA API mappings.
-use std::collections::BTreeMap;
-
-use super::{Devices, Figure, Source, fmt_bytes, missing};
+use super::{Devices, Figure, FigureId, Figures, Source, fmt_bytes, missing};
 use crate::{
     collect::Counts,
     probes::{
@@ -14,17 +12,17 @@ pub(super) fn page_fault_figures(
     plan: &HookPlan,
     counts: &Counts,
     transfers: u64,
-    figures: &mut BTreeMap<&'static str, Figure>,
+    figures: &mut Figures,
 ) {
     for (key, point, value, what) in [
         (
-            "page_faults_user",
+            FigureId::PageFaultsUser,
             Point::PageFaultUser,
             counts.page_faults_user,
             "page faults taken in user mode: each is a user->kernel entry and return besides the syscalls",
         ),
         (
-            "page_faults_kernel",
+            FigureId::PageFaultsKernel,
             Point::PageFaultKernel,
             counts.page_faults_kernel,
             "page faults taken in kernel mode on the process's behalf, e.g. while copying from a mapping",
@@ -72,7 +70,7 @@ pub(super) fn dma_figures(
     counts: &Counts,
     devices: &Devices,
     transfers: u64,
-    figures: &mut BTreeMap<&'static str, Figure>,
+    figures: &mut Figures,
 ) {
     let disk = disk(plan, counts, devices);
     // Packets are counted by their socket where the transmit program knows it (wherever they
@@ -98,9 +96,9 @@ pub(super) fn dma_figures(
     );
     let note = parts.join("; ");
     if disk.is_none() && net.is_none() {
-        figures.insert("dma_bytes", Figure::unavailable(note));
+        figures.insert(FigureId::DmaBytes, Figure::unavailable(note));
         figures.insert(
-            "disk_read_bytes",
+            FigureId::DiskReadBytes,
             Figure::unavailable(missing(plan, Point::BlockIssue)),
         );
         return;
@@ -108,24 +106,24 @@ pub(super) fn dma_figures(
     let (read, write) = disk.as_ref().map_or((0, 0), |d| (d.read, d.write));
     let source = Source::Counted(hooks);
     figures.insert(
-        "dma_bytes",
+        FigureId::DmaBytes,
         Figure::measured(read + write + nic, transfers, &source, note),
     );
     match &disk {
         Some(d) => {
             let src = Source::Counted(vec![d.hook.clone()]);
             figures.insert(
-                "disk_read_bytes",
+                FigureId::DiskReadBytes,
                 Figure::measured(d.read, transfers, &src, "bytes read from block devices"),
             );
             figures.insert(
-                "disk_write_bytes",
+                FigureId::DiskWriteBytes,
                 Figure::measured(d.write, transfers, &src, "bytes written to block devices"),
             );
         }
         None => {
             figures.insert(
-                "disk_read_bytes",
+                FigureId::DiskReadBytes,
                 Figure::unavailable(missing(plan, Point::BlockIssue)),
             );
         }
@@ -133,7 +131,7 @@ pub(super) fn dma_figures(
     if let Some(v) = net {
         let src = Source::Counted(vec![v.describe()]);
         figures.insert(
-            "nic_dma_bytes",
+            FigureId::NicDmaBytes,
             Figure::measured(
                 nic,
                 transfers,

@@ -1,5 +1,89 @@
 //! One measured figure with its provenance: every number zcprof prints says how it was obtained.
 
+/// Declares `FigureId`: each variant with the name the JSON contract gives it.
+macro_rules! figure_ids {
+    ($($variant:ident => $name:literal,)*) => {
+        /// What a figure measures: the key of a report's `figures`. Serialised (and ordered, so
+        /// that the JSON keeps its alphabetical order) by the contract's name, never matched by
+        /// it: code that talks about a figure names its variant.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum FigureId {
+            $($variant,)*
+        }
+
+        impl FigureId {
+            /// Every figure a report can hold.
+            pub const ALL: &'static [FigureId] = &[$(FigureId::$variant,)*];
+
+            /// The name in JSON, CSV and the legend.
+            #[must_use]
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(FigureId::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+figure_ids! {
+    ContextSwitches => "context_switches",
+    ContextSwitchesInvoluntary => "context_switches_involuntary",
+    ContextSwitchesVoluntary => "context_switches_voluntary",
+    CopyCpuShare => "copy_cpu_share",
+    CopyFromIterBytes => "copy_from_iter_bytes",
+    CopyToIterBytes => "copy_to_iter_bytes",
+    CpuCopyBytes => "cpu_copy_bytes",
+    CpuCopyFromUserBytes => "cpu_copy_from_user_bytes",
+    CpuCopyToUserBytes => "cpu_copy_to_user_bytes",
+    CpuTimeNs => "cpu_time_ns",
+    DiskReadBytes => "disk_read_bytes",
+    DiskWriteBytes => "disk_write_bytes",
+    DmaApiMaps => "dma_api_maps",
+    DmaBytes => "dma_bytes",
+    ElapsedNs => "elapsed_ns",
+    FilemapReadBytes => "filemap_read_bytes",
+    InKernelBytes => "in_kernel_bytes",
+    IovIterCopyBytes => "iov_iter_copy_bytes",
+    ModeSwitches => "mode_switches",
+    NicDmaBytes => "nic_dma_bytes",
+    PageCacheToUserBytes => "page_cache_to_user_bytes",
+    PageFaultsKernel => "page_faults_kernel",
+    PageFaultsUser => "page_faults_user",
+    SocketCopyBytes => "socket_copy_bytes",
+    SocketSpliceBytes => "socket_splice_bytes",
+    Syscalls => "syscalls",
+    ThroughputBytesPerSec => "throughput_bytes_per_sec",
+    UserBufferCopyBytes => "user_buffer_copy_bytes",
+}
+
+impl Ord for FigureId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.name().cmp(other.name())
+    }
+}
+
+impl PartialOrd for FigureId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::fmt::Display for FigureId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl serde::Serialize for FigureId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+/// A report's figures, by what they measure.
+pub type Figures = std::collections::BTreeMap<FigureId, Figure>;
+
 /// How a figure was obtained.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -163,6 +247,18 @@ pub(super) fn number<S: serde::Serializer>(value: &Option<f64>, s: S) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn figure_names_are_unique_and_ordered_as_the_json_is() {
+        let mut names: Vec<&str> = FigureId::ALL.iter().map(|f| f.name()).collect();
+        let declared = names.clone();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(
+            names, declared,
+            "declare FigureId's variants in their names' order, once"
+        );
+    }
 
     #[test]
     fn wilson_intervals() {

@@ -24,7 +24,7 @@ pub use accounting::{Accounting, PROCESS_ROWS, ProcessRow, TraceSummary};
 use accounting::{accounting, accounting_notes, process_rows, trace_summary};
 pub use copies::copy_rate;
 use device_figures::{dma_figures, page_fault_figures};
-pub use figure::{Estimate, Figure, MIN_SAMPLES, Source};
+pub use figure::{Estimate, Figure, FigureId, Figures, MIN_SAMPLES, Source};
 pub use ledger::CopyPath;
 use sink_side::{sink_copy, sink_costs};
 use syscalls::DataPath;
@@ -159,7 +159,7 @@ pub struct RunReport {
     pub syscalls: Vec<SyscallRow>,
     /// How the syscalls' time in the kernel was measured.
     pub syscall_timing: String,
-    pub figures: BTreeMap<&'static str, Figure>,
+    pub figures: Figures,
     /// The copy ledger: every CPU copy of payload the measured process caused, by path; their
     /// sum is `figures.cpu_copy_bytes`.
     pub copies: Vec<CopyPath>,
@@ -361,7 +361,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
     let mut notes = Vec::new();
 
     figures.insert(
-        "syscalls",
+        FigureId::Syscalls,
         Figure::measured(
             counts.syscall_entries,
             transfers,
@@ -371,7 +371,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
     );
     let mode = counts.syscall_entries + counts.syscall_returns;
     figures.insert(
-        "mode_switches",
+        FigureId::ModeSwitches,
         Figure::measured(
             mode,
             transfers,
@@ -386,7 +386,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
     );
     let switches = counts.voluntary_switches + counts.involuntary_switches;
     figures.insert(
-        "context_switches",
+        FigureId::ContextSwitches,
         Figure::measured(
             switches,
             transfers,
@@ -402,7 +402,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         ),
     );
     figures.insert(
-        "context_switches_voluntary",
+        FigureId::ContextSwitchesVoluntary,
         Figure::measured(
             counts.voluntary_switches,
             transfers,
@@ -411,7 +411,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         ),
     );
     figures.insert(
-        "context_switches_involuntary",
+        FigureId::ContextSwitchesInvoluntary,
         Figure::measured(
             counts.involuntary_switches,
             transfers,
@@ -446,11 +446,11 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         ));
     }
     figures.insert(
-        "user_buffer_copy_bytes",
+        FigureId::UserBufferCopyBytes,
         Figure::measured(cpu_to_user + from_user, transfers, &semantics, copy_note),
     );
     figures.insert(
-        "cpu_copy_to_user_bytes",
+        FigureId::CpuCopyToUserBytes,
         Figure::measured(
             cpu_to_user,
             transfers,
@@ -459,7 +459,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         ),
     );
     figures.insert(
-        "cpu_copy_from_user_bytes",
+        FigureId::CpuCopyFromUserBytes,
         Figure::measured(
             from_user,
             transfers,
@@ -468,7 +468,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         ),
     );
     figures.insert(
-        "in_kernel_bytes",
+        FigureId::InKernelBytes,
         Figure::measured(
             in_kernel,
             transfers,
@@ -517,7 +517,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         )];
     }
     figures.insert(
-        "cpu_copy_bytes",
+        FigureId::CpuCopyBytes,
         ledger::figure(&ledger, transfers, &ledger::watched(plan)),
     );
     notes.extend(ledger::contradiction_notes(&ledger.sender));
@@ -543,7 +543,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         .map(|v| format!("{} (device-wide)", v.describe()))
         .collect();
     figures.insert(
-        "dma_api_maps",
+        FigureId::DmaApiMaps,
         if dma_api.is_empty() {
             Figure::unavailable(missing(plan, Point::DmaMap))
         } else {
@@ -573,7 +573,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
     #[expect(clippy::cast_precision_loss, reason = "display precision")]
     if elapsed > 0 {
         figures.insert(
-            "elapsed_ns",
+            FigureId::ElapsedNs,
             Figure::scalar(
                 elapsed as f64,
                 &clock,
@@ -584,7 +584,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
             ),
         );
         figures.insert(
-            "throughput_bytes_per_sec",
+            FigureId::ThroughputBytesPerSec,
             Figure::scalar(
                 bytes as f64 * 1e9 / elapsed as f64,
                 &clock,
@@ -593,11 +593,11 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         );
     } else {
         figures.insert(
-            "elapsed_ns",
+            FigureId::ElapsedNs,
             Figure::unavailable("no traced event was seen"),
         );
         figures.insert(
-            "throughput_bytes_per_sec",
+            FigureId::ThroughputBytesPerSec,
             Figure::unavailable("no traced event was seen"),
         );
     }
@@ -704,11 +704,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
 
 /// Rescales every per-step figure of a program to per MiB of its exact payload.
 #[expect(clippy::cast_precision_loss, reason = "display precision")]
-fn per_exact_mib(
-    bytes: u64,
-    figures: &mut BTreeMap<&'static str, Figure>,
-    ledger: &mut ledger::Ledger,
-) {
+fn per_exact_mib(bytes: u64, figures: &mut Figures, ledger: &mut ledger::Ledger) {
     if bytes == 0 {
         return;
     }

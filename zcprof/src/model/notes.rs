@@ -1,11 +1,12 @@
 //! Footnotes: where the measurement and the textbook differ, and why, when the cause is known.
-use std::collections::BTreeMap;
-
-use super::{CopyPath, Devices, Figure, FileInfo, NetPath, Textbook, fmt_bytes};
+use super::{CopyPath, Devices, Figure, FigureId, Figures, FileInfo, NetPath, Textbook, fmt_bytes};
 use crate::{collect::Counts, workload::Method};
 
-fn per(figures: &BTreeMap<&'static str, Figure>, key: &str) -> f64 {
-    figures.get(key).and_then(|f| f.per_transfer).unwrap_or(0.0)
+fn per(figures: &Figures, key: FigureId) -> f64 {
+    figures
+        .get(&key)
+        .and_then(|f| f.per_transfer)
+        .unwrap_or(0.0)
 }
 
 /// What the footnotes are drawn from.
@@ -14,7 +15,7 @@ pub struct Inputs<'a> {
     pub transfers: u64,
     pub block_size: u64,
     pub counts: &'a Counts,
-    pub figures: &'a BTreeMap<&'static str, Figure>,
+    pub figures: &'a Figures,
     pub textbook: &'a Textbook,
     pub file: Option<&'a FileInfo>,
     pub to_user: u64,
@@ -52,7 +53,7 @@ pub fn differences(inputs: &Inputs<'_>) -> Vec<String> {
         );
     }
     if let Some(tb) = textbook.syscalls {
-        let sys = per(figures, "syscalls");
+        let sys = per(figures, FigureId::Syscalls);
         if (sys - tb).abs() > 0.25 {
             let why = match method {
                 Some(Method::MmapWrite) => {
@@ -70,7 +71,7 @@ pub fn differences(inputs: &Inputs<'_>) -> Vec<String> {
             ));
         }
     }
-    let copies_per_step = per(figures, "cpu_copy_bytes") / block_size.max(1) as f64;
+    let copies_per_step = per(figures, FigureId::CpuCopyBytes) / block_size.max(1) as f64;
     let block = block_size.max(1) as f64;
     let path_blocks = |name: &str| -> f64 {
         copies
@@ -131,7 +132,7 @@ pub fn differences(inputs: &Inputs<'_>) -> Vec<String> {
                 }
             }
             if to_socket < 0.05 {
-                match figures.get("copy_cpu_share").and_then(|f| f.value) {
+                match figures.get(&FigureId::CopyCpuShare).and_then(|f| f.value) {
                     Some(share) if share < 0.02 => note.push_str(&format!(
                         " Sampling agrees: {:.1}% of the kernel's time in copy routines.",
                         share * 100.0
@@ -178,7 +179,7 @@ pub fn differences(inputs: &Inputs<'_>) -> Vec<String> {
         value: Some(dma),
         per_transfer: Some(dma_step),
         ..
-    }) = figures.get("disk_read_bytes")
+    }) = figures.get(&FigureId::DiskReadBytes)
     {
         let (dma, dma_step) = (*dma, *dma_step);
         let size = transfers as f64 * block_size as f64;
@@ -204,7 +205,7 @@ pub fn differences(inputs: &Inputs<'_>) -> Vec<String> {
             ));
         }
     }
-    if figures.get("nic_dma_bytes").and_then(|f| f.value) == Some(0.0)
+    if figures.get(&FigureId::NicDmaBytes).and_then(|f| f.value) == Some(0.0)
         && textbook.dma_copies.is_some()
     {
         notes.push(match net {

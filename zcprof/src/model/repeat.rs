@@ -4,7 +4,7 @@
 //! The report that stands for the group is the run with the median elapsed time (its syscall
 //! rows, copy ledger and notes are one real run's, not a blend); its figures are replaced by the
 //! medians, each carrying its spread.
-use super::{Figure, RunReport};
+use super::{Figure, FigureId, RunReport};
 
 /// A figure's spread across the repetitions of a run.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -173,17 +173,17 @@ pub fn fold_all(runs: Vec<RunReport>, warmup: u32) -> Vec<RunReport> {
     groups.into_iter().map(|(_, g)| fold(g, warmup)).collect()
 }
 
-/// The figures whose repetitions lie too far apart to rank rows on, as `(run, figure name,
+/// The figures whose repetitions lie too far apart to rank rows on, as `(run, figure,
 /// spread)`, for a warning.
 #[must_use]
 pub fn wide<'a>(
     runs: &'a [RunReport],
-    names: &[&'static str],
-) -> Vec<(&'a RunReport, &'static str, &'a Spread)> {
+    names: &[FigureId],
+) -> Vec<(&'a RunReport, FigureId, &'a Spread)> {
     let mut out = Vec::new();
     for r in runs {
         for &name in names {
-            if let Some(s) = r.figures.get(name).and_then(|f| f.spread.as_ref())
+            if let Some(s) = r.figures.get(&name).and_then(|f| f.spread.as_ref())
                 && s.relative() > WIDE_SPREAD
             {
                 out.push((r, name, s));
@@ -205,7 +205,7 @@ mod tests {
         let mut counts = read_write_counts();
         counts.last_event_ns = counts.first_event_ns + ns;
         let mut r = report(Method::ReadWrite, &counts, true);
-        r.figures.get_mut("cpu_copy_bytes").unwrap().value = Some(copies);
+        r.figures.get_mut(&FigureId::CpuCopyBytes).unwrap().value = Some(copies);
         r
     }
 
@@ -219,15 +219,18 @@ mod tests {
         let f = fold(runs, 1);
         assert_eq!(f.repeat, Some(Repeat { runs: 3, warmup: 1 }));
         assert_eq!(f.elapsed_ns, 2_000_000);
-        let e = f.figures["elapsed_ns"].spread.as_ref().unwrap();
+        let e = f.figures[&FigureId::ElapsedNs].spread.as_ref().unwrap();
         assert_eq!((e.median, e.min, e.max), (2e6, 1e6, 3e6));
         assert_eq!(e.values, [3e6, 1e6, 2e6]);
-        assert_eq!(f.figures["elapsed_ns"].value, Some(2e6));
-        let c = f.figures["cpu_copy_bytes"].spread.as_ref().unwrap();
+        assert_eq!(f.figures[&FigureId::ElapsedNs].value, Some(2e6));
+        let c = f.figures[&FigureId::CpuCopyBytes].spread.as_ref().unwrap();
         assert_eq!((c.median, c.min, c.max), (20.0, 10.0, 30.0));
         // Spread 2 ms over a 2 ms median: wide.
         assert!(e.relative() > WIDE_SPREAD);
-        assert_eq!(wide(std::slice::from_ref(&f), &["elapsed_ns"]).len(), 1);
+        assert_eq!(
+            wide(std::slice::from_ref(&f), &[FigureId::ElapsedNs]).len(),
+            1
+        );
         // An even count: the middle two's mean.
         assert_eq!(median(&[1.0, 2.0, 3.0, 10.0]), Some(2.5));
         assert_eq!(median(&[]), None);

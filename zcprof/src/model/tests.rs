@@ -70,26 +70,26 @@ fn read_write_figures_come_from_the_counts() {
     let r = report(Method::ReadWrite, &read_write_counts(), true);
     assert_eq!(r.transfers, 16);
     assert_eq!(r.elapsed_ns, 1_000_000);
-    assert_eq!(r.figures["syscalls"].value, Some(33.0));
-    assert_eq!(r.figures["mode_switches"].value, Some(65.0));
-    assert_eq!(r.figures["context_switches"].value, Some(4.0));
+    assert_eq!(r.figures[&FigureId::Syscalls].value, Some(33.0));
+    assert_eq!(r.figures[&FigureId::ModeSwitches].value, Some(65.0));
+    assert_eq!(r.figures[&FigureId::ContextSwitches].value, Some(4.0));
     assert_eq!(
-        r.figures["cpu_copy_bytes"].value,
+        r.figures[&FigureId::CpuCopyBytes].value,
         Some(2.0 * f64::from(1 << 20))
     );
     assert_eq!(
-        r.figures["cpu_copy_bytes"].per_transfer,
+        r.figures[&FigureId::CpuCopyBytes].per_transfer,
         Some(2.0 * f64::from(64 << 10))
     );
     assert_eq!(r.syscalls_by_name["read"], 16);
     assert_eq!(r.textbook.cpu_copies, Some(2.0));
     assert!(
-        r.figures["cpu_copy_bytes"]
+        r.figures[&FigureId::CpuCopyBytes]
             .source
             .contains("syscall semantics")
     );
     assert!(
-        r.figures["syscalls"]
+        r.figures[&FigureId::Syscalls]
             .source
             .contains("counted in the kernel")
     );
@@ -137,7 +137,7 @@ fn reads_of_dev_zero_and_writes_to_dev_null_copy_nothing_and_pipes_do() {
     counts.fd_bytes[FdKind::DevNull as usize][1] = 1 << 20;
     let r = report(Method::ReadWrite, &counts, true);
     assert_eq!(
-        r.figures["cpu_copy_bytes"].value,
+        r.figures[&FigureId::CpuCopyBytes].value,
         Some(0.0),
         "{:?}",
         r.copies
@@ -160,7 +160,7 @@ fn reads_of_dev_zero_and_writes_to_dev_null_copy_nothing_and_pipes_do() {
         "{paths:?}"
     );
     assert_eq!(
-        r.figures["cpu_copy_bytes"].value,
+        r.figures[&FigureId::CpuCopyBytes].value,
         Some(2.0 * f64::from(1 << 20))
     );
 }
@@ -168,25 +168,25 @@ fn reads_of_dev_zero_and_writes_to_dev_null_copy_nothing_and_pipes_do() {
 #[test]
 fn unmeasured_figures_are_null_with_a_reason() {
     let r = report(Method::Sendfile, &read_write_counts(), true);
-    let dma = &r.figures["dma_bytes"];
+    let dma = &r.figures[&FigureId::DmaBytes];
     assert_eq!(dma.value, None);
     assert!(!dma.note.is_empty());
     let empty = report(Method::Sendfile, &Counts::default(), true);
-    assert_eq!(empty.figures["elapsed_ns"].value, None);
+    assert_eq!(empty.figures[&FigureId::ElapsedNs].value, None);
     assert!(empty.notes.iter().any(|n| n.contains("did not fire")));
 }
 
 #[test]
 fn direct_io_reads_from_a_block_device_are_not_cpu_copies() {
     let disk = report(Method::DirectIo, &read_write_counts(), true);
-    assert_eq!(disk.figures["cpu_copy_to_user_bytes"].value, Some(0.0));
+    assert_eq!(disk.figures[&FigureId::CpuCopyToUserBytes].value, Some(0.0));
     assert_eq!(
-        disk.figures["cpu_copy_bytes"].value,
+        disk.figures[&FigureId::CpuCopyBytes].value,
         Some(f64::from(1 << 20))
     );
     let memory = report(Method::DirectIo, &read_write_counts(), false);
     assert_eq!(
-        memory.figures["cpu_copy_to_user_bytes"].value,
+        memory.figures[&FigureId::CpuCopyToUserBytes].value,
         Some(f64::from(1 << 20))
     );
     assert!(memory.notes.iter().any(|n| n.contains("no block device")));
@@ -247,7 +247,7 @@ fn program_figures_are_per_mib_of_the_exact_payload() {
         devices: Devices::default(),
         unmeasured_children: Vec::new(),
     });
-    let per_mib = r.figures["cpu_copy_bytes"].per_transfer.unwrap();
+    let per_mib = r.figures[&FigureId::CpuCopyBytes].per_transfer.unwrap();
     assert!(
         (per_mib - 2.0 * f64::from(1 << 20)).abs() < 1.0,
         "{per_mib}"

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::{
-    model::{Figure, RunReport},
+    model::{Figure, FigureId, RunReport},
     units::format_bytes,
 };
 
@@ -169,7 +169,7 @@ pub fn disagrees(measured: Option<f64>, textbook: &[Option<f64>]) -> bool {
 /// The sampled share of kernel time in copy routines, with its 95 % interval and samples; too
 /// few samples, and no number is shown.
 pub fn copy_share(r: &RunReport) -> Option<String> {
-    let f = r.figures.get("copy_cpu_share")?;
+    let f = r.figures.get(&FigureId::CopyCpuShare)?;
     let share = f.value?;
     Some(match f.estimate {
         Some(e) if e.samples < crate::model::MIN_SAMPLES => {
@@ -200,16 +200,16 @@ fn beside(measured: String, textbook: &str, form: Form) -> String {
 #[must_use]
 #[expect(clippy::cast_precision_loss, reason = "display")]
 pub fn cells(r: &RunReport, form: Form) -> [Cell; 8] {
-    let fig = |k: &str| r.figures.get(k);
+    let fig = |k: FigureId| r.figures.get(&k);
     let t = &r.textbook;
-    let blocks_of = |k: &str| {
+    let blocks_of = |k: FigureId| {
         fig(k)
             .and_then(|f| f.per_transfer)
             .map(|b| b / r.block_size.max(1) as f64)
     };
     // Bytes per step, the paths that contributed (the copy ledger), and where sampling ran, the
     // share of kernel time spent copying.
-    let mut copies = blocks(fig("cpu_copy_bytes"), r.block_size, form);
+    let mut copies = blocks(fig(FigureId::CpuCopyBytes), r.block_size, form);
     if form == Form::Full {
         let paths = crate::model::ledger::short_paths(&r.copies);
         if !paths.is_empty() {
@@ -224,20 +224,20 @@ pub fn cells(r: &RunReport, form: Form) -> [Cell; 8] {
         (Some(c), Some(sg), Form::Compact) => format!("{c}; SG {sg}"),
         (c, _, _) => tb(c),
     };
-    let elapsed = fig("elapsed_ns").and_then(|f| f.value);
-    let throughput = fig("throughput_bytes_per_sec").and_then(|f| f.value);
+    let elapsed = fig(FigureId::ElapsedNs).and_then(|f| f.value);
+    let throughput = fig(FigureId::ThroughputBytesPerSec).and_then(|f| f.value);
     let switches = match form {
         Form::Full => format!(
             "{} ({} vol, {} invol)",
-            per_step(fig("context_switches")),
-            per_step(fig("context_switches_voluntary")),
-            per_step(fig("context_switches_involuntary"))
+            per_step(fig(FigureId::ContextSwitches)),
+            per_step(fig(FigureId::ContextSwitchesVoluntary)),
+            per_step(fig(FigureId::ContextSwitchesInvoluntary))
         ),
         Form::Compact => format!(
             "{} ({} + {})",
-            per_step_in(fig("context_switches"), form),
-            per_step_in(fig("context_switches_voluntary"), form),
-            per_step_in(fig("context_switches_involuntary"), form)
+            per_step_in(fig(FigureId::ContextSwitches), form),
+            per_step_in(fig(FigureId::ContextSwitchesVoluntary), form),
+            per_step_in(fig(FigureId::ContextSwitchesInvoluntary), form)
         ),
     };
     let ms = |ns: f64| format!("{:.1}", ns / 1e6);
@@ -245,17 +245,24 @@ pub fn cells(r: &RunReport, form: Form) -> [Cell; 8] {
     [
         Cell::plain(row_label(r)),
         Cell {
-            text: beside(per_step_in(fig("syscalls"), form), &tb(t.syscalls), form),
-            differs: disagrees(fig("syscalls").and_then(|f| f.per_transfer), &[t.syscalls]),
+            text: beside(
+                per_step_in(fig(FigureId::Syscalls), form),
+                &tb(t.syscalls),
+                form,
+            ),
+            differs: disagrees(
+                fig(FigureId::Syscalls).and_then(|f| f.per_transfer),
+                &[t.syscalls],
+            ),
         },
         Cell {
             text: beside(
-                per_step_in(fig("mode_switches"), form),
+                per_step_in(fig(FigureId::ModeSwitches), form),
                 &tb(t.mode_switches),
                 form,
             ),
             differs: disagrees(
-                fig("mode_switches").and_then(|f| f.per_transfer),
+                fig(FigureId::ModeSwitches).and_then(|f| f.per_transfer),
                 &[t.mode_switches],
             ),
         },
@@ -263,17 +270,17 @@ pub fn cells(r: &RunReport, form: Form) -> [Cell; 8] {
         Cell {
             text: beside(copies, &copies_tb, form),
             differs: disagrees(
-                blocks_of("cpu_copy_bytes"),
+                blocks_of(FigureId::CpuCopyBytes),
                 &[t.cpu_copies, t.cpu_copies_with_sg_dma],
             ),
         },
         Cell {
             text: beside(
-                blocks(fig("dma_bytes"), r.block_size, form),
+                blocks(fig(FigureId::DmaBytes), r.block_size, form),
                 &tb(t.dma_copies),
                 form,
             ),
-            differs: disagrees(blocks_of("dma_bytes"), &[t.dma_copies]),
+            differs: disagrees(blocks_of(FigureId::DmaBytes), &[t.dma_copies]),
         },
         Cell::plain(elapsed.map_or_else(
             || "n/a".to_owned(),
@@ -281,7 +288,7 @@ pub fn cells(r: &RunReport, form: Form) -> [Cell; 8] {
                 format!(
                     "{} ms{}",
                     ms(ns),
-                    ranged(form, value_spread(fig("elapsed_ns")), ms)
+                    ranged(form, value_spread(fig(FigureId::ElapsedNs)), ms)
                 )
             },
         )),
@@ -291,7 +298,7 @@ pub fn cells(r: &RunReport, form: Form) -> [Cell; 8] {
                 Form::Full => format!(
                     "{} GiB/s{}",
                     gib(b),
-                    range(value_spread(fig("throughput_bytes_per_sec")), gib)
+                    range(value_spread(fig(FigureId::ThroughputBytesPerSec)), gib)
                 ),
                 Form::Compact => gib(b),
             },

@@ -1,7 +1,7 @@
 //! CSV: one row per run, each figure as `<name>_value` and `<name>_per_step` columns (with
 //! `_min` and `_max` after them for repeated runs), for spreadsheets and plotting.
 use super::Failed;
-use crate::model::RunReport;
+use crate::model::{FigureId, RunReport};
 
 /// A CSV field, quoted when it needs to be.
 fn csv_field(text: &str) -> String {
@@ -15,7 +15,8 @@ fn csv_field(text: &str) -> String {
 /// CSV: one row per run (failed runs carry only their method and error).
 #[must_use]
 pub fn csv(runs: &[RunReport], failed: &[Failed]) -> String {
-    let mut keys: Vec<&str> = runs
+    // Sorted by name, as the JSON's keys are.
+    let mut keys: Vec<FigureId> = runs
         .iter()
         .flat_map(|r| r.figures.keys().copied())
         .collect();

@@ -88,7 +88,7 @@ fn provenance(r: &RunReport) -> String {
         let _ = writeln!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(name),
+            escape(name.name()),
             num(f.value),
             num(f.per_transfer),
             escape(&f.source),

@@ -7,7 +7,10 @@ use super::{
     cells::{Form, copy_share, in_blocks, range, value_spread},
     row_label,
 };
-use crate::{model::RunReport, units::format_bytes};
+use crate::{
+    model::{FigureId, RunReport},
+    units::format_bytes,
+};
 
 /// A text that may differ between rows: said once when every row has it, else per row, each
 /// prefixed by the rows it describes (a legend line must hold for every row).
@@ -37,27 +40,29 @@ pub fn legend(runs: &[RunReport], form: Form) -> Vec<String> {
     let Some(r) = runs.first() else {
         return Vec::new();
     };
-    let src = |k: &str| {
+    let src = |k: FigureId| {
         r.figures
-            .get(k)
+            .get(&k)
             .map_or_else(String::new, |f| f.source.clone())
     };
-    let src_per_row = |k: &'static str| {
+    let src_per_row = |k: FigureId| {
         per_row(runs, |r| {
             r.figures
-                .get(k)
+                .get(&k)
                 .map_or_else(String::new, |f| f.source.clone())
         })
     };
     // A measured DMA figure names its hooks; an unavailable one says why.
     let dma = per_row(runs, |r| {
-        r.figures.get("dma_bytes").map_or_else(String::new, |f| {
-            if f.value.is_some() {
-                format!("{}; {}", f.source, f.note)
-            } else {
-                format!("unavailable: {}", f.note)
-            }
-        })
+        r.figures
+            .get(&FigureId::DmaBytes)
+            .map_or_else(String::new, |f| {
+                if f.value.is_some() {
+                    format!("{}; {}", f.source, f.note)
+                } else {
+                    format!("unavailable: {}", f.note)
+                }
+            })
     });
     let compact = form == Form::Compact;
     let mut lines = vec![
@@ -77,11 +82,11 @@ pub fn legend(runs: &[RunReport], form: Form) -> Vec<String> {
         },
         textbook_line(runs, compact),
         repetitions(runs),
-        format!("syscalls: {}", src("syscalls")),
+        format!("syscalls: {}", src(FigureId::Syscalls)),
         format!(
             "mode switches{}: user->kernel entries plus kernel->user returns, {}",
             if compact { " (mode sw.)" } else { "" },
-            src("mode_switches")
+            src(FigureId::ModeSwitches)
         ),
         format!(
             "sched switches{}: the scheduler switching the measured process off its CPU, {}",
@@ -90,7 +95,7 @@ pub fn legend(runs: &[RunReport], form: Form) -> Vec<String> {
             } else {
                 ""
             },
-            src("context_switches")
+            src(FigureId::ContextSwitches)
         ),
         format!(
             "CPU copies: every copy of payload the CPU made for the measured process, kernel-internal \
@@ -104,8 +109,8 @@ pub fn legend(runs: &[RunReport], form: Form) -> Vec<String> {
             } else {
                 "in brackets"
             },
-            src_per_row("cpu_copy_bytes"),
-            src("copy_cpu_share")
+            src_per_row(FigureId::CpuCopyBytes),
+            src(FigureId::CopyCpuShare)
         ),
     ];
     if compact {
@@ -118,7 +123,7 @@ pub fn legend(runs: &[RunReport], form: Form) -> Vec<String> {
     lines.push(format!(
         "elapsed, throughput{}: {}",
         if compact { " (GiB/s)" } else { "" },
-        src("elapsed_ns")
+        src(FigureId::ElapsedNs)
     ));
     if compact && let Some(ranges) = ranges(runs) {
         lines.push(ranges);
@@ -173,7 +178,11 @@ fn copies_by_path(r: &RunReport) -> String {
         parts.push("none".to_owned());
     }
     let mut text = parts.join(", ");
-    if let Some(bytes) = r.figures.get("cpu_copy_bytes").and_then(|f| f.per_transfer) {
+    if let Some(bytes) = r
+        .figures
+        .get(&FigureId::CpuCopyBytes)
+        .and_then(|f| f.per_transfer)
+    {
         #[expect(
             clippy::cast_possible_truncation,
             clippy::cast_sign_loss,
@@ -192,30 +201,30 @@ fn ranges(runs: &[RunReport]) -> Option<String> {
     let rows: Vec<String> = runs
         .iter()
         .filter_map(|r| {
-            let step = |k: &str| {
+            let step = |k: FigureId| {
                 r.figures
-                    .get(k)
+                    .get(&k)
                     .and_then(|f| f.spread.as_ref())
                     .and_then(|s| s.per_transfer)
             };
             let blocks = |b: f64| in_blocks(b, r.block_size);
             let two = |x: f64| format!("{x:.2}");
             let parts: Vec<String> = [
-                ("syscalls", range(step("syscalls"), two)),
-                ("mode sw.", range(step("mode_switches"), two)),
-                ("sched sw.", range(step("context_switches"), two)),
-                ("CPU copies", range(step("cpu_copy_bytes"), blocks)),
-                ("DMA", range(step("dma_bytes"), blocks)),
+                ("syscalls", range(step(FigureId::Syscalls), two)),
+                ("mode sw.", range(step(FigureId::ModeSwitches), two)),
+                ("sched sw.", range(step(FigureId::ContextSwitches), two)),
+                ("CPU copies", range(step(FigureId::CpuCopyBytes), blocks)),
+                ("DMA", range(step(FigureId::DmaBytes), blocks)),
                 (
                     "elapsed (ms)",
-                    range(value_spread(r.figures.get("elapsed_ns")), |ns| {
+                    range(value_spread(r.figures.get(&FigureId::ElapsedNs)), |ns| {
                         format!("{:.1}", ns / 1e6)
                     }),
                 ),
                 (
                     "GiB/s",
                     range(
-                        value_spread(r.figures.get("throughput_bytes_per_sec")),
+                        value_spread(r.figures.get(&FigureId::ThroughputBytesPerSec)),
                         |b| format!("{:.2}", b / f64::from(1u32 << 30)),
                     ),
                 ),
@@ -264,14 +273,14 @@ fn warmups(n: u32) -> String {
 }
 
 /// The table's figures whose repetitions are too far apart to rank rows on.
-const SPREAD_CHECKED: [&str; 7] = [
-    "syscalls",
-    "mode_switches",
-    "context_switches",
-    "cpu_copy_bytes",
-    "dma_bytes",
-    "elapsed_ns",
-    "throughput_bytes_per_sec",
+const SPREAD_CHECKED: [FigureId; 7] = [
+    FigureId::Syscalls,
+    FigureId::ModeSwitches,
+    FigureId::ContextSwitches,
+    FigureId::CpuCopyBytes,
+    FigureId::DmaBytes,
+    FigureId::ElapsedNs,
+    FigureId::ThroughputBytesPerSec,
 ];
 
 /// One warning per figure and row whose repetitions lie further apart than
@@ -283,11 +292,11 @@ pub fn spread_warnings(runs: &[RunReport]) -> Vec<String> {
         .into_iter()
         .map(|(r, name, s)| {
             let (lo, hi) = match (name, s.per_transfer) {
-                ("elapsed_ns", _) => (
+                (FigureId::ElapsedNs, _) => (
                     format!("{:.1} ms", s.min / 1e6),
                     format!("{:.1} ms", s.max / 1e6),
                 ),
-                ("throughput_bytes_per_sec", _) => {
+                (FigureId::ThroughputBytesPerSec, _) => {
                     let gib = f64::from(1u32 << 30);
                     (
                         format!("{:.2} GiB/s", s.min / gib),

@@ -13,7 +13,11 @@ use svg::{
 };
 
 use super::{cells::in_blocks, row_label};
-use crate::{model::RunReport, units::format_bytes, workload::Method};
+use crate::{
+    model::{FigureId, RunReport},
+    units::format_bytes,
+    workload::Method,
+};
 
 /// The stations of the sender, left to right, and the receiver's two, apart.
 const STATIONS: [(&str, &str); 5] = [
@@ -224,7 +228,7 @@ fn textbook_copy(r: &RunReport, method: Option<Method>, from: &str, to: &str) ->
 /// The arrows of one run.
 fn arrows(r: &RunReport) -> Vec<Arrow> {
     let method = Method::ALL.iter().copied().find(|m| m.name() == r.method);
-    let per_step = |k: &str| r.figures.get(k).and_then(|f| f.per_transfer);
+    let per_step = |k: FigureId| r.figures.get(&k).and_then(|f| f.per_transfer);
     let dma_tb = r.textbook.dma_copies.map(|_| 1.0);
     let mut out = Vec::new();
     // The device's transfers into memory: into the user buffer with O_DIRECT.
@@ -239,7 +243,7 @@ fn arrows(r: &RunReport) -> Vec<Arrow> {
         kind: Kind::Dma,
         label: format!(
             "DMA {}",
-            amount(per_step("disk_read_bytes"), r.block_size, dma_tb)
+            amount(per_step(FigureId::DiskReadBytes), r.block_size, dma_tb)
         ),
         path: "disk -> memory".to_owned(),
     });
@@ -262,14 +266,14 @@ fn arrows(r: &RunReport) -> Vec<Arrow> {
             path: p.path.clone(),
         });
     }
-    if per_step("socket_splice_bytes").is_some_and(|b| b > 0.0) {
+    if per_step(FigureId::SocketSpliceBytes).is_some_and(|b| b > 0.0) {
         out.push(Arrow {
             from: "page-cache",
             to: "socket-buffer",
             kind: Kind::PageRef,
             label: format!(
                 "page reference {}",
-                amount(per_step("socket_splice_bytes"), r.block_size, None)
+                amount(per_step(FigureId::SocketSpliceBytes), r.block_size, None)
             ),
             path: "page cache -> socket buffer (by reference)".to_owned(),
         });
@@ -283,7 +287,7 @@ fn arrows(r: &RunReport) -> Vec<Arrow> {
             path: "page cache -> user buffer (mapping)".to_owned(),
         });
     }
-    let nic = per_step("nic_dma_bytes");
+    let nic = per_step(FigureId::NicDmaBytes);
     out.push(Arrow {
         from: "socket-buffer",
         to: "device",
@@ -321,10 +325,10 @@ fn arrows(r: &RunReport) -> Vec<Arrow> {
 /// The user/kernel timeline of one step: the mode switches as a line between the two levels,
 /// the scheduler switches as dots on the kernel's.
 fn timeline(r: &RunReport, top: f64) -> Group {
-    let per_step = |k: &str| r.figures.get(k).and_then(|f| f.per_transfer);
+    let per_step = |k: FigureId| r.figures.get(&k).and_then(|f| f.per_transfer);
     let (user, kernel) = (top + 250.0, top + 280.0);
     let (x0, x1) = (80.0, 700.0);
-    let mode = per_step("mode_switches").unwrap_or(0.0);
+    let mode = per_step(FigureId::ModeSwitches).unwrap_or(0.0);
     #[expect(
         clippy::cast_possible_truncation,
         clippy::cast_sign_loss,
@@ -332,7 +336,7 @@ fn timeline(r: &RunReport, top: f64) -> Group {
     )]
     let (n, dots) = (
         (mode.round() as usize).min(24),
-        (per_step("context_switches").unwrap_or(0.0).round() as usize).min(24),
+        (per_step(FigureId::ContextSwitches).unwrap_or(0.0).round() as usize).min(24),
     );
     let step = (x1 - x0) / (n + 1) as f64;
     let mut points = vec![(x0, user)];
@@ -350,7 +354,7 @@ fn timeline(r: &RunReport, top: f64) -> Group {
         .map(|(x, y)| format!("{x:.1},{y:.1}"))
         .collect::<Vec<_>>()
         .join(" ");
-    let fmt = |k: &str| per_step(k).map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"));
+    let fmt = |k: FigureId| per_step(k).map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"));
     let tb = |v: Option<f64>| v.map_or_else(String::new, |t| format!(" (tb {t})"));
     let mut g = Group::new()
         .set("class", "timeline")
@@ -394,17 +398,17 @@ fn timeline(r: &RunReport, top: f64) -> Group {
         Text::new(format!(
             "one step: {} mode switches{} (line{}), {} scheduler switches ({} voluntary, {} \
              involuntary; dots), {} syscalls{}",
-            fmt("mode_switches"),
+            fmt(FigureId::ModeSwitches),
             tb(r.textbook.mode_switches),
             if mode.round() > n as f64 {
                 format!(": the first {n}")
             } else {
                 String::new()
             },
-            fmt("context_switches"),
-            fmt("context_switches_voluntary"),
-            fmt("context_switches_involuntary"),
-            fmt("syscalls"),
+            fmt(FigureId::ContextSwitches),
+            fmt(FigureId::ContextSwitchesVoluntary),
+            fmt(FigureId::ContextSwitchesInvoluntary),
+            fmt(FigureId::Syscalls),
             tb(r.textbook.syscalls)
         ))
         .set("x", x0)

@@ -16,7 +16,10 @@ use super::{
     cells::{Cell, Form, cells},
     legend::{legend, notes, spread_warnings},
 };
-use crate::{model::RunReport, units::format_bytes};
+use crate::{
+    model::{FigureId, RunReport},
+    units::format_bytes,
+};
 
 /// The stream a table is printed on, whose terminal (if any) it is fitted to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -346,9 +349,9 @@ fn process_table(r: &RunReport, layout: &Layout) -> String {
     let copies = |n: u64| {
         // Not one copy routine could be hooked on this kernel: the bytes are unknown, not 0.
         let hooked = [
-            "filemap_read_bytes",
-            "copy_to_iter_bytes",
-            "copy_from_iter_bytes",
+            FigureId::FilemapReadBytes,
+            FigureId::CopyToIterBytes,
+            FigureId::CopyFromIterBytes,
         ]
         .iter()
         .any(|k| r.figures.get(k).is_some_and(|f| f.value.is_some()));
