@@ -1,8 +1,9 @@
 //! Golden files: `zcprof report` on recorded traces must print exactly what it printed when the
-//! goldens were made. The traces were recorded on a 6.18 kernel (every method of `compare
-//! --methods all`, a `--repeat 3` compare, a veth run with scatter-gather off, an `exec` and an
-//! `attach`); the report of a trace is a pure function of it, so any byte that moves is a change
-//! of behaviour: the JSON contract, the CSV columns or the picture's lanes.
+//! goldens were made, in every format. The traces were recorded on a 6.18 kernel (every method
+//! of `compare --methods all`, a `--repeat 3` compare, a veth run with scatter-gather off, an
+//! `exec` and an `attach`); the report of a trace is a pure function of it, so any byte that moves is a change
+//! of behaviour: the JSON contract, the CSV columns, the tables' cells and notes, or the
+//! picture's lanes.
 //!
 //! A deliberate change is blessed with `ZCPROF_BLESS=1 cargo test -p zcprof --test golden`, and
 //! the diff of `tests/fixtures/golden` then shows what changed, for review.
@@ -21,7 +22,9 @@ fn report(trace: &str, format: &str, svg: bool) -> Vec<u8> {
     std::fs::create_dir_all(&out_dir).unwrap();
     let picture = out_dir.join("picture.svg");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_zcprof"));
-    cmd.arg("report")
+    // The table's width is the terminal's: in a pipe, and without COLUMNS, a fixed one.
+    cmd.env_remove("COLUMNS")
+        .arg("report")
         .arg(dir().join(format!("{trace}.trace.json")))
         .args(["--format", format]);
     if svg {
@@ -74,7 +77,12 @@ fn check(name: &str, actual: &[u8]) -> Result<(), String> {
 fn reports_of_recorded_traces_are_byte_identical_to_their_goldens() {
     let mut failures = Vec::new();
     for trace in TRACES {
-        for (format, ext) in [("json", "json"), ("csv", "csv")] {
+        for (format, ext) in [
+            ("json", "json"),
+            ("csv", "csv"),
+            ("markdown", "md"),
+            ("table", "txt"),
+        ] {
             let name = format!("{trace}.report.{ext}");
             failures.extend(check(&name, &report(trace, format, false)).err());
         }

@@ -198,18 +198,101 @@ fn beside(measured: String, textbook: &str, form: Form) -> String {
 
 /// The cells of one row.
 #[must_use]
-#[expect(clippy::cast_precision_loss, reason = "display")]
 pub fn cells(r: &RunReport, form: Form) -> [Cell; 8] {
     let fig = |k: FigureId| r.figures.get(&k);
     let t = &r.textbook;
-    let blocks_of = |k: FigureId| {
-        fig(k)
-            .and_then(|f| f.per_transfer)
-            .map(|b| b / r.block_size.max(1) as f64)
-    };
-    // Bytes per step, the paths that contributed (the copy ledger), and where sampling ran, the
-    // share of kernel time spent copying.
-    let mut copies = blocks(fig(FigureId::CpuCopyBytes), r.block_size, form);
+    let ms = |ns: f64| format!("{:.1}", ns / 1e6);
+    let gib = |b: f64| format!("{:.2}", b / f64::from(1u32 << 30));
+    [
+        Cell::plain(row_label(r)),
+        per_step_cell(r, FigureId::Syscalls, t.syscalls, form),
+        per_step_cell(r, FigureId::ModeSwitches, t.mode_switches, form),
+        Cell::plain(switches(r, form)),
+        copies_cell(r, form),
+        Cell {
+            text: beside(
+                blocks(fig(FigureId::DmaBytes), r.block_size, form),
+                &tb(t.dma_copies),
+                form,
+            ),
+            differs: disagrees(blocks_of(r, FigureId::DmaBytes), &[t.dma_copies]),
+        },
+        Cell::plain(fig(FigureId::ElapsedNs).and_then(|f| f.value).map_or_else(
+            || "n/a".to_owned(),
+            |ns| {
+                format!(
+                    "{} ms{}",
+                    ms(ns),
+                    ranged(form, value_spread(fig(FigureId::ElapsedNs)), ms)
+                )
+            },
+        )),
+        Cell::plain(
+            fig(FigureId::ThroughputBytesPerSec)
+                .and_then(|f| f.value)
+                .map_or_else(
+                    || "n/a".to_owned(),
+                    |b| match form {
+                        Form::Full => format!(
+                            "{} GiB/s{}",
+                            gib(b),
+                            range(value_spread(fig(FigureId::ThroughputBytesPerSec)), gib)
+                        ),
+                        Form::Compact => gib(b),
+                    },
+                ),
+        ),
+    ]
+}
+
+/// A figure per step beside the textbook's, marked where they disagree.
+fn per_step_cell(r: &RunReport, id: FigureId, textbook: Option<f64>, form: Form) -> Cell {
+    let f = r.figures.get(&id);
+    Cell {
+        text: beside(per_step_in(f, form), &tb(textbook), form),
+        differs: disagrees(f.and_then(|f| f.per_transfer), &[textbook]),
+    }
+}
+
+/// A byte figure per step, in blocks.
+#[expect(clippy::cast_precision_loss, reason = "display")]
+fn blocks_of(r: &RunReport, id: FigureId) -> Option<f64> {
+    r.figures
+        .get(&id)
+        .and_then(|f| f.per_transfer)
+        .map(|b| b / r.block_size.max(1) as f64)
+}
+
+/// Scheduler switches per step, with their voluntary and involuntary parts.
+fn switches(r: &RunReport, form: Form) -> String {
+    let fig = |k: FigureId| r.figures.get(&k);
+    let (all, voluntary, involuntary) = (
+        fig(FigureId::ContextSwitches),
+        fig(FigureId::ContextSwitchesVoluntary),
+        fig(FigureId::ContextSwitchesInvoluntary),
+    );
+    match form {
+        Form::Full => format!(
+            "{} ({} vol, {} invol)",
+            per_step(all),
+            per_step(voluntary),
+            per_step(involuntary)
+        ),
+        Form::Compact => format!(
+            "{} ({} + {})",
+            per_step_in(all, form),
+            per_step_in(voluntary, form),
+            per_step_in(involuntary, form)
+        ),
+    }
+}
+
+/// CPU copies in blocks per step, the paths that contributed (the copy ledger), and where
+/// sampling ran, the share of kernel time spent copying; beside the textbook's, with and without
+/// scatter-gather DMA.
+fn copies_cell(r: &RunReport, form: Form) -> Cell {
+    let t = &r.textbook;
+    let mut copies = blocks(r.figures.get(&FigureId::CpuCopyBytes), r.block_size, form);
     if form == Form::Full {
         let paths = crate::model::ledger::short_paths(&r.copies);
         if !paths.is_empty() {
@@ -224,86 +307,13 @@ pub fn cells(r: &RunReport, form: Form) -> [Cell; 8] {
         (Some(c), Some(sg), Form::Compact) => format!("{c}; SG {sg}"),
         (c, _, _) => tb(c),
     };
-    let elapsed = fig(FigureId::ElapsedNs).and_then(|f| f.value);
-    let throughput = fig(FigureId::ThroughputBytesPerSec).and_then(|f| f.value);
-    let switches = match form {
-        Form::Full => format!(
-            "{} ({} vol, {} invol)",
-            per_step(fig(FigureId::ContextSwitches)),
-            per_step(fig(FigureId::ContextSwitchesVoluntary)),
-            per_step(fig(FigureId::ContextSwitchesInvoluntary))
+    Cell {
+        text: beside(copies, &copies_tb, form),
+        differs: disagrees(
+            blocks_of(r, FigureId::CpuCopyBytes),
+            &[t.cpu_copies, t.cpu_copies_with_sg_dma],
         ),
-        Form::Compact => format!(
-            "{} ({} + {})",
-            per_step_in(fig(FigureId::ContextSwitches), form),
-            per_step_in(fig(FigureId::ContextSwitchesVoluntary), form),
-            per_step_in(fig(FigureId::ContextSwitchesInvoluntary), form)
-        ),
-    };
-    let ms = |ns: f64| format!("{:.1}", ns / 1e6);
-    let gib = |b: f64| format!("{:.2}", b / f64::from(1u32 << 30));
-    [
-        Cell::plain(row_label(r)),
-        Cell {
-            text: beside(
-                per_step_in(fig(FigureId::Syscalls), form),
-                &tb(t.syscalls),
-                form,
-            ),
-            differs: disagrees(
-                fig(FigureId::Syscalls).and_then(|f| f.per_transfer),
-                &[t.syscalls],
-            ),
-        },
-        Cell {
-            text: beside(
-                per_step_in(fig(FigureId::ModeSwitches), form),
-                &tb(t.mode_switches),
-                form,
-            ),
-            differs: disagrees(
-                fig(FigureId::ModeSwitches).and_then(|f| f.per_transfer),
-                &[t.mode_switches],
-            ),
-        },
-        Cell::plain(switches),
-        Cell {
-            text: beside(copies, &copies_tb, form),
-            differs: disagrees(
-                blocks_of(FigureId::CpuCopyBytes),
-                &[t.cpu_copies, t.cpu_copies_with_sg_dma],
-            ),
-        },
-        Cell {
-            text: beside(
-                blocks(fig(FigureId::DmaBytes), r.block_size, form),
-                &tb(t.dma_copies),
-                form,
-            ),
-            differs: disagrees(blocks_of(FigureId::DmaBytes), &[t.dma_copies]),
-        },
-        Cell::plain(elapsed.map_or_else(
-            || "n/a".to_owned(),
-            |ns| {
-                format!(
-                    "{} ms{}",
-                    ms(ns),
-                    ranged(form, value_spread(fig(FigureId::ElapsedNs)), ms)
-                )
-            },
-        )),
-        Cell::plain(throughput.map_or_else(
-            || "n/a".to_owned(),
-            |b| match form {
-                Form::Full => format!(
-                    "{} GiB/s{}",
-                    gib(b),
-                    range(value_spread(fig(FigureId::ThroughputBytesPerSec)), gib)
-                ),
-                Form::Compact => gib(b),
-            },
-        )),
-    ]
+    }
 }
 
 /// The texts of a row's cells.
