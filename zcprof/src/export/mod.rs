@@ -642,6 +642,7 @@ mod tests {
         assert!(
             report.receiver_copies[0]
                 .path
+                .to_string()
                 .contains("zcprof sink at 192.0.2.7:9465")
         );
         assert!(

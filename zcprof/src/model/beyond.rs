@@ -1,6 +1,6 @@
 //! Footnotes for the methods beyond the note (copy-file-range, vmsplice, msg-zerocopy): what
 //! the kernel did with each "zero-copy" request, from the measured copy ledger.
-use super::{CopyPath, FileInfo, NetPath};
+use super::{CopyPath, FileInfo, NetPath, Route, Station};
 use crate::workload::Method;
 
 /// What the footnotes are drawn from.
@@ -14,11 +14,11 @@ pub struct Inputs<'a> {
 
 /// Blocks per step copied on `path` (0 when the ledger has no such path).
 #[expect(clippy::cast_precision_loss, reason = "display precision")]
-fn blocks(inputs: &Inputs<'_>, path: &str) -> f64 {
+fn blocks(inputs: &Inputs<'_>, route: &Route) -> f64 {
     inputs
         .copies
         .iter()
-        .filter(|p| p.path == path && !p.contradicted)
+        .filter(|p| p.path == *route && !p.contradicted)
         .filter_map(|p| p.per_transfer)
         .fold(0.0, |a, b| a + b)
         / inputs.block_size.max(1) as f64
@@ -56,7 +56,10 @@ pub fn note(inputs: &Inputs<'_>) -> Option<String> {
 
 fn copy_file_range(inputs: &Inputs<'_>) -> String {
     let fs = inputs.file.map_or("?", |f| f.filesystem.as_str());
-    let pc = blocks(inputs, "page cache -> page cache");
+    let pc = blocks(
+        inputs,
+        &Route::plain(Station::PageCache, Station::PageCache),
+    );
     if pc > 0.5 {
         format!(
             "copy_file_range: no byte crossed a user buffer, but {fs} cannot share extents, so the \

@@ -9,8 +9,8 @@ use zcprof_common::FdKind;
 
 use super::{
     copies::SampledPath,
+    copy_path::{Builder, How, Route, Station, Whose},
     fmt_bytes,
-    ledger::{Builder, Whose},
 };
 use crate::{
     collect::Counts,
@@ -81,7 +81,7 @@ impl<'a> ByKind<'a> {
 struct KindPath {
     kind: FdKind,
     read: bool,
-    path: &'static str,
+    path: Route,
     short: &'static str,
     what: &'static str,
 }
@@ -90,14 +90,14 @@ const PATHS: [KindPath; 6] = [
     KindPath {
         kind: FdKind::Pipe,
         read: true,
-        path: "pipe buffer -> user buffer",
+        path: Route::plain(Station::PipeBuffer, Station::UserBuffer),
         short: "pipe→user",
         what: "reads from pipes: the kernel copies the pipe's buffer into user memory",
     },
     KindPath {
         kind: FdKind::CharDevice,
         read: true,
-        path: "device -> user buffer",
+        path: Route::plain(Station::Device, Station::UserBuffer),
         short: "dev→user",
         what: "reads from character devices (/dev/urandom, a tty, ...): the driver's bytes are \
                copied into user memory",
@@ -105,28 +105,28 @@ const PATHS: [KindPath; 6] = [
     KindPath {
         kind: FdKind::Generated,
         read: true,
-        path: "kernel -> user buffer (generated file)",
+        path: Route::with(Station::Kernel, Station::UserBuffer, How::GeneratedFile),
         short: "gen→user",
         what: "reads of files the kernel generates (procfs, sysfs, ...), copied into user memory",
     },
     KindPath {
         kind: FdKind::Pipe,
         read: false,
-        path: "user buffer -> pipe buffer",
+        path: Route::plain(Station::UserBuffer, Station::PipeBuffer),
         short: "user→pipe",
         what: "writes to pipes: the kernel copies user memory into the pipe's buffer",
     },
     KindPath {
         kind: FdKind::CharDevice,
         read: false,
-        path: "user buffer -> device",
+        path: Route::plain(Station::UserBuffer, Station::Device),
         short: "user→dev",
         what: "writes to character devices (a tty, ...): the driver copies user memory",
     },
     KindPath {
         kind: FdKind::Generated,
         read: false,
-        path: "user buffer -> kernel (generated file)",
+        path: Route::with(Station::UserBuffer, Station::Kernel, How::GeneratedFile),
         short: "user→gen",
         what: "writes to procfs, sysfs, ... control files",
     },
@@ -156,7 +156,7 @@ pub(super) fn paths(b: &mut Builder<'_>, kinds: ByKind<'_>) {
             kinds.written(p.kind)
         };
         b.derived_from(
-            p.path,
+            p.path.clone(),
             p.short,
             bytes,
             format!("{}: {}", p.what, fmt_bytes(bytes)),

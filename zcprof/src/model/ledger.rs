@@ -3,13 +3,13 @@
 //! with the evidence it rests on. Kernel-internal copies count as much as those through user
 //! buffers: the note's sendfile row has "1 CPU copy (page cache -> socket buffer)". The built-in
 //! receiver's own copy is kept apart.
-use std::{collections::BTreeMap, fmt::Write as _};
-
 use zcprof_common::HookedBytes;
 
+pub use super::copy_path::Inputs;
 use super::{
     Figure, Source,
-    copies::{SampledPath, Samples},
+    copies::SampledPath,
+    copy_path::{Builder, CopyPath, How, Route, Station, Whose},
     descriptors::{self, ByKind},
     fmt_bytes, missing,
     syscalls::{self, DataPath},
@@ -22,56 +22,6 @@ use crate::{
     },
     workload::Method,
 };
-
-/// One path of the ledger: the JSON `copies` entries.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct CopyPath {
-    /// Where the bytes were copied from and to, e.g. "page cache -> socket buffer".
-    pub path: String,
-    pub bytes: u64,
-    /// Bytes per transfer step.
-    #[serde(serialize_with = "super::figure::number")]
-    pub per_transfer: Option<f64>,
-    /// How the bytes were obtained (a hooked function, a tracepoint, syscall semantics).
-    pub source: String,
-    pub note: String,
-    /// "measured" (counted in the kernel where the copy happens), "derived" (from what the
-    /// syscalls returned, with samples on the path), "unverified" (derived, too few bytes to
-    /// expect a sample), "contradicted" (derived, sampling found no copy where it should have),
-    /// or "reported" (by a remote `zcprof sink`, for its own copy).
-    pub evidence: &'static str,
-    /// Whose copy it is, by what the kernel side tied it to the process.
-    pub whose: Whose,
-    /// Kernel-mode samples of the process in copy routines on this path, where sampling ran.
-    pub samples: Option<u64>,
-    /// A derived figure that a measured source contradicts (sampling found the kernel not
-    /// copying on this path): shown, but not in the sum.
-    pub contradicted: bool,
-    /// A short name for the table cell.
-    #[serde(skip)]
-    pub short: &'static str,
-}
-
-/// What ties a copy to the process it is charged to.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Whose {
-    /// Made in one of the process's own syscalls (or its `io_uring` work), on its own threads.
-    #[default]
-    Process,
-    /// Packets of the process's own sockets (one it sent on, or in its file table), wherever
-    /// they left: its syscalls, ACK processing in softirq, another task.
-    ProcessSockets,
-    /// Through the process's own descriptors of a kind the kernel side classified: pipes,
-    /// character devices, generated files.
-    ProcessPipes,
-    ProcessDevices,
-    ProcessGeneratedFiles,
-    /// zcprof's built-in receiver, apart from the measured process.
-    Receiver,
-    /// A remote `zcprof sink`, by its own report.
-    Sink,
-}
 
 /// The ledger of one run.
 pub struct Ledger {
@@ -126,166 +76,6 @@ fn linear_by_origin(counts: &Counts, sends_counted: bool) -> (u64, u64) {
     (in_kernel + excess, again - excess)
 }
 
-/// Everything the ledger is built from.
-pub struct Inputs<'a> {
-    pub plan: &'a HookPlan,
-    pub counts: &'a Counts,
-    pub transfers: u64,
-    pub method: Option<Method>,
-    /// Bytes read-type and write-type syscalls returned.
-    pub to_user: u64,
-    pub from_user: u64,
-    /// `O_DIRECT` reads from a block device: the device wrote the user buffer.
-    pub dma_reads: bool,
-    pub samples: &'a Samples,
-    /// msg-zerocopy and io-uring-send-zc: the kernel's completion verdict.
-    pub zerocopy: Option<&'a crate::workload::Verdict>,
-    /// The `io_uring` methods: what their completions said.
-    pub uring: Option<&'a crate::workload::UringTally>,
-}
-
-/// Below this many kernel-mode samples, the absence of copy samples on a path says nothing.
-const CONTRADICTION_SAMPLES: u64 = 50;
-
-/// Samples a path should have drawn for their absence to contradict it: none of 4.6 expected
-/// comes by chance 1 time in 100.
-const UNLIKELY_UNSEEN: f64 = 4.6;
-
-pub(super) struct Builder<'a> {
-    pub(super) inputs: &'a Inputs<'a>,
-    pub(super) paths: Vec<CopyPath>,
-    /// Whose the paths added next are.
-    pub(super) whose: Whose,
-}
-
-impl Builder<'_> {
-    pub(super) fn hook(&self, point: Point) -> Option<String> {
-        self.inputs.plan.chosen(point).map(Variant::describe)
-    }
-
-    #[expect(clippy::cast_precision_loss, reason = "per-step display")]
-    fn per_step(&self, bytes: u64) -> Option<f64> {
-        (self.inputs.transfers > 0).then(|| bytes as f64 / self.inputs.transfers as f64)
-    }
-
-    /// Adds a path counted in the kernel (skipped when nothing was copied on it).
-    pub(super) fn measured(
-        &mut self,
-        path: &str,
-        short: &'static str,
-        bytes: u64,
-        hooks: Vec<String>,
-        note: String,
-        sampled: &[SampledPath],
-    ) {
-        if bytes == 0 {
-            return;
-        }
-        let samples = self.inputs.samples.on(sampled);
-        self.paths.push(CopyPath {
-            path: path.to_owned(),
-            bytes,
-            per_transfer: self.per_step(bytes),
-            source: Source::Counted(hooks).describe(),
-            note: with_samples(note, samples, self.inputs.samples),
-            evidence: "measured",
-            whose: self.whose,
-            samples,
-            contradicted: false,
-            short,
-        });
-    }
-
-    /// Adds a path derived from syscall semantics; sampling that saw many kernel samples and
-    /// none copying on this path contradicts it.
-    fn derived(
-        &mut self,
-        path: &str,
-        short: &'static str,
-        bytes: u64,
-        note: String,
-        sampled: &[SampledPath],
-    ) {
-        let hooks = vec![
-            self.hook(Point::SysEnter).unwrap_or_default(),
-            self.hook(Point::SysExit).unwrap_or_default(),
-        ];
-        let source = Source::SyscallSemantics(hooks).describe();
-        self.derived_from(path, short, bytes, note, sampled, source);
-    }
-
-    /// Adds a path derived from what the kernel answered (`source` says where), checked
-    /// against sampling as in `derived`.
-    pub(super) fn derived_from(
-        &mut self,
-        path: &str,
-        short: &'static str,
-        bytes: u64,
-        note: String,
-        sampled: &[SampledPath],
-        source: String,
-    ) {
-        if bytes == 0 {
-            return;
-        }
-        let s = self.inputs.samples;
-        let samples = s.on(sampled);
-        // Seeing no sample on a path says something only when the path should have drawn
-        // some: with `expected` samples due, none comes with probability e^-expected (Poisson).
-        let expected = s.expected(bytes);
-        let unseen = samples == Some(0);
-        let contradicted =
-            unseen && s.kernel >= CONTRADICTION_SAMPLES && expected >= UNLIKELY_UNSEEN;
-        let unverified = unseen && !contradicted;
-        let mut note = with_samples(note, samples, s);
-        if unverified {
-            note.push_str(&format!(
-                "; UNVERIFIED: copying {} takes this machine's CPU about {}, worth {expected:.2} \
-                 samples, too few for their absence to say anything; counted, marked ?",
-                fmt_bytes(bytes),
-                super::fmt_ns_f(bytes, s.copy_rate),
-            ));
-        }
-        if contradicted {
-            note.push_str(&format!(
-                "; CONTRADICTED: none of {} kernel-mode samples was in a copy routine on this path, \
-                 so the kernel did not copy these bytes (e.g. /dev/zero fills a buffer without \
-                 copying, /dev/null discards it); left out of the total",
-                s.kernel
-            ));
-        }
-        self.paths.push(CopyPath {
-            path: path.to_owned(),
-            bytes,
-            per_transfer: self.per_step(bytes),
-            source,
-            note,
-            evidence: if contradicted {
-                "contradicted"
-            } else if unverified {
-                "unverified"
-            } else {
-                "derived"
-            },
-            whose: self.whose,
-            samples,
-            contradicted,
-            short,
-        });
-    }
-}
-
-fn with_samples(mut note: String, samples: Option<u64>, s: &Samples) -> String {
-    if let Some(n) = samples {
-        let _ = write!(
-            note,
-            "; sampled: {n} of {} kernel-mode samples in copy routines on this path",
-            s.kernel
-        );
-    }
-    note
-}
-
 /// Builds the ledger.
 #[expect(clippy::too_many_lines, reason = "one path after another")]
 #[must_use]
@@ -314,7 +104,7 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
     if let Some(hook) = b.hook(Point::FilemapRead) {
         let bytes = by_path(counts, DataPath::ToUser, |h| h.filemap_read);
         b.measured(
-            "page cache -> user buffer",
+            Route::plain(Station::PageCache, Station::UserBuffer),
             "pc→user",
             bytes,
             vec![hook],
@@ -333,7 +123,7 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
             .saturating_sub(from_device)
             .saturating_sub(apart);
         b.derived(
-            "page cache -> user buffer",
+            Route::plain(Station::PageCache, Station::UserBuffer),
             "pc→user",
             bytes,
             format!(
@@ -392,9 +182,15 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
     };
     let mmap = inputs.method == Some(Method::MmapWrite);
     let (to_socket, to_socket_short) = if mmap {
-        ("mapped page cache -> socket buffer", "map→sock")
+        (
+            Route::plain(Station::MappedPageCache, Station::SocketBuffer),
+            "map→sock",
+        )
     } else {
-        ("user buffer -> socket buffer", "user→sock")
+        (
+            Route::plain(Station::UserBuffer, Station::SocketBuffer),
+            "user→sock",
+        )
     };
     let written_to_cache = by_path(counts, DataPath::FromUser, |h| h.page_cache_write);
     match &sock_send {
@@ -439,7 +235,7 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
             }
         }
         None => b.derived(
-            "user buffer -> kernel",
+            Route::plain(Station::UserBuffer, Station::Kernel),
             "user→kernel",
             inputs
                 .from_user
@@ -458,7 +254,7 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
     }
     if !ext4.is_empty() {
         b.measured(
-            "user buffer -> page cache",
+            Route::plain(Station::UserBuffer, Station::PageCache),
             "user→pc",
             written_to_cache,
             ext4.clone(),
@@ -477,7 +273,7 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
         let rest = inputs.from_user.saturating_sub(hooked + apart);
         if rest > inputs.from_user / 100 {
             b.derived(
-                "user buffer -> kernel (pipe, device or file)",
+                Route::with(Station::UserBuffer, Station::Kernel, How::PipeDeviceOrFile),
                 "user→other",
                 rest,
                 format!(
@@ -520,7 +316,7 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
             String::new()
         };
         b.measured(
-            "page cache -> socket buffer",
+            Route::plain(Station::PageCache, Station::SocketBuffer),
             "pc→sock",
             in_kernel,
             vec![hook.clone()],
@@ -532,7 +328,7 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
             &[SampledPath::Segmentation],
         );
         b.measured(
-            "socket buffer -> packet (segmentation)",
+            Route::with(Station::SocketBuffer, Station::Packet, How::Segmentation),
             "sock→pkt",
             again,
             vec![hook.clone()],
@@ -550,7 +346,7 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
     if !ext4.is_empty() {
         let bytes = by_path(counts, DataPath::InKernel, |h| h.page_cache_write);
         b.measured(
-            "page cache -> page cache",
+            Route::plain(Station::PageCache, Station::PageCache),
             "pc→pc",
             bytes,
             ext4,
@@ -564,7 +360,7 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
     // The measured process's own receives.
     if let Some(hook) = &sock_recv {
         b.measured(
-            "socket buffer -> user buffer",
+            Route::plain(Station::SocketBuffer, Station::UserBuffer),
             "sock→user",
             counts.sock_recv_bytes,
             vec![hook.clone()],
@@ -581,7 +377,7 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
     {
         #[expect(clippy::cast_precision_loss, reason = "per-step display")]
         receiver.push(CopyPath {
-            path: "socket buffer -> receiver's user buffer".to_owned(),
+            path: Route::plain(Station::SocketBuffer, Station::ReceiverUserBuffer),
             bytes: counts.receiver_recv_bytes,
             per_transfer: (inputs.transfers > 0)
                 .then(|| counts.receiver_recv_bytes as f64 / inputs.transfers as f64),
@@ -692,15 +488,12 @@ pub fn short_paths(paths: &[CopyPath]) -> String {
         .join(", ")
 }
 
-/// Paths by name, for notes.
-#[must_use]
-pub fn by_name(paths: &[CopyPath]) -> BTreeMap<&str, &CopyPath> {
-    paths.iter().map(|p| (p.path.as_str(), p)).collect()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+    use crate::model::copies::Samples;
 
     /// A derived path with no sample on it: contradicted only when it should have drawn enough
     /// samples that seeing none is improbable; else unverified, counted and marked (issue 21,
@@ -735,8 +528,9 @@ mod tests {
         };
         let sampled = &[SampledPath::PipeOrOther];
         // 25 KiB take 2.6 µs: 0.03 samples due.
+        let route = Route::plain(Station::PipeBuffer, Station::UserBuffer);
         b.derived_from(
-            "small",
+            route.clone(),
             "s",
             25 << 10,
             String::new(),
@@ -744,7 +538,7 @@ mod tests {
             String::new(),
         );
         // 1 GiB takes 107 ms: 1,074 samples due, none seen.
-        b.derived_from("large", "l", 1 << 30, String::new(), sampled, String::new());
+        b.derived_from(route, "l", 1 << 30, String::new(), sampled, String::new());
         let (small, large) = (&b.paths[0], &b.paths[1]);
         assert_eq!(small.evidence, "unverified");
         assert!(!small.contradicted && small.note.contains("UNVERIFIED"));

@@ -4,6 +4,7 @@ mod accounting;
 pub mod activity;
 mod beyond;
 mod copies;
+mod copy_path;
 mod descriptors;
 mod device_figures;
 mod figure;
@@ -23,8 +24,8 @@ use std::collections::BTreeMap;
 
 pub use accounting::{Accounting, PROCESS_ROWS, ProcessRow, TraceSummary};
 pub use copies::copy_rate;
+pub use copy_path::{CopyPath, How, Route, Station, Whose};
 pub use figure::{Estimate, Figure, FigureId, Figures, MIN_SAMPLES, Source};
-pub use ledger::CopyPath;
 pub use steps::build;
 use syscalls::DataPath;
 pub use textbook::Textbook;

@@ -1,5 +1,8 @@
 //! Footnotes: where the measurement and the textbook differ, and why, when the cause is known.
-use super::{CopyPath, Devices, Figure, FigureId, Figures, FileInfo, NetPath, Textbook, fmt_bytes};
+use super::{
+    CopyPath, Devices, Figure, FigureId, Figures, FileInfo, NetPath, Route, Station, Textbook,
+    fmt_bytes,
+};
 use crate::{collect::Counts, workload::Method};
 
 fn per(figures: &Figures, key: FigureId) -> f64 {
@@ -73,10 +76,10 @@ pub fn differences(inputs: &Inputs<'_>) -> Vec<String> {
     }
     let copies_per_step = per(figures, FigureId::CpuCopyBytes) / block_size.max(1) as f64;
     let block = block_size.max(1) as f64;
-    let path_blocks = |name: &str| -> f64 {
+    let path_blocks = |route: Route| -> f64 {
         copies
             .iter()
-            .find(|p| p.path == name && !p.contradicted)
+            .find(|p| p.path == route && !p.contradicted)
             .and_then(|p| p.per_transfer)
             .unwrap_or(0.0)
             / block
@@ -88,7 +91,7 @@ pub fn differences(inputs: &Inputs<'_>) -> Vec<String> {
                 Some(Method::Tee) => "tee's splice",
                 _ => "splice",
             };
-            let to_socket = path_blocks("page cache -> socket buffer");
+            let to_socket = path_blocks(Route::plain(Station::PageCache, Station::SocketBuffer));
             let mut note = format!(
                 "{copies_per_step:.2} block copies per step in all; page cache -> socket buffer: \
                  {to_socket:.2} per step."

@@ -1,5 +1,8 @@
 //! A remote sink's side of a run: the copy its reads made, and what draining cost it.
-use super::{CopyPath, fmt_bytes};
+use super::{
+    copy_path::{CopyPath, How, Route, Station, Whose},
+    fmt_bytes,
+};
 use crate::sink::SinkReport;
 
 /// The receiving copy a remote sink reported: every byte its `read()` calls returned crossed from
@@ -7,7 +10,11 @@ use crate::sink::SinkReport;
 pub(super) fn sink_copy(sink: &SinkReport, addr: &str, transfers: u64) -> CopyPath {
     let bytes: u64 = sink.received.iter().sum();
     CopyPath {
-        path: format!("socket buffer -> receiver's user buffer (zcprof sink at {addr})"),
+        path: Route::with(
+            Station::SocketBuffer,
+            Station::ReceiverUserBuffer,
+            How::Sink(addr.to_owned()),
+        ),
         bytes,
         #[expect(clippy::cast_precision_loss, reason = "per-step display")]
         per_transfer: (transfers > 0).then(|| bytes as f64 / transfers as f64),
@@ -19,7 +26,7 @@ pub(super) fn sink_copy(sink: &SinkReport, addr: &str, transfers: u64) -> CopyPa
             sink_costs(sink)
         ),
         evidence: "reported",
-        whose: super::ledger::Whose::Sink,
+        whose: Whose::Sink,
         samples: None,
         contradicted: false,
         short: "recv",

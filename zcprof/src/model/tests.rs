@@ -152,11 +152,12 @@ fn reads_of_dev_zero_and_writes_to_dev_null_copy_nothing_and_pipes_do() {
     counts.fd_bytes[FdKind::Pipe as usize][0] = 1 << 20;
     counts.fd_bytes[FdKind::Pipe as usize][1] = 1 << 20;
     let r = report(Method::ReadWrite, &counts, true);
-    let paths: Vec<&str> = r.copies.iter().map(|p| p.path.as_str()).collect();
+    let paths: Vec<&Route> = r.copies.iter().map(|p| &p.path).collect();
+    let has = |from, to| paths.contains(&&Route::plain(from, to));
     assert!(
-        paths.contains(&"pipe buffer -> user buffer")
-            && paths.contains(&"user buffer -> pipe buffer")
-            && !paths.contains(&"page cache -> user buffer"),
+        has(Station::PipeBuffer, Station::UserBuffer)
+            && has(Station::UserBuffer, Station::PipeBuffer)
+            && !has(Station::PageCache, Station::UserBuffer),
         "{paths:?}"
     );
     assert_eq!(

@@ -1,7 +1,11 @@
 //! `io_uring` in the report: the copy its fixed-buffer reads make (no read syscall returns those
 //! bytes: the completions do), and the notes on where its work ran and what one mode switch
 //! stands for when a single `io_uring_enter` submits and reaps a batch.
-use super::{copies::SampledPath, fmt_bytes, ledger::Builder};
+use super::{
+    copies::SampledPath,
+    copy_path::{Builder, Route, Station},
+    fmt_bytes,
+};
 use crate::{
     collect::Counts,
     probes::catalog::Point,
@@ -19,7 +23,7 @@ pub(super) fn read_path(b: &mut Builder<'_>, tally: &UringTally) {
     let counts = b.inputs.counts;
     if let Some(hook) = b.hook(Point::FilemapRead) {
         b.measured(
-            "page cache -> user buffer",
+            Route::plain(Station::PageCache, Station::UserBuffer),
             "pc→user",
             counts.filemap_read_bytes,
             vec![hook],
@@ -34,7 +38,7 @@ pub(super) fn read_path(b: &mut Builder<'_>, tally: &UringTally) {
         return;
     }
     b.derived_from(
-        "page cache -> user buffer",
+        Route::plain(Station::PageCache, Station::UserBuffer),
         "pc→user",
         tally.read_bytes,
         format!(
@@ -63,7 +67,7 @@ pub(super) fn user_bytes(method: Option<Method>, tally: Option<&UringTally>) -> 
 /// its `SEND` completions returned.
 pub(super) fn send_path(b: &mut Builder<'_>, tally: &UringTally, missing: &str) {
     b.derived_from(
-        "user buffer -> socket buffer",
+        Route::plain(Station::UserBuffer, Station::SocketBuffer),
         "user→sock",
         tally.sent_bytes,
         format!(

@@ -7,8 +7,8 @@
 use std::fmt::Write as _;
 
 use super::{
-    CopyPath,
     copies::{SampledPath, Samples},
+    copy_path::{CopyPath, How, Route, Station, Whose},
     fmt_bytes,
 };
 use crate::workload::Verdict;
@@ -36,10 +36,18 @@ impl Kind {
 
     /// The ledger's name of the path.
     #[must_use]
-    pub fn path(self) -> &'static str {
+    pub fn path(self) -> Route {
         match self {
-            Kind::MsgZerocopy => "user buffer -> socket buffer (MSG_ZEROCOPY, copied after all)",
-            Kind::SendZc => "user buffer -> socket buffer (SEND_ZC, copied after all)",
+            Kind::MsgZerocopy => Route::with(
+                Station::UserBuffer,
+                Station::SocketBuffer,
+                How::MsgZerocopyCopiedAfterAll,
+            ),
+            Kind::SendZc => Route::with(
+                Station::UserBuffer,
+                Station::SocketBuffer,
+                How::SendZcCopiedAfterAll,
+            ),
         }
     }
 
@@ -119,13 +127,13 @@ pub fn copied_path(
     }
     #[expect(clippy::cast_precision_loss, reason = "per-step display")]
     Some(CopyPath {
-        path: kind.path().to_owned(),
+        path: kind.path(),
         bytes,
         per_transfer: (transfers > 0).then(|| bytes as f64 / transfers as f64),
         source: kind.verdict_source().to_owned(),
         note,
         evidence: "derived",
-        whose: super::ledger::Whose::Process,
+        whose: Whose::Process,
         samples: on_path,
         contradicted: false,
         short: match kind {
@@ -258,7 +266,10 @@ mod tests {
         let kind = Kind::of(Some(crate::workload::Method::IoUringSendZc));
         assert_eq!(kind, Kind::SendZc);
         let p = copied_path(kind, &verdict(4, 4), 4 << 16, "tp", 4, &samples(10, 1)).unwrap();
-        assert!(p.path.contains("SEND_ZC") && p.note.contains("IORING_NOTIF_USAGE_ZC_COPIED"));
+        assert!(
+            p.path.to_string().contains("SEND_ZC")
+                && p.note.contains("IORING_NOTIF_USAGE_ZC_COPIED")
+        );
         let n = note(kind, &verdict(4, 4), None, 65536, 4, &samples(10, 1));
         assert!(
             n.starts_with("IORING_OP_SEND_ZC: requested for 4 sends"),

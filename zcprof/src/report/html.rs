@@ -106,7 +106,7 @@ fn provenance(r: &RunReport) -> String {
         let _ = writeln!(
             out,
             "<tr><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&p.path),
+            escape(&p.path.to_string()),
             if p.contradicted {
                 " (contradicted)"
             } else {

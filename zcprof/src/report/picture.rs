@@ -14,7 +14,7 @@ use svg::{
 
 use super::{cells::in_blocks, row_label};
 use crate::{
-    model::{FigureId, RunReport},
+    model::{FigureId, RunReport, Station},
     units::format_bytes,
     workload::Method,
 };
@@ -57,15 +57,16 @@ fn y_of(id: &str) -> f64 {
     if id == "other" { ROW + 80.0 } else { ROW }
 }
 
-/// The station of one end of a ledger path ("page cache -> user buffer").
-fn station(end: &str) -> &'static str {
-    match end.trim() {
-        "page cache" | "mapped page cache" => "page-cache",
-        "user buffer" => "user-buffer",
-        "socket buffer" => "socket-buffer",
-        e if e.starts_with("packet") => "device",
-        "receiver's user buffer" => "receiver-user",
-        _ => OTHER.0,
+/// The picture's node for a station of the ledger: packets are drawn at the device that takes
+/// them, stations the picture has no node for (pipes, devices, the kernel at large) at "other".
+fn station(end: Station) -> &'static str {
+    match end {
+        Station::PageCache | Station::MappedPageCache => "page-cache",
+        Station::UserBuffer => "user-buffer",
+        Station::SocketBuffer => "socket-buffer",
+        Station::Packet => "device",
+        Station::ReceiverUserBuffer => "receiver-user",
+        Station::Kernel | Station::PipeBuffer | Station::Device => OTHER.0,
     }
 }
 
@@ -248,8 +249,7 @@ fn arrows(r: &RunReport) -> Vec<Arrow> {
         path: "disk -> memory".to_owned(),
     });
     for p in r.copies.iter().filter(|p| !p.contradicted && p.bytes > 0) {
-        let (from, to) = p.path.split_once("->").unwrap_or((&p.path, ""));
-        let (from, to) = (station(from), station(to));
+        let (from, to) = (station(p.path.from), station(p.path.to));
         out.push(Arrow {
             from,
             to,
@@ -263,7 +263,7 @@ fn arrows(r: &RunReport) -> Vec<Arrow> {
                     textbook_copy(r, method, from, to)
                 )
             ),
-            path: p.path.clone(),
+            path: p.path.to_string(),
         });
     }
     if per_step(FigureId::SocketSpliceBytes).is_some_and(|b| b > 0.0) {
@@ -278,7 +278,10 @@ fn arrows(r: &RunReport) -> Vec<Arrow> {
             path: "page cache -> socket buffer (by reference)".to_owned(),
         });
     }
-    if r.copies.iter().any(|p| p.path.starts_with("mapped")) {
+    if r.copies
+        .iter()
+        .any(|p| p.path.from == Station::MappedPageCache)
+    {
         out.push(Arrow {
             from: "page-cache",
             to: "user-buffer",
@@ -316,7 +319,7 @@ fn arrows(r: &RunReport) -> Vec<Arrow> {
                 "CPU copy (receiver) {}",
                 amount(p.per_transfer, r.block_size, None)
             ),
-            path: p.path.clone(),
+            path: p.path.to_string(),
         });
     }
     out
