@@ -3,7 +3,7 @@
 //! completions, is `zerocopy`.) Raw libc calls, as in `transfer`: one line, one syscall.
 use std::{io, os::fd::RawFd};
 
-use super::transfer::{check, drain};
+use super::calls::{check, drain};
 
 /// `copy_file_range()` of `size` bytes in steps of `block` from `file` to `dest`, both at their
 /// file positions. ext4 has no shared extents: the kernel copies page cache to page cache (a

@@ -1,10 +1,12 @@
 //! Workloads: the built-in transfer techniques, each run in its own process against a receiver
 //! that drains and counts every byte. Only that process is measured.
 pub mod beyond;
+mod calls;
 mod destination;
 mod method;
 pub mod net;
 mod source;
+mod tally;
 pub mod transfer;
 pub mod uring;
 pub mod zerocopy;
@@ -19,8 +21,7 @@ use std::{
 pub use method::Method;
 pub use net::{NetError, Network};
 pub use source::{SourceError, SourceFile};
-pub use uring::Tally as UringTally;
-pub use zerocopy::Verdict;
+pub use tally::{Tally as UringTally, Verdict};
 
 use crate::{
     cancel,

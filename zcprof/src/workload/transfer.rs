@@ -11,7 +11,11 @@ use std::{
     os::fd::{AsRawFd, RawFd},
 };
 
-use super::{Method, beyond, uring, zerocopy};
+use super::{
+    Method, beyond,
+    calls::{check, drain, os_err, splice_fd},
+    uring, zerocopy,
+};
 
 /// What the parent asks the child to do.
 #[derive(Clone, Debug)]
@@ -48,20 +52,6 @@ pub fn child_main(args: &TransferArgs) -> ! {
     // _exit: no atexit handlers, no stdio flush, one exit_group syscall.
     // SAFETY: terminates the process.
     unsafe { libc::_exit(code) }
-}
-
-fn os_err(what: &str) -> io::Error {
-    let err = io::Error::last_os_error();
-    io::Error::new(err.kind(), format!("{what}: {err}"))
-}
-
-pub(super) fn check(ret: isize, what: &str) -> io::Result<usize> {
-    #[expect(clippy::cast_sign_loss, reason = "checked non-negative")]
-    if ret < 0 {
-        Err(os_err(what))
-    } else {
-        Ok(ret as usize)
-    }
 }
 
 /// Everything opened before `go`, so that setup costs stay outside the measured window.
@@ -408,45 +398,6 @@ fn sendfile(file: RawFd, sock: RawFd, size: usize, block: usize) -> io::Result<(
             ));
         }
         left -= n;
-    }
-    Ok(())
-}
-
-/// `more`: `SPLICE_F_MORE`, which tells a socket that more data follows, so it may hold back a
-/// partly filled segment.
-fn splice_fd(from: RawFd, to: RawFd, len: usize, more: bool, what: &str) -> io::Result<usize> {
-    // SAFETY: null offsets: file positions advance.
-    let n = unsafe {
-        libc::splice(
-            from,
-            std::ptr::null_mut(),
-            to,
-            std::ptr::null_mut(),
-            len,
-            if more {
-                libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE
-            } else {
-                libc::SPLICE_F_MOVE
-            },
-        )
-    };
-    check(n, what)
-}
-
-/// Moves exactly `len` bytes that are already in a pipe onward.
-pub(super) fn drain(
-    pipe_r: RawFd,
-    to: RawFd,
-    mut len: usize,
-    more: bool,
-    what: &str,
-) -> io::Result<()> {
-    while len > 0 {
-        let n = splice_fd(pipe_r, to, len, more, what)?;
-        if n == 0 {
-            return Err(io::Error::other(format!("{what}: pipe emptied early")));
-        }
-        len -= n;
     }
     Ok(())
 }

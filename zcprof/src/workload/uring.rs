@@ -11,7 +11,12 @@ use std::{io, os::fd::RawFd};
 
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue, types::Fd};
 
-use super::{Method, Verdict, transfer::check, zerocopy::SharedReport};
+use super::{
+    Method,
+    calls::check,
+    tally::{Tally, Verdict},
+    zerocopy::SharedReport,
+};
 
 /// `IORING_SEND_ZC_REPORT_USAGE` (`include/uapi/linux/io_uring.h`, 6.2): the notification CQE
 /// says whether the kernel copied after all.
@@ -22,26 +27,6 @@ const NOTIF_USAGE_ZC_COPIED: i32 = i32::MIN;
 const DISABLED_SYSCTL: &str = "/proc/sys/kernel/io_uring_disabled";
 /// Entries of the submission ring: a step queues at most two linked requests.
 const RING_ENTRIES: u32 = 8;
-
-/// What the completions of one `io_uring` run said: the JSON `io_uring` object.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Tally {
-    /// `io_uring_enter` calls of the measured loop: each submits and waits for a batch.
-    pub enters: u64,
-    /// Requests queued, and completions reaped (notifications included).
-    pub submitted: u64,
-    pub completions: u64,
-    /// `READ_FIXED` completions and the bytes they put in the registered (user) buffer.
-    pub reads: u64,
-    pub read_bytes: u64,
-    /// Bytes sockets took from `SEND`, `SEND_ZC` or a splice from the pipe.
-    pub sent_bytes: u64,
-    /// Bytes spliced from the file into the pipe.
-    pub spliced_bytes: u64,
-    /// Linked requests the kernel cancelled (`-ECANCELED`) because the one before fell short.
-    pub cancelled: u64,
-}
 
 /// The kernel's refusal of `io_uring`, in one line with its reason.
 fn refused(what: &str, err: &io::Error) -> io::Error {

@@ -3,7 +3,10 @@
 //! shared memory file, so that telling it costs no syscall inside the measured window.
 use std::{io, os::fd::RawFd};
 
-use super::transfer::check;
+use super::{
+    calls::check,
+    tally::{Tally, Verdict},
+};
 
 /// `SO_ZEROCOPY` (include/uapi/asm-generic/socket.h), Linux 4.14+.
 const SO_ZEROCOPY: libc::c_int = 60;
@@ -16,26 +19,6 @@ const COMPLETION_WAIT_MS: libc::c_int = 10_000;
 /// Marks a filled verdict in the shared file.
 const MAGIC: u64 = 0x7a63_7072_6f66_7a63;
 
-/// What the kernel said about the `MSG_ZEROCOPY` sends of one run: the JSON `zerocopy` object.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Verdict {
-    /// `send()` calls that took bytes with `MSG_ZEROCOPY`: one completion id each.
-    pub sends: u64,
-    /// Ids the kernel completed (it coalesces consecutive ids into one notification).
-    pub completed: u64,
-    /// Of those, ids whose notification carried `SO_EE_CODE_ZEROCOPY_COPIED`.
-    pub copied: u64,
-    /// Bytes of the sends the kernel said it copied, and of those it sent by reference.
-    pub copied_bytes: u64,
-    pub zerocopy_bytes: u64,
-    /// Notifications read (`recvmsg(MSG_ERRQUEUE)` calls that returned one).
-    pub notifications: u64,
-    /// Sends refused with `ENOBUFS` (too many completions outstanding), retried after reading
-    /// completions.
-    pub enobufs: u64,
-}
-
 /// The shared file's layout: `magic` is written last, when the transfer finished.
 #[repr(C)]
 struct Shared {
@@ -43,7 +26,7 @@ struct Shared {
     has_verdict: u64,
     verdict: Verdict,
     has_uring: u64,
-    uring: super::uring::Tally,
+    uring: Tally,
 }
 
 /// The child's mapping of the shared file, made before the measured window.
@@ -77,7 +60,7 @@ impl SharedReport {
     }
 
     /// Leaves what the kernel said for the parent, and marks it finished.
-    pub(super) fn publish(&self, verdict: Option<Verdict>, uring: Option<super::uring::Tally>) {
+    pub(super) fn publish(&self, verdict: Option<Verdict>, uring: Option<Tally>) {
         // SAFETY: the shared mapping, touched in map.
         unsafe {
             (*self.shared).has_verdict = u64::from(verdict.is_some());
@@ -140,7 +123,7 @@ impl VerdictFile {
 
     /// What `io_uring`'s completions said, if the child finished and used `io_uring`.
     #[must_use]
-    pub fn read_uring(&self) -> Option<super::uring::Tally> {
+    pub fn read_uring(&self) -> Option<Tally> {
         self.shared()
             .and_then(|s| (s.has_uring != 0).then_some(s.uring))
     }
