@@ -1,13 +1,15 @@
 //! zcprof: measures what a file transfer really costs the kernel, with eBPF.
 //!
-//! Data flows one way, and no module imports one that calls it: `cli` (what was asked, checked
-//! into `options`) -> `app` (running it) -> `measure` (one measured run) -> `caps` (what the
-//! kernel allows), `workload` (the transfer being measured), `probes` (eBPF programs attached to
-//! it), `collect` (reading their maps), `devices` (what the device numbers in the counts mean)
-//! -> `model` (figures with provenance) -> `report` (rendering), `output` (where it goes) and
-//! `export` (traces). `serve` (the always-on Prometheus exporter) runs beside `measure`: `probes`
-//! (its own data-path hook set) -> `collect` -> `model::fleet` -> `export::prometheus`.
-//! `cancel`, `files`, `timing` and `units` serve them all.
+//! Data flows one way: `cli` (what was asked) -> `app` -> `measure` (one measured run: plan the
+//! hooks, start the `workload`, attach the `probes`, `collect` their maps) -> `model` (figures
+//! with provenance) -> `report` (rendering) and `export` (traces); `serve` (the always-on
+//! Prometheus exporter) runs `probes` -> `collect` -> `model::fleet` -> `export::prometheus`.
+//!
+//! Imports only go down this list; each module imports only modules after it (checked by
+//! `tests/layers.rs`; docs/architecture.md says why each sits where it does):
+//! `app`, `cli`, `doctor`, `serve`, `measure`, `options`, `export`, `report`, `devices`, `model`,
+//! `process`, `collect`, `probes`, `workload`, `caps`, `sink`, `output`, and the leaves `cancel`,
+//! `files`, `timing`, `units`.
 pub mod app;
 pub mod cancel;
 pub mod caps;

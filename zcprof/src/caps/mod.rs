@@ -5,7 +5,41 @@ pub mod nic;
 
 use std::{fs, path::PathBuf};
 
-use crate::probes::catalog::HookKind;
+/// How a program is attached to the kernel: what the capability probes decide per kind, and
+/// the catalog's variants name.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum HookKind {
+    /// BPF trampoline on a kernel function's return; needs BTF and a kernel that allows it.
+    Fexit,
+    /// kretprobe on a kernel function; needs a kernel built with kprobes.
+    Kretprobe,
+    /// A perf event (cpu-clock sampling) running the program on each sample.
+    PerfEvent,
+    /// BTF-typed tracepoint (`BPF_TRACE_RAW_TP` with BTF); needs kernel BTF.
+    TpBtf,
+    /// Raw tracepoint (`BPF_PROG_TYPE_RAW_TRACEPOINT`); needs no tracefs.
+    RawTp,
+    /// Classic tracepoint through perf events; needs tracefs for the event id.
+    Tracepoint,
+}
+
+impl HookKind {
+    /// Name used in reports and program names.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            HookKind::Fexit => "fexit",
+            HookKind::Kretprobe => "kretprobe",
+            HookKind::PerfEvent => "perf_event",
+            HookKind::TpBtf => "tp_btf",
+            HookKind::RawTp => "raw_tp",
+            HookKind::Tracepoint => "tracepoint",
+        }
+    }
+}
 
 /// Errors that stop zcprof before anything is loaded.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,8 @@
 //! The one table of measurement points and their hook variants, by program name. The eBPF
 //! crate defines a function of each name; a test checks the built object against this table.
 
+pub use crate::caps::HookKind;
+
 /// Something zcprof measures in the kernel.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
@@ -138,41 +140,6 @@ impl Point {
             Point::SockClose => "inet_sock_set_state",
             Point::ProcessFree => "sched_process_free",
             Point::BioQueue => "block_bio_queue",
-        }
-    }
-}
-
-/// How a program is attached to the kernel.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum HookKind {
-    /// BPF trampoline on a kernel function's return; needs BTF and a kernel that allows it.
-    Fexit,
-    /// kretprobe on a kernel function; needs a kernel built with kprobes.
-    Kretprobe,
-    /// A perf event (cpu-clock sampling) running the program on each sample.
-    PerfEvent,
-    /// BTF-typed tracepoint (`BPF_TRACE_RAW_TP` with BTF); needs kernel BTF.
-    TpBtf,
-    /// Raw tracepoint (`BPF_PROG_TYPE_RAW_TRACEPOINT`); needs no tracefs.
-    RawTp,
-    /// Classic tracepoint through perf events; needs tracefs for the event id.
-    Tracepoint,
-}
-
-impl HookKind {
-    /// Name used in reports and program names.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            HookKind::Fexit => "fexit",
-            HookKind::Kretprobe => "kretprobe",
-            HookKind::PerfEvent => "perf_event",
-            HookKind::TpBtf => "tp_btf",
-            HookKind::RawTp => "raw_tp",
-            HookKind::Tracepoint => "tracepoint",
         }
     }
 }
