@@ -76,124 +76,159 @@ fn linear_by_origin(counts: &Counts, sends_counted: bool) -> (u64, u64) {
     (in_kernel + excess, again - excess)
 }
 
-/// Builds the ledger.
-#[expect(clippy::too_many_lines, reason = "one path after another")]
+/// The hooks the ledger's paths rest on, where this kernel has them.
+struct Hooks {
+    sock_recv: Option<String>,
+    direct_io: Option<String>,
+    sock_send: Option<String>,
+    xmit: Option<String>,
+    /// ext4's write-end hooks: copies into page-cache folios.
+    ext4: Vec<String>,
+}
+
+impl Hooks {
+    fn of(b: &Builder<'_>) -> Hooks {
+        Hooks {
+            sock_recv: b.hook(Point::SockRecv),
+            direct_io: b.hook(Point::DirectIo),
+            sock_send: b.hook(Point::SockSend),
+            xmit: b.hook(Point::NetStartXmit),
+            ext4: [Point::Ext4DaWriteEnd, Point::Ext4WriteEnd]
+                .into_iter()
+                .filter_map(|p| b.hook(p))
+                .collect(),
+        }
+    }
+}
+
+/// Builds the ledger: the sender's paths in the order the data flows, then the receiver's.
 #[must_use]
 pub fn build(inputs: &Inputs<'_>) -> Ledger {
-    let counts = inputs.counts;
     let mut b = Builder {
         inputs,
         paths: Vec::new(),
         whose: Whose::Process,
     };
-    let sock_recv = b.hook(Point::SockRecv);
-    let direct_io = b.hook(Point::DirectIo);
-    let sock_send = b.hook(Point::SockSend);
-    let xmit = b.hook(Point::NetStartXmit);
-    let ext4: Vec<String> = [Point::Ext4DaWriteEnd, Point::Ext4WriteEnd]
-        .into_iter()
-        .filter_map(|p| b.hook(p))
-        .collect();
-
-    // Page cache -> user buffer: filemap_read where it can be hooked, else what read-type
-    // syscalls returned less what came from sockets (and, where the kernel side classified the
-    // descriptors, from pipes and devices, which have paths of their own).
-    let recv_to_user = by_path(counts, DataPath::ToUser, |h| h.sock_recv);
-    let kinds = ByKind::of(counts);
-    let classified = kinds.classified();
-    if let Some(hook) = b.hook(Point::FilemapRead) {
-        let bytes = by_path(counts, DataPath::ToUser, |h| h.filemap_read);
-        b.measured(
-            Route::plain(Station::PageCache, Station::UserBuffer),
-            "pc→user",
-            bytes,
-            vec![hook],
-            "bytes filemap_read copied into user buffers during read-type syscalls".to_owned(),
-            &[SampledPath::PageCacheToUser],
-        );
-    } else if direct_io.is_some() || !inputs.dma_reads {
-        let from_sockets = if sock_recv.is_some() { recv_to_user } else { 0 };
-        // O_DIRECT reads, in any process: the device wrote the user buffer (the note's "user
-        // direct I/O"), measured where the file system completes them.
-        let from_device = by_path(counts, DataPath::ToUser, |h| h.direct_io);
-        let apart = if classified { kinds.apart(true) } else { 0 };
-        let bytes = inputs
-            .to_user
-            .saturating_sub(from_sockets)
-            .saturating_sub(from_device)
-            .saturating_sub(apart);
-        b.derived(
-            Route::plain(Station::PageCache, Station::UserBuffer),
-            "pc→user",
-            bytes,
-            format!(
-                "read-type syscalls returned {}{}{}{}; filemap_read cannot be hooked here ({}){}",
-                fmt_bytes(inputs.to_user),
-                if sock_recv.is_some() {
-                    format!(", less {} copied from sockets", fmt_bytes(from_sockets))
-                } else {
-                    String::new()
-                },
-                match &direct_io {
-                    Some(hook) => format!(
-                        ", less {} the device wrote into user buffers with O_DIRECT ({hook})",
-                        fmt_bytes(from_device)
-                    ),
-                    None => String::new(),
-                },
-                if classified {
-                    format!(
-                        ", less {} through pipes, devices and generated files (descriptor kinds \
-                         from the kernel)",
-                        fmt_bytes(apart)
-                    )
-                } else {
-                    String::new()
-                },
-                missing(inputs.plan, Point::FilemapRead),
-                if classified {
-                    ""
-                } else {
-                    ", so reads from pipes and devices would count here too"
-                }
-            ),
-            if classified {
-                &[SampledPath::PageCacheToUser]
-            } else {
-                &[SampledPath::PageCacheToUser, SampledPath::PipeOrOther]
-            },
-        );
-    }
-
+    let hooks = Hooks::of(&b);
+    let kinds = ByKind::of(inputs.counts);
+    page_cache_to_user(&mut b, &hooks, kinds);
     // io-uring's reads into its registered buffer: no read-type syscall returns them.
     if inputs.method == Some(Method::IoUring)
         && let Some(tally) = inputs.uring
     {
         super::uring::read_path(&mut b, tally);
     }
+    let sent_copied = user_to_socket(&mut b, &hooks, kinds);
+    user_to_page_cache_and_others(&mut b, &hooks, kinds, sent_copied);
+    if kinds.classified() {
+        descriptors::paths(&mut b, kinds);
+    }
+    packet_copies(&mut b, &hooks);
+    b.whose = Whose::Process;
+    page_cache_to_page_cache(&mut b, &hooks);
+    // The measured process's own receives.
+    if let Some(hook) = &hooks.sock_recv {
+        b.measured(
+            Route::plain(Station::SocketBuffer, Station::UserBuffer),
+            "sock→user",
+            inputs.counts.sock_recv_bytes,
+            vec![hook.clone()],
+            "bytes the measured process received from sockets (skb_copy_datagram_iter)".to_owned(),
+            &[SampledPath::SocketToUser],
+        );
+    }
+    Ledger {
+        sender: b.paths,
+        receiver: receiver_paths(inputs, hooks.sock_recv),
+    }
+}
 
-    // User buffer -> socket buffer: what sockets took during write-type syscalls; for io-uring,
-    // whatever its sockets took wherever (in io_uring_enter, task work or an io-wq worker): it
-    // sends only from its registered user buffer.
+/// Page cache -> user buffer: `filemap_read` where it can be hooked, else what read-type
+/// syscalls returned less what came from sockets (and, where the kernel side classified the
+/// descriptors, from pipes and devices, which have paths of their own).
+fn page_cache_to_user(b: &mut Builder<'_>, hooks: &Hooks, kinds: ByKind<'_>) {
+    let (inputs, counts) = (b.inputs, b.inputs.counts);
+    let route = || Route::plain(Station::PageCache, Station::UserBuffer);
+    if let Some(hook) = b.hook(Point::FilemapRead) {
+        let bytes = by_path(counts, DataPath::ToUser, |h| h.filemap_read);
+        b.measured(
+            route(),
+            "pc→user",
+            bytes,
+            vec![hook],
+            "bytes filemap_read copied into user buffers during read-type syscalls".to_owned(),
+            &[SampledPath::PageCacheToUser],
+        );
+        return;
+    }
+    if hooks.direct_io.is_none() && inputs.dma_reads {
+        return;
+    }
+    let classified = kinds.classified();
+    let from_sockets = if hooks.sock_recv.is_some() {
+        by_path(counts, DataPath::ToUser, |h| h.sock_recv)
+    } else {
+        0
+    };
+    // O_DIRECT reads, in any process: the device wrote the user buffer (the note's "user
+    // direct I/O"), measured where the file system completes them.
+    let from_device = by_path(counts, DataPath::ToUser, |h| h.direct_io);
+    let apart = if classified { kinds.apart(true) } else { 0 };
+    let bytes = inputs
+        .to_user
+        .saturating_sub(from_sockets)
+        .saturating_sub(from_device)
+        .saturating_sub(apart);
+    let less = |present: bool, text: String| if present { text } else { String::new() };
+    let note = format!(
+        "read-type syscalls returned {}{}{}{}; filemap_read cannot be hooked here ({}){}",
+        fmt_bytes(inputs.to_user),
+        less(
+            hooks.sock_recv.is_some(),
+            format!(", less {} copied from sockets", fmt_bytes(from_sockets))
+        ),
+        hooks
+            .direct_io
+            .as_ref()
+            .map_or_else(String::new, |hook| format!(
+                ", less {} the device wrote into user buffers with O_DIRECT ({hook})",
+                fmt_bytes(from_device)
+            )),
+        less(
+            classified,
+            format!(
+                ", less {} through pipes, devices and generated files (descriptor kinds from the \
+                 kernel)",
+                fmt_bytes(apart)
+            )
+        ),
+        missing(inputs.plan, Point::FilemapRead),
+        if classified {
+            ""
+        } else {
+            ", so reads from pipes and devices would count here too"
+        }
+    );
+    let sampled: &[SampledPath] = if classified {
+        &[SampledPath::PageCacheToUser]
+    } else {
+        &[SampledPath::PageCacheToUser, SampledPath::PipeOrOther]
+    };
+    b.derived(route(), "pc→user", bytes, note, sampled);
+}
+
+/// User buffer -> socket buffer: what sockets took during write-type syscalls; for io-uring,
+/// whatever its sockets took wherever (in `io_uring_enter`, task work or an io-wq worker): it
+/// sends only from its registered user buffer. Returns the bytes the sockets took so.
+fn user_to_socket(b: &mut Builder<'_>, hooks: &Hooks, kinds: ByKind<'_>) -> u64 {
+    let (inputs, counts) = (b.inputs, b.inputs.counts);
     let sent_copied = if inputs.method == Some(Method::IoUring) {
         counts.sock_send_bytes
     } else {
         by_path(counts, DataPath::FromUser, |h| h.sock_send)
     };
     let mmap = inputs.method == Some(Method::MmapWrite);
-    let (to_socket, to_socket_short) = if mmap {
-        (
-            Route::plain(Station::MappedPageCache, Station::SocketBuffer),
-            "map→sock",
-        )
-    } else {
-        (
-            Route::plain(Station::UserBuffer, Station::SocketBuffer),
-            "user→sock",
-        )
-    };
-    let written_to_cache = by_path(counts, DataPath::FromUser, |h| h.page_cache_write);
-    match &sock_send {
+    match &hooks.sock_send {
         // MSG_ZEROCOPY: the socket took the pages by reference; what the kernel copied after
         // all is what its completions say, checked by sampling.
         Some(hook) if inputs.zerocopy.is_some() => {
@@ -214,32 +249,41 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
                 b.paths.push(p);
             }
         }
-        Some(hook) => b.measured(
-            to_socket,
-            to_socket_short,
-            sent_copied,
-            vec![hook.clone()],
-            format!(
-                "bytes sockets took during write-type syscalls, copied from {} into socket buffers",
-                if mmap {
-                    "the process's mapping of the page cache"
-                } else {
-                    "user memory"
-                }
-            ),
-            &[SampledPath::ToSocket],
-        ),
+        Some(hook) => {
+            let (from, short, what) = if mmap {
+                (
+                    Station::MappedPageCache,
+                    "map→sock",
+                    "the process's mapping of the page cache",
+                )
+            } else {
+                (Station::UserBuffer, "user→sock", "user memory")
+            };
+            b.measured(
+                Route::plain(from, Station::SocketBuffer),
+                short,
+                sent_copied,
+                vec![hook.clone()],
+                format!(
+                    "bytes sockets took during write-type syscalls, copied from {what} into \
+                     socket buffers"
+                ),
+                &[SampledPath::ToSocket],
+            );
+        }
         None if inputs.method == Some(Method::IoUring) => {
             if let Some(tally) = inputs.uring {
-                super::uring::send_path(&mut b, tally, &missing(inputs.plan, Point::SockSend));
+                super::uring::send_path(b, tally, &missing(inputs.plan, Point::SockSend));
             }
         }
         None => b.derived(
             Route::plain(Station::UserBuffer, Station::Kernel),
             "user→kernel",
-            inputs
-                .from_user
-                .saturating_sub(if classified { kinds.apart(false) } else { 0 }),
+            inputs.from_user.saturating_sub(if kinds.classified() {
+                kinds.apart(false)
+            } else {
+                0
+            }),
             format!(
                 "write-type syscalls returned {}; socket sends cannot be counted here ({})",
                 fmt_bytes(inputs.from_user),
@@ -252,147 +296,160 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
             ],
         ),
     }
-    if !ext4.is_empty() {
+    sent_copied
+}
+
+/// User buffer -> page cache where ext4 is hooked, and whatever write-type syscalls moved that
+/// no socket or hooked file system took (pipes, devices, other file systems), where socket
+/// sends are counted.
+fn user_to_page_cache_and_others(
+    b: &mut Builder<'_>,
+    hooks: &Hooks,
+    kinds: ByKind<'_>,
+    sent_copied: u64,
+) {
+    let (inputs, counts) = (b.inputs, b.inputs.counts);
+    let written_to_cache = by_path(counts, DataPath::FromUser, |h| h.page_cache_write);
+    let ext4 = !hooks.ext4.is_empty();
+    if ext4 {
         b.measured(
             Route::plain(Station::UserBuffer, Station::PageCache),
             "user→pc",
             written_to_cache,
-            ext4.clone(),
+            hooks.ext4.clone(),
             "bytes ext4 copied into page-cache folios during write-type syscalls".to_owned(),
             &[SampledPath::ToPageCache],
         );
     }
-    if sock_send.is_some() {
-        // Whatever write-type syscalls moved that no socket or hooked file system took: pipes,
-        // devices, other file systems.
-        // O_DIRECT writes: the device read the user buffer.
-        let to_device = by_path(counts, DataPath::FromUser, |h| h.direct_io);
-        let hooked = sent_copied + to_device + if ext4.is_empty() { 0 } else { written_to_cache };
-        // Pipes and devices have paths of their own, /dev/null copies nothing.
-        let apart = if classified { kinds.apart(false) } else { 0 };
-        let rest = inputs.from_user.saturating_sub(hooked + apart);
-        if rest > inputs.from_user / 100 {
-            b.derived(
-                Route::with(Station::UserBuffer, Station::Kernel, How::PipeDeviceOrFile),
-                "user→other",
-                rest,
-                format!(
-                    "write-type syscalls returned {}, of which {} went to sockets{}; the rest went to \
-                     pipes, devices or files{}",
-                    fmt_bytes(inputs.from_user),
-                    fmt_bytes(sent_copied),
-                    if ext4.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" and {} into ext4's page cache", fmt_bytes(written_to_cache))
-                    },
-                    if ext4.is_empty() {
-                        format!(" ({})", missing(inputs.plan, Point::Ext4DaWriteEnd))
-                    } else {
-                        " of other file systems".to_owned()
-                    }
-                ),
-                &[SampledPath::ToPageCache, SampledPath::PipeOrOther],
-            );
-        }
+    if hooks.sock_send.is_none() {
+        return;
     }
-
-    if classified {
-        descriptors::paths(&mut b, kinds);
+    // O_DIRECT writes: the device read the user buffer.
+    let to_device = by_path(counts, DataPath::FromUser, |h| h.direct_io);
+    let hooked = sent_copied + to_device + if ext4 { written_to_cache } else { 0 };
+    // Pipes and devices have paths of their own, /dev/null copies nothing.
+    let apart = if kinds.classified() {
+        kinds.apart(false)
+    } else {
+        0
+    };
+    let rest = inputs.from_user.saturating_sub(hooked + apart);
+    if rest <= inputs.from_user / 100 {
+        return;
     }
-
-    // Payload that left the sockets in linear packet data: copied by software segmentation or
-    // linearisation, because the device could not take page fragments.
-    if let Some(hook) = &xmit {
-        b.whose = Whose::ProcessSockets;
-        let (in_kernel, again) = linear_by_origin(counts, sock_send.is_some());
-        let context = if counts.xmit_other_context > 0 {
+    let (cache, other_fs) = if ext4 {
+        (
             format!(
-                "; {} of {} packets left from ACK processing (softirq or another task), attributed by \
-                 their socket",
-                counts.xmit_other_context, counts.xmit_packets
-            )
-        } else {
-            String::new()
-        };
-        b.measured(
-            Route::plain(Station::PageCache, Station::SocketBuffer),
-            "pc→sock",
-            in_kernel,
-            vec![hook.clone()],
-            format!(
-                "payload of sockets fed by sendfile/splice that reached the device in linear packet \
-                 data: the kernel copied the page-cache pages there (software segmentation or \
-                 linearisation for a device without scatter-gather){context}"
+                " and {} into ext4's page cache",
+                fmt_bytes(written_to_cache)
             ),
-            &[SampledPath::Segmentation],
-        );
-        b.measured(
-            Route::with(Station::SocketBuffer, Station::Packet, How::Segmentation),
-            "sock→pkt",
-            again,
-            vec![hook.clone()],
-            format!(
-                "payload already copied into socket buffers that software segmentation or \
-                 linearisation copied again into linear packet data{context}"
-            ),
-            &[SampledPath::Segmentation],
-        );
-    }
+            " of other file systems".to_owned(),
+        )
+    } else {
+        (
+            String::new(),
+            format!(" ({})", missing(inputs.plan, Point::Ext4DaWriteEnd)),
+        )
+    };
+    b.derived(
+        Route::with(Station::UserBuffer, Station::Kernel, How::PipeDeviceOrFile),
+        "user→other",
+        rest,
+        format!(
+            "write-type syscalls returned {}, of which {} went to sockets{cache}; the rest went to \
+             pipes, devices or files{other_fs}",
+            fmt_bytes(inputs.from_user),
+            fmt_bytes(sent_copied),
+        ),
+        &[SampledPath::ToPageCache, SampledPath::PipeOrOther],
+    );
+}
 
-    b.whose = Whose::Process;
-    // Page cache -> page cache: a file system copying during copy_file_range, splice or sendfile
-    // into a file (no reflink, no shared extents).
-    if !ext4.is_empty() {
-        let bytes = by_path(counts, DataPath::InKernel, |h| h.page_cache_write);
-        b.measured(
-            Route::plain(Station::PageCache, Station::PageCache),
-            "pc→pc",
-            bytes,
-            ext4,
-            "bytes ext4 copied into page-cache folios during copy_file_range, splice or sendfile: the \
-             file system could not share the source's pages or extents"
-                .to_owned(),
-            &[SampledPath::ToPageCache],
-        );
-    }
+/// Payload that left the process's sockets in linear packet data: copied by software
+/// segmentation or linearisation, because the device could not take page fragments.
+fn packet_copies(b: &mut Builder<'_>, hooks: &Hooks) {
+    let Some(hook) = &hooks.xmit else {
+        return;
+    };
+    let counts = b.inputs.counts;
+    b.whose = Whose::ProcessSockets;
+    let (in_kernel, again) = linear_by_origin(counts, hooks.sock_send.is_some());
+    let context = if counts.xmit_other_context > 0 {
+        format!(
+            "; {} of {} packets left from ACK processing (softirq or another task), attributed by \
+             their socket",
+            counts.xmit_other_context, counts.xmit_packets
+        )
+    } else {
+        String::new()
+    };
+    b.measured(
+        Route::plain(Station::PageCache, Station::SocketBuffer),
+        "pc→sock",
+        in_kernel,
+        vec![hook.clone()],
+        format!(
+            "payload of sockets fed by sendfile/splice that reached the device in linear packet \
+             data: the kernel copied the page-cache pages there (software segmentation or \
+             linearisation for a device without scatter-gather){context}"
+        ),
+        &[SampledPath::Segmentation],
+    );
+    b.measured(
+        Route::with(Station::SocketBuffer, Station::Packet, How::Segmentation),
+        "sock→pkt",
+        again,
+        vec![hook.clone()],
+        format!(
+            "payload already copied into socket buffers that software segmentation or \
+             linearisation copied again into linear packet data{context}"
+        ),
+        &[SampledPath::Segmentation],
+    );
+}
 
-    // The measured process's own receives.
-    if let Some(hook) = &sock_recv {
-        b.measured(
-            Route::plain(Station::SocketBuffer, Station::UserBuffer),
-            "sock→user",
-            counts.sock_recv_bytes,
-            vec![hook.clone()],
-            "bytes the measured process received from sockets (skb_copy_datagram_iter)".to_owned(),
-            &[SampledPath::SocketToUser],
-        );
+/// Page cache -> page cache: a file system copying during `copy_file_range`, splice or sendfile
+/// into a file (no reflink, no shared extents).
+fn page_cache_to_page_cache(b: &mut Builder<'_>, hooks: &Hooks) {
+    if hooks.ext4.is_empty() {
+        return;
     }
-    let sender = b.paths;
+    let bytes = by_path(b.inputs.counts, DataPath::InKernel, |h| h.page_cache_write);
+    b.measured(
+        Route::plain(Station::PageCache, Station::PageCache),
+        "pc→pc",
+        bytes,
+        hooks.ext4.clone(),
+        "bytes ext4 copied into page-cache folios during copy_file_range, splice or sendfile: the \
+         file system could not share the source's pages or extents"
+            .to_owned(),
+        &[SampledPath::ToPageCache],
+    );
+}
 
-    let mut receiver = Vec::new();
-    // A method that writes a file (copy-file-range) has no receiver.
-    if inputs.method.is_some_and(Method::uses_network)
-        && let Some(hook) = sock_recv
-    {
-        #[expect(clippy::cast_precision_loss, reason = "per-step display")]
-        receiver.push(CopyPath {
-            path: Route::plain(Station::SocketBuffer, Station::ReceiverUserBuffer),
-            bytes: counts.receiver_recv_bytes,
-            per_transfer: (inputs.transfers > 0)
-                .then(|| counts.receiver_recv_bytes as f64 / inputs.transfers as f64),
-            source: Source::Counted(vec![hook]).describe(),
-            note: "zcprof's receiver reading the sockets (its own process, not measured as the \
-                   sender): the copy on the receiving side, apart from the sender's"
-                .to_owned(),
-            evidence: "measured",
-            whose: Whose::Receiver,
-            samples: None,
-            contradicted: false,
-            short: "recv",
-        });
-    }
-    Ledger { sender, receiver }
+/// zcprof's built-in receiver's own copy, apart from the sender's (a method that writes a file,
+/// copy-file-range, has no receiver).
+fn receiver_paths(inputs: &Inputs<'_>, sock_recv: Option<String>) -> Vec<CopyPath> {
+    let (Some(hook), true) = (sock_recv, inputs.method.is_some_and(Method::uses_network)) else {
+        return Vec::new();
+    };
+    let bytes = inputs.counts.receiver_recv_bytes;
+    #[expect(clippy::cast_precision_loss, reason = "per-step display")]
+    let per_transfer = (inputs.transfers > 0).then(|| bytes as f64 / inputs.transfers as f64);
+    vec![CopyPath {
+        path: Route::plain(Station::SocketBuffer, Station::ReceiverUserBuffer),
+        bytes,
+        per_transfer,
+        source: Source::Counted(vec![hook]).describe(),
+        note: "zcprof's receiver reading the sockets (its own process, not measured as the \
+               sender): the copy on the receiving side, apart from the sender's"
+            .to_owned(),
+        evidence: "measured",
+        whose: Whose::Receiver,
+        samples: None,
+        contradicted: false,
+        short: "recv",
+    }]
 }
 
 /// The CPU-copies figure: the sender's ledger summed, with the sources of its paths.
