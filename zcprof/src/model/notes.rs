@@ -27,202 +27,231 @@ pub struct Inputs<'a> {
     pub copies: &'a [CopyPath],
 }
 
-/// Footnotes: where measured and textbook differ, with the cause when it is known.
-#[expect(clippy::cast_precision_loss, reason = "display precision")]
-#[expect(clippy::too_many_lines, reason = "one footnote after another")]
+/// Footnotes: where measured and textbook differ, with the cause when it is known; one
+/// function per footnote, in the order they print.
 pub fn differences(inputs: &Inputs<'_>) -> Vec<String> {
-    let &Inputs {
-        method,
-        transfers,
-        block_size,
-        counts,
-        figures,
-        textbook,
-        file,
-        to_user,
-        devices,
-        net,
-        copies,
-    } = inputs;
-    let mut notes = Vec::new();
-    // Said in the same words for every built-in method, so compare shows it once; the figures
-    // are in the table. A program has no textbook row to explain.
-    if method.is_some() {
-        notes.push(
-            "The note's \"context switches\" are user/kernel mode switches (the mode switches \
-             column). The scheduler switching the sender off its CPU (sched switches: blocked or \
-             preempted) is a different cost the note leaves out."
-                .to_owned(),
-        );
-    }
-    if let Some(tb) = textbook.syscalls {
-        let sys = per(figures, FigureId::Syscalls);
-        if (sys - tb).abs() > 0.25 {
-            let why = match method {
-                Some(Method::MmapWrite) => {
-                    " because the file is mapped once for the whole transfer, not once per step, so only \
-                     write() repeats"
-                }
-                _ if sys > tb => {
-                    " because a call moved less than a block and was repeated, or the loop needed more calls \
-                     than the note counts"
-                }
-                _ => "",
-            };
-            notes.push(format!(
-                "Syscalls per step: {sys:.2} measured against the note's {tb}{why}."
-            ));
-        }
-    }
-    let copies_per_step = per(figures, FigureId::CpuCopyBytes) / block_size.max(1) as f64;
-    let block = block_size.max(1) as f64;
-    let path_blocks = |route: Route| -> f64 {
-        copies
-            .iter()
-            .find(|p| p.path == route && !p.contradicted)
-            .and_then(|p| p.per_transfer)
-            .unwrap_or(0.0)
-            / block
-    };
-    match method {
-        Some(Method::Sendfile | Method::Splice | Method::Tee) => {
-            let call = match method {
-                Some(Method::Sendfile) => "sendfile",
-                Some(Method::Tee) => "tee's splice",
-                _ => "splice",
-            };
-            let to_socket = path_blocks(Route::plain(Station::PageCache, Station::SocketBuffer));
-            let mut note = format!(
-                "{copies_per_step:.2} block copies per step in all; page cache -> socket buffer: \
-                 {to_socket:.2} per step."
-            );
-            // Scatter-gather on the sending device is what lets the socket hand page-cache pages
-            // to the device by reference.
-            let sg_state = net.and_then(|n| n.scatter_gather.map(|sg| (n, sg)));
-            match sg_state {
-                Some((n, false)) => note.push_str(&format!(
-                    " {} ({}) has scatter-gather off: the device cannot take page fragments, so the \
-                     kernel copies every page into linear packet data in software segmentation. \
-                     This is the note's plain \"{call}\" row, one CPU copy page cache -> socket \
-                     buffer.",
-                    n.device, n.kind
-                )),
-                Some((n, true)) => note.push_str(&format!(
-                    " {} ({}) has scatter-gather on, so {call} hands the device page-cache pages by \
-                     reference: the note's \"SG-DMA\" case{}.",
-                    n.device,
-                    n.kind,
-                    if devices.net.iter().any(|d| d.physical) {
-                        ""
-                    } else {
-                        ", without a NIC"
-                    }
-                )),
-                None => {
-                    let sg: Vec<_> = devices
-                        .net
-                        .iter()
-                        .filter(|n| n.scatter_gather == Some(true))
-                        .map(|n| n.device.as_str())
-                        .collect();
-                    if !sg.is_empty() {
-                        note.push_str(&format!(
-                            " {} has scatter-gather on, so {call} can hand the socket page-cache \
-                             pages by reference: the note's \"SG-DMA\" case, without a NIC.",
-                            sg.join(", ")
-                        ));
-                    }
-                }
-            }
-            if to_socket < 0.05 {
-                match figures.get(&FigureId::CopyCpuShare).and_then(|f| f.value) {
-                    Some(share) if share < 0.02 => note.push_str(&format!(
-                        " Sampling agrees: {:.1}% of the kernel's time in copy routines.",
-                        share * 100.0
-                    )),
-                    Some(share) => note.push_str(&format!(
-                        " Sampling found {:.0}% of the kernel's time in copy routines.",
-                        share * 100.0
-                    )),
-                    None => {}
-                }
-            }
-            notes.push(note);
-        }
-        Some(Method::DirectIo) if file.is_some_and(|f| f.block_device) => notes.push(format!(
-            "O_DIRECT on {} bypasses the page cache: the device writes into the user buffer, so the only \
-             CPU copy per step is write() into the socket ({copies_per_step:.2} block copies per step).",
-            file.map_or("?", |f| f.filesystem.as_str())
-        )),
-        Some(Method::DirectIo) => notes.push(format!(
-            "{} has no block device: it accepts O_DIRECT but serves the read from memory, so the read is \
-             a CPU copy ({} kernel->user) and no disk DMA can happen.",
-            file.map_or("?", |f| f.filesystem.as_str()),
-            fmt_bytes(to_user)
-        )),
-        _ => {}
-    }
-    if let Some(m) = method
+    let mut notes: Vec<String> = [mode_switch_words(inputs), syscalls_per_step(inputs)]
+        .into_iter()
+        .flatten()
+        .collect();
+    notes.extend(method_copies(inputs));
+    if let Some(m) = inputs.method
         && let Some(note) = super::beyond::note(&super::beyond::Inputs {
             method: m,
-            block_size,
-            copies,
-            file,
-            net,
+            block_size: inputs.block_size,
+            copies: inputs.copies,
+            file: inputs.file,
+            net: inputs.net,
         })
     {
         notes.push(note);
     }
-    if transfers > 0 && counts.syscall_entries == 0 {
+    if inputs.transfers > 0 && inputs.counts.syscall_entries == 0 {
         notes.push(
             "No syscall of the transfer process was seen: the probes did not fire.".to_owned(),
         );
     }
-    if let Some(Figure {
+    notes.extend(disk_dma(inputs));
+    notes.extend(nic_dma(inputs));
+    notes
+}
+
+/// Said in the same words for every built-in method, so compare shows it once; the figures are
+/// in the table. A program has no textbook row to explain.
+fn mode_switch_words(inputs: &Inputs<'_>) -> Option<String> {
+    inputs.method.map(|_| {
+        "The note's \"context switches\" are user/kernel mode switches (the mode switches \
+         column). The scheduler switching the sender off its CPU (sched switches: blocked or \
+         preempted) is a different cost the note leaves out."
+            .to_owned()
+    })
+}
+
+/// Syscalls per step against the note's, where they differ by more than a quarter.
+fn syscalls_per_step(inputs: &Inputs<'_>) -> Option<String> {
+    let tb = inputs.textbook.syscalls?;
+    let sys = per(inputs.figures, FigureId::Syscalls);
+    if (sys - tb).abs() <= 0.25 {
+        return None;
+    }
+    let why = match inputs.method {
+        Some(Method::MmapWrite) => {
+            " because the file is mapped once for the whole transfer, not once per step, so only \
+             write() repeats"
+        }
+        _ if sys > tb => {
+            " because a call moved less than a block and was repeated, or the loop needed more calls \
+             than the note counts"
+        }
+        _ => "",
+    };
+    Some(format!(
+        "Syscalls per step: {sys:.2} measured against the note's {tb}{why}."
+    ))
+}
+
+/// The CPU copies of the methods the note discusses at length: the in-kernel sends and
+/// `O_DIRECT`.
+#[expect(clippy::cast_precision_loss, reason = "display precision")]
+fn method_copies(inputs: &Inputs<'_>) -> Option<String> {
+    let copies_per_step =
+        per(inputs.figures, FigureId::CpuCopyBytes) / inputs.block_size.max(1) as f64;
+    let filesystem = inputs.file.map_or("?", |f| f.filesystem.as_str());
+    match inputs.method? {
+        m @ (Method::Sendfile | Method::Splice | Method::Tee) => {
+            Some(in_kernel_send(inputs, m, copies_per_step))
+        }
+        Method::DirectIo if inputs.file.is_some_and(|f| f.block_device) => Some(format!(
+            "O_DIRECT on {filesystem} bypasses the page cache: the device writes into the user buffer, so the only \
+             CPU copy per step is write() into the socket ({copies_per_step:.2} block copies per step)."
+        )),
+        Method::DirectIo => Some(format!(
+            "{filesystem} has no block device: it accepts O_DIRECT but serves the read from memory, so the read is \
+             a CPU copy ({} kernel->user) and no disk DMA can happen.",
+            fmt_bytes(inputs.to_user)
+        )),
+        _ => None,
+    }
+}
+
+/// sendfile, splice and tee: the copies page cache -> socket buffer, what scatter-gather on the
+/// sending device made of them, and what sampling says.
+#[expect(clippy::cast_precision_loss, reason = "display precision")]
+fn in_kernel_send(inputs: &Inputs<'_>, method: Method, copies_per_step: f64) -> String {
+    let call = match method {
+        Method::Sendfile => "sendfile",
+        Method::Tee => "tee's splice",
+        _ => "splice",
+    };
+    let route = Route::plain(Station::PageCache, Station::SocketBuffer);
+    let to_socket = inputs
+        .copies
+        .iter()
+        .find(|p| p.path == route && !p.contradicted)
+        .and_then(|p| p.per_transfer)
+        .unwrap_or(0.0)
+        / inputs.block_size.max(1) as f64;
+    let mut note = format!(
+        "{copies_per_step:.2} block copies per step in all; page cache -> socket buffer: \
+         {to_socket:.2} per step."
+    );
+    note.push_str(&scatter_gather(inputs, call));
+    if to_socket < 0.05 {
+        match inputs
+            .figures
+            .get(&FigureId::CopyCpuShare)
+            .and_then(|f| f.value)
+        {
+            Some(share) if share < 0.02 => note.push_str(&format!(
+                " Sampling agrees: {:.1}% of the kernel's time in copy routines.",
+                share * 100.0
+            )),
+            Some(share) => note.push_str(&format!(
+                " Sampling found {:.0}% of the kernel's time in copy routines.",
+                share * 100.0
+            )),
+            None => {}
+        }
+    }
+    note
+}
+
+/// Scatter-gather on the sending device is what lets the socket hand page-cache pages to the
+/// device by reference: what its state made of `call`.
+fn scatter_gather(inputs: &Inputs<'_>, call: &str) -> String {
+    let devices = inputs.devices;
+    match inputs.net.and_then(|n| n.scatter_gather.map(|sg| (n, sg))) {
+        Some((n, false)) => format!(
+            " {} ({}) has scatter-gather off: the device cannot take page fragments, so the \
+             kernel copies every page into linear packet data in software segmentation. \
+             This is the note's plain \"{call}\" row, one CPU copy page cache -> socket \
+             buffer.",
+            n.device, n.kind
+        ),
+        Some((n, true)) => format!(
+            " {} ({}) has scatter-gather on, so {call} hands the device page-cache pages by \
+             reference: the note's \"SG-DMA\" case{}.",
+            n.device,
+            n.kind,
+            if devices.net.iter().any(|d| d.physical) {
+                ""
+            } else {
+                ", without a NIC"
+            }
+        ),
+        None => {
+            let sg: Vec<_> = devices
+                .net
+                .iter()
+                .filter(|n| n.scatter_gather == Some(true))
+                .map(|n| n.device.as_str())
+                .collect();
+            if sg.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " {} has scatter-gather on, so {call} can hand the socket page-cache \
+                     pages by reference: the note's \"SG-DMA\" case, without a NIC.",
+                    sg.join(", ")
+                )
+            }
+        }
+    }
+}
+
+/// Disk DMA where the note expects it (`O_DIRECT`, a cold cache), or why there was none.
+#[expect(clippy::cast_precision_loss, reason = "display precision")]
+fn disk_dma(inputs: &Inputs<'_>) -> Option<String> {
+    let Some(Figure {
         value: Some(dma),
         per_transfer: Some(dma_step),
         ..
-    }) = figures.get(&FigureId::DiskReadBytes)
-    {
-        let (dma, dma_step) = (*dma, *dma_step);
-        let size = transfers as f64 * block_size as f64;
-        if method == Some(Method::DirectIo) || file.is_some_and(|f| f.cache == "cold") {
-            notes.push(format!(
-                "Disk DMA: {} read from disk, {:.2} blocks per step{}.",
-                fmt_bytes(whole(dma)),
-                dma_step / block_size.max(1) as f64,
-                if file.is_some_and(|f| f.block_device) {
-                    ""
-                } else {
-                    " (the file system has no block device, so nothing can come from a disk)"
-                }
-            ));
-        } else if file.is_some()
-            && dma < size / 100.0
-            && !method.is_some_and(Method::preloads_payload)
-        {
-            notes.push(format!(
+    }) = inputs.figures.get(&FigureId::DiskReadBytes)
+    else {
+        return None;
+    };
+    let (dma, dma_step) = (*dma, *dma_step);
+    let (method, file, block_size) = (inputs.method, inputs.file, inputs.block_size);
+    let size = inputs.transfers as f64 * block_size as f64;
+    if method == Some(Method::DirectIo) || file.is_some_and(|f| f.cache == "cold") {
+        return Some(format!(
+            "Disk DMA: {} read from disk, {:.2} blocks per step{}.",
+            fmt_bytes(whole(dma)),
+            dma_step / block_size.max(1) as f64,
+            if file.is_some_and(|f| f.block_device) {
+                ""
+            } else {
+                " (the file system has no block device, so nothing can come from a disk)"
+            }
+        ));
+    }
+    (file.is_some() && dma < size / 100.0 && !method.is_some_and(Method::preloads_payload))
+        .then(|| {
+            format!(
                 "The page cache was warm: the file was already in memory, so the disk did no DMA for it \
                  ({} read from disk while measuring). Use --cache cold to see the note's disk DMA.",
                 fmt_bytes(whole(dma))
-            ));
-        }
-    }
-    if figures.get(&FigureId::NicDmaBytes).and_then(|f| f.value) == Some(0.0)
-        && textbook.dma_copies.is_some()
-    {
-        notes.push(match net {
-            Some(n) => format!(
-                "The receiver is behind {} ({}), a virtual device without a NIC, so the note's \
-                 socket->NIC DMA cannot happen on this path.",
-                n.device, n.kind
-            ),
-            None => "No physical NIC carried the packets, so the note's socket->NIC DMA did not \
-                     happen on this path."
-                .to_owned(),
-        });
-    }
-    notes
+            )
+        })
+}
+
+/// The note's socket -> NIC DMA, where no NIC carried the packets.
+fn nic_dma(inputs: &Inputs<'_>) -> Option<String> {
+    let none = inputs
+        .figures
+        .get(&FigureId::NicDmaBytes)
+        .and_then(|f| f.value)
+        == Some(0.0);
+    (none && inputs.textbook.dma_copies.is_some()).then(|| match inputs.net {
+        Some(n) => format!(
+            "The receiver is behind {} ({}), a virtual device without a NIC, so the note's \
+             socket->NIC DMA cannot happen on this path.",
+            n.device, n.kind
+        ),
+        None => "No physical NIC carried the packets, so the note's socket->NIC DMA did not \
+                 happen on this path."
+            .to_owned(),
+    })
 }
 
 /// A figure's value (a byte count held as f64) as whole bytes.
