@@ -29,18 +29,21 @@ pub fn program() -> Textbook {
     }
 }
 
+/// A row with no figure, for rows to fill in (`..NO_FIGURES`).
+const NO_FIGURES: Textbook = Textbook {
+    syscalls: None,
+    mode_switches: None,
+    dma_copies: None,
+    cpu_copies: None,
+    cpu_copies_with_sg_dma: None,
+    note: "",
+};
+
 /// The textbook row for `method`; `scatter_gather`, where known, picks sendfile's row: the plain
 /// "sendfile" row without it, "sendfile + SG-DMA" with it.
 #[must_use]
 pub fn for_method(method: Method, scatter_gather: Option<bool>) -> Textbook {
-    let none = Textbook {
-        syscalls: None,
-        mode_switches: None,
-        dma_copies: None,
-        cpu_copies: None,
-        cpu_copies_with_sg_dma: None,
-        note: "",
-    };
+    let none = NO_FIGURES;
     match method {
         Method::ReadWrite => Textbook {
             syscalls: Some(2.0),
@@ -65,34 +68,7 @@ pub fn for_method(method: Method, scatter_gather: Option<bool>) -> Textbook {
                    cache->socket buffer",
             ..none
         },
-        Method::Sendfile => match scatter_gather {
-            Some(false) => Textbook {
-                syscalls: Some(1.0),
-                mode_switches: Some(2.0),
-                dma_copies: Some(2.0),
-                cpu_copies: Some(1.0),
-                note: "sendfile: one CPU copy page cache->socket buffer (the device has no \
-                       scatter-gather)",
-                ..none
-            },
-            Some(true) => Textbook {
-                syscalls: Some(1.0),
-                mode_switches: Some(2.0),
-                dma_copies: Some(2.0),
-                cpu_copies: Some(0.0),
-                note: "sendfile + SG-DMA: the device gathers the page-cache pages itself, no CPU copy",
-                ..none
-            },
-            None => Textbook {
-                syscalls: Some(1.0),
-                mode_switches: Some(2.0),
-                dma_copies: Some(2.0),
-                cpu_copies: Some(1.0),
-                cpu_copies_with_sg_dma: Some(0.0),
-                note: "sendfile: one CPU copy page cache->socket buffer, none with a scatter-gather \
-                       NIC (SG-DMA)",
-            },
-        },
+        Method::Sendfile => sendfile(scatter_gather),
         Method::Splice => Textbook {
             cpu_copies: Some(0.0),
             note: "splice: named as zero-copy, no figures given",
@@ -130,6 +106,40 @@ pub fn for_method(method: Method, scatter_gather: Option<bool>) -> Textbook {
             note: "io_uring SEND_ZC: not in the note (user pages by reference, with the kernel's \
                    own report of a copy in its notification CQE)",
             ..none
+        },
+    }
+}
+
+/// sendfile's rows: the plain one without scatter-gather, "sendfile + SG-DMA" with it, and both
+/// side by side when the device's state is unknown.
+fn sendfile(scatter_gather: Option<bool>) -> Textbook {
+    let none = NO_FIGURES;
+    match scatter_gather {
+        Some(false) => Textbook {
+            syscalls: Some(1.0),
+            mode_switches: Some(2.0),
+            dma_copies: Some(2.0),
+            cpu_copies: Some(1.0),
+            note: "sendfile: one CPU copy page cache->socket buffer (the device has no \
+                   scatter-gather)",
+            ..none
+        },
+        Some(true) => Textbook {
+            syscalls: Some(1.0),
+            mode_switches: Some(2.0),
+            dma_copies: Some(2.0),
+            cpu_copies: Some(0.0),
+            note: "sendfile + SG-DMA: the device gathers the page-cache pages itself, no CPU copy",
+            ..none
+        },
+        None => Textbook {
+            syscalls: Some(1.0),
+            mode_switches: Some(2.0),
+            dma_copies: Some(2.0),
+            cpu_copies: Some(1.0),
+            cpu_copies_with_sg_dma: Some(0.0),
+            note: "sendfile: one CPU copy page cache->socket buffer, none with a scatter-gather \
+                   NIC (SG-DMA)",
         },
     }
 }
