@@ -214,10 +214,6 @@ pub fn figures(
     sampled(plan, counts, semantic_bytes, figures, notes);
 }
 
-#[expect(
-    clippy::too_many_lines,
-    reason = "one table of hooked paths; split with the typed routes of issue 24"
-)]
 fn hooked(
     plan: &HookPlan,
     counts: &Counts,
@@ -307,39 +303,56 @@ fn hooked(
         "bytes sockets took during sendfile/splice: page-cache pages passed by reference where the \
          device has scatter-gather (before 6.5 sendfile bypasses this hook: 0)",
     );
-    // With both directions hooked, the kernel's own iov_iter copy routines check the ledger.
-    if let (Some(to), Some(from)) = (
+    iov_iter_check(plan, counts, transfers, semantic_bytes, figures, notes);
+}
+
+/// With both directions hooked, the kernel's own `iov_iter` copy routines check the ledger: a
+/// figure of their own, and a note where they differ from syscall semantics by over 5 %.
+fn iov_iter_check(
+    plan: &HookPlan,
+    counts: &Counts,
+    transfers: u64,
+    semantic_bytes: u64,
+    figures: &mut Figures,
+    notes: &mut Vec<String>,
+) {
+    let (Some(to), Some(from)) = (
         plan.chosen(Point::CopyToIter),
         plan.chosen(Point::CopyFromIter),
-    ) {
-        let hooked = counts.copy_to_iter_bytes + counts.copy_from_iter_bytes;
-        figures.insert(
-            FigureId::IovIterCopyBytes,
-            Figure::measured(
-                hooked,
-                transfers,
-                &Source::Counted(vec![to.describe(), from.describe()]),
-                format!(
-                    "{} copied out of and {} into the kernel by its iov_iter copy routines (user \
-                     buffers and iov_iters of pages; not segmentation copies); syscall semantics \
-                     gives {}",
-                    fmt_bytes(counts.copy_to_iter_bytes),
-                    fmt_bytes(counts.copy_from_iter_bytes),
-                    fmt_bytes(semantic_bytes)
-                ),
+    ) else {
+        return;
+    };
+    let hooked = counts.copy_to_iter_bytes + counts.copy_from_iter_bytes;
+    figures.insert(
+        FigureId::IovIterCopyBytes,
+        Figure::measured(
+            hooked,
+            transfers,
+            &Source::Counted(vec![to.describe(), from.describe()]),
+            format!(
+                "{} copied out of and {} into the kernel by its iov_iter copy routines (user \
+                 buffers and iov_iters of pages; not segmentation copies); syscall semantics \
+                 gives {}",
+                fmt_bytes(counts.copy_to_iter_bytes),
+                fmt_bytes(counts.copy_from_iter_bytes),
+                fmt_bytes(semantic_bytes)
             ),
-        );
-        #[expect(clippy::cast_precision_loss, reason = "ratio")]
-        let off = hooked.abs_diff(semantic_bytes) as f64 / hooked.max(semantic_bytes).max(1) as f64;
-        if off > 0.05 {
-            notes.push(format!(
-                "The hooked iov_iter copy routines counted {} where syscall semantics gives {}: the \
-                 kernel copied {} than the syscalls' user buffers suggest.",
-                fmt_bytes(hooked),
-                fmt_bytes(semantic_bytes),
-                if hooked > semantic_bytes { "more" } else { "less" }
-            ));
-        }
+        ),
+    );
+    #[expect(clippy::cast_precision_loss, reason = "ratio")]
+    let off = hooked.abs_diff(semantic_bytes) as f64 / hooked.max(semantic_bytes).max(1) as f64;
+    if off > 0.05 {
+        notes.push(format!(
+            "The hooked iov_iter copy routines counted {} where syscall semantics gives {}: the \
+             kernel copied {} than the syscalls' user buffers suggest.",
+            fmt_bytes(hooked),
+            fmt_bytes(semantic_bytes),
+            if hooked > semantic_bytes {
+                "more"
+            } else {
+                "less"
+            }
+        ));
     }
 }
 
