@@ -517,6 +517,45 @@ mod tests {
         (path, text)
     }
 
+    /// The writer's golden: the synthetic run with an event of every kind, written byte for
+    /// byte as when the golden was made (`ZCPROF_BLESS=1` rewrites it for a deliberate change).
+    #[test]
+    fn the_written_trace_is_byte_identical_to_its_golden() {
+        let mut r = run();
+        r.recorded.events.push(event(
+            EventKind::Bio,
+            4_700,
+            0,
+            4096,
+            8 << 20,
+            u32::from(b'R'),
+        ));
+        r.recorded
+            .events
+            .push(event(EventKind::Exit, 4_800, 4_800, 0, 231, 0));
+        r.recorded.thread_names.insert(PID + 1, "worker".into());
+        r.context.lost_per_cpu = vec![0, 3];
+        r.context.over_limit = 2;
+        let mut out = Vec::new();
+        chrome::write(&mut out, 0, &[r, run()]).unwrap();
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/golden/synthetic.trace.json");
+        if std::env::var_os("ZCPROF_BLESS").is_some() {
+            std::fs::write(&golden, &out).unwrap();
+        }
+        let expected = std::fs::read_to_string(&golden).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        if let Some((n, (e, a))) = expected
+            .lines()
+            .zip(text.lines())
+            .enumerate()
+            .find(|(_, (e, a))| e != a)
+        {
+            panic!("line {}:\n  golden: {e}\n  now:    {a}", n + 1);
+        }
+        assert_eq!(expected, text);
+    }
+
     #[test]
     fn a_trace_past_its_limit_is_marked_and_read_back_incomplete() {
         let mut r = run();
