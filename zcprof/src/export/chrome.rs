@@ -4,7 +4,6 @@
 //! copied; process and thread names as metadata; and the `zcprof` section `report` reads back.
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    fmt::Write as _,
     io::{self, Write},
 };
 
@@ -78,20 +77,65 @@ impl<W: Write> Records<'_, W> {
     }
 }
 
+/// The state of one file being written: records so far, and the names and running totals that
+/// later records need.
+struct Writer<'a, W: Write> {
+    records: Records<'a, W>,
+    origin_ns: u64,
+    syscall_names: HashMap<u32, String>,
+    thread_names: BTreeMap<(u32, u32), String>,
+    process_names: BTreeMap<u32, String>,
+}
+
+/// The running totals of one run, for its counter tracks.
+#[derive(Default)]
+struct Totals {
+    /// Bytes per copy slot (`copy_total_index`), per process.
+    copied: HashMap<u32, [u64; 8]>,
+    disk: u64,
+}
+
 /// Writes the whole file; returns the number of trace-event records.
-#[expect(
-    clippy::too_many_lines,
-    reason = "one record kind after another, in the order of the file"
-)]
 pub fn write<W: Write>(out: &mut W, origin_ns: u64, runs: &[Run]) -> io::Result<u64> {
     out.write_all(b"{\"traceEvents\": [\n")?;
-    let mut records = Records { out, count: 0 };
-    let mut syscall_names: HashMap<u32, String> = HashMap::new();
-    let mut thread_names: BTreeMap<(u32, u32), String> = BTreeMap::new();
-    let mut process_names: BTreeMap<u32, String> = BTreeMap::new();
-    let rel = |ns: u64| ns.saturating_sub(origin_ns);
+    let mut w = Writer {
+        records: Records { out, count: 0 },
+        origin_ns,
+        syscall_names: HashMap::new(),
+        thread_names: BTreeMap::new(),
+        process_names: BTreeMap::new(),
+    };
     for (index, run) in runs.iter().enumerate() {
+        w.run(index, run)?;
+    }
+    w.names()?;
+    let count = w.records.count;
+    section(out, count, runs)?;
+    Ok(count)
+}
+
+impl<W: Write> Writer<'_, W> {
+    fn rel(&self, ns: u64) -> u64 {
+        ns.saturating_sub(self.origin_ns)
+    }
+
+    fn syscall_name(&mut self, nr: u32) -> String {
+        self.syscall_names
+            .entry(nr)
+            .or_insert_with(|| crate::model::syscalls::name_of(nr))
+            .clone()
+    }
+
+    /// One run: its slice, its events in time order, its unfinished syscalls and its markers.
+    fn run(&mut self, index: usize, run: &Run) -> io::Result<()> {
         let ctx = &run.context;
+        self.records.push(&format!(
+            "{{\"ph\":\"X\",\"cat\":\"{}\",\"name\":{},\"pid\":{DEVICE_PID},\"tid\":{RUNS_TID},\"ts\":{},\"dur\":{},\"args\":{{\"run\":{index}}}}}",
+            cat::RUN,
+            json_str(&format!("run {}: {}", index + 1, ctx.subject)),
+            us(ctx.start_ns),
+            us(ctx.end_ns.saturating_sub(ctx.start_ns)),
+        ))?;
         let mut events: Vec<&TraceEvent> = run.recorded.events.iter().collect();
         events.sort_by_key(|e| {
             if e.kind == EventKind::Syscall as u32 {
@@ -100,213 +144,116 @@ pub fn write<W: Write>(out: &mut W, origin_ns: u64, runs: &[Run]) -> io::Result<
                 e.ts_ns
             }
         });
-        records.push(&format!(
-            "{{\"ph\":\"X\",\"cat\":\"{}\",\"name\":{},\"pid\":{DEVICE_PID},\"tid\":{RUNS_TID},\"ts\":{},\"dur\":{},\"args\":{{\"run\":{index}}}}}",
-            cat::RUN,
-            json_str(&format!("run {}: {}", index + 1, ctx.subject)),
-            us(ctx.start_ns),
-            us(ctx.end_ns.saturating_sub(ctx.start_ns)),
-        ))?;
-        let mut copied: HashMap<u32, [u64; 8]> = HashMap::new();
-        let mut disk_total = 0u64;
+        let mut totals = Totals::default();
         for e in events {
-            let (pid, tid) = (e.tgid, e.tid);
-            let ts = us(rel(e.ts_ns));
-            let mut line = String::with_capacity(160);
-            match EventKind::from_u32(e.kind) {
-                Some(EventKind::Syscall) => {
-                    let name = syscall_names
-                        .entry(e.arg)
-                        .or_insert_with(|| crate::model::syscalls::name_of(e.arg));
-                    // The descriptor's kind, where the kernel side classified it.
-                    let fd = if e.aux == 0 {
-                        String::new()
-                    } else {
-                        format!(",\"fd_kind\":{}", e.aux)
-                    };
-                    let _ = write!(
-                        line,
-                        "{{\"ph\":\"X\",\"cat\":\"{}\",\"name\":\"{name}\",\"pid\":{pid},\"tid\":{tid},\"ts\":{},\"dur\":{},\"args\":{{\"nr\":{},\"ret\":{}{fd}}}}}",
-                        cat::SYSCALL,
-                        us(rel(e.start_ns)),
-                        us(e.ts_ns.saturating_sub(e.start_ns)),
-                        e.arg,
-                        e.value
-                    );
-                }
-                Some(EventKind::Exit) => {
-                    // A thread that ended in `exit` or `exit_group`: a slice with no end, like a
-                    // syscall still in progress when the programs were detached.
-                    let name = syscall_names
-                        .entry(e.arg)
-                        .or_insert_with(|| crate::model::syscalls::name_of(e.arg));
-                    let _ = write!(
-                        line,
-                        "{{\"ph\":\"B\",\"cat\":\"{}\",\"name\":\"{name}\",\"pid\":{pid},\"tid\":{tid},\"ts\":{},\"args\":{{\"nr\":{},\"unfinished\":true,\"thread_ended\":true}}}}",
-                        cat::SYSCALL,
-                        us(rel(e.start_ns)),
-                        e.arg
-                    );
-                }
-                Some(EventKind::Switch) => {
-                    let voluntary = e.arg != 0;
-                    let _ = write!(
-                        line,
-                        "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"{}\",\"pid\":{pid},\"tid\":{tid},\"ts\":{ts},\"args\":{{\"voluntary\":{voluntary}}}}}",
-                        cat::SCHED,
-                        if voluntary {
-                            "switched out (blocked)"
-                        } else {
-                            "switched out (preempted)"
-                        }
-                    );
-                    let comm = c_name(&e.name);
-                    if !comm.is_empty() {
-                        thread_names.insert((pid, tid), comm);
-                    }
-                }
-                Some(EventKind::Fault) => {
-                    let user = e.arg != 0;
-                    let _ = write!(
-                        line,
-                        "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"{}\",\"pid\":{pid},\"tid\":{tid},\"ts\":{ts},\"args\":{{\"user\":{user}}}}}",
-                        cat::FAULT,
-                        if user {
-                            "page fault (user mode)"
-                        } else {
-                            "page fault (kernel mode)"
-                        }
-                    );
-                }
-                Some(EventKind::Copy) => {
-                    let syscall = if e.aux == NO_SYSCALL {
-                        "null".to_owned()
-                    } else {
-                        e.aux.to_string()
-                    };
-                    let _ = write!(
-                        line,
-                        "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"{}\",\"pid\":{pid},\"tid\":{tid},\"ts\":{ts},\"args\":{{\"slot\":{},\"bytes\":{},\"syscall\":{syscall}}}}}",
-                        cat::COPY,
-                        copy_routine(e.arg),
-                        e.arg,
-                        e.value
-                    );
-                    let totals = copied.entry(pid).or_default();
-                    let i = match e.arg {
-                        a if a == Counter::FilemapReadBytes as u32 => 0,
-                        a if a == Counter::CopyToIterBytes as u32 => 1,
-                        a if a == Counter::CopyFromIterBytes as u32 => 2,
-                        a if a == Counter::PageCacheWriteBytes as u32 => 4,
-                        a if a == Counter::SockRecvBytes as u32 => 5,
-                        a if a == Counter::XmitLinearBytes as u32 => 6,
-                        a if a == Counter::DirectIoBytes as u32 => 7,
-                        _ => 3,
-                    };
-                    totals[i] += e.value.unsigned_abs();
-                    records.push(&line)?;
-                    line = format!(
-                        "{{\"ph\":\"C\",\"name\":\"bytes through hooked routines\",\"pid\":{pid},\"ts\":{ts},\"args\":{{\"filemap_read\":{},\"_copy_to_iter\":{},\"_copy_from_iter\":{},\"sock_send\":{},\"page_cache_write\":{},\"sock_recv\":{},\"segmentation\":{},\"o_direct\":{}}}}}",
-                        totals[0],
-                        totals[1],
-                        totals[2],
-                        totals[3],
-                        totals[4],
-                        totals[5],
-                        totals[6],
-                        totals[7]
-                    );
-                }
-                Some(EventKind::Disk) => {
-                    let op = char::from(u8::try_from(e.aux).unwrap_or(b'?'));
-                    let _ = write!(
-                        line,
-                        "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"block request ({op})\",\"pid\":{DEVICE_PID},\"tid\":{BLOCK_TID},\"ts\":{ts},\"args\":{{\"dev\":{},\"op\":\"{op}\",\"bytes\":{},\"issuer\":{pid}}}}}",
-                        cat::DISK,
-                        e.arg,
-                        e.value
-                    );
-                    disk_total += e.value.unsigned_abs();
-                    records.push(&line)?;
-                    line = format!(
-                        "{{\"ph\":\"C\",\"name\":\"block bytes issued\",\"pid\":{DEVICE_PID},\"ts\":{ts},\"args\":{{\"bytes\":{disk_total}}}}}"
-                    );
-                }
-                Some(EventKind::Bio) => {
-                    let op = char::from(u8::try_from(e.aux).unwrap_or(b'?'));
-                    let _ = write!(
-                        line,
-                        "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"block I/O queued ({op})\",\"pid\":{pid},\"tid\":{tid},\"ts\":{ts},\"args\":{{\"dev\":{},\"op\":\"{op}\",\"bytes\":{}}}}}",
-                        cat::BIO,
-                        e.arg,
-                        e.value
-                    );
-                }
-                Some(EventKind::Net) => {
-                    let _ = write!(
-                        line,
-                        "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"packet to device\",\"pid\":{pid},\"tid\":{tid},\"ts\":{ts},\"args\":{{\"device\":{},\"bytes\":{}}}}}",
-                        cat::NET,
-                        json_str(&c_name(&e.name)),
-                        e.value
-                    );
-                }
-                Some(EventKind::Dma) => {
-                    let _ = write!(
-                        line,
-                        "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"DMA mapping\",\"pid\":{DEVICE_PID},\"tid\":{DMA_TID},\"ts\":{ts},\"args\":{{\"issuer\":{pid}}}}}",
-                        cat::DMA
-                    );
-                }
-                Some(EventKind::Fork) => {
-                    let _ = write!(
-                        line,
-                        "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"fork\",\"pid\":{pid},\"tid\":{tid},\"ts\":{ts},\"args\":{{\"child\":{}}}}}",
-                        cat::PROCESS,
-                        e.value
-                    );
-                    let comm = c_name(&e.name);
-                    if !comm.is_empty() {
-                        thread_names.insert((pid, tid), comm);
-                    }
-                }
-                None => continue,
-            }
-            if !matches!(
-                EventKind::from_u32(e.kind),
-                Some(EventKind::Disk | EventKind::Dma)
-            ) {
-                thread_names.entry((pid, tid)).or_insert_with(|| {
-                    run.recorded
-                        .thread_names
-                        .get(&tid)
-                        .filter(|n| !n.is_empty())
-                        .cloned()
-                        .unwrap_or_else(|| format!("thread {tid}"))
-                });
-            }
-            records.push(&line)?;
+            self.event(run, e, &mut totals)?;
         }
+        self.unfinished(run)?;
+        self.markers(run)?;
+        for (&pid, name) in &ctx.process_names {
+            self.process_names.insert(pid, name.clone());
+        }
+        Ok(())
+    }
+
+    /// One event's record (and, for copies and block requests, its counter's new value).
+    fn event(&mut self, run: &Run, e: &TraceEvent, totals: &mut Totals) -> io::Result<()> {
+        let (pid, tid) = (e.tgid, e.tid);
+        let ts = us(self.rel(e.ts_ns));
+        let Some(kind) = EventKind::from_u32(e.kind) else {
+            return Ok(());
+        };
+        let line = match kind {
+            EventKind::Syscall => {
+                let name = self.syscall_name(e.arg);
+                syscall(e, &name, &us(self.rel(e.start_ns)))
+            }
+            EventKind::Exit => {
+                let name = self.syscall_name(e.arg);
+                thread_end(e, &name, &us(self.rel(e.start_ns)))
+            }
+            EventKind::Switch => {
+                self.name_thread(e);
+                switch(e, &ts)
+            }
+            EventKind::Fault => fault(e, &ts),
+            EventKind::Copy => {
+                self.records.push(&copy(e, &ts))?;
+                let sums = totals.copied.entry(pid).or_default();
+                sums[copy_total_index(e.arg)] += e.value.unsigned_abs();
+                copy_counter(pid, &ts, sums)
+            }
+            EventKind::Disk => {
+                self.records.push(&disk(e, &ts))?;
+                totals.disk += e.value.unsigned_abs();
+                format!(
+                    "{{\"ph\":\"C\",\"name\":\"block bytes issued\",\"pid\":{DEVICE_PID},\"ts\":{ts},\"args\":{{\"bytes\":{}}}}}",
+                    totals.disk
+                )
+            }
+            EventKind::Bio => bio(e, &ts),
+            EventKind::Net => net(e, &ts),
+            EventKind::Dma => format!(
+                "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"DMA mapping\",\"pid\":{DEVICE_PID},\"tid\":{DMA_TID},\"ts\":{ts},\"args\":{{\"issuer\":{pid}}}}}",
+                cat::DMA
+            ),
+            EventKind::Fork => {
+                self.name_thread(e);
+                format!(
+                    "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"fork\",\"pid\":{pid},\"tid\":{tid},\"ts\":{ts},\"args\":{{\"child\":{}}}}}",
+                    cat::PROCESS,
+                    e.value
+                )
+            }
+        };
+        // Device-wide events are on the device's tracks, not the issuer's thread.
+        if !matches!(kind, EventKind::Disk | EventKind::Dma) {
+            self.thread_names.entry((pid, tid)).or_insert_with(|| {
+                run.recorded
+                    .thread_names
+                    .get(&tid)
+                    .filter(|n| !n.is_empty())
+                    .cloned()
+                    .unwrap_or_else(|| format!("thread {tid}"))
+            });
+        }
+        self.records.push(&line)
+    }
+
+    /// The thread's name as the kernel gave it in the event, if it did.
+    fn name_thread(&mut self, e: &TraceEvent) {
+        let comm = c_name(&e.name);
+        if !comm.is_empty() {
+            self.thread_names.insert((e.tgid, e.tid), comm);
+        }
+    }
+
+    /// Syscalls still in progress when the programs were detached: slices with no end.
+    fn unfinished(&mut self, run: &Run) -> io::Result<()> {
         for u in &run.unfinished {
-            let name = syscall_names
-                .entry(u.nr)
-                .or_insert_with(|| crate::model::syscalls::name_of(u.nr));
-            records.push(&format!(
+            let name = self.syscall_name(u.nr);
+            self.records.push(&format!(
                 "{{\"ph\":\"B\",\"cat\":\"{}\",\"name\":\"{name}\",\"pid\":{},\"tid\":{},\"ts\":{},\"args\":{{\"nr\":{},\"unfinished\":true}}}}",
                 cat::SYSCALL,
                 u.tgid,
                 u.tid,
-                us(rel(u.start_ns)),
+                us(self.rel(u.start_ns)),
                 u.nr
             ))?;
-            thread_names
+            self.thread_names
                 .entry((u.tgid, u.tid))
                 .or_insert_with(|| format!("thread {}", u.tid));
         }
+        Ok(())
+    }
+
+    /// Global markers nobody can miss in the timeline: events lost, and where the kept events
+    /// end when the trace reached its limit (the run went on; its later events were not kept).
+    fn markers(&mut self, run: &Run) -> io::Result<()> {
+        let ctx = &run.context;
         let lost: u64 = ctx.lost_per_cpu.iter().sum();
         if lost > 0 {
-            // A global marker nobody can miss in the timeline.
-            records.push(&format!(
+            self.records.push(&format!(
                 "{{\"ph\":\"i\",\"s\":\"g\",\"cat\":\"{}\",\"name\":\"{lost} EVENTS LOST: this run's trace is incomplete\",\"pid\":{DEVICE_PID},\"tid\":{RUNS_TID},\"ts\":{},\"args\":{{\"lost\":{lost},\"lost_per_cpu\":{:?}}}}}",
                 cat::LOST,
                 us(ctx.end_ns),
@@ -314,7 +261,6 @@ pub fn write<W: Write>(out: &mut W, origin_ns: u64, runs: &[Run]) -> io::Result<
             ))?;
         }
         if ctx.over_limit > 0 {
-            // Where the kept events end: the run went on, its later events were not kept.
             let last_kept = run
                 .recorded
                 .events
@@ -322,51 +268,196 @@ pub fn write<W: Write>(out: &mut W, origin_ns: u64, runs: &[Run]) -> io::Result<
                 .map(|e| e.ts_ns)
                 .max()
                 .unwrap_or(0);
-            records.push(&format!(
+            self.records.push(&format!(
                 "{{\"ph\":\"i\",\"s\":\"g\",\"cat\":\"{}\",\"name\":\"TRACE LIMIT REACHED: {} later events not kept\",\"pid\":{DEVICE_PID},\"tid\":{RUNS_TID},\"ts\":{},\"args\":{{\"over_limit\":{}}}}}",
                 cat::LOST,
                 ctx.over_limit,
-                us(rel(last_kept)),
+                us(self.rel(last_kept)),
                 ctx.over_limit
             ))?;
         }
-        for (&pid, name) in &ctx.process_names {
-            process_names.insert(pid, name.clone());
+        Ok(())
+    }
+
+    /// Names: a process is named by the run context, else by its main thread; then the
+    /// threads, and the device pseudo-process's tracks.
+    fn names(&mut self) -> io::Result<()> {
+        let pids: BTreeSet<u32> = self.thread_names.keys().map(|&(p, _)| p).collect();
+        for pid in pids {
+            let name = self.process_names.get(&pid).cloned().unwrap_or_else(|| {
+                self.thread_names
+                    .get(&(pid, pid))
+                    .cloned()
+                    .unwrap_or_else(|| format!("process {pid}"))
+            });
+            self.records.push(&format!(
+                "{{\"ph\":\"M\",\"name\":\"process_name\",\"pid\":{pid},\"tid\":{pid},\"args\":{{\"name\":{}}}}}",
+                json_str(&name)
+            ))?;
         }
+        for ((pid, tid), name) in &self.thread_names {
+            self.records.push(&format!(
+                "{{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":{pid},\"tid\":{tid},\"args\":{{\"name\":{}}}}}",
+                json_str(name)
+            ))?;
+        }
+        for (tid, name) in [
+            (RUNS_TID, "runs"),
+            (BLOCK_TID, "block requests (device-wide)"),
+            (DMA_TID, "DMA mappings (device-wide)"),
+        ] {
+            self.records.push(&format!(
+                "{{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":{DEVICE_PID},\"tid\":{tid},\"args\":{{\"name\":\"{name}\"}}}}"
+            ))?;
+        }
+        self.records.push(&format!(
+            "{{\"ph\":\"M\",\"name\":\"process_name\",\"pid\":{DEVICE_PID},\"tid\":{RUNS_TID},\"args\":{{\"name\":\"zcprof: runs and devices\"}}}}"
+        ))
     }
-    // Names: a process is named by the run context, else by its main thread.
-    let pids: BTreeSet<u32> = thread_names.keys().map(|&(p, _)| p).collect();
-    for pid in pids {
-        let name = process_names.get(&pid).cloned().unwrap_or_else(|| {
-            thread_names
-                .get(&(pid, pid))
-                .cloned()
-                .unwrap_or_else(|| format!("process {pid}"))
-        });
-        records.push(&format!(
-            "{{\"ph\":\"M\",\"name\":\"process_name\",\"pid\":{pid},\"tid\":{pid},\"args\":{{\"name\":{}}}}}",
-            json_str(&name)
-        ))?;
+}
+
+/// A syscall as a complete slice, with its number, return value and descriptor kind (where the
+/// kernel side classified it).
+fn syscall(e: &TraceEvent, name: &str, start: &str) -> String {
+    let fd = if e.aux == 0 {
+        String::new()
+    } else {
+        format!(",\"fd_kind\":{}", e.aux)
+    };
+    format!(
+        "{{\"ph\":\"X\",\"cat\":\"{}\",\"name\":\"{name}\",\"pid\":{},\"tid\":{},\"ts\":{start},\"dur\":{},\"args\":{{\"nr\":{},\"ret\":{}{fd}}}}}",
+        cat::SYSCALL,
+        e.tgid,
+        e.tid,
+        us(e.ts_ns.saturating_sub(e.start_ns)),
+        e.arg,
+        e.value
+    )
+}
+
+/// A thread that ended in `exit` or `exit_group`: a slice with no end, like a syscall still in
+/// progress when the programs were detached.
+fn thread_end(e: &TraceEvent, name: &str, start: &str) -> String {
+    format!(
+        "{{\"ph\":\"B\",\"cat\":\"{}\",\"name\":\"{name}\",\"pid\":{},\"tid\":{},\"ts\":{start},\"args\":{{\"nr\":{},\"unfinished\":true,\"thread_ended\":true}}}}",
+        cat::SYSCALL,
+        e.tgid,
+        e.tid,
+        e.arg
+    )
+}
+
+fn switch(e: &TraceEvent, ts: &str) -> String {
+    let voluntary = e.arg != 0;
+    format!(
+        "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"{}\",\"pid\":{},\"tid\":{},\"ts\":{ts},\"args\":{{\"voluntary\":{voluntary}}}}}",
+        cat::SCHED,
+        if voluntary {
+            "switched out (blocked)"
+        } else {
+            "switched out (preempted)"
+        },
+        e.tgid,
+        e.tid
+    )
+}
+
+fn fault(e: &TraceEvent, ts: &str) -> String {
+    let user = e.arg != 0;
+    format!(
+        "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"{}\",\"pid\":{},\"tid\":{},\"ts\":{ts},\"args\":{{\"user\":{user}}}}}",
+        cat::FAULT,
+        if user {
+            "page fault (user mode)"
+        } else {
+            "page fault (kernel mode)"
+        },
+        e.tgid,
+        e.tid
+    )
+}
+
+fn copy(e: &TraceEvent, ts: &str) -> String {
+    let syscall = if e.aux == NO_SYSCALL {
+        "null".to_owned()
+    } else {
+        e.aux.to_string()
+    };
+    format!(
+        "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"{}\",\"pid\":{},\"tid\":{},\"ts\":{ts},\"args\":{{\"slot\":{},\"bytes\":{},\"syscall\":{syscall}}}}}",
+        cat::COPY,
+        copy_routine(e.arg),
+        e.tgid,
+        e.tid,
+        e.arg,
+        e.value
+    )
+}
+
+/// The copy counter track's column for a copy slot.
+fn copy_total_index(slot: u32) -> usize {
+    match slot {
+        a if a == Counter::FilemapReadBytes as u32 => 0,
+        a if a == Counter::CopyToIterBytes as u32 => 1,
+        a if a == Counter::CopyFromIterBytes as u32 => 2,
+        a if a == Counter::PageCacheWriteBytes as u32 => 4,
+        a if a == Counter::SockRecvBytes as u32 => 5,
+        a if a == Counter::XmitLinearBytes as u32 => 6,
+        a if a == Counter::DirectIoBytes as u32 => 7,
+        _ => 3,
     }
-    for ((pid, tid), name) in &thread_names {
-        records.push(&format!(
-            "{{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":{pid},\"tid\":{tid},\"args\":{{\"name\":{}}}}}",
-            json_str(name)
-        ))?;
-    }
-    for (tid, name) in [
-        (RUNS_TID, "runs"),
-        (BLOCK_TID, "block requests (device-wide)"),
-        (DMA_TID, "DMA mappings (device-wide)"),
-    ] {
-        records.push(&format!(
-            "{{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":{DEVICE_PID},\"tid\":{tid},\"args\":{{\"name\":\"{name}\"}}}}"
-        ))?;
-    }
-    records.push(&format!(
-        "{{\"ph\":\"M\",\"name\":\"process_name\",\"pid\":{DEVICE_PID},\"tid\":{RUNS_TID},\"args\":{{\"name\":\"zcprof: runs and devices\"}}}}"
-    ))?;
-    let count = records.count;
+}
+
+/// A process's bytes through each hooked routine so far, as a counter track.
+fn copy_counter(pid: u32, ts: &str, t: &[u64; 8]) -> String {
+    format!(
+        "{{\"ph\":\"C\",\"name\":\"bytes through hooked routines\",\"pid\":{pid},\"ts\":{ts},\"args\":{{\"filemap_read\":{},\"_copy_to_iter\":{},\"_copy_from_iter\":{},\"sock_send\":{},\"page_cache_write\":{},\"sock_recv\":{},\"segmentation\":{},\"o_direct\":{}}}}}",
+        t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]
+    )
+}
+
+/// The rwbs letter of a block event.
+fn block_op(e: &TraceEvent) -> char {
+    char::from(u8::try_from(e.aux).unwrap_or(b'?'))
+}
+
+fn disk(e: &TraceEvent, ts: &str) -> String {
+    let op = block_op(e);
+    format!(
+        "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"block request ({op})\",\"pid\":{DEVICE_PID},\"tid\":{BLOCK_TID},\"ts\":{ts},\"args\":{{\"dev\":{},\"op\":\"{op}\",\"bytes\":{},\"issuer\":{}}}}}",
+        cat::DISK,
+        e.arg,
+        e.value,
+        e.tgid
+    )
+}
+
+fn bio(e: &TraceEvent, ts: &str) -> String {
+    let op = block_op(e);
+    format!(
+        "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"block I/O queued ({op})\",\"pid\":{},\"tid\":{},\"ts\":{ts},\"args\":{{\"dev\":{},\"op\":\"{op}\",\"bytes\":{}}}}}",
+        cat::BIO,
+        e.tgid,
+        e.tid,
+        e.arg,
+        e.value
+    )
+}
+
+fn net(e: &TraceEvent, ts: &str) -> String {
+    format!(
+        "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"packet to device\",\"pid\":{},\"tid\":{},\"ts\":{ts},\"args\":{{\"device\":{},\"bytes\":{}}}}}",
+        cat::NET,
+        e.tgid,
+        e.tid,
+        json_str(&c_name(&e.name)),
+        e.value
+    )
+}
+
+/// The end of the file: `report`'s section, with every run's context and whether the trace is
+/// complete.
+fn section<W: Write>(out: &mut W, count: u64, runs: &[Run]) -> io::Result<()> {
     let lost: u64 = runs.iter().flat_map(|r| &r.context.lost_per_cpu).sum();
     let over_limit: u64 = runs.iter().map(|r| r.context.over_limit).sum();
     let contexts: Vec<&super::RunContext> = runs.iter().map(|r| &r.context).collect();
@@ -391,6 +482,5 @@ pub fn write<W: Write>(out: &mut W, origin_ns: u64, runs: &[Run]) -> io::Result<
             ),
         },
         section
-    )?;
-    Ok(count)
+    )
 }
