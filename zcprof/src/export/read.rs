@@ -2,7 +2,7 @@
 //! recorded elsewhere. Anything malformed, truncated or edited is refused, never half-read.
 use std::path::Path;
 
-use zcprof_common::{Counter, DiskIo, HookedBytes, NetXmit, SyscallStat};
+use zcprof_common::{Counter, HookedBytes};
 
 use super::{ExportError, FORMAT_VERSION, RunContext, chrome};
 use crate::collect::{Counts, Process};
@@ -254,7 +254,8 @@ fn stamp(counts: &mut Counts, first: u64, last: u64) {
     counts.last_event_ns = counts.last_event_ns.max(last);
 }
 
-#[expect(clippy::too_many_lines, reason = "one arm per record category")]
+/// Adds one record's counts to the run it falls in: one decoding function per event kind,
+/// the pair of `chrome`'s encoding one.
 fn add(runs: &mut [ReadRun], r: &Record) -> Result<(), String> {
     // Metadata, counters and zcprof's own markers carry no counts.
     if matches!(r.ph.as_str(), "M" | "C")
@@ -267,167 +268,11 @@ fn add(runs: &mut [ReadRun], r: &Record) -> Result<(), String> {
         .ok_or_else(|| format!("a {} event without ts", r.cat))?;
     let run = run_at(runs, ts)?;
     match r.cat.as_str() {
-        chrome::cat::SYSCALL => {
-            let nr = u32::try_from(r.arg_u64("nr")?).map_err(|e| e.to_string())?;
-            match r.ph.as_str() {
-                "X" => {
-                    let dur = r.dur.map(us_to_ns).ok_or("a syscall slice without dur")?;
-                    let ret = r.arg_i64("ret")?;
-                    let stat = run
-                        .counts
-                        .syscalls
-                        .entry(nr)
-                        .or_insert_with(SyscallStat::default);
-                    stat.count += 1;
-                    stat.total_ns = stat.total_ns.saturating_add(dur);
-                    stat.timed += 1;
-                    if ret < 0 {
-                        stat.errors += 1;
-                    } else {
-                        stat.ret_sum = stat.ret_sum.wrapping_add(ret.unsigned_abs());
-                    }
-                    if let Some(kind) = r.args.get("fd_kind").and_then(serde_json::Value::as_u64)
-                        && ret > 0
-                    {
-                        fd_bytes(&mut run.counts, nr, kind, ret.unsigned_abs());
-                    }
-                    run.counts.syscall_returns += 1;
-                    stamp(&mut run.counts, ts, ts.saturating_add(dur));
-                }
-                "B" => {
-                    run.counts.syscalls.entry(nr).or_default().count += 1;
-                    stamp(&mut run.counts, ts, ts);
-                }
-                other => return Err(format!("a syscall event of phase {other:?}")),
-            }
-            if let Some(p) = process(run, r.pid) {
-                p.syscalls += 1;
-            }
-        }
-        chrome::cat::SCHED => {
-            let voluntary = r.arg_bool("voluntary")?;
-            if voluntary {
-                run.counts.voluntary_switches += 1;
-            } else {
-                run.counts.involuntary_switches += 1;
-            }
-            if let Some(p) = process(run, r.pid) {
-                if voluntary {
-                    p.voluntary_switches += 1;
-                } else {
-                    p.involuntary_switches += 1;
-                }
-            }
-        }
-        chrome::cat::FAULT => {
-            let user = r.arg_bool("user")?;
-            if user {
-                run.counts.page_faults_user += 1;
-            } else {
-                run.counts.page_faults_kernel += 1;
-            }
-            if let Some(p) = process(run, r.pid) {
-                if user {
-                    p.page_faults_user += 1;
-                } else {
-                    p.page_faults_kernel += 1;
-                }
-            }
-        }
-        chrome::cat::COPY => {
-            let bytes = r.arg_u64("bytes")?;
-            let slot = r.arg_u64("slot")?;
-            let syscall = r.args.get("syscall").and_then(serde_json::Value::as_u64);
-            let counts = &mut run.counts;
-            let by = syscall.map(|nr| {
-                counts
-                    .hooked_by_syscall
-                    .entry(u32::try_from(nr).unwrap_or(u32::MAX))
-                    .or_insert_with(HookedBytes::default)
-            });
-            let sock = slot == Counter::SockSendBytes as u64;
-            match slot {
-                s if s == Counter::FilemapReadBytes as u64 => {
-                    counts.filemap_read_bytes += bytes;
-                    if let Some(by) = by {
-                        by.filemap_read += bytes;
-                    }
-                }
-                s if s == Counter::CopyToIterBytes as u64 => {
-                    counts.copy_to_iter_bytes += bytes;
-                    if let Some(by) = by {
-                        by.copy_to_iter += bytes;
-                    }
-                }
-                s if s == Counter::CopyFromIterBytes as u64 => {
-                    counts.copy_from_iter_bytes += bytes;
-                    if let Some(by) = by {
-                        by.copy_from_iter += bytes;
-                    }
-                }
-                _ if sock => {
-                    counts.sock_send_bytes += bytes;
-                    if let Some(by) = by {
-                        by.sock_send += bytes;
-                    }
-                }
-                s if s == Counter::PageCacheWriteBytes as u64 => {
-                    counts.page_cache_write_bytes += bytes;
-                    if let Some(by) = by {
-                        by.page_cache_write += bytes;
-                    }
-                }
-                s if s == Counter::SockRecvBytes as u64 => {
-                    counts.sock_recv_bytes += bytes;
-                    if let Some(by) = by {
-                        by.sock_recv += bytes;
-                    }
-                }
-                s if s == Counter::DirectIoBytes as u64 => {
-                    counts.direct_io_bytes += bytes;
-                    if let Some(by) = by {
-                        by.direct_io += bytes;
-                    }
-                }
-                s if s == Counter::XmitLinearBytes as u64 => {
-                    counts.xmit_linear_bytes += bytes;
-                    if let Some(by) = by {
-                        by.xmit_linear += bytes;
-                    }
-                }
-                other => return Err(format!("a copy event of unknown slot {other}")),
-            }
-            // O_DIRECT is the device's transfer, not a copy of the process.
-            if let Some(p) = process(run, r.pid)
-                && slot != Counter::DirectIoBytes as u64
-            {
-                if sock {
-                    p.sock_send_bytes += bytes;
-                } else {
-                    p.copied_bytes += bytes;
-                }
-            }
-        }
-        chrome::cat::DISK => {
-            let dev = u32::try_from(r.arg_u64("dev")?).map_err(|e| e.to_string())?;
-            let bytes = r.arg_u64("bytes")?;
-            let op = r
-                .args
-                .get("op")
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or("");
-            let io = run
-                .counts
-                .disk_io
-                .entry(dev)
-                .or_insert_with(DiskIo::default);
-            match op {
-                "R" => io.read_bytes += bytes,
-                "W" => io.write_bytes += bytes,
-                _ => io.other_bytes += bytes,
-            }
-            io.requests += 1;
-        }
+        chrome::cat::SYSCALL => syscall(run, r, ts)?,
+        chrome::cat::SCHED => switch(run, r)?,
+        chrome::cat::FAULT => fault(run, r)?,
+        chrome::cat::COPY => copy(run, r)?,
+        chrome::cat::DISK => disk(run, r)?,
         chrome::cat::BIO => {
             let bytes = r.arg_u64("bytes")?;
             match r.args.get("op").and_then(serde_json::Value::as_str) {
@@ -443,11 +288,7 @@ fn add(runs: &mut [ReadRun], r: &Record) -> Result<(), String> {
                 .and_then(serde_json::Value::as_str)
                 .ok_or("a net event without args.device")?
                 .to_owned();
-            let x = run
-                .counts
-                .net_xmit
-                .entry(device)
-                .or_insert_with(NetXmit::default);
+            let x = run.counts.net_xmit.entry(device).or_default();
             x.bytes += r.arg_u64("bytes")?;
             x.packets += 1;
         }
@@ -455,6 +296,152 @@ fn add(runs: &mut [ReadRun], r: &Record) -> Result<(), String> {
         chrome::cat::PROCESS => run.counts.forks += 1,
         other => return Err(format!("unknown category {other:?}")),
     }
+    Ok(())
+}
+
+/// A syscall: a complete slice (`X`), or one that never returned (`B`).
+fn syscall(run: &mut ReadRun, r: &Record, ts: u64) -> Result<(), String> {
+    let nr = u32::try_from(r.arg_u64("nr")?).map_err(|e| e.to_string())?;
+    match r.ph.as_str() {
+        "X" => {
+            let dur = r.dur.map(us_to_ns).ok_or("a syscall slice without dur")?;
+            let ret = r.arg_i64("ret")?;
+            let stat = run.counts.syscalls.entry(nr).or_default();
+            stat.count += 1;
+            stat.total_ns = stat.total_ns.saturating_add(dur);
+            stat.timed += 1;
+            if ret < 0 {
+                stat.errors += 1;
+            } else {
+                stat.ret_sum = stat.ret_sum.wrapping_add(ret.unsigned_abs());
+            }
+            if let Some(kind) = r.args.get("fd_kind").and_then(serde_json::Value::as_u64)
+                && ret > 0
+            {
+                fd_bytes(&mut run.counts, nr, kind, ret.unsigned_abs());
+            }
+            run.counts.syscall_returns += 1;
+            stamp(&mut run.counts, ts, ts.saturating_add(dur));
+        }
+        "B" => {
+            run.counts.syscalls.entry(nr).or_default().count += 1;
+            stamp(&mut run.counts, ts, ts);
+        }
+        other => return Err(format!("a syscall event of phase {other:?}")),
+    }
+    if let Some(p) = process(run, r.pid) {
+        p.syscalls += 1;
+    }
+    Ok(())
+}
+
+fn switch(run: &mut ReadRun, r: &Record) -> Result<(), String> {
+    let voluntary = r.arg_bool("voluntary")?;
+    if voluntary {
+        run.counts.voluntary_switches += 1;
+    } else {
+        run.counts.involuntary_switches += 1;
+    }
+    if let Some(p) = process(run, r.pid) {
+        if voluntary {
+            p.voluntary_switches += 1;
+        } else {
+            p.involuntary_switches += 1;
+        }
+    }
+    Ok(())
+}
+
+fn fault(run: &mut ReadRun, r: &Record) -> Result<(), String> {
+    let user = r.arg_bool("user")?;
+    if user {
+        run.counts.page_faults_user += 1;
+    } else {
+        run.counts.page_faults_kernel += 1;
+    }
+    if let Some(p) = process(run, r.pid) {
+        if user {
+            p.page_faults_user += 1;
+        } else {
+            p.page_faults_kernel += 1;
+        }
+    }
+    Ok(())
+}
+
+/// A hooked copy routine's bytes, in the run's total of its slot and, when it happened inside a
+/// syscall, under that syscall.
+fn copy(run: &mut ReadRun, r: &Record) -> Result<(), String> {
+    let bytes = r.arg_u64("bytes")?;
+    let slot = r.arg_u64("slot")?;
+    let syscall = r.args.get("syscall").and_then(serde_json::Value::as_u64);
+    let counts = &mut run.counts;
+    let (total, field): (&mut u64, fn(&mut HookedBytes) -> &mut u64) = match slot {
+        s if s == Counter::FilemapReadBytes as u64 => {
+            (&mut counts.filemap_read_bytes, |h| &mut h.filemap_read)
+        }
+        s if s == Counter::CopyToIterBytes as u64 => {
+            (&mut counts.copy_to_iter_bytes, |h| &mut h.copy_to_iter)
+        }
+        s if s == Counter::CopyFromIterBytes as u64 => {
+            (&mut counts.copy_from_iter_bytes, |h| &mut h.copy_from_iter)
+        }
+        s if s == Counter::SockSendBytes as u64 => {
+            (&mut counts.sock_send_bytes, |h| &mut h.sock_send)
+        }
+        s if s == Counter::PageCacheWriteBytes as u64 => {
+            (&mut counts.page_cache_write_bytes, |h| {
+                &mut h.page_cache_write
+            })
+        }
+        s if s == Counter::SockRecvBytes as u64 => {
+            (&mut counts.sock_recv_bytes, |h| &mut h.sock_recv)
+        }
+        s if s == Counter::DirectIoBytes as u64 => {
+            (&mut counts.direct_io_bytes, |h| &mut h.direct_io)
+        }
+        s if s == Counter::XmitLinearBytes as u64 => {
+            (&mut counts.xmit_linear_bytes, |h| &mut h.xmit_linear)
+        }
+        other => return Err(format!("a copy event of unknown slot {other}")),
+    };
+    *total += bytes;
+    if let Some(nr) = syscall {
+        let by = counts
+            .hooked_by_syscall
+            .entry(u32::try_from(nr).unwrap_or(u32::MAX))
+            .or_default();
+        *field(by) += bytes;
+    }
+    // O_DIRECT is the device's transfer, not a copy of the process.
+    if let Some(p) = process(run, r.pid)
+        && slot != Counter::DirectIoBytes as u64
+    {
+        if slot == Counter::SockSendBytes as u64 {
+            p.sock_send_bytes += bytes;
+        } else {
+            p.copied_bytes += bytes;
+        }
+    }
+    Ok(())
+}
+
+/// A block request (device-wide), by device and direction.
+fn disk(run: &mut ReadRun, r: &Record) -> Result<(), String> {
+    let dev = u32::try_from(r.arg_u64("dev")?).map_err(|e| e.to_string())?;
+    let bytes = r.arg_u64("bytes")?;
+    let op = r
+        .args
+        .get("op")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("");
+    let io = run.counts.disk_io.entry(dev).or_default();
+    match op {
+        "R" => io.read_bytes += bytes,
+        "W" => io.write_bytes += bytes,
+        _ => io.other_bytes += bytes,
+    }
+    io.requests += 1;
     Ok(())
 }
 
