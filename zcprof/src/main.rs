@@ -16,17 +16,7 @@ fn main() -> ExitCode {
     };
     if let Command::Transfer(t) = cli.command {
         // The measured child: no runtime, no logging, nothing but the transfer.
-        transfer::child_main(&transfer::TransferArgs {
-            method: t.method,
-            path: t.path,
-            size: t.size,
-            block_size: t.block_size,
-            addr: t.addr,
-            port: t.port,
-            token: t.token,
-            dest: t.dest,
-            report_fd: t.report_fd,
-        });
+        transfer::child_main(&t);
     }
     app::main(cli.command)
 }

@@ -11,7 +11,9 @@ mod tests;
 mod workload;
 
 pub use recording::{OutputArgs, TraceArgs};
-pub use service::{ServeArgs, TransferArgs};
+pub use service::ServeArgs;
+
+use crate::workload::transfer::TransferArgs;
 pub use workload::{CompareArgs, MethodChoice, NoRepeat, RunArgs, WorkloadArgs};
 
 /// Output formats of `doctor`.
@@ -120,7 +122,7 @@ pub enum Command {
         format: DoctorFormat,
     },
     /// (internal) The measured transfer process.
-    #[command(name = "__transfer", hide = true)]
+    #[command(name = crate::workload::transfer::SUBCOMMAND, hide = true)]
     Transfer(TransferArgs),
     /// (benchmark) Attach two raw tracepoint programs that return at once to `sys_enter` and
     /// `sys_exit`, then run the command (or wait for Ctrl-C): the cost any BPF syscall hook pays

@@ -1,37 +1,9 @@
-//! Options of the long-running and internal commands: the transfer child and `serve`.
+//! Options of the long-running command `serve`.
 use std::path::PathBuf;
 
 use clap::Args;
 
 use super::parse_serve_listen;
-use crate::workload::Method;
-
-#[derive(Debug, Args)]
-pub struct TransferArgs {
-    #[arg(long, value_enum)]
-    pub method: Method,
-    #[arg(long)]
-    pub path: String,
-    #[arg(long)]
-    pub size: u64,
-    #[arg(long)]
-    pub block_size: u64,
-    /// The receiver (none for a method that writes a file).
-    #[arg(long)]
-    pub addr: Option<std::net::IpAddr>,
-    #[arg(long)]
-    pub port: Option<u16>,
-    /// A sink's run token, sent as the first line of each stream.
-    #[arg(long)]
-    pub token: Option<String>,
-    /// The destination file of copy-file-range, created by the parent.
-    #[arg(long)]
-    pub dest: Option<String>,
-    /// A shared memory file the child maps before measuring, for what the kernel told it
-    /// (msg-zerocopy's and `io_uring`'s completions) without a syscall in the measured window.
-    #[arg(long)]
-    pub report_fd: Option<i32>,
-}
 
 /// `zcprof serve`'s options.
 #[derive(Debug, Args)]

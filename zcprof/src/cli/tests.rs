@@ -365,3 +365,40 @@ fn validation() {
             .contains("not a directory")
     );
 }
+
+/// The transfer child's interface is written once: what the parent puts in its argv, clap
+/// parses back into the same options, with and without the optional ones.
+#[test]
+fn the_transfer_childs_options_round_trip_through_its_argv() {
+    use crate::workload::transfer::TransferArgs;
+    let bare = TransferArgs {
+        method: Method::CopyFileRange,
+        path: "/tmp/zcprof src".into(),
+        size: 1 << 20,
+        block_size: 65_536,
+        addr: None,
+        port: None,
+        token: None,
+        dest: Some("/tmp/dest".into()),
+        report_fd: None,
+    };
+    let full = TransferArgs {
+        method: Method::IoUringSendZc,
+        addr: Some("10.77.0.2".parse().unwrap()),
+        port: Some(40_123),
+        token: Some("c0ffee".into()),
+        dest: None,
+        report_fd: Some(7),
+        ..bare.clone()
+    };
+    for args in [bare, full] {
+        let argv = args.to_argv();
+        let parsed = Cli::try_parse_from(std::iter::once("zcprof".to_owned()).chain(argv))
+            .unwrap()
+            .command;
+        let Command::Transfer(back) = parsed else {
+            panic!("not the transfer subcommand: {parsed:?}");
+        };
+        assert_eq!(back, args);
+    }
+}

@@ -161,33 +161,27 @@ impl Ready {
         } else {
             None
         };
-        let exe = std::env::current_exe().map_err(spawn_err)?;
-        let mut command = Command::new(exe);
-        command
-            .arg("__transfer")
-            .args(["--method", method.name()])
-            .arg("--path")
-            .arg(source.path())
-            .args([
-                "--size",
-                &size.to_string(),
-                "--block-size",
-                &block_size.to_string(),
-            ]);
-        if let Some(receiver) = receiver {
-            command
-                .args(["--addr", &receiver.ip().to_string()])
-                .args(["--port", &receiver.port().to_string()]);
-        }
-        if let Some((d, _)) = &destination {
-            command.arg("--dest").arg(d.path());
-        }
-        if let Some(v) = &verdict {
-            command.args(["--report-fd", &v.raw().to_string()]);
-        }
-        if let Some(r) = &remote {
-            command.args(["--token", &r.token]);
-        }
+        let utf8 = |path: &std::path::Path| {
+            path.to_str().map(str::to_owned).ok_or_else(|| {
+                spawn_err(io::Error::other(format!("{} is not UTF-8", path.display())))
+            })
+        };
+        let args = transfer::TransferArgs {
+            method,
+            path: utf8(source.path())?,
+            size,
+            block_size,
+            addr: receiver.map(|r| r.ip()),
+            port: receiver.map(|r| r.port()),
+            token: remote.as_ref().map(|r| r.token.clone()),
+            dest: destination
+                .as_ref()
+                .map(|(d, _)| utf8(d.path()))
+                .transpose()?,
+            report_fd: verdict.as_ref().map(zerocopy::VerdictFile::raw),
+        };
+        let mut command = Command::new(std::env::current_exe().map_err(spawn_err)?);
+        command.args(args.to_argv());
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

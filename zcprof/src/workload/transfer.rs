@@ -17,24 +17,69 @@ use super::{
     uring, zerocopy,
 };
 
-/// What the parent asks the child to do.
-#[derive(Clone, Debug)]
+/// What the parent asks the child to do: the hidden `__transfer` subcommand's options, written
+/// once. The parent turns them into the child's argv (`to_argv`), clap parses them back.
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
 pub struct TransferArgs {
+    #[arg(long, value_enum)]
     pub method: Method,
+    #[arg(long)]
     pub path: String,
+    #[arg(long)]
     pub size: u64,
+    #[arg(long)]
     pub block_size: u64,
-    /// The receiver: 127.0.0.1, the peer of a veth pair, or a `zcprof sink`.
+    /// The receiver: 127.0.0.1, the peer of a veth pair, or a `zcprof sink` (none for a method
+    /// that writes a file).
+    #[arg(long)]
     pub addr: Option<IpAddr>,
+    #[arg(long)]
     pub port: Option<u16>,
     /// A sink's run token: each stream says it first (`sink::Remote::data_hello`), before the
     /// measured window.
+    #[arg(long)]
     pub token: Option<String>,
     /// copy-file-range's destination file, created by the parent (which removes it).
+    #[arg(long)]
     pub dest: Option<String>,
-    /// msg-zerocopy and the `io_uring` methods: a shared memory file for what the kernel's
-    /// completions said.
+    /// msg-zerocopy and the `io_uring` methods: a shared memory file the child maps before
+    /// measuring, for what the kernel's completions said, without a syscall in the window.
+    #[arg(long)]
     pub report_fd: Option<i32>,
+}
+
+/// The hidden subcommand that runs the measured transfer.
+pub const SUBCOMMAND: &str = "__transfer";
+
+impl TransferArgs {
+    /// The child's arguments after the program name: the subcommand and every option set.
+    #[must_use]
+    pub fn to_argv(&self) -> Vec<String> {
+        let mut argv = vec![
+            SUBCOMMAND.to_owned(),
+            "--method".into(),
+            self.method.name().into(),
+            "--path".into(),
+            self.path.clone(),
+            "--size".into(),
+            self.size.to_string(),
+            "--block-size".into(),
+            self.block_size.to_string(),
+        ];
+        let optional = [
+            ("--addr", self.addr.map(|a| a.to_string())),
+            ("--port", self.port.map(|p| p.to_string())),
+            ("--token", self.token.clone()),
+            ("--dest", self.dest.clone()),
+            ("--report-fd", self.report_fd.map(|fd| fd.to_string())),
+        ];
+        for (flag, value) in optional {
+            if let Some(value) = value {
+                argv.extend([flag.to_owned(), value]);
+            }
+        }
+        argv
+    }
 }
 
 /// Entry point of the hidden `__transfer` subcommand. Never returns.
