@@ -246,109 +246,121 @@ fn preload(file: RawFd, buf: &mut [u8]) -> io::Result<()> {
 
 fn run(args: &TransferArgs) -> io::Result<()> {
     let prep = prepare(args)?;
-    let block = usize::try_from(args.block_size).map_err(io::Error::other)?;
-    let size = usize::try_from(args.size).map_err(io::Error::other)?;
-    // Buffers are allocated and touched before `go`: first-touch page faults are setup cost.
-    let mut buffer = match args.method {
-        Method::ReadWrite | Method::DirectIo | Method::IoUring => Some(AlignedBuf::new(block)?),
-        // The whole payload in user memory, read now: the measured loop sends from memory.
-        m if m.preloads_payload() => {
-            beyond::check_payload_fits(m, args.size).map_err(io::Error::other)?;
-            let mut b = AlignedBuf::new(size)?;
-            preload(prep.file, &mut b.as_mut_slice()[..size])?;
-            Some(b)
-        }
-        _ => None,
-    };
-    let zerocopy = match args.method {
-        Method::MsgZerocopy => Some(zerocopy::Sender::prepare(
-            prep.socks[0].as_raw_fd(),
-            args.report_fd,
-            size,
-            block,
-        )?),
-        _ => None,
-    };
-    let mut ring = if args.method.uses_io_uring() {
-        // io-uring registers its block buffer; send-zc sends from the payload unregistered,
-        // as MSG_ZEROCOPY does.
-        let fixed = match args.method {
-            Method::IoUring => buffer.as_mut().map(AlignedBuf::as_mut_slice),
-            _ => None,
-        };
-        Some(uring::Ring::prepare(
-            args.method,
-            fixed,
-            args.report_fd,
-            size.div_ceil(block.max(1)),
-        )?)
-    } else {
-        None
-    };
+    let mut held = Held::prepare(args, &prep)?;
+    ready_then_wait()?;
+    // ---- measured window starts here ----
+    let result = held.transfer(args, &prep);
+    // exit_group closes everything; dropping here would add close() calls (and, in debug
+    // builds, std's fcntl check of each descriptor) to the measured window.
+    std::mem::forget(prep);
+    std::mem::forget(held);
+    result
+}
 
+/// Tells the parent the child is ready, then blocks until it says go: the parent attaches the
+/// probes in between.
+fn ready_then_wait() -> io::Result<()> {
     let mut out = io::stdout().lock();
     out.write_all(b"ready\n")?;
     out.flush()?;
     drop(out);
     let mut go = [0u8; 1];
-    io::stdin().read_exact(&mut go)?;
+    io::stdin().read_exact(&mut go)
+}
 
-    // ---- measured window starts here ----
-    let sock = prep.socks.first().map_or(-1, AsRawFd::as_raw_fd);
-    let result = match args.method {
-        Method::ReadWrite | Method::DirectIo => {
-            let buf = buffer
-                .as_mut()
-                .map(AlignedBuf::as_mut_slice)
-                .unwrap_or_default();
-            read_write(prep.file, sock, buf, size)
-        }
-        Method::MmapWrite => mmap_write(prep.file, sock, size, block),
-        Method::Sendfile => sendfile(prep.file, sock, size, block),
-        Method::Splice => splice(prep.file, prep.pipes[0], sock, size, block),
-        Method::Tee => tee(
-            prep.file,
-            prep.pipes[0],
-            prep.pipes[1],
-            sock,
-            prep.socks[1].as_raw_fd(),
-            size,
-            block,
-        ),
-        Method::CopyFileRange => {
-            beyond::copy_file_range(prep.file, prep.dest.unwrap_or(-1), size, block)
-        }
-        Method::Vmsplice => {
-            let payload = buffer
-                .as_mut()
-                .map(AlignedBuf::as_mut_slice)
-                .unwrap_or_default();
-            beyond::vmsplice(&payload[..size], prep.pipes[0], sock, block)
-        }
-        Method::MsgZerocopy => {
-            let payload = buffer
-                .as_mut()
-                .map(AlignedBuf::as_mut_slice)
-                .unwrap_or_default();
-            zerocopy.map_or_else(
+/// What a method holds in user memory and the kernel before the window: buffers allocated and
+/// touched (first-touch page faults are setup cost), the payload preloaded, the zero-copy
+/// sender and the ring set up.
+struct Held {
+    buffer: Option<AlignedBuf>,
+    zerocopy: Option<zerocopy::Sender>,
+    ring: Option<uring::Ring>,
+}
+
+impl Held {
+    fn prepare(args: &TransferArgs, prep: &Prepared) -> io::Result<Held> {
+        let block = usize::try_from(args.block_size).map_err(io::Error::other)?;
+        let size = usize::try_from(args.size).map_err(io::Error::other)?;
+        let mut buffer = match args.method {
+            Method::ReadWrite | Method::DirectIo | Method::IoUring => Some(AlignedBuf::new(block)?),
+            // The whole payload in user memory, read now: the measured loop sends from memory.
+            m if m.preloads_payload() => {
+                beyond::check_payload_fits(m, args.size).map_err(io::Error::other)?;
+                let mut b = AlignedBuf::new(size)?;
+                preload(prep.file, &mut b.as_mut_slice()[..size])?;
+                Some(b)
+            }
+            _ => None,
+        };
+        let zerocopy = match args.method {
+            Method::MsgZerocopy => Some(zerocopy::Sender::prepare(
+                prep.socks[0].as_raw_fd(),
+                args.report_fd,
+                size,
+                block,
+            )?),
+            _ => None,
+        };
+        let ring = if args.method.uses_io_uring() {
+            // io-uring registers its block buffer; send-zc sends from the payload unregistered,
+            // as MSG_ZEROCOPY does.
+            let fixed = match args.method {
+                Method::IoUring => buffer.as_mut().map(AlignedBuf::as_mut_slice),
+                _ => None,
+            };
+            Some(uring::Ring::prepare(
+                args.method,
+                fixed,
+                args.report_fd,
+                size.div_ceil(block.max(1)),
+            )?)
+        } else {
+            None
+        };
+        Ok(Held {
+            buffer,
+            zerocopy,
+            ring,
+        })
+    }
+
+    /// The measured transfer: each method's loop, each line one syscall.
+    fn transfer(&mut self, args: &TransferArgs, prep: &Prepared) -> io::Result<()> {
+        let block = usize::try_from(args.block_size).map_err(io::Error::other)?;
+        let size = usize::try_from(args.size).map_err(io::Error::other)?;
+        let sock = prep.socks.first().map_or(-1, AsRawFd::as_raw_fd);
+        let buf = self
+            .buffer
+            .as_mut()
+            .map(AlignedBuf::as_mut_slice)
+            .unwrap_or_default();
+        match args.method {
+            Method::ReadWrite | Method::DirectIo => read_write(prep.file, sock, buf, size),
+            Method::MmapWrite => mmap_write(prep.file, sock, size, block),
+            Method::Sendfile => sendfile(prep.file, sock, size, block),
+            Method::Splice => splice(prep.file, prep.pipes[0], sock, size, block),
+            Method::Tee => tee(
+                prep.file,
+                prep.pipes[0],
+                prep.pipes[1],
+                sock,
+                prep.socks[1].as_raw_fd(),
+                size,
+                block,
+            ),
+            Method::CopyFileRange => {
+                beyond::copy_file_range(prep.file, prep.dest.unwrap_or(-1), size, block)
+            }
+            Method::Vmsplice => beyond::vmsplice(&buf[..size], prep.pipes[0], sock, block),
+            Method::MsgZerocopy => self.zerocopy.as_mut().map_or_else(
                 || Err(io::Error::other("MSG_ZEROCOPY was not prepared")),
-                |mut z| z.send_all(&payload[..size]),
-            )
+                |z| z.send_all(&buf[..size]),
+            ),
+            Method::IoUring | Method::IoUringSplice | Method::IoUringSendZc => {
+                through_io_uring(args.method, self.ring.as_mut(), prep, buf, size, block)
+            }
         }
-        Method::IoUring | Method::IoUringSplice | Method::IoUringSendZc => {
-            let buf = buffer
-                .as_mut()
-                .map(AlignedBuf::as_mut_slice)
-                .unwrap_or_default();
-            through_io_uring(args.method, ring.as_mut(), &prep, buf, size, block)
-        }
-    };
-    // exit_group closes everything; dropping here would add close() calls (and, in debug
-    // builds, std's fcntl check of each descriptor) to the measured window.
-    std::mem::forget(prep);
-    std::mem::forget(buffer);
-    std::mem::forget(ring);
-    result
+    }
 }
 
 /// The `io_uring` methods' loops, on the ring prepared before the window.
