@@ -622,6 +622,106 @@ fn choose(
     Ok(())
 }
 
+/// The programs' globals for one attach, held while the loader borrows them.
+struct Globals {
+    tgid: u32,
+    follow: u32,
+    trace: u32,
+    exit: u32,
+    exit_group: u32,
+    time_mask: u32,
+    receiver_tgid: u32,
+    /// With the packets' owners known, devices count a process's packets wherever they leave;
+    /// the current-task program stands aside.
+    xmit_by_socket: u32,
+    /// Record offsets of classic tracepoints, read from this kernel's format files (the
+    /// programs' defaults are one kernel's layout; others differ).
+    offsets: Vec<(&'static str, u32)>,
+}
+
+impl Globals {
+    fn new(kernel: &Kernel, plan: &HookPlan, tgid: u32, options: &Options, skb: bool) -> Globals {
+        let (exit, exit_group) = EXIT_NRS;
+        Globals {
+            tgid,
+            follow: u32::from(options.follow),
+            trace: u32::from(options.trace_ring.is_some()),
+            exit,
+            exit_group,
+            time_mask: plan.time_every - 1,
+            receiver_tgid: options.receiver_tgid,
+            xmit_by_socket: u32::from(skb && plan.unavailable(Point::NetStartXmit).is_none()),
+            offsets: catalog::globals::OFFSETS
+                .iter()
+                .filter_map(|(global, event, field)| {
+                    Some((*global, kernel.field_offset(event, field)?))
+                })
+                .collect(),
+        }
+    }
+
+    fn apply<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
+        use catalog::globals as g;
+        for (global, value) in [
+            (g::TARGET_TGID, &self.tgid),
+            (g::FOLLOW, &self.follow),
+            (g::TRACE, &self.trace),
+            (g::REGS_NR_OFFSET, &REGS_NR_OFFSET),
+            (g::EXIT_NR, &self.exit),
+            (g::EXIT_GROUP_NR, &self.exit_group),
+            (g::TIME_MASK, &self.time_mask),
+            (g::RECEIVER_TGID, &self.receiver_tgid),
+            (g::XMIT_BY_SOCKET, &self.xmit_by_socket),
+        ] {
+            loader.override_global(global, value, true);
+        }
+        for (global, nr) in [g::CLONE_NR, g::CLONE3_NR, g::FORK_NR, g::VFORK_NR]
+            .into_iter()
+            .zip(&CLONE_NRS)
+        {
+            loader.override_global(global, nr, true);
+        }
+        for (global, offset) in &self.offsets {
+            loader.override_global(global, offset, true);
+        }
+    }
+}
+
+/// Attaches one variant per point in `Point::ALL` order: the plan's choice, or the first that
+/// works (recorded in the plan); points known not to work here are skipped.
+fn attach_points(
+    kernel: &Kernel,
+    plan: &mut HookPlan,
+    ebpf: &mut Ebpf,
+    tgid: u32,
+    skb_offsets: &Result<Vec<u32>, String>,
+) -> Result<(), ProbeError> {
+    let sample_hz = plan.sample_hz;
+    for point in Point::ALL {
+        // Known not to work here: the report already has the reasons.
+        if plan.unavailable(point).is_some() {
+            continue;
+        }
+        if let Some(variant) = plan.chosen(point) {
+            attach_variant(ebpf, variant, tgid, sample_hz).map_err(|reasons| {
+                ProbeError::NoVariant {
+                    point: point.name(),
+                    reasons,
+                }
+            })?;
+        } else {
+            choose(kernel, plan, ebpf, point, tgid, sample_hz, skb_offsets)?;
+        }
+        if point == Point::SysEnter {
+            // From now on a return without an entry is not of a syscall begun before
+            // measuring (unless its thread was marked in BEFORE_START): `sys_enter` sees every
+            // entry.
+            control(ebpf, zcprof_common::CONTROL_STARTED);
+        }
+    }
+    Ok(())
+}
+
 impl Probes {
     /// Loads the object with the filter set to `tgid` (and, with `follow`, the processes it
     /// forks while measured) and attaches one variant per point,
@@ -635,78 +735,36 @@ impl Probes {
         tgid: u32,
         options: Options,
     ) -> Result<Probes, ProbeError> {
-        // Record offsets of classic tracepoints, read from this kernel's format files (the
-        // programs' defaults are one kernel's layout; others differ).
-        let offsets: Vec<(&str, u32)> = catalog::globals::OFFSETS
-            .iter()
-            .filter_map(|(global, event, field)| {
-                Some((*global, kernel.field_offset(event, field)?))
-            })
-            .collect();
         // sk_buff members the transmit program reads, from the kernel's BTF.
         let skb_offsets = skb_offsets();
-        let sample_hz = if options.sample_hz == 0 {
+        plan.sample_hz = if options.sample_hz == 0 {
             SAMPLE_HZ
         } else {
             options.sample_hz
         };
-        plan.sample_hz = sample_hz;
-        let mut loader = loader();
-        let follow = u32::from(options.follow);
-        let trace = u32::from(options.trace_ring.is_some());
-        let (exit, exit_group) = EXIT_NRS;
         // A trace shows every syscall as a slice, so every syscall is timed.
         plan.time_every = if options.trace_ring.is_some() {
             1
         } else {
             TIME_EVERY.load(std::sync::atomic::Ordering::Relaxed)
         };
-        let time_mask = plan.time_every - 1;
-        loader.override_global(catalog::globals::TARGET_TGID, &tgid, true);
-        loader.override_global(catalog::globals::FOLLOW, &follow, true);
-        loader.override_global(catalog::globals::TRACE, &trace, true);
-        for (global, nr) in [
-            catalog::globals::CLONE_NR,
-            catalog::globals::CLONE3_NR,
-            catalog::globals::FORK_NR,
-            catalog::globals::VFORK_NR,
-        ]
-        .into_iter()
-        .zip(&CLONE_NRS)
-        {
-            loader.override_global(global, nr, true);
-        }
-        loader.override_global(catalog::globals::REGS_NR_OFFSET, &REGS_NR_OFFSET, true);
-        loader.override_global(catalog::globals::EXIT_NR, &exit, true);
-        loader.override_global(catalog::globals::EXIT_GROUP_NR, &exit_group, true);
-        loader.override_global(catalog::globals::TIME_MASK, &time_mask, true);
-        loader.override_global(
-            catalog::globals::RECEIVER_TGID,
-            &options.receiver_tgid,
-            true,
-        );
+        let globals = Globals::new(kernel, plan, tgid, &options, skb_offsets.is_ok());
+        // Threads that may return from a syscall begun before measuring, marked before
+        // `sys_exit` attaches.
+        let before_start = if tgid == 0 {
+            Vec::new()
+        } else {
+            threads_maybe_in_syscall(tgid)
+        };
+        let mut loader = loader();
+        globals.apply(&mut loader);
         set_struct_offsets(&mut loader, &skb_offsets);
-        // With the packets' owners known, devices count a process's packets wherever they
-        // leave; the current-task program stands aside.
-        let by_socket =
-            u32::from(skb_offsets.is_ok() && plan.unavailable(Point::NetStartXmit).is_none());
-        loader.override_global(catalog::globals::XMIT_BY_SOCKET, &by_socket, true);
         loader.map_max_entries(catalog::maps::TRACED_BITS, traced_bitmap_words());
         // Without --trace the ring buffer is one page: nothing writes to it.
         loader.map_max_entries(
             catalog::maps::EVENTS,
             options.trace_ring.unwrap_or_else(page_size),
         );
-        for (global, offset) in &offsets {
-            loader.override_global(global, offset, true);
-        }
-        // Threads that may return from a syscall begun before measuring, marked before `sys_exit`
-        // attaches.
-        let before_start = if tgid == 0 {
-            Vec::new()
-        } else {
-            threads_maybe_in_syscall(tgid)
-        };
         loader.map_max_entries(
             catalog::maps::BEFORE_START,
             u32::try_from(before_start.len()).unwrap_or(u32::MAX).max(1),
@@ -718,36 +776,7 @@ impl Probes {
             // Only a followed tree has per-process rows.
             make_others_row(&mut ebpf);
         }
-        for point in Point::ALL {
-            // Known not to work here: the report already has the reasons.
-            if plan.unavailable(point).is_some() {
-                continue;
-            }
-            if let Some(variant) = plan.chosen(point) {
-                attach_variant(&mut ebpf, variant, tgid, sample_hz).map_err(|reasons| {
-                    ProbeError::NoVariant {
-                        point: point.name(),
-                        reasons,
-                    }
-                })?;
-            } else {
-                choose(
-                    kernel,
-                    plan,
-                    &mut ebpf,
-                    point,
-                    tgid,
-                    sample_hz,
-                    &skb_offsets,
-                )?;
-            }
-            if point == Point::SysEnter {
-                // From now on a return without an entry is not of a syscall begun before
-                // measuring (unless its thread was marked in BEFORE_START): `sys_enter` sees
-                // every entry.
-                control(&mut ebpf, zcprof_common::CONTROL_STARTED);
-            }
-        }
+        attach_points(kernel, plan, &mut ebpf, tgid, &skb_offsets)?;
         Ok(Probes { ebpf })
     }
 
