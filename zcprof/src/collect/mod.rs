@@ -242,170 +242,28 @@ fn read_stacks(ebpf: &dyn MapSource) -> Result<Vec<(Vec<String>, u64)>, CollectE
 }
 
 impl Counts {
-    /// Reads the maps of a detached object.
+    /// Reads the maps of a detached object, each folded over the CPUs.
     ///
     /// # Errors
     /// When a map is missing or unreadable.
-    #[expect(clippy::too_many_lines, reason = "one arm per counter")]
     pub fn read(ebpf: &dyn MapSource) -> Result<Counts, CollectError> {
-        let map_err = |name| move |source| CollectError::Map { name, source };
-        let counters: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(map(ebpf, maps::COUNTERS)?).map_err(map_err(maps::COUNTERS))?;
         let mut counts = Counts {
             program_misses: ebpf.program_misses(),
             ..Counts::default()
         };
-        for counter in Counter::ALL {
-            let per_cpu = counters
-                .get(&(counter as u32), 0)
-                .map_err(map_err(maps::COUNTERS))?;
-            let values = per_cpu.iter().copied();
-            match counter {
-                Counter::FirstEventNs => {
-                    counts.first_event_ns = values.filter(|&v| v != 0).min().unwrap_or(0);
-                }
-                Counter::LastEventNs => counts.last_event_ns = values.max().unwrap_or(0),
-                Counter::SyscallEntries => counts.syscall_entries = values.sum(),
-                Counter::SyscallReturns => counts.syscall_returns = values.sum(),
-                Counter::UnmatchedReturns => counts.unmatched_returns = values.sum(),
-                Counter::VoluntarySwitches => counts.voluntary_switches = values.sum(),
-                Counter::InvoluntarySwitches => counts.involuntary_switches = values.sum(),
-                Counter::InFlightLost => counts.in_flight_lost = values.sum(),
-                Counter::PageFaultsUser => counts.page_faults_user = values.sum(),
-                Counter::PageFaultsKernel => counts.page_faults_kernel = values.sum(),
-                Counter::SamplesUser => counts.samples_user = values.sum(),
-                Counter::SamplesKernel => counts.samples_kernel = values.sum(),
-                Counter::SamplesLost => counts.samples_lost = values.sum(),
-                Counter::FilemapReadBytes => counts.filemap_read_bytes = values.sum(),
-                Counter::CopyToIterBytes => counts.copy_to_iter_bytes = values.sum(),
-                Counter::CopyFromIterBytes => counts.copy_from_iter_bytes = values.sum(),
-                Counter::DmaMaps => counts.dma_maps = values.sum(),
-                Counter::SockSendBytes => counts.sock_send_bytes = values.sum(),
-                Counter::Forks => counts.forks = values.sum(),
-                Counter::TraceEvents => counts.trace_events = values.sum(),
-                Counter::TraceLost => counts.trace_lost = values.collect(),
-                Counter::XmitLinearBytes => counts.xmit_linear_bytes = values.sum(),
-                Counter::XmitPagedBytes => counts.xmit_paged_bytes = values.sum(),
-                Counter::XmitPackets => counts.xmit_packets = values.sum(),
-                Counter::XmitOtherContext => counts.xmit_other_context = values.sum(),
-                Counter::PageCacheWriteBytes => counts.page_cache_write_bytes = values.sum(),
-                Counter::SockRecvBytes => counts.sock_recv_bytes = values.sum(),
-                Counter::ReceiverRecvBytes => counts.receiver_recv_bytes = values.sum(),
-                Counter::DirectIoBytes => counts.direct_io_bytes = values.sum(),
-                Counter::SampledCpuNs => counts.sampled_cpu_ns = values.sum(),
-                Counter::PidsForgotten => counts.pids_forgotten = values.sum(),
-                Counter::ProcessesFolded => counts.processes_folded = values.sum(),
-                Counter::ReturnsBeforeStart => counts.returns_before_start = values.sum(),
-                Counter::NewTaskReturns => counts.new_task_returns = values.sum(),
-                Counter::RefusedSyscalls => counts.refused_syscalls = values.sum(),
-                Counter::ProcessesLost => counts.processes_lost = values.sum(),
-                Counter::FollowLost => counts.follow_lost = values.sum(),
-                Counter::DevicesLost => counts.devices_lost = values.sum(),
-                Counter::SocketsLost => counts.sockets_lost = values.sum(),
-                Counter::ProcessDiskReadBytes => counts.process_disk_read_bytes = values.sum(),
-                Counter::ProcessDiskWriteBytes => counts.process_disk_write_bytes = values.sum(),
-            }
-        }
-        let syscalls: PerCpuArray<_, SyscallStat> =
-            PerCpuArray::try_from(map(ebpf, maps::SYSCALLS)?).map_err(map_err(maps::SYSCALLS))?;
-        for nr in 0..MAX_SYSCALL_NR {
-            let per_cpu = syscalls.get(&nr, 0).map_err(map_err(maps::SYSCALLS))?;
-            let mut total = SyscallStat::default();
-            for s in per_cpu.iter() {
-                total.count += s.count;
-                total.errors += s.errors;
-                total.total_ns += s.total_ns;
-                total.timed += s.timed;
-                total.forced += s.forced;
-                total.forced_ns += s.forced_ns;
-                total.random_sq = total.random_sq.saturating_add(s.random_sq);
-                total.switched += s.switched;
-                total.switched_ns += s.switched_ns;
-                total.ret_sum = total.ret_sum.wrapping_add(s.ret_sum);
-            }
-            if total != SyscallStat::default() {
-                counts.syscalls.insert(nr, total);
-            }
-        }
-        let disk: PerCpuHashMap<_, u32, DiskIo> =
-            PerCpuHashMap::try_from(map(ebpf, maps::DISK_IO)?).map_err(map_err(maps::DISK_IO))?;
-        for entry in &disk {
-            let (dev, per_cpu) = entry.map_err(map_err(maps::DISK_IO))?;
-            let total = per_cpu.iter().fold(DiskIo::default(), |a, b| DiskIo {
-                read_bytes: a.read_bytes + b.read_bytes,
-                write_bytes: a.write_bytes + b.write_bytes,
-                other_bytes: a.other_bytes + b.other_bytes,
-                requests: a.requests + b.requests,
-            });
-            counts.disk_io.insert(dev, total);
-        }
-        let net: PerCpuHashMap<_, [u8; IFNAMSIZ], NetXmit> =
-            PerCpuHashMap::try_from(map(ebpf, maps::NET_XMIT)?).map_err(map_err(maps::NET_XMIT))?;
-        for entry in &net {
-            let (name, per_cpu) = entry.map_err(map_err(maps::NET_XMIT))?;
-            let total = per_cpu.iter().fold(NetXmit::default(), |a, b| NetXmit {
-                bytes: a.bytes + b.bytes,
-                packets: a.packets + b.packets,
-            });
-            counts.net_xmit.insert(c_name(&name), total);
-        }
-        let procs: PerCpuHashMap<_, u32, ProcStat> =
-            PerCpuHashMap::try_from(map(ebpf, maps::PROCS)?).map_err(map_err(maps::PROCS))?;
-        for entry in &procs {
-            let (tgid, per_cpu) = entry.map_err(map_err(maps::PROCS))?;
-            let p = counts.processes.entry(tgid).or_default();
-            for s in per_cpu.iter() {
-                p.add(s);
-            }
-        }
-        // Each CPU's slot: the syscall path's counters and the measured process's totals (marked
-        // with its id where it ran).
-        let slots: PerCpuArray<_, OnCpu> =
-            PerCpuArray::try_from(map(ebpf, maps::ON_CPU)?).map_err(map_err(maps::ON_CPU))?;
-        let per_cpu = slots.get(&0, 0).map_err(map_err(maps::ON_CPU))?;
-        for on in per_cpu.iter() {
-            counts.syscall_entries += on.entries;
-            counts.syscall_returns += on.returns;
-            if on.first_ns != 0
-                && (counts.first_event_ns == 0 || on.first_ns < counts.first_event_ns)
-            {
-                counts.first_event_ns = on.first_ns;
-            }
-            counts.last_event_ns = counts.last_event_ns.max(on.last_ns);
-            if on.target.tgid != 0 {
-                counts
-                    .processes
-                    .entry(on.target.tgid)
-                    .or_default()
-                    .add(&on.target);
-            }
+        for read in [
+            read_counters,
+            read_syscalls,
+            read_disk,
+            read_net,
+            read_processes,
+            read_on_cpu,
+            read_hooked,
+        ] {
+            read(ebpf, &mut counts)?;
         }
         counts.kernel_stacks = read_stacks(ebpf)?;
         counts.fd_bytes = read_fd_bytes(ebpf)?;
-        let hooked: PerCpuArray<_, HookedBytes> =
-            PerCpuArray::try_from(map(ebpf, maps::HOOKED_BY_SYSCALL)?)
-                .map_err(map_err(maps::HOOKED_BY_SYSCALL))?;
-        for nr in 0..MAX_SYSCALL_NR {
-            let per_cpu = hooked
-                .get(&nr, 0)
-                .map_err(map_err(maps::HOOKED_BY_SYSCALL))?;
-            let total = per_cpu
-                .iter()
-                .fold(HookedBytes::default(), |a, b| HookedBytes {
-                    filemap_read: a.filemap_read + b.filemap_read,
-                    copy_to_iter: a.copy_to_iter + b.copy_to_iter,
-                    copy_from_iter: a.copy_from_iter + b.copy_from_iter,
-                    sock_send: a.sock_send + b.sock_send,
-                    xmit_linear: a.xmit_linear + b.xmit_linear,
-                    xmit_paged: a.xmit_paged + b.xmit_paged,
-                    page_cache_write: a.page_cache_write + b.page_cache_write,
-                    sock_recv: a.sock_recv + b.sock_recv,
-                    direct_io: a.direct_io + b.direct_io,
-                });
-            if total != HookedBytes::default() {
-                counts.hooked_by_syscall.insert(nr, total);
-            }
-        }
         Ok(counts)
     }
 
@@ -414,6 +272,197 @@ impl Counts {
     pub fn window_ns(&self) -> u64 {
         self.last_event_ns.saturating_sub(self.first_event_ns)
     }
+}
+
+/// The counters, one slot per `Counter`: sums over the CPUs (the first event's time is the
+/// earliest, the last's the latest).
+fn read_counters(ebpf: &dyn MapSource, counts: &mut Counts) -> Result<(), CollectError> {
+    let map_err = |name| move |source| CollectError::Map { name, source };
+    let counters: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(map(ebpf, maps::COUNTERS)?).map_err(map_err(maps::COUNTERS))?;
+    for counter in Counter::ALL {
+        let per_cpu = counters
+            .get(&(counter as u32), 0)
+            .map_err(map_err(maps::COUNTERS))?;
+        let values = per_cpu.iter().copied();
+        match counter {
+            Counter::FirstEventNs => {
+                counts.first_event_ns = values.filter(|&v| v != 0).min().unwrap_or(0);
+            }
+            Counter::LastEventNs => counts.last_event_ns = values.max().unwrap_or(0),
+            Counter::SyscallEntries => counts.syscall_entries = values.sum(),
+            Counter::SyscallReturns => counts.syscall_returns = values.sum(),
+            Counter::UnmatchedReturns => counts.unmatched_returns = values.sum(),
+            Counter::VoluntarySwitches => counts.voluntary_switches = values.sum(),
+            Counter::InvoluntarySwitches => counts.involuntary_switches = values.sum(),
+            Counter::InFlightLost => counts.in_flight_lost = values.sum(),
+            Counter::PageFaultsUser => counts.page_faults_user = values.sum(),
+            Counter::PageFaultsKernel => counts.page_faults_kernel = values.sum(),
+            Counter::SamplesUser => counts.samples_user = values.sum(),
+            Counter::SamplesKernel => counts.samples_kernel = values.sum(),
+            Counter::SamplesLost => counts.samples_lost = values.sum(),
+            Counter::FilemapReadBytes => counts.filemap_read_bytes = values.sum(),
+            Counter::CopyToIterBytes => counts.copy_to_iter_bytes = values.sum(),
+            Counter::CopyFromIterBytes => counts.copy_from_iter_bytes = values.sum(),
+            Counter::DmaMaps => counts.dma_maps = values.sum(),
+            Counter::SockSendBytes => counts.sock_send_bytes = values.sum(),
+            Counter::Forks => counts.forks = values.sum(),
+            Counter::TraceEvents => counts.trace_events = values.sum(),
+            Counter::TraceLost => counts.trace_lost = values.collect(),
+            Counter::XmitLinearBytes => counts.xmit_linear_bytes = values.sum(),
+            Counter::XmitPagedBytes => counts.xmit_paged_bytes = values.sum(),
+            Counter::XmitPackets => counts.xmit_packets = values.sum(),
+            Counter::XmitOtherContext => counts.xmit_other_context = values.sum(),
+            Counter::PageCacheWriteBytes => counts.page_cache_write_bytes = values.sum(),
+            Counter::SockRecvBytes => counts.sock_recv_bytes = values.sum(),
+            Counter::ReceiverRecvBytes => counts.receiver_recv_bytes = values.sum(),
+            Counter::DirectIoBytes => counts.direct_io_bytes = values.sum(),
+            Counter::SampledCpuNs => counts.sampled_cpu_ns = values.sum(),
+            Counter::PidsForgotten => counts.pids_forgotten = values.sum(),
+            Counter::ProcessesFolded => counts.processes_folded = values.sum(),
+            Counter::ReturnsBeforeStart => counts.returns_before_start = values.sum(),
+            Counter::NewTaskReturns => counts.new_task_returns = values.sum(),
+            Counter::RefusedSyscalls => counts.refused_syscalls = values.sum(),
+            Counter::ProcessesLost => counts.processes_lost = values.sum(),
+            Counter::FollowLost => counts.follow_lost = values.sum(),
+            Counter::DevicesLost => counts.devices_lost = values.sum(),
+            Counter::SocketsLost => counts.sockets_lost = values.sum(),
+            Counter::ProcessDiskReadBytes => counts.process_disk_read_bytes = values.sum(),
+            Counter::ProcessDiskWriteBytes => counts.process_disk_write_bytes = values.sum(),
+        }
+    }
+    Ok(())
+}
+
+/// Per-syscall statistics, by number.
+fn read_syscalls(ebpf: &dyn MapSource, counts: &mut Counts) -> Result<(), CollectError> {
+    let map_err = |name| move |source| CollectError::Map { name, source };
+    let syscalls: PerCpuArray<_, SyscallStat> =
+        PerCpuArray::try_from(map(ebpf, maps::SYSCALLS)?).map_err(map_err(maps::SYSCALLS))?;
+    for nr in 0..MAX_SYSCALL_NR {
+        let per_cpu = syscalls.get(&nr, 0).map_err(map_err(maps::SYSCALLS))?;
+        let mut total = SyscallStat::default();
+        for s in per_cpu.iter() {
+            total.count += s.count;
+            total.errors += s.errors;
+            total.total_ns += s.total_ns;
+            total.timed += s.timed;
+            total.forced += s.forced;
+            total.forced_ns += s.forced_ns;
+            total.random_sq = total.random_sq.saturating_add(s.random_sq);
+            total.switched += s.switched;
+            total.switched_ns += s.switched_ns;
+            total.ret_sum = total.ret_sum.wrapping_add(s.ret_sum);
+        }
+        if total != SyscallStat::default() {
+            counts.syscalls.insert(nr, total);
+        }
+    }
+    Ok(())
+}
+
+/// Block I/O by device.
+fn read_disk(ebpf: &dyn MapSource, counts: &mut Counts) -> Result<(), CollectError> {
+    let map_err = |name| move |source| CollectError::Map { name, source };
+    let disk: PerCpuHashMap<_, u32, DiskIo> =
+        PerCpuHashMap::try_from(map(ebpf, maps::DISK_IO)?).map_err(map_err(maps::DISK_IO))?;
+    for entry in &disk {
+        let (dev, per_cpu) = entry.map_err(map_err(maps::DISK_IO))?;
+        let total = per_cpu.iter().fold(DiskIo::default(), |a, b| DiskIo {
+            read_bytes: a.read_bytes + b.read_bytes,
+            write_bytes: a.write_bytes + b.write_bytes,
+            other_bytes: a.other_bytes + b.other_bytes,
+            requests: a.requests + b.requests,
+        });
+        counts.disk_io.insert(dev, total);
+    }
+    Ok(())
+}
+
+/// Packets by network device.
+fn read_net(ebpf: &dyn MapSource, counts: &mut Counts) -> Result<(), CollectError> {
+    let map_err = |name| move |source| CollectError::Map { name, source };
+    let net: PerCpuHashMap<_, [u8; IFNAMSIZ], NetXmit> =
+        PerCpuHashMap::try_from(map(ebpf, maps::NET_XMIT)?).map_err(map_err(maps::NET_XMIT))?;
+    for entry in &net {
+        let (name, per_cpu) = entry.map_err(map_err(maps::NET_XMIT))?;
+        let total = per_cpu.iter().fold(NetXmit::default(), |a, b| NetXmit {
+            bytes: a.bytes + b.bytes,
+            packets: a.packets + b.packets,
+        });
+        counts.net_xmit.insert(c_name(&name), total);
+    }
+    Ok(())
+}
+
+/// Per-process totals of a followed tree.
+fn read_processes(ebpf: &dyn MapSource, counts: &mut Counts) -> Result<(), CollectError> {
+    let map_err = |name| move |source| CollectError::Map { name, source };
+    let procs: PerCpuHashMap<_, u32, ProcStat> =
+        PerCpuHashMap::try_from(map(ebpf, maps::PROCS)?).map_err(map_err(maps::PROCS))?;
+    for entry in &procs {
+        let (tgid, per_cpu) = entry.map_err(map_err(maps::PROCS))?;
+        let p = counts.processes.entry(tgid).or_default();
+        for s in per_cpu.iter() {
+            p.add(s);
+        }
+    }
+    Ok(())
+}
+
+/// Each CPU's slot: the syscall path's counters and the measured process's totals (marked
+/// with its id where it ran).
+fn read_on_cpu(ebpf: &dyn MapSource, counts: &mut Counts) -> Result<(), CollectError> {
+    let map_err = |name| move |source| CollectError::Map { name, source };
+    let slots: PerCpuArray<_, OnCpu> =
+        PerCpuArray::try_from(map(ebpf, maps::ON_CPU)?).map_err(map_err(maps::ON_CPU))?;
+    let per_cpu = slots.get(&0, 0).map_err(map_err(maps::ON_CPU))?;
+    for on in per_cpu.iter() {
+        counts.syscall_entries += on.entries;
+        counts.syscall_returns += on.returns;
+        if on.first_ns != 0 && (counts.first_event_ns == 0 || on.first_ns < counts.first_event_ns) {
+            counts.first_event_ns = on.first_ns;
+        }
+        counts.last_event_ns = counts.last_event_ns.max(on.last_ns);
+        if on.target.tgid != 0 {
+            counts
+                .processes
+                .entry(on.target.tgid)
+                .or_default()
+                .add(&on.target);
+        }
+    }
+    Ok(())
+}
+
+/// Hooked copy bytes by the syscall they happened in.
+fn read_hooked(ebpf: &dyn MapSource, counts: &mut Counts) -> Result<(), CollectError> {
+    let map_err = |name| move |source| CollectError::Map { name, source };
+    let hooked: PerCpuArray<_, HookedBytes> =
+        PerCpuArray::try_from(map(ebpf, maps::HOOKED_BY_SYSCALL)?)
+            .map_err(map_err(maps::HOOKED_BY_SYSCALL))?;
+    for nr in 0..MAX_SYSCALL_NR {
+        let per_cpu = hooked
+            .get(&nr, 0)
+            .map_err(map_err(maps::HOOKED_BY_SYSCALL))?;
+        let total = per_cpu
+            .iter()
+            .fold(HookedBytes::default(), |a, b| HookedBytes {
+                filemap_read: a.filemap_read + b.filemap_read,
+                copy_to_iter: a.copy_to_iter + b.copy_to_iter,
+                copy_from_iter: a.copy_from_iter + b.copy_from_iter,
+                sock_send: a.sock_send + b.sock_send,
+                xmit_linear: a.xmit_linear + b.xmit_linear,
+                xmit_paged: a.xmit_paged + b.xmit_paged,
+                page_cache_write: a.page_cache_write + b.page_cache_write,
+                sock_recv: a.sock_recv + b.sock_recv,
+                direct_io: a.direct_io + b.direct_io,
+            });
+        if total != HookedBytes::default() {
+            counts.hooked_by_syscall.insert(nr, total);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
