@@ -88,7 +88,10 @@ pub fn main(command: Command) -> ExitCode {
         Command::Transfer(_) => unreachable!("handled before the runtime starts"),
     };
     let opts = match opts {
-        Ok(opts) => opts,
+        Ok(opts) => Workload {
+            time_every: trace.time_every(),
+            ..opts
+        },
         Err(UsageError(msg)) => return fail(2, &msg),
     };
     let output = match open_output(&output) {
@@ -123,6 +126,7 @@ fn program_command(
     let watch = Watch {
         follow: !no_follow,
         interval,
+        time_every: trace.time_every(),
         format,
     };
     privileged(move || with_trace(&trace, |t| job(watch, output, t)))
@@ -135,6 +139,8 @@ struct Watch {
     follow: bool,
     /// The live view's interval.
     interval: Option<std::time::Duration>,
+    /// One syscall in this many is timed (`--time-every`, checked before privileges).
+    time_every: u32,
     format: Format,
 }
 
@@ -220,10 +226,6 @@ fn empty_hooks(command: &[String]) -> ExitCode {
 /// Runs `job` with the trace `args` ask for, then writes it, also after Ctrl-C (what was
 /// measured so far); a trace with no runs leaves no file.
 fn with_trace(args: &TraceArgs, job: impl FnOnce(Option<&mut Trace>) -> ExitCode) -> ExitCode {
-    // Checked before privileges (`TraceArgs::validate`).
-    if let Some(n) = args.time_every {
-        crate::probes::set_time_every(n);
-    }
     let Some(path) = &args.trace else {
         return job(None);
     };
@@ -482,7 +484,14 @@ fn emit_program(report: &RunReport, format: Format, output: Outputs) -> Result<(
 
 fn exec(argv: &[String], watch: Watch, output: Outputs, trace: Option<&mut Trace>) -> ExitCode {
     let kernel = Kernel::detect();
-    match measure::exec(&kernel, argv, watch.follow, watch.interval, trace) {
+    match measure::exec(
+        &kernel,
+        argv,
+        watch.follow,
+        watch.interval,
+        watch.time_every,
+        trace,
+    ) {
         Ok((report, status)) => {
             if let Err(code) = emit_program(&report, watch.format, output) {
                 return code;
@@ -515,7 +524,15 @@ fn attach(
     trace: Option<&mut Trace>,
 ) -> ExitCode {
     let kernel = Kernel::detect();
-    match measure::attach(&kernel, pid, watch.follow, duration, watch.interval, trace) {
+    match measure::attach(
+        &kernel,
+        pid,
+        watch.follow,
+        duration,
+        watch.interval,
+        watch.time_every,
+        trace,
+    ) {
         // Ctrl-C is the ordinary way to end an attach (as with perf and bcc tools): exit 0.
         Ok((report, _)) => match emit_program(&report, watch.format, output) {
             Ok(()) => ExitCode::SUCCESS,

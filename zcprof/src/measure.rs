@@ -138,21 +138,20 @@ pub fn run_one(
         scatter_gather,
         receiver: receiver.to_string(),
     });
-    let measured = Measured::attach(
-        kernel,
-        plan,
-        pid,
-        false,
-        crate::probes::SAMPLE_HZ,
-        trace.as_deref(),
+    let options = Options {
+        follow: false,
+        trace_ring: None,
+        sample_hz: crate::probes::SAMPLE_HZ,
         // The built-in receivers are threads of this process; a remote sink reports its own
         // costs, and nothing of zcprof's receives.
-        if network.remote_sink().is_some() || !method.uses_network() {
+        receiver_tgid: if network.remote_sink().is_some() || !method.uses_network() {
             0
         } else {
             std::process::id()
         },
-    )?;
+        time_every: opts.time_every,
+    };
+    let measured = Measured::attach(kernel, plan, pid, options, trace.as_deref())?;
     let delivery = ready.go()?;
     let (counts, recording) = measured.finish(trace.as_deref())?;
     let names = DeviceNames::resolve(&counts);
@@ -218,24 +217,22 @@ struct Recording {
 }
 
 impl Measured {
+    /// Attaches the probes to `pid` with `options` (its trace ring from `trace`, when there is
+    /// one).
     fn attach(
         kernel: &Kernel,
         plan: &mut HookPlan,
         pid: u32,
-        follow: bool,
-        sample_hz: u64,
+        options: Options,
         trace: Option<&Trace>,
-        receiver_tgid: u32,
     ) -> Result<Measured, MeasureError> {
         let start_ns = trace.map_or(0, Trace::now_ns);
         // Measured before the programs run (a few 16 MiB copies of zcprof's own), once per
         // process, and kept with the plan, so a trace is judged again at the same rate.
         plan.copy_rate = crate::model::copy_rate();
         let options = Options {
-            follow,
             trace_ring: trace.map(Trace::ring_bytes),
-            sample_hz,
-            receiver_tgid,
+            ..options
         };
         let mut probes = Probes::attach(kernel, plan, pid, options)?;
         crate::timing::mark("probes attached");
@@ -515,6 +512,7 @@ pub fn exec(
     argv: &[String],
     follow: bool,
     interval: Option<std::time::Duration>,
+    time_every: u32,
     trace: Option<&mut Trace>,
 ) -> Result<(RunReport, u8), MeasureError> {
     let stopped =
@@ -524,10 +522,8 @@ pub fn exec(
         kernel,
         &mut plan,
         stopped.pid(),
-        follow,
-        crate::probes::PROGRAM_SAMPLE_HZ,
+        Options::program(follow, time_every),
         trace.as_deref(),
-        0,
     )?;
     let name = Path::new(&argv[0])
         .file_name()
@@ -561,6 +557,7 @@ pub fn attach(
     follow: bool,
     duration: Option<std::time::Duration>,
     interval: Option<std::time::Duration>,
+    time_every: u32,
     trace: Option<&mut Trace>,
 ) -> Result<(RunReport, crate::process::WatchEnd), MeasureError> {
     crate::process::check_pid(pid).map_err(|e| MeasureError::Usage(e.to_string()))?;
@@ -569,10 +566,8 @@ pub fn attach(
         kernel,
         &mut plan,
         pid,
-        follow,
-        crate::probes::PROGRAM_SAMPLE_HZ,
+        Options::program(follow, time_every),
         trace.as_deref(),
-        0,
     )?;
     let name = format!("pid {pid}");
     // Children already running are not followed (only those forked from now on): named in the

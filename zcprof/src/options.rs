@@ -114,6 +114,8 @@ pub struct Workload {
     pub repeat: u32,
     /// Unmeasured runs of each before them.
     pub warmup: u32,
+    /// One syscall in this many is timed outside trace mode (`--time-every`).
+    pub time_every: u32,
 }
 
 #[cfg(test)]

@@ -51,6 +51,15 @@ pub struct TraceArgs {
 }
 
 impl TraceArgs {
+    /// One syscall in this many is timed: `--time-every`, else the default; a trace times
+    /// every call whatever this says.
+    #[must_use]
+    pub fn time_every(&self) -> u32 {
+        self.time_every
+            .unwrap_or(crate::probes::DEFAULT_TIME_EVERY)
+            .max(1)
+    }
+
     /// Checks the options that need no kernel, so a typo fails before privileges are asked.
     ///
     /// # Errors

@@ -331,6 +331,8 @@ impl WorkloadArgs {
             format,
             repeat,
             warmup,
+            // The recording options' (`TraceArgs`), set by the caller that has them.
+            time_every: crate::probes::DEFAULT_TIME_EVERY,
         })
     }
 }

@@ -65,6 +65,23 @@ pub struct Options {
     /// The built-in workload's receiver process (zcprof itself), whose socket -> user copies
     /// are counted apart; 0 when there is none.
     pub receiver_tgid: u32,
+    /// Outside trace mode one syscall in this many is timed, at random (`--time-every`, a
+    /// power of two; `DEFAULT_TIME_EVERY` unless given).
+    pub time_every: u32,
+}
+
+impl Options {
+    /// A real program's: sampled at `PROGRAM_SAMPLE_HZ`, no receiver of zcprof's.
+    #[must_use]
+    pub fn program(follow: bool, time_every: u32) -> Options {
+        Options {
+            follow,
+            trace_ring: None,
+            sample_hz: PROGRAM_SAMPLE_HZ,
+            receiver_tgid: 0,
+            time_every,
+        }
+    }
 }
 
 /// A plan's choices in a form that can be saved (inside a trace) and read back.
@@ -236,15 +253,6 @@ const EXIT_NRS: (u32, u32) = (u32::MAX, u32::MAX);
 
 /// Outside trace mode one syscall in this many is timed, at random (`--time-every`).
 pub const DEFAULT_TIME_EVERY: u32 = 16;
-
-/// The `--time-every` of this invocation, set once from the command line.
-static TIME_EVERY: std::sync::atomic::AtomicU32 =
-    std::sync::atomic::AtomicU32::new(DEFAULT_TIME_EVERY);
-
-/// Sets how many syscalls share one timed syscall outside trace mode (a power of two).
-pub fn set_time_every(n: u32) {
-    TIME_EVERY.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
-}
 
 /// Words of the traced-process bitmap: one bit per possible process id.
 fn traced_bitmap_words() -> u32 {
@@ -746,7 +754,7 @@ impl Probes {
         plan.time_every = if options.trace_ring.is_some() {
             1
         } else {
-            TIME_EVERY.load(std::sync::atomic::Ordering::Relaxed)
+            options.time_every.max(1)
         };
         let globals = Globals::new(kernel, plan, tgid, &options, skb_offsets.is_ok());
         // Threads that may return from a syscall begun before measuring, marked before
