@@ -231,16 +231,7 @@ fn with_trace(args: &TraceArgs, job: impl FnOnce(Option<&mut Trace>) -> ExitCode
     };
     let mut trace = match Trace::create(path, args.trace_buffer, args.trace_limit) {
         Ok(t) => t,
-        Err(e) => {
-            return fail(
-                if matches!(e, ExportError::RingSize { .. }) {
-                    2
-                } else {
-                    1
-                },
-                &e.to_string(),
-            );
-        }
+        Err(e) => return failed(&e),
     };
     let code = job(Some(&mut trace));
     if trace.is_empty() {
@@ -450,14 +441,7 @@ fn workloads(opts: &Workload, output: Outputs, trace: Option<&mut Trace>) -> Exi
             (output.svg, output.html),
         ),
         Err(e) if e.is_interrupt() => fail(cancel::exit_status(), "interrupted"),
-        Err(e) => fail(
-            if matches!(e, MeasureError::Usage(_)) {
-                2
-            } else {
-                1
-            },
-            &e.to_string(),
-        ),
+        Err(e) => failed(&e),
     }
 }
 
@@ -505,14 +489,7 @@ fn exec(argv: &[String], watch: Watch, output: Outputs, trace: Option<&mut Trace
                 ExitCode::from(status)
             }
         }
-        Err(e) => fail(
-            if matches!(e, MeasureError::Usage(_)) {
-                2
-            } else {
-                1
-            },
-            &e.to_string(),
-        ),
+        Err(e) => failed(&e),
     }
 }
 
@@ -538,14 +515,7 @@ fn attach(
             Ok(()) => ExitCode::SUCCESS,
             Err(code) => code,
         },
-        Err(e) => fail(
-            if matches!(e, MeasureError::Usage(_)) {
-                2
-            } else {
-                1
-            },
-            &e.to_string(),
-        ),
+        Err(e) => failed(&e),
     }
 }
 
@@ -652,6 +622,37 @@ fn doctor(format: crate::cli::DoctorFormat) -> ExitCode {
             "no usable hook for a required measurement point (see above)",
         )
     }
+}
+
+/// The one place that says which errors are bad input (exit 2: the command line asked for
+/// something that cannot be) and which are the machine's or the measurement's (exit 1).
+trait ExitStatus: std::fmt::Display {
+    fn exit_status(&self) -> u8;
+}
+
+impl ExitStatus for MeasureError {
+    fn exit_status(&self) -> u8 {
+        if matches!(self, MeasureError::Usage(_)) {
+            2
+        } else {
+            1
+        }
+    }
+}
+
+impl ExitStatus for ExportError {
+    fn exit_status(&self) -> u8 {
+        if matches!(self, ExportError::RingSize { .. }) {
+            2
+        } else {
+            1
+        }
+    }
+}
+
+/// Says `e` on stderr in one line and exits with its status.
+fn failed(e: &impl ExitStatus) -> ExitCode {
+    fail(e.exit_status(), &e.to_string())
 }
 
 fn fail(code: u8, message: &str) -> ExitCode {
