@@ -55,6 +55,12 @@ pub enum CapsError {
          with sudo, or grant it, e.g. setpriv --ambient-caps=+bpf,+perfmon)"
     )]
     Missing(String),
+    /// tracefs is not mounted and could not be mounted in zcprof's own mount namespace.
+    #[error("tracefs cannot be made available: {step}: {source}")]
+    Tracefs {
+        step: &'static str,
+        source: nix::errno::Errno,
+    },
 }
 
 /// Facts about the running kernel that decide which hook types can work.
@@ -215,7 +221,7 @@ fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
 ///
 /// # Errors
 /// The reason, when tracefs cannot be made available.
-pub fn ensure_tracefs() -> Result<(), String> {
+pub fn ensure_tracefs() -> Result<(), CapsError> {
     use nix::mount::{MsFlags, mount};
     let tracefs = Kernel::detect().tracefs.is_some();
     // debugfs tells the preemption model (`Kernel::preemption`).
@@ -223,8 +229,12 @@ pub fn ensure_tracefs() -> Result<(), String> {
     if tracefs && debugfs {
         return Ok(());
     }
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-        .map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|source| {
+        CapsError::Tracefs {
+            step: "unshare(CLONE_NEWNS)",
+            source,
+        }
+    })?;
     // Keep our mounts from propagating back to the host's namespace.
     mount(
         None::<&str>,
@@ -233,7 +243,10 @@ pub fn ensure_tracefs() -> Result<(), String> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .map_err(|e| format!("making / private: {e}"))?;
+    .map_err(|source| CapsError::Tracefs {
+        step: "making / private",
+        source,
+    })?;
     if !debugfs {
         // Optional: without it the preemption model is unknown, and raw tracepoints stay first.
         let _ = mount(
@@ -254,7 +267,10 @@ pub fn ensure_tracefs() -> Result<(), String> {
         MsFlags::empty(),
         None::<&str>,
     )
-    .map_err(|e| format!("mount tracefs: {e}"))
+    .map_err(|source| CapsError::Tracefs {
+        step: "mount tracefs",
+        source,
+    })
 }
 
 #[cfg(test)]

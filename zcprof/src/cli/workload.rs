@@ -386,7 +386,8 @@ fn payload_fits(
         })
         .unwrap_or(crate::options::DEFAULT_SIZE);
     for &m in methods.iter().filter(|m| m.preloads_payload()) {
-        crate::workload::beyond::check_payload_fits(m, size).map_err(UsageError)?;
+        crate::workload::beyond::check_payload_fits(m, size)
+            .map_err(|e| UsageError(e.to_string()))?;
     }
     Ok(())
 }

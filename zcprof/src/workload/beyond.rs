@@ -72,13 +72,28 @@ pub(super) fn vmsplice(
     Ok(())
 }
 
+/// A payload sent from user memory that would not fit in it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{method} sends from user memory: --size {} is more than half the {} available (choose a \
+     smaller --size)",
+    crate::units::format_bytes(*size),
+    crate::units::format_bytes(*available)
+)]
+pub struct PayloadTooLarge {
+    pub method: super::Method,
+    pub size: u64,
+    /// `MemAvailable` of /proc/meminfo.
+    pub available: u64,
+}
+
 /// Refuses a payload that would take more than half the memory the kernel says is available:
 /// vmsplice and msg-zerocopy send the whole payload from user memory, and filling memory would
 /// take the machine down with the run.
 ///
 /// # Errors
 /// The reason, in one line, when it does not fit.
-pub fn check_payload_fits(method: super::Method, size: u64) -> Result<(), String> {
+pub fn check_payload_fits(method: super::Method, size: u64) -> Result<(), PayloadTooLarge> {
     let available = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|text| {
@@ -88,12 +103,11 @@ pub fn check_payload_fits(method: super::Method, size: u64) -> Result<(), String
         })
         .map(|kib| kib.saturating_mul(1024));
     match available {
-        Some(bytes) if size > bytes / 2 => Err(format!(
-            "{method} sends from user memory: --size {} is more than half the {} available \
-             (choose a smaller --size)",
-            crate::units::format_bytes(size),
-            crate::units::format_bytes(bytes)
-        )),
+        Some(available) if size > available / 2 => Err(PayloadTooLarge {
+            method,
+            size,
+            available,
+        }),
         _ => Ok(()),
     }
 }
