@@ -190,6 +190,27 @@ const CONTRADICTION_SAMPLES: u64 = 50;
 /// comes by chance 1 time in 100.
 const UNLIKELY_UNSEEN: f64 = 4.6;
 
+/// A path a source outside the ledger (the `io_uring` completions, the descriptor kinds) proposes:
+/// plain data, which the ledger's builder adds with its evidence.
+pub(super) struct Proposed {
+    pub route: Route,
+    pub short: &'static str,
+    pub bytes: u64,
+    pub note: String,
+    /// The copy routines' callers that confirm it when sampled.
+    pub sampled: &'static [SampledPath],
+    pub basis: Basis,
+    pub whose: Whose,
+}
+
+/// What a proposed path rests on.
+pub(super) enum Basis {
+    /// Counted in the kernel on these hooks.
+    Measured(Vec<String>),
+    /// Derived from what the kernel answered, as `source` says; checked against sampling.
+    Derived(String),
+}
+
 /// Adds paths to a ledger, each with its evidence: `ledger::build` and the methods' own paths
 /// (`descriptors`, `uring`) drive it.
 pub(super) struct Builder<'a> {
@@ -235,6 +256,20 @@ impl Builder<'_> {
             contradicted: false,
             short,
         });
+    }
+
+    /// Adds a proposed path, as its own.
+    pub(super) fn add(&mut self, p: Proposed) {
+        let whose = std::mem::replace(&mut self.whose, p.whose);
+        match p.basis {
+            Basis::Measured(hooks) => {
+                self.measured(p.route, p.short, p.bytes, hooks, p.note, p.sampled);
+            }
+            Basis::Derived(source) => {
+                self.derived_from(p.route, p.short, p.bytes, p.note, p.sampled, source);
+            }
+        }
+        self.whose = whose;
     }
 
     /// Adds a path derived from syscall semantics; sampling that saw many kernel samples and

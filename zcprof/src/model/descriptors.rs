@@ -9,14 +9,10 @@ use zcprof_common::FdKind;
 
 use super::{
     copies::SampledPath,
-    copy_path::{Builder, How, Route, Station, Whose},
+    copy_path::{Basis, How, Proposed, Route, Station, Whose},
     fmt_bytes,
 };
-use crate::{
-    collect::Counts,
-    model::Source,
-    probes::catalog::{Point, Variant},
-};
+use crate::{collect::Counts, model::Source};
 
 /// Bytes read-type and write-type syscalls moved, by descriptor kind.
 #[derive(Clone, Copy)]
@@ -132,39 +128,37 @@ const PATHS: [KindPath; 6] = [
     },
 ];
 
-/// Adds the paths of pipes, character devices and generated files, derived from what the
-/// syscalls returned through each kind of descriptor, and checked against sampling.
-pub(super) fn paths(b: &mut Builder<'_>, kinds: ByKind<'_>) {
-    let hooks = [Point::SysEnter, Point::SysExit]
-        .into_iter()
-        .filter_map(|p| b.inputs.plan.chosen(p).map(Variant::describe))
-        .collect();
+/// The paths of pipes, character devices and generated files, derived from what the syscalls
+/// returned through each kind of descriptor (`syscall_hooks` counted them), to be checked
+/// against sampling.
+pub(super) fn paths(kinds: ByKind<'_>, syscall_hooks: Vec<String>) -> Vec<Proposed> {
     let source = format!(
         "{}, each descriptor's kind read off its inode in the kernel at the return",
-        Source::SyscallSemantics(hooks).describe()
+        Source::SyscallSemantics(syscall_hooks).describe()
     );
-    let whose = b.whose;
-    for p in &PATHS {
-        b.whose = match p.kind {
-            FdKind::Pipe => Whose::ProcessPipes,
-            FdKind::CharDevice => Whose::ProcessDevices,
-            _ => Whose::ProcessGeneratedFiles,
-        };
-        let bytes = if p.read {
-            kinds.read(p.kind)
-        } else {
-            kinds.written(p.kind)
-        };
-        b.derived_from(
-            p.path.clone(),
-            p.short,
-            bytes,
-            format!("{}: {}", p.what, fmt_bytes(bytes)),
-            &[SampledPath::PipeOrOther],
-            source.clone(),
-        );
-    }
-    b.whose = whose;
+    PATHS
+        .iter()
+        .map(|p| {
+            let bytes = if p.read {
+                kinds.read(p.kind)
+            } else {
+                kinds.written(p.kind)
+            };
+            Proposed {
+                route: p.path.clone(),
+                short: p.short,
+                bytes,
+                note: format!("{}: {}", p.what, fmt_bytes(bytes)),
+                sampled: &[SampledPath::PipeOrOther],
+                basis: Basis::Derived(source.clone()),
+                whose: match p.kind {
+                    FdKind::Pipe => Whose::ProcessPipes,
+                    FdKind::CharDevice => Whose::ProcessDevices,
+                    _ => Whose::ProcessGeneratedFiles,
+                },
+            }
+        })
+        .collect()
 }
 
 /// The note for bytes that moved through `/dev/zero` and `/dev/null`, which copy nothing.

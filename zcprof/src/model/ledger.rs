@@ -116,12 +116,19 @@ pub fn build(inputs: &Inputs<'_>) -> Ledger {
     if inputs.method == Some(Method::IoUring)
         && let Some(tally) = inputs.uring
     {
-        super::uring::read_path(&mut b, tally);
+        let path = super::uring::read_path(b.hook(Point::FilemapRead), inputs.counts, tally);
+        b.add(path);
     }
     let sent_copied = user_to_socket(&mut b, &hooks, kinds);
     user_to_page_cache_and_others(&mut b, &hooks, kinds, sent_copied);
     if kinds.classified() {
-        descriptors::paths(&mut b, kinds);
+        let hooks = [Point::SysEnter, Point::SysExit]
+            .into_iter()
+            .filter_map(|p| b.hook(p))
+            .collect();
+        for path in descriptors::paths(kinds, hooks) {
+            b.add(path);
+        }
     }
     packet_copies(&mut b, &hooks);
     b.whose = Whose::Process;
@@ -273,7 +280,10 @@ fn user_to_socket(b: &mut Builder<'_>, hooks: &Hooks, kinds: ByKind<'_>) -> u64 
         }
         None if inputs.method == Some(Method::IoUring) => {
             if let Some(tally) = inputs.uring {
-                super::uring::send_path(b, tally, &missing(inputs.plan, Point::SockSend));
+                b.add(super::uring::send_path(
+                    tally,
+                    &missing(inputs.plan, Point::SockSend),
+                ));
             }
         }
         None => b.derived(

@@ -3,12 +3,11 @@
 //! stands for when a single `io_uring_enter` submits and reaps a batch.
 use super::{
     copies::SampledPath,
-    copy_path::{Builder, Route, Station},
+    copy_path::{Basis, Proposed, Route, Station, Whose},
     fmt_bytes,
 };
 use crate::{
     collect::Counts,
-    probes::catalog::Point,
     workload::{Method, UringTally},
 };
 
@@ -16,42 +15,46 @@ use crate::{
 /// taken in a worker, not in the submitting thread.
 const IO_WQ_FRAMES: &[&str] = &["io_wq_worker", "io_worker_handle_work", "io_wq_submit_work"];
 
+/// How the completions' figures are known: the sender read them off its completion queue.
+const FROM_COMPLETIONS: &str = "derived from the results of the io_uring completions (CQE res), \
+                                read by the sender; checked against sampled kernel stacks";
+
 /// io-uring's page cache -> user buffer path: what its `READ_FIXED` completions put in the
-/// registered buffer, measured at `filemap_read` where it can be hooked (all of the process's
-/// `filemap_read`: it reads nothing else), else derived from the completions.
-pub(super) fn read_path(b: &mut Builder<'_>, tally: &UringTally) {
-    let counts = b.inputs.counts;
-    if let Some(hook) = b.hook(Point::FilemapRead) {
-        b.measured(
-            Route::plain(Station::PageCache, Station::UserBuffer),
-            "pc→user",
+/// registered buffer, measured at `filemap_read` where it can be hooked (`hook`: all of the
+/// process's `filemap_read`, it reads nothing else), else derived from the completions.
+pub(super) fn read_path(hook: Option<String>, counts: &Counts, tally: &UringTally) -> Proposed {
+    let (bytes, note, basis) = match hook {
+        Some(hook) => (
             counts.filemap_read_bytes,
-            vec![hook],
             format!(
                 "bytes filemap_read copied for IORING_OP_READ_FIXED into the registered buffer, in \
                  io_uring_enter or an io-wq worker ({} completions returned {})",
                 tally.reads,
                 fmt_bytes(tally.read_bytes)
             ),
-            &[SampledPath::PageCacheToUser],
-        );
-        return;
-    }
-    b.derived_from(
-        Route::plain(Station::PageCache, Station::UserBuffer),
-        "pc→user",
-        tally.read_bytes,
-        format!(
-            "{} IORING_OP_READ_FIXED completions returned {} read into the registered user \
-             buffer; filemap_read cannot be hooked here, and no read syscall carries these bytes",
-            tally.reads,
-            fmt_bytes(tally.read_bytes)
+            Basis::Measured(vec![hook]),
         ),
-        &[SampledPath::PageCacheToUser],
-        "derived from the results of the io_uring completions (CQE res), read by the sender; \
-         checked against sampled kernel stacks"
-            .to_owned(),
-    );
+        None => (
+            tally.read_bytes,
+            format!(
+                "{} IORING_OP_READ_FIXED completions returned {} read into the registered user \
+                 buffer; filemap_read cannot be hooked here, and no read syscall carries these \
+                 bytes",
+                tally.reads,
+                fmt_bytes(tally.read_bytes)
+            ),
+            Basis::Derived(FROM_COMPLETIONS.to_owned()),
+        ),
+    };
+    Proposed {
+        route: Route::plain(Station::PageCache, Station::UserBuffer),
+        short: "pc→user",
+        bytes,
+        note,
+        sampled: &[SampledPath::PageCacheToUser],
+        basis,
+        whose: Whose::Process,
+    }
 }
 
 /// Bytes `io_uring` requests moved through user memory (its reads into the registered buffer and
@@ -65,21 +68,20 @@ pub(super) fn user_bytes(method: Option<Method>, tally: Option<&UringTally>) -> 
 
 /// io-uring's user buffer -> socket buffer path where no socket send can be counted: the bytes
 /// its `SEND` completions returned.
-pub(super) fn send_path(b: &mut Builder<'_>, tally: &UringTally, missing: &str) {
-    b.derived_from(
-        Route::plain(Station::UserBuffer, Station::SocketBuffer),
-        "user→sock",
-        tally.sent_bytes,
-        format!(
+pub(super) fn send_path(tally: &UringTally, missing: &str) -> Proposed {
+    Proposed {
+        route: Route::plain(Station::UserBuffer, Station::SocketBuffer),
+        short: "user→sock",
+        bytes: tally.sent_bytes,
+        note: format!(
             "IORING_OP_SEND completions returned {} sent from the registered user buffer; \
              socket sends cannot be counted here ({missing})",
             fmt_bytes(tally.sent_bytes)
         ),
-        &[SampledPath::ToSocket],
-        "derived from the results of the io_uring completions (CQE res), read by the sender; \
-         checked against sampled kernel stacks"
-            .to_owned(),
-    );
+        sampled: &[SampledPath::ToSocket],
+        basis: Basis::Derived(FROM_COMPLETIONS.to_owned()),
+        whose: Whose::Process,
+    }
 }
 
 /// The release's major and minor version ("6.18.44-fc" -> (6, 18)).
