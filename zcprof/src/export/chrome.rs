@@ -9,7 +9,7 @@ use std::{
 
 use zcprof_common::{Counter, EventKind, NO_SYSCALL, TraceEvent};
 
-use super::{FORMAT_VERSION, Run};
+use super::{FORMAT_VERSION, Run, events};
 use crate::collect::c_name;
 
 /// The pseudo-process holding device-wide tracks and the run slices (no real process has 0).
@@ -194,15 +194,16 @@ impl<W: Write> Writer<'_, W> {
             EventKind::Bio => bio(e, &ts),
             EventKind::Net => net(e, &ts),
             EventKind::Dma => format!(
-                "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"DMA mapping\",\"pid\":{DEVICE_PID},\"tid\":{DMA_TID},\"ts\":{ts},\"args\":{{\"issuer\":{pid}}}}}",
-                cat::DMA
+                "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"DMA mapping\",\"pid\":{DEVICE_PID},\"tid\":{DMA_TID},\"ts\":{ts},\"args\":{}}}",
+                cat::DMA,
+                events::encode(&events::Dma { issuer: pid })
             ),
             EventKind::Fork => {
                 self.name_thread(e);
                 format!(
-                    "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"fork\",\"pid\":{pid},\"tid\":{tid},\"ts\":{ts},\"args\":{{\"child\":{}}}}}",
+                    "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"fork\",\"pid\":{pid},\"tid\":{tid},\"ts\":{ts},\"args\":{}}}",
                     cat::PROCESS,
-                    e.value
+                    events::encode(&events::Fork { child: e.value })
                 )
             }
         };
@@ -232,13 +233,18 @@ impl<W: Write> Writer<'_, W> {
     fn unfinished(&mut self, run: &Run) -> io::Result<()> {
         for u in &run.unfinished {
             let name = self.syscall_name(u.nr);
+            let args = events::Unfinished {
+                nr: u.nr.into(),
+                open: true,
+                thread_ended: false,
+            };
             self.records.push(&format!(
-                "{{\"ph\":\"B\",\"cat\":\"{}\",\"name\":\"{name}\",\"pid\":{},\"tid\":{},\"ts\":{},\"args\":{{\"nr\":{},\"unfinished\":true}}}}",
+                "{{\"ph\":\"B\",\"cat\":\"{}\",\"name\":\"{name}\",\"pid\":{},\"tid\":{},\"ts\":{},\"args\":{}}}",
                 cat::SYSCALL,
                 u.tgid,
                 u.tid,
                 us(self.rel(u.start_ns)),
-                u.nr
+                events::encode(&args)
             ))?;
             self.thread_names
                 .entry((u.tgid, u.tid))
@@ -319,38 +325,42 @@ impl<W: Write> Writer<'_, W> {
 /// A syscall as a complete slice, with its number, return value and descriptor kind (where the
 /// kernel side classified it).
 fn syscall(e: &TraceEvent, name: &str, start: &str) -> String {
-    let fd = if e.aux == 0 {
-        String::new()
-    } else {
-        format!(",\"fd_kind\":{}", e.aux)
+    let args = events::Syscall {
+        nr: e.arg.into(),
+        ret: e.value,
+        fd_kind: (e.aux != 0).then_some(e.aux.into()),
     };
     format!(
-        "{{\"ph\":\"X\",\"cat\":\"{}\",\"name\":\"{name}\",\"pid\":{},\"tid\":{},\"ts\":{start},\"dur\":{},\"args\":{{\"nr\":{},\"ret\":{}{fd}}}}}",
+        "{{\"ph\":\"X\",\"cat\":\"{}\",\"name\":\"{name}\",\"pid\":{},\"tid\":{},\"ts\":{start},\"dur\":{},\"args\":{}}}",
         cat::SYSCALL,
         e.tgid,
         e.tid,
         us(e.ts_ns.saturating_sub(e.start_ns)),
-        e.arg,
-        e.value
+        events::encode(&args)
     )
 }
 
 /// A thread that ended in `exit` or `exit_group`: a slice with no end, like a syscall still in
 /// progress when the programs were detached.
 fn thread_end(e: &TraceEvent, name: &str, start: &str) -> String {
+    let args = events::Unfinished {
+        nr: e.arg.into(),
+        open: true,
+        thread_ended: true,
+    };
     format!(
-        "{{\"ph\":\"B\",\"cat\":\"{}\",\"name\":\"{name}\",\"pid\":{},\"tid\":{},\"ts\":{start},\"args\":{{\"nr\":{},\"unfinished\":true,\"thread_ended\":true}}}}",
+        "{{\"ph\":\"B\",\"cat\":\"{}\",\"name\":\"{name}\",\"pid\":{},\"tid\":{},\"ts\":{start},\"args\":{}}}",
         cat::SYSCALL,
         e.tgid,
         e.tid,
-        e.arg
+        events::encode(&args)
     )
 }
 
 fn switch(e: &TraceEvent, ts: &str) -> String {
     let voluntary = e.arg != 0;
     format!(
-        "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"{}\",\"pid\":{},\"tid\":{},\"ts\":{ts},\"args\":{{\"voluntary\":{voluntary}}}}}",
+        "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"{}\",\"pid\":{},\"tid\":{},\"ts\":{ts},\"args\":{}}}",
         cat::SCHED,
         if voluntary {
             "switched out (blocked)"
@@ -358,14 +368,15 @@ fn switch(e: &TraceEvent, ts: &str) -> String {
             "switched out (preempted)"
         },
         e.tgid,
-        e.tid
+        e.tid,
+        events::encode(&events::Switch { voluntary })
     )
 }
 
 fn fault(e: &TraceEvent, ts: &str) -> String {
     let user = e.arg != 0;
     format!(
-        "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"{}\",\"pid\":{},\"tid\":{},\"ts\":{ts},\"args\":{{\"user\":{user}}}}}",
+        "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"{}\",\"pid\":{},\"tid\":{},\"ts\":{ts},\"args\":{}}}",
         cat::FAULT,
         if user {
             "page fault (user mode)"
@@ -373,24 +384,24 @@ fn fault(e: &TraceEvent, ts: &str) -> String {
             "page fault (kernel mode)"
         },
         e.tgid,
-        e.tid
+        e.tid,
+        events::encode(&events::Fault { user })
     )
 }
 
 fn copy(e: &TraceEvent, ts: &str) -> String {
-    let syscall = if e.aux == NO_SYSCALL {
-        "null".to_owned()
-    } else {
-        e.aux.to_string()
+    let args = events::Copy {
+        slot: e.arg.into(),
+        bytes: e.value.unsigned_abs(),
+        syscall: (e.aux != NO_SYSCALL).then_some(e.aux.into()),
     };
     format!(
-        "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"{}\",\"pid\":{},\"tid\":{},\"ts\":{ts},\"args\":{{\"slot\":{},\"bytes\":{},\"syscall\":{syscall}}}}}",
+        "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"{}\",\"pid\":{},\"tid\":{},\"ts\":{ts},\"args\":{}}}",
         cat::COPY,
         copy_routine(e.arg),
         e.tgid,
         e.tid,
-        e.arg,
-        e.value
+        events::encode(&args)
     )
 }
 
@@ -423,35 +434,46 @@ fn block_op(e: &TraceEvent) -> char {
 
 fn disk(e: &TraceEvent, ts: &str) -> String {
     let op = block_op(e);
+    let args = events::Disk {
+        dev: e.arg.into(),
+        op: Some(op.to_string()),
+        bytes: e.value.unsigned_abs(),
+        issuer: e.tgid,
+    };
     format!(
-        "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"block request ({op})\",\"pid\":{DEVICE_PID},\"tid\":{BLOCK_TID},\"ts\":{ts},\"args\":{{\"dev\":{},\"op\":\"{op}\",\"bytes\":{},\"issuer\":{}}}}}",
+        "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"block request ({op})\",\"pid\":{DEVICE_PID},\"tid\":{BLOCK_TID},\"ts\":{ts},\"args\":{}}}",
         cat::DISK,
-        e.arg,
-        e.value,
-        e.tgid
+        events::encode(&args)
     )
 }
 
 fn bio(e: &TraceEvent, ts: &str) -> String {
     let op = block_op(e);
+    let args = events::Bio {
+        dev: e.arg.into(),
+        op: Some(op.to_string()),
+        bytes: e.value.unsigned_abs(),
+    };
     format!(
-        "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"block I/O queued ({op})\",\"pid\":{},\"tid\":{},\"ts\":{ts},\"args\":{{\"dev\":{},\"op\":\"{op}\",\"bytes\":{}}}}}",
+        "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"block I/O queued ({op})\",\"pid\":{},\"tid\":{},\"ts\":{ts},\"args\":{}}}",
         cat::BIO,
         e.tgid,
         e.tid,
-        e.arg,
-        e.value
+        events::encode(&args)
     )
 }
 
 fn net(e: &TraceEvent, ts: &str) -> String {
+    let args = events::Net {
+        device: c_name(&e.name),
+        bytes: e.value.unsigned_abs(),
+    };
     format!(
-        "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"packet to device\",\"pid\":{},\"tid\":{},\"ts\":{ts},\"args\":{{\"device\":{},\"bytes\":{}}}}}",
+        "{{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"{}\",\"name\":\"packet to device\",\"pid\":{},\"tid\":{},\"ts\":{ts},\"args\":{}}}",
         cat::NET,
         e.tgid,
         e.tid,
-        json_str(&c_name(&e.name)),
-        e.value
+        events::encode(&args)
     )
 }
 

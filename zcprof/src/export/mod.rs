@@ -5,6 +5,7 @@
 //! sampled stacks, lost-event counts), so `zcprof report` rebuilds the same counts from the
 //! events and renders them with the same model as a live run.
 mod chrome;
+mod events;
 pub mod prometheus;
 mod read;
 mod record;

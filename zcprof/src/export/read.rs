@@ -4,7 +4,7 @@ use std::path::Path;
 
 use zcprof_common::{Counter, HookedBytes};
 
-use super::{ExportError, FORMAT_VERSION, RunContext, chrome};
+use super::{ExportError, FORMAT_VERSION, RunContext, chrome, events};
 use crate::collect::{Counts, Process};
 
 #[derive(serde::Deserialize)]
@@ -31,7 +31,7 @@ struct Record {
     ts: Option<f64>,
     dur: Option<f64>,
     #[serde(default)]
-    args: serde_json::Map<String, serde_json::Value>,
+    args: serde_json::Value,
 }
 
 impl Record {
@@ -39,35 +39,9 @@ impl Record {
         self.ts.map(us_to_ns)
     }
 
-    fn arg_u64(&self, key: &str) -> Result<u64, String> {
-        let n = self
-            .args
-            .get(key)
-            .and_then(serde_json::Value::as_u64)
-            .ok_or_else(|| format!("a {} event without a numeric args.{key}", self.cat))?;
-        // One event's bytes or id, summed over at most millions of events: a value this large
-        // was not written by zcprof, and would overflow the sums.
-        if n > MAX_ARG {
-            return Err(format!(
-                "a {} event with args.{key} = {n}, beyond any real one",
-                self.cat
-            ));
-        }
-        Ok(n)
-    }
-
-    fn arg_i64(&self, key: &str) -> Result<i64, String> {
-        self.args
-            .get(key)
-            .and_then(serde_json::Value::as_i64)
-            .ok_or_else(|| format!("a {} event without a numeric args.{key}", self.cat))
-    }
-
-    fn arg_bool(&self, key: &str) -> Result<bool, String> {
-        self.args
-            .get(key)
-            .and_then(serde_json::Value::as_bool)
-            .ok_or_else(|| format!("a {} event without args.{key}", self.cat))
+    /// The record's `args` as its kind's type (`events`), the one the writer wrote.
+    fn args<T: events::Args>(&self) -> Result<T, String> {
+        events::decode(&self.cat, &self.args)
     }
 }
 
@@ -90,9 +64,6 @@ fn largest(v: &serde_json::Value) -> Option<u64> {
         _ => None,
     }
 }
-
-/// The largest event argument (bytes, ids) a trace may hold: 1 TiB.
-const MAX_ARG: u64 = 1 << 40;
 
 /// The largest timestamp or duration a trace may hold, in ns (about 36 years).
 const MAX_NS: u64 = 1 << 60;
@@ -274,22 +245,17 @@ fn add(runs: &mut [ReadRun], r: &Record) -> Result<(), String> {
         chrome::cat::COPY => copy(run, r)?,
         chrome::cat::DISK => disk(run, r)?,
         chrome::cat::BIO => {
-            let bytes = r.arg_u64("bytes")?;
-            match r.args.get("op").and_then(serde_json::Value::as_str) {
-                Some("R") => run.counts.process_disk_read_bytes += bytes,
-                Some("W") => run.counts.process_disk_write_bytes += bytes,
+            let a: events::Bio = r.args()?;
+            match a.op.as_deref() {
+                Some("R") => run.counts.process_disk_read_bytes += a.bytes,
+                Some("W") => run.counts.process_disk_write_bytes += a.bytes,
                 _ => {}
             }
         }
         chrome::cat::NET => {
-            let device = r
-                .args
-                .get("device")
-                .and_then(serde_json::Value::as_str)
-                .ok_or("a net event without args.device")?
-                .to_owned();
-            let x = run.counts.net_xmit.entry(device).or_default();
-            x.bytes += r.arg_u64("bytes")?;
+            let a: events::Net = r.args()?;
+            let x = run.counts.net_xmit.entry(a.device).or_default();
+            x.bytes += a.bytes;
             x.packets += 1;
         }
         chrome::cat::DMA => run.counts.dma_maps += 1,
@@ -301,11 +267,12 @@ fn add(runs: &mut [ReadRun], r: &Record) -> Result<(), String> {
 
 /// A syscall: a complete slice (`X`), or one that never returned (`B`).
 fn syscall(run: &mut ReadRun, r: &Record, ts: u64) -> Result<(), String> {
-    let nr = u32::try_from(r.arg_u64("nr")?).map_err(|e| e.to_string())?;
+    let number = |nr: u64| u32::try_from(nr).map_err(|e| e.to_string());
     match r.ph.as_str() {
         "X" => {
             let dur = r.dur.map(us_to_ns).ok_or("a syscall slice without dur")?;
-            let ret = r.arg_i64("ret")?;
+            let events::Syscall { nr, ret, fd_kind } = r.args()?;
+            let nr = number(nr)?;
             let stat = run.counts.syscalls.entry(nr).or_default();
             stat.count += 1;
             stat.total_ns = stat.total_ns.saturating_add(dur);
@@ -315,7 +282,7 @@ fn syscall(run: &mut ReadRun, r: &Record, ts: u64) -> Result<(), String> {
             } else {
                 stat.ret_sum = stat.ret_sum.wrapping_add(ret.unsigned_abs());
             }
-            if let Some(kind) = r.args.get("fd_kind").and_then(serde_json::Value::as_u64)
+            if let Some(kind) = fd_kind
                 && ret > 0
             {
                 fd_bytes(&mut run.counts, nr, kind, ret.unsigned_abs());
@@ -324,6 +291,7 @@ fn syscall(run: &mut ReadRun, r: &Record, ts: u64) -> Result<(), String> {
             stamp(&mut run.counts, ts, ts.saturating_add(dur));
         }
         "B" => {
+            let nr = number(r.args::<events::Unfinished>()?.nr)?;
             run.counts.syscalls.entry(nr).or_default().count += 1;
             stamp(&mut run.counts, ts, ts);
         }
@@ -336,7 +304,7 @@ fn syscall(run: &mut ReadRun, r: &Record, ts: u64) -> Result<(), String> {
 }
 
 fn switch(run: &mut ReadRun, r: &Record) -> Result<(), String> {
-    let voluntary = r.arg_bool("voluntary")?;
+    let events::Switch { voluntary } = r.args()?;
     if voluntary {
         run.counts.voluntary_switches += 1;
     } else {
@@ -353,7 +321,7 @@ fn switch(run: &mut ReadRun, r: &Record) -> Result<(), String> {
 }
 
 fn fault(run: &mut ReadRun, r: &Record) -> Result<(), String> {
-    let user = r.arg_bool("user")?;
+    let events::Fault { user } = r.args()?;
     if user {
         run.counts.page_faults_user += 1;
     } else {
@@ -372,9 +340,11 @@ fn fault(run: &mut ReadRun, r: &Record) -> Result<(), String> {
 /// A hooked copy routine's bytes, in the run's total of its slot and, when it happened inside a
 /// syscall, under that syscall.
 fn copy(run: &mut ReadRun, r: &Record) -> Result<(), String> {
-    let bytes = r.arg_u64("bytes")?;
-    let slot = r.arg_u64("slot")?;
-    let syscall = r.args.get("syscall").and_then(serde_json::Value::as_u64);
+    let events::Copy {
+        slot,
+        bytes,
+        syscall,
+    } = r.args()?;
     let counts = &mut run.counts;
     let (total, field): (&mut u64, fn(&mut HookedBytes) -> &mut u64) = match slot {
         s if s == Counter::FilemapReadBytes as u64 => {
@@ -428,15 +398,11 @@ fn copy(run: &mut ReadRun, r: &Record) -> Result<(), String> {
 
 /// A block request (device-wide), by device and direction.
 fn disk(run: &mut ReadRun, r: &Record) -> Result<(), String> {
-    let dev = u32::try_from(r.arg_u64("dev")?).map_err(|e| e.to_string())?;
-    let bytes = r.arg_u64("bytes")?;
-    let op = r
-        .args
-        .get("op")
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or("");
+    let events::Disk { dev, op, bytes, .. } = r.args()?;
+    let dev = u32::try_from(dev).map_err(|e| e.to_string())?;
+    let op = op.unwrap_or_default();
     let io = run.counts.disk_io.entry(dev).or_default();
-    match op {
+    match op.as_str() {
         "R" => io.read_bytes += bytes,
         "W" => io.write_bytes += bytes,
         _ => io.other_bytes += bytes,
