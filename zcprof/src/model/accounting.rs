@@ -82,15 +82,36 @@ pub(super) fn accounting(counts: &Counts) -> Accounting {
 
 /// Notes on returns without an entry and on events lost to full in-kernel tables.
 pub(super) fn accounting_notes(a: &Accounting) -> Vec<String> {
-    let mut notes = Vec::new();
-    if a.refused_syscalls > 0 {
-        notes.push(format!(
+    let refused = (a.refused_syscalls > 0).then(|| {
+        format!(
             "{} syscalls were refused before entry (a seccomp filter returning an errno stops a \
              call before sys_enter fires; sys_exit still fires): each is counted as a call and an \
              error of its syscall, and as one entry and one return, as strace counts them.",
             a.refused_syscalls
-        ));
-    }
+        )
+    });
+    let folded = (a.processes_folded > 0).then(|| {
+        format!(
+            "The per-process table holds {} processes: {} more were summed in its \"others\" row \
+             (pid 0), so the rows still add up to the totals.",
+            PROCESS_ROWS - 1,
+            a.processes_folded
+        )
+    });
+    [
+        refused,
+        uncounted_returns(a),
+        tables_full(a),
+        programs_skipped(a),
+        folded,
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// Returns without an entry of their own, which are not calls of the measured window.
+fn uncounted_returns(a: &Accounting) -> Option<String> {
     let mut uncounted = Vec::new();
     if a.returns_before_start > 0 {
         uncounted.push(format!(
@@ -105,14 +126,17 @@ pub(super) fn accounting_notes(a: &Accounting) -> Vec<String> {
             a.new_task_returns
         ));
     }
-    if !uncounted.is_empty() {
-        notes.push(format!(
+    (!uncounted.is_empty()).then(|| {
+        format!(
             "Returns without an entry of their own, not counted as calls: {}.",
             uncounted.join("; ")
-        ));
-    }
-    let mut lost = Vec::new();
-    for (n, what) in [
+        )
+    })
+}
+
+/// The in-kernel tables that were full, and what is missing for it.
+fn tables_full(a: &Accounting) -> Option<String> {
+    let lost: Vec<String> = [
         (
             a.in_flight_lost,
             "syscall entries (in-flight table: their time is missing and their return may be \
@@ -134,44 +158,40 @@ pub(super) fn accounting_notes(a: &Accounting) -> Vec<String> {
             a.sockets_lost,
             "sockets whose packets were not attributed (socket table)",
         ),
-    ] {
-        if n > 0 {
-            lost.push(format!("{n} {what}"));
-        }
-    }
-    if !lost.is_empty() {
-        notes.push(format!(
+    ]
+    .into_iter()
+    .filter(|&(n, _)| n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect();
+    (!lost.is_empty()).then(|| {
+        format!(
             "In-kernel tables were full, so some events are missing from the figures: {}.",
             lost.join("; ")
-        ));
+        )
+    })
+}
+
+/// Runs of zcprof's programs the kernel skipped (recursion protection), by program.
+fn programs_skipped(a: &Accounting) -> Option<String> {
+    if a.programs_skipped.is_empty() {
+        return None;
     }
-    if !a.programs_skipped.is_empty() {
-        let total: u64 = a.programs_skipped.values().sum();
-        let by: Vec<String> = a
-            .programs_skipped
-            .iter()
-            .map(|(name, n)| format!("{name} {n}"))
-            .collect();
-        notes.push(format!(
-            "The kernel skipped {total} runs of zcprof's programs ({}): a program is not run on a \
-             CPU where a run of it is still in progress (preempted: the syscall tracepoints run \
-             preemptible on kernels with full or lazy preemption), nor a classic tracepoint or \
-             perf-event program while another one runs there (interrupted by a softirq), so \
-             those events went unseen, the measured process's or another's. A skipped sys_enter \
-             shows as a call refused before entry, a skipped sys_exit as a call that never \
-             returned; the figures those programs feed are off by at most these counts.",
-            by.join(", ")
-        ));
-    }
-    if a.processes_folded > 0 {
-        notes.push(format!(
-            "The per-process table holds {} processes: {} more were summed in its \"others\" row \
-             (pid 0), so the rows still add up to the totals.",
-            PROCESS_ROWS - 1,
-            a.processes_folded
-        ));
-    }
-    notes
+    let total: u64 = a.programs_skipped.values().sum();
+    let by: Vec<String> = a
+        .programs_skipped
+        .iter()
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
+    Some(format!(
+        "The kernel skipped {total} runs of zcprof's programs ({}): a program is not run on a \
+         CPU where a run of it is still in progress (preempted: the syscall tracepoints run \
+         preemptible on kernels with full or lazy preemption), nor a classic tracepoint or \
+         perf-event program while another one runs there (interrupted by a softirq), so \
+         those events went unseen, the measured process's or another's. A skipped sys_enter \
+         shows as a call refused before entry, a skipped sys_exit as a call that never \
+         returned; the figures those programs feed are off by at most these counts.",
+        by.join(", ")
+    ))
 }
 
 /// The per-process rows of a followed tree, busiest first.
