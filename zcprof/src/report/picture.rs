@@ -341,24 +341,7 @@ fn timeline(r: &RunReport, top: f64) -> Group {
         (mode.round() as usize).min(24),
         (per_step(FigureId::ContextSwitches).unwrap_or(0.0).round() as usize).min(24),
     );
-    let step = (x1 - x0) / (n + 1) as f64;
-    let mut points = vec![(x0, user)];
-    let (mut level, mut in_kernel) = (user, false);
-    for i in 1..=n {
-        let x = x0 + step * i as f64;
-        points.push((x, level));
-        in_kernel = !in_kernel;
-        level = if in_kernel { kernel } else { user };
-        points.push((x, level));
-    }
-    points.push((x1, level));
-    let points = points
-        .iter()
-        .map(|(x, y)| format!("{x:.1},{y:.1}"))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let fmt = |k: FigureId| per_step(k).map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"));
-    let tb = |v: Option<f64>| v.map_or_else(String::new, |t| format!(" (tb {t})"));
+    let points = mode_line(n, (x0, x1), (user, kernel));
     let mut g = Group::new()
         .set("class", "timeline")
         .add(
@@ -398,26 +381,56 @@ fn timeline(r: &RunReport, top: f64) -> Group {
         );
     }
     g.add(
-        Text::new(format!(
-            "one step: {} mode switches{} (line{}), {} scheduler switches ({} voluntary, {} \
-             involuntary; dots), {} syscalls{}",
-            fmt(FigureId::ModeSwitches),
-            tb(r.textbook.mode_switches),
-            if mode.round() > n as f64 {
-                format!(": the first {n}")
-            } else {
-                String::new()
-            },
-            fmt(FigureId::ContextSwitches),
-            fmt(FigureId::ContextSwitchesVoluntary),
-            fmt(FigureId::ContextSwitchesInvoluntary),
-            fmt(FigureId::Syscalls),
-            tb(r.textbook.syscalls)
-        ))
-        .set("x", x0)
-        .set("y", kernel + 22.0)
-        .set("font-size", 11)
-        .set("class", "switches"),
+        Text::new(timeline_caption(r, mode.round() > n as f64, n))
+            .set("x", x0)
+            .set("y", kernel + 22.0)
+            .set("font-size", 11)
+            .set("class", "switches"),
+    )
+}
+
+/// The mode switches of one step as a line between the user and kernel levels (`ys`), `n`
+/// crossings across `xs`.
+#[expect(clippy::cast_precision_loss, reason = "a count of marks")]
+fn mode_line(n: usize, (x0, x1): (f64, f64), (user, kernel): (f64, f64)) -> String {
+    let step = (x1 - x0) / (n + 1) as f64;
+    let mut points = vec![(x0, user)];
+    let (mut level, mut in_kernel) = (user, false);
+    for i in 1..=n {
+        let x = x0 + step * i as f64;
+        points.push((x, level));
+        in_kernel = !in_kernel;
+        level = if in_kernel { kernel } else { user };
+        points.push((x, level));
+    }
+    points.push((x1, level));
+    points
+        .iter()
+        .map(|(x, y)| format!("{x:.1},{y:.1}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The timeline's caption: one step's switches and syscalls, with the textbook's.
+fn timeline_caption(r: &RunReport, cut: bool, n: usize) -> String {
+    let per_step = |k: FigureId| r.figures.get(&k).and_then(|f| f.per_transfer);
+    let fmt = |k: FigureId| per_step(k).map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"));
+    let tb = |v: Option<f64>| v.map_or_else(String::new, |t| format!(" (tb {t})"));
+    format!(
+        "one step: {} mode switches{} (line{}), {} scheduler switches ({} voluntary, {} \
+         involuntary; dots), {} syscalls{}",
+        fmt(FigureId::ModeSwitches),
+        tb(r.textbook.mode_switches),
+        if cut {
+            format!(": the first {n}")
+        } else {
+            String::new()
+        },
+        fmt(FigureId::ContextSwitches),
+        fmt(FigureId::ContextSwitchesVoluntary),
+        fmt(FigureId::ContextSwitchesInvoluntary),
+        fmt(FigureId::Syscalls),
+        tb(r.textbook.syscalls)
     )
 }
 
