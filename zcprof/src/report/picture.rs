@@ -248,33 +248,60 @@ fn arrows(r: &RunReport) -> Vec<Arrow> {
         ),
         path: "disk -> memory".to_owned(),
     });
-    for p in r.copies.iter().filter(|p| !p.contradicted && p.bytes > 0) {
-        let (from, to) = (station(p.path.from), station(p.path.to));
-        out.push(Arrow {
-            from,
-            to,
-            kind: Kind::CpuCopy,
-            label: format!(
-                "CPU copy {} {}",
-                p.short,
-                amount(
-                    p.per_transfer,
-                    r.block_size,
-                    textbook_copy(r, method, from, to)
-                )
-            ),
-            path: p.path.to_string(),
-        });
-    }
-    if per_step(FigureId::SocketSpliceBytes).is_some_and(|b| b > 0.0) {
+    out.extend(copy_arrows(r, method));
+    out.extend(reference_arrows(r));
+    let nic = per_step(FigureId::NicDmaBytes);
+    out.push(Arrow {
+        from: "socket-buffer",
+        to: "device",
+        kind: Kind::Dma,
+        label: format!("DMA {}", amount(nic, r.block_size, dma_tb)),
+        path: "socket buffer -> device".to_owned(),
+    });
+    out.extend(receiver_arrows(r));
+    out
+}
+
+/// The sender's CPU copies, one arrow per path of the ledger that counts.
+fn copy_arrows(r: &RunReport, method: Option<Method>) -> Vec<Arrow> {
+    r.copies
+        .iter()
+        .filter(|p| !p.contradicted && p.bytes > 0)
+        .map(|p| {
+            let (from, to) = (station(p.path.from), station(p.path.to));
+            Arrow {
+                from,
+                to,
+                kind: Kind::CpuCopy,
+                label: format!(
+                    "CPU copy {} {}",
+                    p.short,
+                    amount(
+                        p.per_transfer,
+                        r.block_size,
+                        textbook_copy(r, method, from, to)
+                    )
+                ),
+                path: p.path.to_string(),
+            }
+        })
+        .collect()
+}
+
+/// Pages passed by reference: spliced into sockets, or mapped into the process.
+fn reference_arrows(r: &RunReport) -> Vec<Arrow> {
+    let spliced = r
+        .figures
+        .get(&FigureId::SocketSpliceBytes)
+        .and_then(|f| f.per_transfer)
+        .filter(|&b| b > 0.0);
+    let mut out = Vec::new();
+    if let Some(bytes) = spliced {
         out.push(Arrow {
             from: "page-cache",
             to: "socket-buffer",
             kind: Kind::PageRef,
-            label: format!(
-                "page reference {}",
-                amount(per_step(FigureId::SocketSpliceBytes), r.block_size, None)
-            ),
+            label: format!("page reference {}", amount(Some(bytes), r.block_size, None)),
             path: "page cache -> socket buffer (by reference)".to_owned(),
         });
     }
@@ -290,14 +317,12 @@ fn arrows(r: &RunReport) -> Vec<Arrow> {
             path: "page cache -> user buffer (mapping)".to_owned(),
         });
     }
-    let nic = per_step(FigureId::NicDmaBytes);
-    out.push(Arrow {
-        from: "socket-buffer",
-        to: "device",
-        kind: Kind::Dma,
-        label: format!("DMA {}", amount(nic, r.block_size, dma_tb)),
-        path: "socket buffer -> device".to_owned(),
-    });
+    out
+}
+
+/// The network to the receiver, and the receiver's own copies.
+fn receiver_arrows(r: &RunReport) -> Vec<Arrow> {
+    let mut out = Vec::new();
     if !r.receiver_copies.is_empty() || !r.received.is_empty() {
         out.push(Arrow {
             from: "device",
@@ -310,18 +335,16 @@ fn arrows(r: &RunReport) -> Vec<Arrow> {
             path: "device -> receiver".to_owned(),
         });
     }
-    for p in &r.receiver_copies {
-        out.push(Arrow {
-            from: "receiver-socket",
-            to: "receiver-user",
-            kind: Kind::CpuCopy,
-            label: format!(
-                "CPU copy (receiver) {}",
-                amount(p.per_transfer, r.block_size, None)
-            ),
-            path: p.path.to_string(),
-        });
-    }
+    out.extend(r.receiver_copies.iter().map(|p| Arrow {
+        from: "receiver-socket",
+        to: "receiver-user",
+        kind: Kind::CpuCopy,
+        label: format!(
+            "CPU copy (receiver) {}",
+            amount(p.per_transfer, r.block_size, None)
+        ),
+        path: p.path.to_string(),
+    }));
     out
 }
 
