@@ -53,11 +53,13 @@ pub fn main(command: Command) -> ExitCode {
             format,
             svg,
             html,
+            explain,
         } => {
             let files = match open_output(&OutputArgs {
                 output: None,
                 svg,
                 html,
+                explain,
             }) {
                 Ok(f) => f,
                 Err(code) => return code,
@@ -152,6 +154,8 @@ struct Outputs {
     svg: Option<ReportFile>,
     /// `--html`: the self-contained page.
     html: Option<ReportFile>,
+    /// `--explain`: every source and note under the table.
+    explain: bool,
 }
 
 /// Creates the files of `-o` and `--svg` after the usage checks and before privileges and
@@ -161,6 +165,7 @@ fn open_output(args: &OutputArgs) -> Result<Outputs, ExitCode> {
         report: create(args.output.as_deref())?,
         svg: create(args.svg.as_deref())?,
         html: create(args.html.as_deref())?,
+        explain: args.explain,
     })
 }
 
@@ -306,7 +311,7 @@ fn report_trace(path: &std::path::Path, format: Format, files: Outputs) -> ExitC
         },
         format,
         runs.len() == 1,
-        Destination::Stdout,
+        (Destination::Stdout, files.explain),
         (files.svg, files.html),
     )
 }
@@ -437,7 +442,10 @@ fn workloads(opts: &Workload, output: Outputs, trace: Option<&mut Trace>) -> Exi
             &outcome,
             format,
             single,
-            Destination::or(output.report, Destination::Stdout),
+            (
+                Destination::or(output.report, Destination::Stdout),
+                output.explain,
+            ),
             (output.svg, output.html),
         ),
         Err(e) if e.is_interrupt() => fail(cancel::exit_status(), "interrupted"),
@@ -458,7 +466,8 @@ fn emit_program(report: &RunReport, format: Format, output: Outputs) -> Result<(
         ),
         Format::Table => {
             let to = to(Destination::Stderr);
-            (report::render(one, &[], &layout(&to)), to)
+            let layout = layout(&to).explained(output.explain);
+            (report::render(one, &[], &layout), to)
         }
         Format::Markdown => (report::markdown(one, &[]), to(Destination::Stderr)),
         Format::Csv => (report::csv(one, &[]), to(Destination::Stdout)),
@@ -556,14 +565,18 @@ fn finish(
     outcome: &Outcome,
     format: Format,
     single: bool,
-    to: Destination,
+    (to, explain): (Destination, bool),
     (svg, html): (Option<ReportFile>, Option<ReportFile>),
 ) -> ExitCode {
     if let Err(code) = write_files(svg, html, &outcome.runs, &outcome.failed) {
         return code;
     }
     let text = match format {
-        Format::Table => report::render(&outcome.runs, &outcome.failed, &layout(&to)),
+        Format::Table => report::render(
+            &outcome.runs,
+            &outcome.failed,
+            &layout(&to).explained(explain),
+        ),
         Format::Markdown => report::markdown(&outcome.runs, &outcome.failed),
         Format::Csv => report::csv(&outcome.runs, &outcome.failed),
         Format::Json if single && outcome.failed.is_empty() && outcome.runs.len() == 1 => {

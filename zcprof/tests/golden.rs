@@ -15,10 +15,20 @@ fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden")
 }
 
-/// What `zcprof report TRACE --format FORMAT` prints, and with `svg` what it draws.
+/// Calls of `report`: the tests run in parallel in one process, each call has a directory of its
+/// own.
+static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// What `zcprof report TRACE --format FORMAT` prints (with `--explain` where `format` ends in
+/// it), and with `svg` what it draws.
 fn report(trace: &str, format: &str, svg: bool) -> Vec<u8> {
+    let (format, explain) = match format.strip_suffix(" --explain") {
+        Some(f) => (f, true),
+        None => (format, false),
+    };
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("golden-{trace}-{format}-{}", std::process::id()));
+        .join(format!("golden-{trace}-{}-{call}", std::process::id()));
     std::fs::create_dir_all(&out_dir).unwrap();
     let picture = out_dir.join("picture.svg");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_zcprof"));
@@ -29,6 +39,9 @@ fn report(trace: &str, format: &str, svg: bool) -> Vec<u8> {
         .args(["--format", format]);
     if svg {
         cmd.arg("--svg").arg(&picture);
+    }
+    if explain {
+        cmd.arg("--explain");
     }
     let out = cmd.output().unwrap();
     assert!(
@@ -82,6 +95,7 @@ fn reports_of_recorded_traces_are_byte_identical_to_their_goldens() {
             ("csv", "csv"),
             ("markdown", "md"),
             ("table", "txt"),
+            ("table --explain", "explain.txt"),
         ] {
             let name = format!("{trace}.report.{ext}");
             failures.extend(check(&name, &report(trace, format, false)).err());
@@ -95,4 +109,66 @@ fn reports_of_recorded_traces_are_byte_identical_to_their_goldens() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// Whitespace collapsed: wrapping moves line breaks, never words.
+fn flat(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Issue 22: the short form hides provenance, `--explain` shows all of it. Every source the
+/// legend names (each column's figure, each copy path's) and every note of the JSON appear in
+/// `report --explain`, for every recorded trace.
+#[test]
+fn explain_shows_every_source_and_note_of_the_json() {
+    let legend_figures = [
+        "syscalls",
+        "mode_switches",
+        "context_switches",
+        "copy_cpu_share",
+        "elapsed_ns",
+    ];
+    for trace in TRACES {
+        let json: serde_json::Value =
+            serde_json::from_slice(&report(trace, "json", false)).unwrap();
+        let runs = json["runs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_else(|| vec![json.clone()]);
+        let explained = flat(&String::from_utf8_lossy(&report(
+            trace,
+            "table --explain",
+            false,
+        )));
+        let mut wanted: Vec<String> = Vec::new();
+        for run in &runs {
+            for name in legend_figures {
+                wanted.extend(run["figures"][name]["source"].as_str().map(str::to_owned));
+            }
+            let dma = &run["figures"]["dma_bytes"];
+            if !dma["value"].is_null() {
+                wanted.extend(dma["source"].as_str().map(str::to_owned));
+            }
+            for path in run["copies"].as_array().into_iter().flatten() {
+                wanted.extend(path["source"].as_str().map(str::to_owned));
+            }
+            for note in run["notes"].as_array().into_iter().flatten() {
+                wanted.extend(note.as_str().map(str::to_owned));
+            }
+        }
+        let missing: Vec<&String> = wanted
+            .iter()
+            .filter(|w| !explained.contains(&flat(w)))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{trace}: not in --explain: {missing:#?}"
+        );
+        // And the short form says where to find them.
+        let short = String::from_utf8_lossy(&report(trace, "table", false)).into_owned();
+        assert!(
+            short.contains("--explain: how each figure was measured"),
+            "{short}"
+        );
+    }
 }

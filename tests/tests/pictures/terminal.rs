@@ -1,7 +1,9 @@
 //! The table in a real terminal (tmux): at 80, 100 and 120 columns nothing runs past the edge,
 //! no word of a header, cell, legend or note is broken, a method's row takes at most two lines
-//! at 100 columns, and colour shows on the terminal but not in a pipe or with `NO_COLOR`. The
-//! measured run needs root; the table is then re-rendered from its trace without privileges.
+//! at 100 columns, the default short form fits one screen (issue 22: `run` at most 20 lines,
+//! `compare` of six methods 35, `exec -- dd` 25), and colour shows on the terminal but not in a
+//! pipe or with `NO_COLOR`. The measured runs need root; the tables are then re-rendered from
+//! their traces without privileges.
 use std::{
     collections::BTreeSet,
     path::Path,
@@ -102,6 +104,62 @@ fn quoted(p: &Path) -> String {
     format!("'{}'", p.display())
 }
 
+/// Issue 22: at 100 columns the default output of `compare` (six methods, `trace`), `run
+/// --method sendfile` and `exec -- dd` fits one screen: at most 35, 20 and 25 lines.
+fn one_screen(tmux: &Tmux, dir: &Path, trace: &Path) {
+    let sendfile = dir.join("sendfile.json");
+    let out = run(&[
+        "run",
+        "--method",
+        "sendfile",
+        "--size",
+        "4M",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--trace",
+        sendfile.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dd = dir.join("dd.json");
+    let out = run(&[
+        "exec",
+        "--trace",
+        dd.to_str().unwrap(),
+        "--",
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=64k",
+        "count=256",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (file, most) in [(trace, 35), (sendfile.as_path(), 20), (dd.as_path(), 25)] {
+        let shown = tmux.show(
+            100,
+            &format!(
+                "env -u COLUMNS -u ZCPROF_TABLE TERM=xterm-256color {} report {}",
+                quoted(&zcprof_bin()),
+                quoted(file)
+            ),
+            false,
+        );
+        let lines = shown.trim_end().lines().count();
+        assert!(
+            lines <= most,
+            "{}: {lines} lines at 100 columns, more than {most}:\n{shown}",
+            file.display()
+        );
+    }
+}
+
 #[test]
 fn the_table_fits_the_terminal_and_colours_only_there() {
     if !privileged("the_table_fits_the_terminal_and_colours_only_there") {
@@ -116,10 +174,9 @@ fn the_table_fits_the_terminal_and_colours_only_there() {
     }
     let dir = scratch_dir("terminal", env!("CARGO_TARGET_TMPDIR"));
     let trace = dir.join("t.json");
+    // The note's six methods, compare's default.
     let out = run(&[
         "compare",
-        "--methods",
-        "read-write,sendfile,splice",
         "--size",
         "4M",
         "--dir",
@@ -139,15 +196,21 @@ fn the_table_fits_the_terminal_and_colours_only_there() {
         "a pipe gets the full form: {piped}"
     );
 
-    // Every word the compact form writes, unwrapped: what the terminal may show.
-    let reference = Command::new(zcprof_bin())
-        .args(["report", trace.to_str().unwrap()])
-        .env("ZCPROF_TABLE", "compact")
-        .env_remove("COLUMNS")
-        .output()
-        .expect("zcprof report runs");
-    assert!(reference.status.success());
-    let known = words(&String::from_utf8_lossy(&reference.stdout));
+    // Every word the compact form writes, unwrapped, short and explained: what the terminal
+    // may show.
+    let mut known = BTreeSet::new();
+    for explain in [false, true] {
+        let mut cmd = Command::new(zcprof_bin());
+        cmd.args(["report", trace.to_str().unwrap()])
+            .env("ZCPROF_TABLE", "compact")
+            .env_remove("COLUMNS");
+        if explain {
+            cmd.arg("--explain");
+        }
+        let reference = cmd.output().expect("zcprof report runs");
+        assert!(reference.status.success());
+        known.extend(words(&String::from_utf8_lossy(&reference.stdout)));
+    }
 
     let tmux = Tmux {
         socket: format!("zcprof-test-{}", std::process::id()),
@@ -157,9 +220,15 @@ fn the_table_fits_the_terminal_and_colours_only_there() {
         quoted(&zcprof_bin()),
         quoted(&trace)
     );
-    for width in [80u16, 100, 120] {
-        let shown = tmux.show(width, &format!("env -u NO_COLOR {report}"), false);
-        assert!(shown.contains("Notes:"), "{width} columns: {shown}");
+    for (width, explain) in [80u16, 100, 120]
+        .into_iter()
+        .flat_map(|w| [(w, ""), (w, " --explain")])
+    {
+        let shown = tmux.show(width, &format!("env -u NO_COLOR {report}{explain}"), false);
+        assert!(
+            shown.contains("Notes:") != explain.is_empty(),
+            "{width} columns{explain}: {shown}"
+        );
         for line in shown.lines() {
             assert!(
                 line.chars().count() <= usize::from(width),
@@ -173,10 +242,11 @@ fn the_table_fits_the_terminal_and_colours_only_there() {
         );
         if width == 100 {
             let heights = row_heights(&shown);
-            assert_eq!(heights.len(), 3, "{shown}");
+            assert_eq!(heights.len(), 6, "{shown}");
             assert!(heights.iter().all(|h| *h <= 2), "{heights:?}\n{shown}");
         }
     }
+    one_screen(&tmux, &dir, &trace);
     // Loopback does no DMA where the textbook counts 2: that cell is highlighted.
     let coloured = tmux.show(100, &format!("env -u NO_COLOR {report}"), true);
     assert!(

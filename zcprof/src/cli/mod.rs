@@ -93,6 +93,9 @@ pub enum Command {
         /// Also write the self-contained HTML page to FILE (see `run --html`).
         #[arg(long, value_name = "FILE")]
         html: Option<PathBuf>,
+        /// Every source, legend line and note under the table (see `run --explain`).
+        #[arg(long, short = 'v')]
+        explain: bool,
     },
     /// Receive the transfers of `run`/`compare --to` (from another host or network namespace),
     /// check their byte counts and report the receiving side's costs back. Needs no privileges.

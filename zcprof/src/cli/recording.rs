@@ -23,6 +23,11 @@ pub struct OutputArgs {
     /// table, the data-path pictures, the notes and the provenance of every figure.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
+    /// Under the table, say how every figure was measured: the legend of each column with its
+    /// hooks, every note, the warnings, and the syscall and process tables in full (the default
+    /// is a short form: warnings, the departures from the textbook, the top syscalls).
+    #[arg(long, short = 'v')]
+    pub explain: bool,
 }
 
 /// Recording detail (syscall timing, event tracing), on every measuring command.

@@ -81,6 +81,14 @@ impl serde::Serialize for FigureId {
     }
 }
 
+/// Where a row departs from the textbook, in a few words, for the short form under the table:
+/// the figure it concerns and why (the footnote says more).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finding {
+    pub figure: FigureId,
+    pub why: String,
+}
+
 /// A report's figures, by what they measure.
 pub type Figures = std::collections::BTreeMap<FigureId, Figure>;
 

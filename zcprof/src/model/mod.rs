@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 pub use accounting::{Accounting, PROCESS_ROWS, ProcessRow, TraceSummary};
 pub use copies::copy_rate;
 pub use copy_path::{CopyPath, How, Route, Station, Whose};
-pub use figure::{Estimate, Figure, FigureId, Figures, MIN_SAMPLES, Source};
+pub use figure::{Estimate, Figure, FigureId, Figures, Finding, MIN_SAMPLES, Source};
 pub use steps::build;
 use syscalls::DataPath;
 pub use textbook::Textbook;
@@ -169,6 +169,10 @@ pub struct RunReport {
     pub textbook: Textbook,
     /// Where measurement and textbook differ, and why (when the cause is known).
     pub notes: Vec<String>,
+    /// The departures from the textbook the notes explain, in a few words each (the short form
+    /// under the table; not in the JSON, whose notes say it all).
+    #[serde(skip)]
+    pub findings: Vec<Finding>,
     /// Bytes each receiver stream got (each verified equal to `bytes`).
     pub received: Vec<u64>,
     /// The kernel's own rusage of the measured process over its whole life (a cross-check),

@@ -1,7 +1,7 @@
 //! Footnotes: where the measurement and the textbook differ, and why, when the cause is known.
 use super::{
-    CopyPath, Devices, Figure, FigureId, Figures, FileInfo, NetPath, Route, Station, Textbook,
-    fmt_bytes,
+    CopyPath, Devices, Figure, FigureId, Figures, FileInfo, Finding, NetPath, Route, Station,
+    Textbook, fmt_bytes,
 };
 use crate::{collect::Counts, workload::Method};
 
@@ -27,10 +27,39 @@ pub struct Inputs<'a> {
     pub copies: &'a [CopyPath],
 }
 
+/// A footnote, and what the short form says of it: the figure a row departs from the textbook
+/// on, and why in a few words.
+pub struct Footnote {
+    pub text: String,
+    pub findings: Vec<Finding>,
+}
+
+impl Footnote {
+    fn plain(text: String) -> Footnote {
+        Footnote {
+            text,
+            findings: Vec::new(),
+        }
+    }
+
+    fn on(figure: FigureId, why: String, text: String) -> Footnote {
+        Footnote {
+            text,
+            findings: vec![Finding { figure, why }],
+        }
+    }
+
+    /// The same reason for another figure too.
+    fn and(mut self, figure: FigureId, why: String) -> Footnote {
+        self.findings.push(Finding { figure, why });
+        self
+    }
+}
+
 /// Footnotes: where measured and textbook differ, with the cause when it is known; one
 /// function per footnote, in the order they print.
-pub fn differences(inputs: &Inputs<'_>) -> Vec<String> {
-    let mut notes: Vec<String> = [mode_switch_words(inputs), syscalls_per_step(inputs)]
+pub fn differences(inputs: &Inputs<'_>) -> Vec<Footnote> {
+    let mut notes: Vec<Footnote> = [mode_switch_words(inputs), syscalls_per_step(inputs)]
         .into_iter()
         .flatten()
         .collect();
@@ -44,12 +73,12 @@ pub fn differences(inputs: &Inputs<'_>) -> Vec<String> {
             net: inputs.net,
         })
     {
-        notes.push(note);
+        notes.push(Footnote::plain(note));
     }
     if inputs.transfers > 0 && inputs.counts.syscall_entries == 0 {
-        notes.push(
+        notes.push(Footnote::plain(
             "No syscall of the transfer process was seen: the probes did not fire.".to_owned(),
-        );
+        ));
     }
     notes.extend(disk_dma(inputs));
     notes.extend(nic_dma(inputs));
@@ -58,57 +87,78 @@ pub fn differences(inputs: &Inputs<'_>) -> Vec<String> {
 
 /// Said in the same words for every built-in method, so compare shows it once; the figures are
 /// in the table. A program has no textbook row to explain.
-fn mode_switch_words(inputs: &Inputs<'_>) -> Option<String> {
+fn mode_switch_words(inputs: &Inputs<'_>) -> Option<Footnote> {
     inputs.method.map(|_| {
-        "The note's \"context switches\" are user/kernel mode switches (the mode switches \
-         column). The scheduler switching the sender off its CPU (sched switches: blocked or \
-         preempted) is a different cost the note leaves out."
-            .to_owned()
+        Footnote::plain(
+            "The note's \"context switches\" are user/kernel mode switches (the mode switches \
+             column). The scheduler switching the sender off its CPU (sched switches: blocked or \
+             preempted) is a different cost the note leaves out."
+                .to_owned(),
+        )
     })
 }
 
 /// Syscalls per step against the note's, where they differ by more than a quarter.
-fn syscalls_per_step(inputs: &Inputs<'_>) -> Option<String> {
+fn syscalls_per_step(inputs: &Inputs<'_>) -> Option<Footnote> {
     let tb = inputs.textbook.syscalls?;
     let sys = per(inputs.figures, FigureId::Syscalls);
     if (sys - tb).abs() <= 0.25 {
         return None;
     }
-    let why = match inputs.method {
-        Some(Method::MmapWrite) => {
+    let (why, short) = match inputs.method {
+        Some(Method::MmapWrite) => (
             " because the file is mapped once for the whole transfer, not once per step, so only \
-             write() repeats"
-        }
-        _ if sys > tb => {
+             write() repeats",
+            "the file is mapped once, only write() repeats",
+        ),
+        _ if sys > tb => (
             " because a call moved less than a block and was repeated, or the loop needed more calls \
-             than the note counts"
-        }
-        _ => "",
+             than the note counts",
+            "calls moved less than a block, or the loop needed more",
+        ),
+        _ => ("", ""),
     };
-    Some(format!(
-        "Syscalls per step: {sys:.2} measured against the note's {tb}{why}."
-    ))
+    let text = format!("Syscalls per step: {sys:.2} measured against the note's {tb}{why}.");
+    Some(if short.is_empty() {
+        Footnote::plain(text)
+    } else {
+        // Each syscall is two mode switches: the same reason moves both columns.
+        Footnote::on(FigureId::Syscalls, short.to_owned(), text)
+            .and(FigureId::ModeSwitches, format!("two per syscall; {short}"))
+    })
 }
 
 /// The CPU copies of the methods the note discusses at length: the in-kernel sends and
 /// `O_DIRECT`.
 #[expect(clippy::cast_precision_loss, reason = "display precision")]
-fn method_copies(inputs: &Inputs<'_>) -> Option<String> {
+fn method_copies(inputs: &Inputs<'_>) -> Option<Footnote> {
     let copies_per_step =
         per(inputs.figures, FigureId::CpuCopyBytes) / inputs.block_size.max(1) as f64;
     let filesystem = inputs.file.map_or("?", |f| f.filesystem.as_str());
     match inputs.method? {
         m @ (Method::Sendfile | Method::Splice | Method::Tee) => {
-            Some(in_kernel_send(inputs, m, copies_per_step))
+            let text = in_kernel_send(inputs, m, copies_per_step);
+            Some(match scatter_gather_short(inputs) {
+                Some(why) => Footnote::on(FigureId::CpuCopyBytes, why, text),
+                None => Footnote::plain(text),
+            })
         }
-        Method::DirectIo if inputs.file.is_some_and(|f| f.block_device) => Some(format!(
-            "O_DIRECT on {filesystem} bypasses the page cache: the device writes into the user buffer, so the only \
-             CPU copy per step is write() into the socket ({copies_per_step:.2} block copies per step)."
+        Method::DirectIo if inputs.file.is_some_and(|f| f.block_device) => Some(Footnote::on(
+            FigureId::CpuCopyBytes,
+            "O_DIRECT: the device fills the user buffer, only write() copies".to_owned(),
+            format!(
+                "O_DIRECT on {filesystem} bypasses the page cache: the device writes into the user buffer, so the only \
+                 CPU copy per step is write() into the socket ({copies_per_step:.2} block copies per step)."
+            ),
         )),
-        Method::DirectIo => Some(format!(
-            "{filesystem} has no block device: it accepts O_DIRECT but serves the read from memory, so the read is \
-             a CPU copy ({} kernel->user) and no disk DMA can happen.",
-            fmt_bytes(inputs.to_user)
+        Method::DirectIo => Some(Footnote::on(
+            FigureId::DmaBytes,
+            format!("{filesystem} has no block device: no disk DMA, the read is a CPU copy"),
+            format!(
+                "{filesystem} has no block device: it accepts O_DIRECT but serves the read from memory, so the read is \
+                 a CPU copy ({} kernel->user) and no disk DMA can happen.",
+                fmt_bytes(inputs.to_user)
+            ),
         )),
         _ => None,
     }
@@ -199,9 +249,38 @@ fn scatter_gather(inputs: &Inputs<'_>, call: &str) -> String {
     }
 }
 
+/// What scatter-gather on the sending device made of an in-kernel send, in a few words.
+fn scatter_gather_short(inputs: &Inputs<'_>) -> Option<String> {
+    match inputs.net.and_then(|n| n.scatter_gather.map(|sg| (n, sg))) {
+        Some((n, false)) => Some(format!(
+            "{} has scatter-gather off: the kernel copies every page",
+            n.device
+        )),
+        Some((n, true)) => Some(format!(
+            "{} has scatter-gather: pages go by reference",
+            n.device
+        )),
+        None => {
+            let sg: Vec<_> = inputs
+                .devices
+                .net
+                .iter()
+                .filter(|n| n.scatter_gather == Some(true))
+                .map(|n| n.device.as_str())
+                .collect();
+            (!sg.is_empty()).then(|| {
+                format!(
+                    "{} has scatter-gather: pages go by reference",
+                    sg.join(", ")
+                )
+            })
+        }
+    }
+}
+
 /// Disk DMA where the note expects it (`O_DIRECT`, a cold cache), or why there was none.
 #[expect(clippy::cast_precision_loss, reason = "display precision")]
-fn disk_dma(inputs: &Inputs<'_>) -> Option<String> {
+fn disk_dma(inputs: &Inputs<'_>) -> Option<Footnote> {
     let Some(Figure {
         value: Some(dma),
         per_transfer: Some(dma_step),
@@ -214,7 +293,7 @@ fn disk_dma(inputs: &Inputs<'_>) -> Option<String> {
     let (method, file, block_size) = (inputs.method, inputs.file, inputs.block_size);
     let size = inputs.transfers as f64 * block_size as f64;
     if method == Some(Method::DirectIo) || file.is_some_and(|f| f.cache == "cold") {
-        return Some(format!(
+        return Some(Footnote::plain(format!(
             "Disk DMA: {} read from disk, {:.2} blocks per step{}.",
             fmt_bytes(whole(dma)),
             dma_step / block_size.max(1) as f64,
@@ -223,34 +302,46 @@ fn disk_dma(inputs: &Inputs<'_>) -> Option<String> {
             } else {
                 " (the file system has no block device, so nothing can come from a disk)"
             }
-        ));
+        )));
     }
     (file.is_some() && dma < size / 100.0 && !method.is_some_and(Method::preloads_payload))
         .then(|| {
-            format!(
-                "The page cache was warm: the file was already in memory, so the disk did no DMA for it \
-                 ({} read from disk while measuring). Use --cache cold to see the note's disk DMA.",
-                fmt_bytes(whole(dma))
+            Footnote::on(
+                FigureId::DmaBytes,
+                "the page cache was warm, so no disk DMA: see --cache cold".to_owned(),
+                format!(
+                    "The page cache was warm: the file was already in memory, so the disk did no DMA for it \
+                     ({} read from disk while measuring). Use --cache cold to see the note's disk DMA.",
+                    fmt_bytes(whole(dma))
+                ),
             )
         })
 }
 
 /// The note's socket -> NIC DMA, where no NIC carried the packets.
-fn nic_dma(inputs: &Inputs<'_>) -> Option<String> {
+fn nic_dma(inputs: &Inputs<'_>) -> Option<Footnote> {
     let none = inputs
         .figures
         .get(&FigureId::NicDmaBytes)
         .and_then(|f| f.value)
         == Some(0.0);
     (none && inputs.textbook.dma_copies.is_some()).then(|| match inputs.net {
-        Some(n) => format!(
-            "The receiver is behind {} ({}), a virtual device without a NIC, so the note's \
-             socket->NIC DMA cannot happen on this path.",
-            n.device, n.kind
+        Some(n) => Footnote::on(
+            FigureId::DmaBytes,
+            format!("{} is virtual: no NIC DMA", n.device),
+            format!(
+                "The receiver is behind {} ({}), a virtual device without a NIC, so the note's \
+                 socket->NIC DMA cannot happen on this path.",
+                n.device, n.kind
+            ),
         ),
-        None => "No physical NIC carried the packets, so the note's socket->NIC DMA did not \
-                 happen on this path."
-            .to_owned(),
+        None => Footnote::on(
+            FigureId::DmaBytes,
+            "no physical NIC: no NIC DMA".to_owned(),
+            "No physical NIC carried the packets, so the note's socket->NIC DMA did not \
+             happen on this path."
+                .to_owned(),
+        ),
     })
 }
 

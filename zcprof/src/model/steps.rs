@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use super::{
-    Devices, FigureId, Figures, FileInfo, NetPath, PROGRAM_STEP, RunInput, RunReport, Subject,
-    SyscallRow, Textbook, accounting, activity, copies, descriptors, device_figures, fmt_bytes,
-    hook, ledger, missing, notes, sink_side, syscall_time,
+    Devices, FigureId, Figures, FileInfo, Finding, NetPath, PROGRAM_STEP, RunInput, RunReport,
+    Subject, SyscallRow, Textbook, accounting, activity, copies, descriptors, device_figures,
+    fmt_bytes, hook, ledger, missing, notes, sink_side, syscall_time,
     syscalls::{self, DataPath},
     textbook, transfers, uring, zerocopy,
 };
@@ -511,11 +511,11 @@ fn textbook_step(
     figures: &Figures,
     ledger: &ledger::Ledger,
     capped: Option<f64>,
-) -> (Textbook, Vec<String>) {
+) -> (Textbook, Vec<String>, Vec<Finding>) {
     let textbook = run.method.map_or_else(textbook::program, |m| {
         textbook::for_method(m, run.net.and_then(|n| n.scatter_gather))
     });
-    let mut notes = notes::differences(&notes::Inputs {
+    let footnotes = notes::differences(&notes::Inputs {
         method: run.method,
         transfers: run.transfers,
         block_size: run.block_size,
@@ -528,6 +528,11 @@ fn textbook_step(
         net: run.net,
         copies: &ledger.sender,
     });
+    let findings = footnotes
+        .iter()
+        .flat_map(|f| f.findings.iter().cloned())
+        .collect();
+    let mut notes: Vec<String> = footnotes.into_iter().map(|f| f.text).collect();
     if let Some(factor) = capped {
         notes.push(format!(
             "The sampled time in the kernel added up to more than the single-threaded sender's \
@@ -536,7 +541,7 @@ fn textbook_step(
              {factor:.2} to fit, measured time untouched. --time-every 1 times every call."
         ));
     }
-    (textbook, notes)
+    (textbook, notes, findings)
 }
 
 /// What the event trace missed or cut off.
@@ -618,7 +623,8 @@ pub fn build(input: RunInput<'_>) -> RunReport {
     parts.add(device_step(&run));
     parts.add(activity_step(&run));
     parts.add(clock_figures(&run));
-    let (textbook, differences) = textbook_step(&run, &parts.figures, &ledger, table.capped);
+    let (textbook, differences, findings) =
+        textbook_step(&run, &parts.figures, &ledger, table.capped);
     parts.notes.extend(differences);
     let accounting = accounting::accounting(run.counts);
     parts
@@ -655,6 +661,7 @@ pub fn build(input: RunInput<'_>) -> RunReport {
         receiver_copies: ledger.receiver,
         textbook,
         notes: parts.notes,
+        findings,
         received: input.received,
         process_rusage: input.usage,
         file: input.file,

@@ -51,6 +51,7 @@ fn at(width: usize) -> Layout {
         width: Some(width),
         colour: false,
         form: None,
+        explain: false,
     }
 }
 
@@ -78,8 +79,11 @@ pub(crate) fn row_heights(text: &str) -> Vec<usize> {
 #[test]
 fn the_table_fits_80_to_120_columns_without_breaking_a_word() {
     let (runs, failed) = many_runs();
-    for width in [80, 90, 100, 110, 120] {
-        let text = render(&runs, &failed, &at(width));
+    for (width, explain) in [80, 90, 100, 110, 120]
+        .into_iter()
+        .flat_map(|w| [(w, false), (w, true)])
+    {
+        let text = render(&runs, &failed, &at(width).explained(explain));
         for line in text.lines() {
             assert!(
                 textwrap::core::display_width(line) <= width,
@@ -93,6 +97,7 @@ fn the_table_fits_80_to_120_columns_without_breaking_a_word() {
                 width: None,
                 colour: false,
                 form: Some(Form::Compact),
+                explain,
             },
         );
         let unbroken = words(&whole);
@@ -101,14 +106,17 @@ fn the_table_fits_80_to_120_columns_without_breaking_a_word() {
             broken.is_empty(),
             "{width} columns: words broken: {broken:?}\n{text}"
         );
-        assert!(text.contains("mode sw."), "the compact form at {width}");
+        assert!(
+            !text.contains("syscalls/step"),
+            "the compact form at {width}: {text}"
+        );
     }
 }
 
 #[test]
 fn a_row_takes_at_most_two_lines_at_100_columns() {
     let (runs, failed) = many_runs();
-    let text = render(&runs, &failed, &at(100));
+    let text = render(&runs, &failed, &at(100).explained(true));
     let heights = row_heights(&text);
     assert_eq!(heights.len(), runs.len() + failed.len(), "{text}");
     assert!(
@@ -162,4 +170,74 @@ fn colour_only_when_asked_and_on_disagreement() {
         },
     );
     assert!(!agreeing.contains(yellow), "{agreeing:?}");
+}
+
+/// The note's six methods as compare runs them once each.
+fn note_runs() -> Vec<RunReport> {
+    Method::NOTE
+        .iter()
+        .map(|&m| report(m, &read_write_counts(), true))
+        .collect()
+}
+
+/// Issue 22: by default one screen at 100 columns: `compare` of six methods at most 35 lines,
+/// one run at most 20, with the departures from the textbook naming their rows, and every
+/// source one flag away.
+#[test]
+fn the_short_form_fits_one_screen_at_100_columns() {
+    let six = note_runs();
+    let text = render(&six, &[], &at(100));
+    assert!(
+        text.lines().count() <= 35,
+        "{} lines\n{text}",
+        text.lines().count()
+    );
+    let one = render(&six[3..4], &[], &at(100));
+    assert!(
+        one.lines().count() <= 20,
+        "{} lines\n{one}",
+        one.lines().count()
+    );
+    assert!(one.contains("syscalls (calls, time in kernel): "), "{one}");
+    assert!(
+        text.contains("--explain: how each figure was measured"),
+        "{text}"
+    );
+    assert!(!text.contains("Notes:"), "{text}");
+    // sendfile's syscalls: 2.06 where the note says 1, and why, on the row's own line.
+    assert!(
+        text.lines().any(|l| l.starts_with(
+            "sendfile: 2.06 syscalls per step where the note \
+                                           says 1 (calls moved less than a block"
+        )),
+        "{text}"
+    );
+    let explained = render(&six, &[], &at(100).explained(true));
+    assert!(explained.contains("Notes:"), "{explained}");
+    assert!(explained.contains("counted in the kernel"), "{explained}");
+}
+
+/// Issue 22: no sentence is said twice, in the short form or with --explain.
+#[test]
+fn no_sentence_is_said_twice() {
+    let (many, failed) = many_runs();
+    for runs in [note_runs(), many] {
+        for explain in [false, true] {
+            let text = render(&runs, &failed, &at(100).explained(explain));
+            // Sentences of the prose under the table, unwrapped.
+            let prose: String = text
+                .lines()
+                .filter(|l| !l.starts_with(['│', '├', '┌', '└', '╞']))
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" ");
+            let mut seen = std::collections::BTreeSet::new();
+            for sentence in prose.split(". ").map(str::trim).filter(|s| s.len() > 20) {
+                assert!(
+                    seen.insert(sentence.to_owned()),
+                    "said twice (explain: {explain}): {sentence:?}\n{text}"
+                );
+            }
+        }
+    }
 }

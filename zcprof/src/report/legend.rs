@@ -33,8 +33,61 @@ fn per_row(runs: &[RunReport], text: impl Fn(&RunReport) -> String) -> String {
         .join(" | ")
 }
 
+/// A text that may differ between rows, as a short list under its legend line: one item per
+/// group of rows that share it (none when every row has the same, which the caller says once).
+fn per_row_list(runs: &[RunReport], text: impl Fn(&RunReport) -> String) -> Vec<String> {
+    let mut groups: Vec<(Vec<String>, String)> = Vec::new();
+    for r in runs {
+        let t = text(r);
+        match groups.iter_mut().find(|(_, g)| *g == t) {
+            Some((rows, _)) => rows.push(row_label(r)),
+            None => groups.push((vec![row_label(r)], t)),
+        }
+    }
+    if groups.len() < 2 {
+        return Vec::new();
+    }
+    groups
+        .into_iter()
+        .map(|(rows, t)| format!("  {}: {t}", rows.join(", ")))
+        .collect()
+}
+
+/// The copy ledger's sources: each path's, once, over every row (a row without a path names
+/// the hooks it watched).
+fn ledger_sources(runs: &[RunReport]) -> String {
+    let mut sources: Vec<String> = Vec::new();
+    for r in runs {
+        let parts: Vec<String> = if r.copies.is_empty() {
+            r.figures
+                .get(&FigureId::CpuCopyBytes)
+                .map(|f| {
+                    let hooks = f
+                        .source
+                        .strip_prefix("copy ledger, by path: ")
+                        .unwrap_or(&f.source);
+                    format!("nothing copied where these watched: {hooks}")
+                })
+                .into_iter()
+                .collect()
+        } else {
+            r.copies
+                .iter()
+                .map(|p| format!("{}: {}", p.path, p.source))
+                .collect()
+        };
+        for p in parts {
+            if !sources.contains(&p) {
+                sources.push(p);
+            }
+        }
+    }
+    sources.join("; ")
+}
+
 /// The column legend: what each column counts and how it was obtained (from the first report;
-/// one invocation uses one hook plan).
+/// one invocation uses one hook plan). An entry whose details differ between rows is said once,
+/// with the differences as a short list under it (items indented by two spaces).
 #[must_use]
 pub fn legend(runs: &[RunReport], form: Form) -> Vec<String> {
     let Some(r) = runs.first() else {
@@ -45,15 +98,8 @@ pub fn legend(runs: &[RunReport], form: Form) -> Vec<String> {
             .get(&k)
             .map_or_else(String::new, |f| f.source.clone())
     };
-    let src_per_row = |k: FigureId| {
-        per_row(runs, |r| {
-            r.figures
-                .get(&k)
-                .map_or_else(String::new, |f| f.source.clone())
-        })
-    };
     // A measured DMA figure names its hooks; an unavailable one says why.
-    let dma = per_row(runs, |r| {
+    let dma_of = |r: &RunReport| {
         r.figures
             .get(&FigureId::DmaBytes)
             .map_or_else(String::new, |f| {
@@ -63,7 +109,7 @@ pub fn legend(runs: &[RunReport], form: Form) -> Vec<String> {
                     format!("unavailable: {}", f.note)
                 }
             })
-    });
+    };
     let compact = form == Form::Compact;
     let mut lines = vec![
         if r.kind == "program" {
@@ -102,24 +148,30 @@ pub fn legend(runs: &[RunReport], form: Form) -> Vec<String> {
              ones included, in blocks per step, with the paths {} (pc: page cache, sock: \
              socket buffer, pkt: linear packet data, map: a mapping of the page cache; ✗: derived from \
              syscall semantics, contradicted by sampling and left out of the sum; ?: derived, \
-             unverified: too few bytes to expect a sample, counted); {}. Share \
-             of the measured process's kernel time in copy routines: {}",
+             unverified: too few bytes to expect a sample, counted); copy ledger, by path: {}. \
+             Share of the measured process's kernel time in copy routines: {}",
             if compact {
                 "listed below"
             } else {
                 "in brackets"
             },
-            src_per_row(FigureId::CpuCopyBytes),
+            ledger_sources(runs),
             src(FigureId::CopyCpuShare)
         ),
     ];
     if compact {
-        lines.push(format!(
-            "CPU copies by path, in blocks per step: {}",
-            per_row(runs, copies_by_path)
-        ));
+        let by_row = per_row_list(runs, copies_by_path);
+        if by_row.is_empty() {
+            lines.push(format!(
+                "CPU copies by path, in blocks per step: {}",
+                copies_by_path(r)
+            ));
+        } else {
+            lines.push("CPU copies by path, in blocks per step:".to_owned());
+            lines.extend(by_row);
+        }
     }
-    lines.push(format!("DMA: device transfers in blocks per step: {dma}"));
+    lines.extend(dma_lines(runs, dma_of));
     lines.push(format!(
         "elapsed, throughput{}: {}",
         if compact { " (GiB/s)" } else { "" },
@@ -128,6 +180,37 @@ pub fn legend(runs: &[RunReport], form: Form) -> Vec<String> {
     if compact && let Some(ranges) = ranges(runs) {
         lines.push(ranges);
     }
+    lines
+}
+
+/// The DMA column's legend: its source said once where every row shares it, and each row's
+/// devices and bytes (`dma_of` for a row whose source differs) in the list under it.
+fn dma_lines(runs: &[RunReport], dma_of: impl Fn(&RunReport) -> String) -> Vec<String> {
+    let figure = |r: &RunReport| r.figures.get(&FigureId::DmaBytes).cloned();
+    let first = runs.first().and_then(figure);
+    let shared = first
+        .as_ref()
+        .filter(|f| f.value.is_some())
+        .map(|f| f.source.clone())
+        .filter(|source| {
+            runs.iter()
+                .all(|r| figure(r).is_some_and(|f| f.value.is_some() && f.source == *source))
+        });
+    let by_row = match &shared {
+        Some(_) => per_row_list(runs, |r| figure(r).map(|f| f.note).unwrap_or_default()),
+        None => per_row_list(runs, &dma_of),
+    };
+    if by_row.is_empty() {
+        return vec![format!(
+            "DMA: device transfers in blocks per step: {}",
+            runs.first().map(&dma_of).unwrap_or_default()
+        )];
+    }
+    let mut lines = vec![match shared {
+        Some(source) => format!("DMA: device transfers in blocks per step, {source}; by row:"),
+        None => "DMA: device transfers in blocks per step, by row:".to_owned(),
+    }];
+    lines.extend(by_row);
     lines
 }
 
@@ -273,7 +356,7 @@ fn warmups(n: u32) -> String {
 }
 
 /// The table's figures whose repetitions are too far apart to rank rows on.
-const SPREAD_CHECKED: [FigureId; 7] = [
+pub(super) const SPREAD_CHECKED: [FigureId; 7] = [
     FigureId::Syscalls,
     FigureId::ModeSwitches,
     FigureId::ContextSwitches,
@@ -363,8 +446,10 @@ mod tests {
             .iter()
             .find(|l| l.starts_with("CPU copies:"))
             .expect("a CPU copies line");
+        // Each path's source once, over every row; a row without a path names what watched.
         assert!(
-            copies.contains("read-write: ") && copies.contains("splice: "),
+            copies.contains("page cache -> user buffer: ")
+                && copies.contains("nothing copied where these watched: "),
             "{copies}"
         );
         let syscalls = lines.iter().find(|l| l.starts_with("syscalls:")).unwrap();

@@ -6,6 +6,7 @@ mod csv;
 mod html;
 mod legend;
 mod picture;
+mod short;
 mod table;
 
 #[cfg(test)]
@@ -58,11 +59,11 @@ pub fn row_label(r: &RunReport) -> String {
     }
 }
 
-/// The terminal table as it is written to a file or a pipe: the full form, as wide as its
-/// content, without colour.
+/// The terminal table as `--explain` writes it to a file or a pipe: the full form, as wide as
+/// its content, without colour, with every source and note.
 #[must_use]
 pub fn table(runs: &[RunReport], failed: &[Failed]) -> String {
-    render(runs, failed, &Layout::default())
+    render(runs, failed, &Layout::default().explained(true))
 }
 
 /// The same table in Markdown, for docs and teaching material: always the full form (a

@@ -29,13 +29,19 @@ pub enum Stream {
 }
 
 /// How a table is laid out: the width it must fit (none: as wide as its content, for files and
-/// pipes), whether to colour it, and the form when one is forced.
+/// pipes), whether to colour it, the form when one is forced, and whether to explain (every
+/// source, the legend and the notes) or say the short form.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Layout {
     pub width: Option<usize>,
     pub colour: bool,
     pub form: Option<Form>,
+    pub explain: bool,
 }
+
+/// Where nothing else sets a width (a pipe, a file), the legend and notes of `--explain` wrap
+/// here instead of making one line of each.
+const PIPE_WIDTH: usize = 100;
 
 /// Terminals narrower than this are laid out as if they had it: no word is broken down to here.
 const MIN_WIDTH: usize = 60;
@@ -48,6 +54,7 @@ impl Layout {
             width: columns(),
             colour: false,
             form: forced_form(),
+            explain: false,
         }
     }
 
@@ -74,7 +81,14 @@ impl Layout {
             }),
             colour: tty && !no_color && !dumb,
             form: forced_form(),
+            explain: false,
         }
+    }
+
+    /// This layout, with `--explain`'s legend and notes or the short form.
+    #[must_use]
+    pub fn explained(self, explain: bool) -> Layout {
+        Layout { explain, ..self }
     }
 }
 
@@ -220,6 +234,7 @@ fn form_for(runs: &[RunReport], failed: &[Failed], layout: &Layout) -> Form {
         width: None,
         colour: false,
         form: Some(Form::Full),
+        explain: false,
     };
     let full = cost_grid(runs, failed, Form::Full, &unbounded).to_string();
     if full.lines().map(width_of).max().unwrap_or(0) <= width {
@@ -251,7 +266,27 @@ fn cost_grid(runs: &[RunReport], failed: &[Failed], form: Form, layout: &Layout)
     grid(&form.headers(), &rows, layout, form == Form::Compact)
 }
 
-/// The terminal table of one or more runs, laid out for `layout`.
+/// The kernel and the source file of the runs.
+pub(super) fn about(first: &RunReport) -> String {
+    match &first.file {
+        Some(file) => format!(
+            "kernel {}; file {} on {} ({}, page cache {})",
+            first.kernel,
+            file.path,
+            file.filesystem,
+            if file.block_device {
+                "block device"
+            } else {
+                "no block device"
+            },
+            file.cache
+        ),
+        None => format!("kernel {}", first.kernel),
+    }
+}
+
+/// The terminal table of one or more runs, laid out for `layout`: the short form under it,
+/// or with `explain` every source, the legend, the notes and the syscall table.
 #[must_use]
 pub fn render(runs: &[RunReport], failed: &[Failed], layout: &Layout) -> String {
     let form = form_for(runs, failed, layout);
@@ -266,31 +301,30 @@ pub fn render(runs: &[RunReport], failed: &[Failed], layout: &Layout) -> String 
             ));
         }
     }
+    if !layout.explain {
+        out.push_str(&super::short::under_table(runs, form, layout));
+        return out;
+    }
+    explained(runs, form, layout, out)
+}
+
+/// `--explain`: the legend, the notes, the warnings, the syscall and process tables and the
+/// traces, after `out` (the table). In a pipe the legend and notes wrap at 100 columns.
+fn explained(runs: &[RunReport], form: Form, layout: &Layout, mut out: String) -> String {
+    let text = Layout {
+        width: layout.width.or(Some(PIPE_WIDTH)),
+        ..*layout
+    };
     if let Some(first) = runs.first() {
-        let about = match &first.file {
-            Some(file) => format!(
-                "kernel {}; file {} on {} ({}, page cache {})",
-                first.kernel,
-                file.path,
-                file.filesystem,
-                if file.block_device {
-                    "block device"
-                } else {
-                    "no block device"
-                },
-                file.cache
-            ),
-            None => format!("kernel {}", first.kernel),
-        };
-        out.push_str(&wrap(&about, layout, "", "  "));
+        out.push_str(&wrap(&about(first), &text, "", "  "));
         for line in legend(runs, form) {
-            out.push_str(&wrap(&line, layout, "  ", "    "));
+            out.push_str(&wrap(&line, &text, "  ", "    "));
         }
         out.push_str("Notes:\n");
         for (i, n) in notes(runs).iter().enumerate() {
             let mark = format!("  [{}] ", i + 1);
             let indent = " ".repeat(mark.len());
-            out.push_str(&wrap(n, layout, &mark, &indent));
+            out.push_str(&wrap(n, &text, &mark, &indent));
         }
         let warning = if layout.colour {
             "\x1b[1;33mWarning:\x1b[0m "
@@ -298,7 +332,7 @@ pub fn render(runs: &[RunReport], failed: &[Failed], layout: &Layout) -> String 
             "Warning: "
         };
         for w in spread_warnings(runs) {
-            out.push_str(&wrap(w.as_str(), layout, warning, "  "));
+            out.push_str(&wrap(w.as_str(), &text, warning, "  "));
         }
     }
     if let [only] = runs {
