@@ -346,13 +346,17 @@ fn watched(job: impl FnOnce() -> ExitCode + Send + 'static) -> ExitCode {
 /// cancellation; the job notices, cleans up and returns normally.
 async fn under_watch(job: impl FnOnce() -> ExitCode + Send + 'static) -> ExitCode {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut task = tokio::task::spawn_blocking(job);
+    // The handlers are in place before the job starts: a signal in its first instant (while it
+    // creates the source file, say) is a request to stop, never the default death that would
+    // leave the file behind.
+    let mut sigint = signal(SignalKind::interrupt()).ok();
     let mut sigterm = signal(SignalKind::terminate()).ok();
     let mut sighup = signal(SignalKind::hangup()).ok();
+    let mut task = tokio::task::spawn_blocking(job);
     let result = loop {
         tokio::select! {
             r = &mut task => break r,
-            _ = tokio::signal::ctrl_c() => cancel::request_by(libc::SIGINT),
+            Some(()) = recv(sigint.as_mut()) => cancel::request_by(libc::SIGINT),
             Some(()) = recv(sigterm.as_mut()) => cancel::request_by(libc::SIGTERM),
             Some(()) = recv(sighup.as_mut()) => cancel::request_by(libc::SIGHUP),
         }
