@@ -30,7 +30,7 @@ pub fn main(command: Command) -> ExitCode {
             let methods = cmp.resolved_methods();
             (cmp.workload.validate(methods, true), cmp.output, cmp.trace)
         }
-        Command::Doctor { format } => return doctor(format),
+        Command::Doctor { format, explain } => return doctor(format, explain),
         Command::Serve(args) => return serve(&args),
         // No eBPF and no privileges: a sink only reads sockets.
         Command::Sink {
@@ -614,7 +614,7 @@ fn finish(
     ExitCode::SUCCESS
 }
 
-fn doctor(format: crate::cli::DoctorFormat) -> ExitCode {
+fn doctor(format: crate::cli::DoctorFormat, explain: bool) -> ExitCode {
     if caps::check_privileges().is_ok() {
         raise_memlock();
         if let Err(why) = caps::ensure_tracefs() {
@@ -626,7 +626,8 @@ fn doctor(format: crate::cli::DoctorFormat) -> ExitCode {
         crate::cli::DoctorFormat::Json => {
             serde_json::to_string_pretty(&diagnosis).unwrap_or_default() + "\n"
         }
-        crate::cli::DoctorFormat::Table => crate::doctor::render(&diagnosis),
+        crate::cli::DoctorFormat::Table if explain => crate::doctor::render(&diagnosis),
+        crate::cli::DoctorFormat::Table => crate::doctor::summary(&diagnosis),
     };
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
     if diagnosis.usable() {

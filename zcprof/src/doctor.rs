@@ -152,7 +152,105 @@ pub fn diagnose() -> Diagnosis {
     }
 }
 
-/// The terminal rendering.
+/// The default rendering, one screen: the kernel's facts in one line, the hook each point
+/// uses, the points without one grouped by why, the interfaces, serve's hooks, and the flag
+/// for every variant tried.
+#[must_use]
+pub fn summary(d: &Diagnosis) -> String {
+    let k = &d.kernel;
+    let mut lines = vec![format!(
+        "kernel {}; BTF {}; tracefs {}; kprobes {}; preemption {}; privileges {}",
+        k.release,
+        if k.btf { "yes" } else { "no" },
+        k.tracefs
+            .as_ref()
+            .map_or_else(|| "not mounted".to_owned(), |p| p.display().to_string()),
+        if k.kprobes { "yes" } else { "not built" },
+        k.preemption.as_deref().unwrap_or("unknown"),
+        if d.privileged {
+            "ok"
+        } else {
+            "missing: run as root to probe hooks"
+        }
+    )];
+    let hooked: Vec<String> = d
+        .points
+        .iter()
+        .filter_map(|p| Some(format!("{} {}", p.point.name(), p.chosen?.name())))
+        .collect();
+    lines.push(format!(
+        "hooks ({} of {} points): {}",
+        hooked.len(),
+        d.points.len(),
+        hooked.join(", ")
+    ));
+    lines.extend(unhooked(d));
+    let nics: Vec<String> = d
+        .interfaces
+        .iter()
+        .map(|n| {
+            format!(
+                "{} ({}, scatter-gather {})",
+                n.name,
+                if n.physical { "physical" } else { "virtual" },
+                match n.scatter_gather {
+                    Some(true) => "on",
+                    Some(false) => "off",
+                    None => "unknown",
+                }
+            )
+        })
+        .collect();
+    lines.push(format!("interfaces: {}", nics.join(", ")));
+    if !d.serve.is_empty() {
+        let works = d.serve.iter().filter(|h| h.reason.is_none()).count();
+        lines.push(format!(
+            "serve: {works} of {} raw tracepoints work",
+            d.serve.len()
+        ));
+    }
+    lines.push("--explain: every hook variant tried, with the kernel's answer".to_owned());
+    let layout = crate::report::Layout::terminal(crate::report::Stream::Stdout);
+    lines
+        .iter()
+        .map(|l| crate::report::wrap(l, &layout, "", "  "))
+        .collect()
+}
+
+/// The points without a working hook, grouped by the reasons of their variants (the kernel's
+/// words up to their first colon: "EPERM from the kernel's security policy (...)").
+fn unhooked(d: &Diagnosis) -> Vec<String> {
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for p in d.points.iter().filter(|p| p.chosen.is_none()) {
+        let mut why: Vec<String> = Vec::new();
+        for c in &p.checks {
+            let head = c
+                .reason
+                .as_deref()
+                .map_or("", |r| r.split(": ").next().unwrap_or(r));
+            let text = format!("{} {head}", c.hook.name());
+            if !why.contains(&text) {
+                why.push(text);
+            }
+        }
+        let why = why.join("; ");
+        let name = format!(
+            "{}{}",
+            p.point.name(),
+            if p.required { " (required)" } else { "" }
+        );
+        match groups.iter_mut().find(|(w, _)| *w == why) {
+            Some((_, names)) => names.push(name),
+            None => groups.push((why, vec![name])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(why, names)| format!("no hook for {}: {why}", names.join(", ")))
+        .collect()
+}
+
+/// The terminal rendering with `--explain`: every variant tried at every point.
 pub fn render(d: &Diagnosis) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();

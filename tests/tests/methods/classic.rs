@@ -385,6 +385,18 @@ fn doctor_tries_every_hook_and_explains_refusals() {
     if !privileged("doctor") {
         return;
     }
+    // Issue 22: the default fits one screen at 100 columns, every variant one flag away.
+    for (explain, most) in [(false, 25), (true, usize::MAX)] {
+        let mut cmd = std::process::Command::new(zcprof_tests::zcprof_bin());
+        cmd.arg("doctor").env("COLUMNS", "100");
+        if explain {
+            cmd.arg("--explain");
+        }
+        let table = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&table.stdout);
+        assert!(text.lines().count() <= most, "{text}");
+        assert_eq!(text.contains("chosen"), explain, "{text}");
+    }
     let out = run(&["doctor", "--format", "json"]);
     assert!(
         out.status.success(),

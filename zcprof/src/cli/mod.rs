@@ -123,6 +123,10 @@ pub enum Command {
         /// so it has no csv or markdown).
         #[arg(long, value_enum, default_value = "table")]
         format: DoctorFormat,
+        /// Every hook variant tried at every point, with the kernel's answer (the default names
+        /// the chosen hook of each point and groups what is unavailable by its reason).
+        #[arg(long, short = 'v')]
+        explain: bool,
     },
     /// (internal) The measured transfer process.
     #[command(name = crate::workload::transfer::SUBCOMMAND, hide = true)]
