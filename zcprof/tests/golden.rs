@@ -172,3 +172,28 @@ fn explain_shows_every_source_and_note_of_the_json() {
         );
     }
 }
+
+/// Issue 22: no sentence said twice, for compare (every method), exec and attach, in the short
+/// form and with `--explain`.
+#[test]
+fn no_sentence_is_said_twice() {
+    for trace in ["all", "exec", "attach"] {
+        for form in ["table", "table --explain"] {
+            let text = String::from_utf8_lossy(&report(trace, form, false)).into_owned();
+            let prose = flat(
+                &text
+                    .lines()
+                    .filter(|l| !l.starts_with(['│', '├', '┌', '└', '╞']))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            );
+            let mut seen = std::collections::BTreeSet::new();
+            for sentence in prose.split(". ").map(str::trim).filter(|s| s.len() > 20) {
+                assert!(
+                    seen.insert(sentence.to_owned()),
+                    "{trace} ({form}): said twice: {sentence:?}"
+                );
+            }
+        }
+    }
+}

@@ -64,6 +64,7 @@ pub fn differences(inputs: &Inputs<'_>) -> Vec<Footnote> {
         .flatten()
         .collect();
     notes.extend(method_copies(inputs));
+    notes.extend(send_sampling(inputs));
     if let Some(m) = inputs.method
         && let Some(note) = super::beyond::note(&super::beyond::Inputs {
             method: m,
@@ -165,45 +166,62 @@ fn method_copies(inputs: &Inputs<'_>) -> Option<Footnote> {
 }
 
 /// sendfile, splice and tee: the copies page cache -> socket buffer, what scatter-gather on the
-/// sending device made of them, and what sampling says.
-#[expect(clippy::cast_precision_loss, reason = "display precision")]
+/// sending device made of them (sampling's check is `send_sampling`'s footnote).
 fn in_kernel_send(inputs: &Inputs<'_>, method: Method, copies_per_step: f64) -> String {
     let call = match method {
         Method::Sendfile => "sendfile",
         Method::Tee => "tee's splice",
         _ => "splice",
     };
-    let route = Route::plain(Station::PageCache, Station::SocketBuffer);
-    let to_socket = inputs
-        .copies
-        .iter()
-        .find(|p| p.path == route && !p.contradicted)
-        .and_then(|p| p.per_transfer)
-        .unwrap_or(0.0)
-        / inputs.block_size.max(1) as f64;
+    let to_socket = to_socket_blocks(inputs);
     let mut note = format!(
         "{copies_per_step:.2} block copies per step in all; page cache -> socket buffer: \
          {to_socket:.2} per step."
     );
     note.push_str(&scatter_gather(inputs, call));
-    if to_socket < 0.05 {
-        match inputs
-            .figures
-            .get(&FigureId::CopyCpuShare)
-            .and_then(|f| f.value)
-        {
-            Some(share) if share < 0.02 => note.push_str(&format!(
-                " Sampling agrees: {:.1}% of the kernel's time in copy routines.",
-                share * 100.0
-            )),
-            Some(share) => note.push_str(&format!(
-                " Sampling found {:.0}% of the kernel's time in copy routines.",
-                share * 100.0
-            )),
-            None => {}
-        }
-    }
     note
+}
+
+/// Blocks per step copied page cache -> socket buffer.
+#[expect(clippy::cast_precision_loss, reason = "display precision")]
+fn to_socket_blocks(inputs: &Inputs<'_>) -> f64 {
+    let route = Route::plain(Station::PageCache, Station::SocketBuffer);
+    inputs
+        .copies
+        .iter()
+        .find(|p| p.path == route && !p.contradicted)
+        .and_then(|p| p.per_transfer)
+        .unwrap_or(0.0)
+        / inputs.block_size.max(1) as f64
+}
+
+/// An in-kernel send that copied nothing into the socket, checked by sampling: a footnote of its
+/// own, so that rows alike say it once.
+fn send_sampling(inputs: &Inputs<'_>) -> Option<Footnote> {
+    if !matches!(
+        inputs.method?,
+        Method::Sendfile | Method::Splice | Method::Tee
+    ) || to_socket_blocks(inputs) >= 0.05
+    {
+        return None;
+    }
+    let share = inputs
+        .figures
+        .get(&FigureId::CopyCpuShare)
+        .and_then(|f| f.value)?;
+    Some(Footnote::plain(if share < 0.02 {
+        format!(
+            "Sampling agrees that the in-kernel send copied nothing into the socket: {:.1}% of \
+             the kernel's time in copy routines.",
+            share * 100.0
+        )
+    } else {
+        format!(
+            "Sampling found {:.0}% of the kernel's time in copy routines, though nothing was \
+             copied page cache -> socket buffer.",
+            share * 100.0
+        )
+    }))
 }
 
 /// Scatter-gather on the sending device is what lets the socket hand page-cache pages to the

@@ -390,8 +390,8 @@ fn ledger_notes(run: &Run<'_>, ledger: &ledger::Ledger) -> Vec<String> {
     for r in &ledger.receiver {
         #[expect(clippy::cast_precision_loss, reason = "display precision")]
         notes.push(format!(
-            "Receiver, apart from the sender: {} {} ({:.2} blocks per step), {}. The note counts \
-             only the sending side.",
+            "Receiver, apart from the sender (the note counts only the sending side): {} {} \
+             ({:.2} blocks per step), {}.",
             r.path,
             fmt_bytes(r.bytes),
             r.per_transfer.unwrap_or(0.0) / run.block_size.max(1) as f64,

@@ -124,18 +124,23 @@ pub(super) fn notes(
     notes.push(format!(
         "{} io_uring_enter calls submitted {} requests and reaped {} completions \
          ({per_enter:.1} requests per call, {:.2} calls per step): a mode switch here covers a \
-         batch of operations, not one. The work runs inline in io_uring_enter, in task work on \
-         the submitting thread, or in the process's io-wq workers (iou-wrk-*); those are \
-         threads of the measured process (the kernel creates them with create_io_thread, \
-         which does not fire sched_process_fork, so they are caught by their thread group, \
-         not followed as forks), and their scheduler switches, copies and samples count with \
-         it; the perf events on its threads (cpu-clock sampling, task-clock) are inherited by \
-         them in copy_process, as their samples below show.",
+         batch of operations, not one.",
         tally.enters,
         tally.submitted,
         tally.completions,
         tally.enters as f64 / transfers.max(1) as f64,
     ));
+    // Said in the same words for every io_uring method, so compare shows it once.
+    notes.push(
+        "io_uring's work runs inline in io_uring_enter, in task work on the submitting thread, \
+         or in the process's io-wq workers (iou-wrk-*); those are threads of the measured \
+         process (the kernel creates them with create_io_thread, which does not fire \
+         sched_process_fork, so they are caught by their thread group, not followed as forks), \
+         and their scheduler switches, copies and samples count with it; the perf events on its \
+         threads (cpu-clock sampling, task-clock) are inherited by them in copy_process, as \
+         their samples below show."
+            .to_owned(),
+    );
     let in_workers = io_wq_samples(counts);
     if counts.samples_kernel > 0 {
         notes.push(format!(
@@ -218,12 +223,13 @@ mod tests {
             notes[0]
         );
         assert!(notes[0].contains("covers a batch"));
+        assert!(notes[1].contains("io-wq workers"), "{}", notes[1]);
         assert!(
-            notes[1].contains("7 of 10 kernel-mode samples"),
+            notes[2].contains("7 of 10 kernel-mode samples"),
             "{}",
-            notes[1]
+            notes[2]
         );
-        assert!(notes[2].starts_with("IORING_OP_SPLICE"), "{}", notes[2]);
+        assert!(notes[3].starts_with("IORING_OP_SPLICE"), "{}", notes[3]);
     }
 
     #[test]

@@ -307,12 +307,12 @@ fn top_syscalls(r: &RunReport) -> String {
         .iter()
         .take(TOP_ROWS)
         .map(|s| {
-            #[expect(clippy::cast_precision_loss, reason = "display precision")]
-            let ms = s.total_ns as f64 / 1e6;
-            if s.total_ns == 0 {
+            // The same time cell as --explain's table: an estimate keeps its ≈ and interval.
+            let time = super::table::time_cell(s);
+            if s.total_ns == 0 || time == "-" {
                 format!("{} {}", s.name, s.count)
             } else {
-                format!("{} {} ({ms:.3} ms)", s.name, s.count)
+                format!("{} {} ({time})", s.name, s.count)
             }
         })
         .collect();

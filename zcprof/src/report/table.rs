@@ -458,7 +458,7 @@ pub fn live_table(r: &RunReport) -> String {
 /// A syscall's time in the kernel: exact, or ≈ an estimate ± the half-width of its 95 %
 /// interval in percent (the larger side), or "too few timed" where the sample says nothing.
 #[expect(clippy::cast_precision_loss, reason = "display")]
-fn time_cell(s: &crate::model::SyscallRow) -> String {
+pub(super) fn time_cell(s: &crate::model::SyscallRow) -> String {
     let ms = |ns: u64| ns as f64 / 1e6;
     if s.timed == 0 && s.switched.unwrap_or(0) == 0 {
         return "-".to_owned();
