@@ -42,10 +42,12 @@ pub fn follow(child: i32) {
 /// which is freed only after every thread of its group. Its id leaves the set, so the
 /// unrelated process the kernel may give that id to later is not traced.
 ///
-/// The kernel frees the id a grace period before the task: a traced process forking in that
-/// moment could get the id back and lose it here, which is why a fork and a free of the same id
-/// cannot race on the bit in practice. Clearing subtracts the bit when it is set: kernels
-/// before 5.12 have no atomic AND, and an atomic subtract of a set bit touches no other.
+/// The kernel frees the id a grace period before the task (seconds with lazy RCU): an untraced
+/// process forked on the id in that time is taken out of the set at its fork
+/// (`sched_process_fork`); a traced process's child forked on it then would lose its bit here,
+/// which needs the whole id space to come round within that time. Clearing subtracts the bit
+/// when it is set: kernels before 5.12 have no atomic AND, and an atomic subtract of a set bit
+/// touches no other.
 #[inline(always)]
 pub fn forget(pid: i32) {
     if !following() || pid <= 0 {
