@@ -45,8 +45,8 @@ enum Task {
         #[arg(long, default_value_t = 3_000_000)]
         syscalls: u64,
         /// Only this case (repeat for several): overhead, bystander, kernel-stats, capacity,
-        /// startup, fidelity, serve, scrape. Its sections replace theirs in docs/benchmarks.md,
-        /// marked as re-run alone.
+        /// startup, fidelity, serve, scrape, siege. Its sections replace theirs in
+        /// docs/benchmarks.md, marked as re-run alone.
         #[arg(long, value_name = "CASE", value_parser = clap::builder::PossibleValuesParser::new(bench::CASES))]
         only: Vec<String>,
     },

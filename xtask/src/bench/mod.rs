@@ -9,6 +9,7 @@ mod kernel_stats;
 mod overhead;
 mod scrape;
 mod serve;
+mod siege;
 mod startup;
 
 use std::{
@@ -37,7 +38,7 @@ pub struct Options {
 }
 
 /// The cases, in the order they run.
-pub const CASES: [&str; 8] = [
+pub const CASES: [&str; 9] = [
     "overhead",
     "bystander",
     "kernel-stats",
@@ -46,6 +47,7 @@ pub const CASES: [&str; 8] = [
     "fidelity",
     "serve",
     "scrape",
+    "siege",
 ];
 
 impl Options {
@@ -213,6 +215,9 @@ pub fn bench(root: &Path, opts: &Options) -> Result<()> {
     }
     if opts.wants("scrape") {
         scrape::scrape(&bins, &dir, opts, &mut results)?;
+    }
+    if opts.wants("siege") {
+        siege::siege(&bins, &dir, opts, &mut results)?;
     }
     write_outputs(root, &dir, opts, results)
 }

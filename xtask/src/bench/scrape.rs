@@ -23,12 +23,12 @@ const USER: &str = "prometheus";
 const PASSWORD: &str = "bench-password";
 
 /// How a variant's client reaches its server.
-struct Client {
-    name: &'static str,
-    url: String,
-    curl: Vec<String>,
+pub(super) struct Client {
+    pub(super) name: &'static str,
+    pub(super) url: String,
+    pub(super) curl: Vec<String>,
     /// One connection for every request (else one per request).
-    kept_alive: bool,
+    pub(super) kept_alive: bool,
 }
 
 pub(super) fn scrape(bins: &Bins, dir: &Path, opts: &Options, results: &mut Results) -> Result<()> {
@@ -199,7 +199,7 @@ fn measure(clients: &[Client], reps: usize) -> Result<Series> {
 
 /// `n` requests through one curl, which keeps its connection; milliseconds each, and the
 /// connections it opened.
-fn kept_alive(client: &Client, n: usize) -> Result<(Vec<f64>, usize)> {
+pub(super) fn kept_alive(client: &Client, n: usize) -> Result<(Vec<f64>, usize)> {
     let mut config = String::new();
     for _ in 0..n {
         let _ = writeln!(config, "url = \"{}\"\noutput = \"/dev/null\"", client.url);
@@ -221,7 +221,7 @@ fn kept_alive(client: &Client, n: usize) -> Result<(Vec<f64>, usize)> {
 }
 
 /// `n` requests, a curl (and a connection) each.
-fn fresh(client: &Client, n: usize) -> Result<(Vec<f64>, usize)> {
+pub(super) fn fresh(client: &Client, n: usize) -> Result<(Vec<f64>, usize)> {
     let mut times = Vec::new();
     let mut connects = 0;
     for _ in 0..n {
@@ -263,7 +263,7 @@ fn parse(out: &[u8], n: usize) -> Result<(Vec<f64>, usize)> {
 }
 
 /// The quantile of `v` at `per_mille` thousandths (nearest rank).
-fn quantile(v: &[f64], per_mille: usize) -> f64 {
+pub(super) fn quantile(v: &[f64], per_mille: usize) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     if s.is_empty() {
