@@ -28,5 +28,7 @@ mod serve;
 mod signals;
 /// Sampled and timed figures agree.
 mod timing;
+/// `zcprof top`: rows of two workloads at once, plain and JSON output, the screen in tmux.
+mod top;
 /// `--trace` files and `report`.
 mod trace;

@@ -1,5 +1,6 @@
-//! The always-on exporter's kernel counters (`zcprof serve`): one record per process name, kept
-//! by data-path hooks only, read by user space when Prometheus scrapes.
+//! The always-on counters of `zcprof serve` and `zcprof top`: one record per process name
+//! (serve) or per process and name (top), kept by data-path hooks only, read by user space when
+//! Prometheus scrapes or top's interval ends.
 
 /// The length of a task's name (`TASK_COMM_LEN`), the key of the per-name counters.
 pub const COMM_LEN: usize = 16;
@@ -42,6 +43,14 @@ pub struct ServeStat {
     pub nic_bytes: u64,
     /// Times a task of this name was switched off its CPU.
     pub switches: u64,
+    /// TCP payload the name's packets carried in their linear data, on any device (a sender
+    /// with scatter-gather puts its copies in page fragments; software segmentation for a
+    /// device without it copies everything into the linear data). Appended for `zcprof top`.
+    pub packet_linear: u64,
+    /// Bytes of sends flagged `MSG_ZEROCOPY` (or `io_uring`'s `SEND_ZC`) that TCP took: pages
+    /// pinned by reference unless the kernel copied after all, which it tells only the sender.
+    /// Counted here instead of in `send_copied`. Appended for `zcprof top`.
+    pub send_zerocopy: u64,
 }
 
 #[cfg(feature = "user")]
@@ -62,6 +71,8 @@ impl ServeStat {
             nic_packets,
             nic_bytes,
             switches,
+            packet_linear,
+            send_zerocopy,
         } = *other;
         self.send_copied += send_copied;
         self.send_by_reference += send_by_reference;
@@ -71,5 +82,27 @@ impl ServeStat {
         self.nic_packets += nic_packets;
         self.nic_bytes += nic_bytes;
         self.switches += switches;
+        self.packet_linear += packet_linear;
+        self.send_zerocopy += send_zerocopy;
     }
 }
+
+/// Distinct processes the kernel keeps counters for when it counts by process (`zcprof top`;
+/// an LRU map, sized to one entry otherwise).
+pub const SERVE_PROCESS_ENTRIES: u32 = 8192;
+
+/// Whom a counter is kept for: a process (thread group id) and the name of its task at the
+/// event. The key of the per-process counters (`zcprof top`), and a socket's owner. No padding:
+/// four bytes of id, sixteen of name.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq, Hash)]
+pub struct ServeOwner {
+    /// The process (thread group) id.
+    pub tgid: u32,
+    /// The task's name, NUL-padded.
+    pub comm: [u8; COMM_LEN],
+}
+
+#[cfg(feature = "user")]
+// SAFETY: plain-old-data with no padding and every bit pattern valid.
+unsafe impl aya::Pod for ServeOwner {}

@@ -10,7 +10,10 @@ use aya_ebpf::{
 use zcprof_common::{
     CONTROL_SLOTS, COUNTER_SLOTS, DiskIo, FD_BYTES_SLOTS, HookedBytes, IFNAMSIZ, InFlight,
     MAX_SYSCALL_NR, NetXmit, OnCpu, ProcStat, SockOwner, SyscallStat,
-    serve::{COMM_LEN, SERVE_COMM_ENTRIES, SERVE_LOST_SLOTS, ServeStat},
+    serve::{
+        COMM_LEN, SERVE_COMM_ENTRIES, SERVE_LOST_SLOTS, SERVE_PROCESS_ENTRIES, ServeOwner,
+        ServeStat,
+    },
 };
 
 /// Per-syscall totals, indexed by syscall number.
@@ -107,6 +110,12 @@ pub static SOCKS: HashMap<u64, SockOwner> = HashMap::with_max_entries(16384, 0);
 pub static SERVE_STATS: LruPerCpuHashMap<[u8; COMM_LEN], ServeStat> =
     LruPerCpuHashMap::with_max_entries(SERVE_COMM_ENTRIES, 0);
 
+/// `zcprof top`: totals by process and task name (summed over CPUs by user space), in place of
+/// `SERVE_STATS` when `SERVE_BY_PROCESS` is set; user space sizes the unused one to one entry.
+#[map]
+pub static SERVE_PROCS: LruPerCpuHashMap<ServeOwner, ServeStat> =
+    LruPerCpuHashMap::with_max_entries(SERVE_PROCESS_ENTRIES, 0);
+
 /// `zcprof serve --comm`: the names counted (name -> 1), filled by user space.
 #[map]
 pub static SERVE_COMMS: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(64, 0);
@@ -116,10 +125,11 @@ pub static SERVE_COMMS: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(
 #[map]
 pub static SERVE_HOW: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
 
-/// `zcprof serve`: the name that last sent on a TCP socket (`struct sock` address -> name), so
-/// its packets are counted wherever they leave; an entry goes when its socket closes.
+/// `zcprof serve` and `top`: the process and name that last sent on a TCP socket (`struct sock`
+/// address -> owner), so its packets are counted wherever they leave; an entry goes when its
+/// socket closes.
 #[map]
-pub static SERVE_SOCKS: HashMap<u64, [u8; COMM_LEN]> = HashMap::with_max_entries(65536, 0);
+pub static SERVE_SOCKS: HashMap<u64, ServeOwner> = HashMap::with_max_entries(65536, 0);
 
 /// `zcprof serve`: the physical network devices by name (name -> 1), filled by user space.
 #[map]

@@ -32,6 +32,7 @@ pub fn main(command: Command) -> ExitCode {
         }
         Command::Doctor { format, explain } => return doctor(format, explain),
         Command::Serve(args) => return serve(&args),
+        Command::Top(args) => return top(&args),
         // No eBPF and no privileges: a sink only reads sockets.
         Command::Sink {
             listen,
@@ -409,6 +410,55 @@ fn serve(args: &crate::cli::ServeArgs) -> ExitCode {
             Err(e) => fail(1, &e.to_string()),
         },
     )
+}
+
+/// `zcprof top`: selectors checked (exit 2), then privileges, then intervals until `--count`,
+/// q, SIGINT or SIGTERM, which detach and end with status 0.
+fn top(args: &crate::cli::TopArgs) -> ExitCode {
+    use std::io::IsTerminal as _;
+
+    use crate::top;
+    let selector = match crate::serve::Selector::resolve(
+        &args.comms,
+        args.pid,
+        args.cgroup.as_deref(),
+        true,
+    ) {
+        Ok(s) => s,
+        Err(e) => return fail(2, &e.to_string()),
+    };
+    let display = match args.format {
+        crate::cli::TopFormat::Json => top::Display::Json,
+        _ if args.batch || !std::io::stdout().is_terminal() => top::Display::Plain,
+        crate::cli::TopFormat::Table => top::Display::Screen,
+    };
+    let opts = top::Options {
+        interval: args.interval,
+        by: args.by,
+        sort: args.sort,
+        rows: args.rows.map(|n| n as usize),
+        count: args.count,
+        display,
+        what: selector.describe(&args.comms),
+    };
+    privileged(move || {
+        if opts.display != top::Display::Screen {
+            eprintln!(
+                "zcprof top: counting {} every {:?}",
+                opts.what, opts.interval
+            );
+            let wrap = textwrap::Options::new(100)
+                .initial_indent("  ")
+                .subsequent_indent("    ");
+            for line in top::plain::LEGEND {
+                eprintln!("{}", textwrap::fill(line, &wrap));
+            }
+        }
+        match top::run(&selector.filter, &opts, cancel::flag()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(1, &e.to_string()),
+        }
+    })
 }
 
 /// `zcprof sink`: serves runs until `runs` ended or Ctrl-C, only those with `token` when given.

@@ -3,11 +3,12 @@
 //! Data flows one way: `cli` (what was asked) -> `app` -> `measure` (one measured run: plan the
 //! hooks, start the `workload`, attach the `probes`, `collect` their maps) -> `model` (figures
 //! with provenance) -> `report` (rendering) and `export` (traces); `serve` (the always-on
-//! Prometheus exporter) runs `probes` -> `collect` -> `model::fleet` -> `export::prometheus`.
+//! Prometheus exporter) runs `probes` -> `collect` -> `model::fleet` -> `export::prometheus`;
+//! `top` (the live view) runs serve's `probes` -> `collect` -> `top::sample` -> its screen.
 //!
 //! Imports only go down this list; each module imports only modules after it (checked by
 //! `tests/layers.rs`; docs/architecture.md says why each sits where it does):
-//! `app`, `cli`, `doctor`, `serve`, `measure`, `options`, `export`, `report`, `devices`, `model`,
+//! `app`, `cli`, `doctor`, `top`, `serve`, `measure`, `options`, `export`, `report`, `devices`, `model`,
 //! `process`, `collect`, `probes`, `workload`, `caps`, `sink`, `output`, and the leaves `cancel`,
 //! `files`, `timing`, `units`.
 pub mod app;
@@ -29,5 +30,6 @@ pub mod report;
 pub mod serve;
 pub mod sink;
 pub mod timing;
+pub mod top;
 pub mod units;
 pub mod workload;

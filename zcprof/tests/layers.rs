@@ -4,10 +4,10 @@
 use std::{collections::BTreeSet, path::Path};
 
 /// The top-level modules, callers first (as `lib.rs` lists them).
-const LAYERS: [&str; 21] = [
-    "app", "cli", "doctor", "serve", "measure", "options", "export", "report", "devices", "model",
-    "process", "collect", "probes", "workload", "caps", "sink", "output", "cancel", "files",
-    "timing", "units",
+const LAYERS: [&str; 22] = [
+    "app", "cli", "doctor", "top", "serve", "measure", "options", "export", "report", "devices",
+    "model", "process", "collect", "probes", "workload", "caps", "sink", "output", "cancel",
+    "files", "timing", "units",
 ];
 
 /// The top-level module a source file belongs to (`model/ledger.rs` -> `model`).

@@ -1,7 +1,7 @@
 //! Case 7: what `zcprof serve` costs a server under load: nginx serving a 64 KiB file with
 //! sendfile to wrk over loopback (keepalive), requests per second with serve running against
-//! the same without it, beside `zcprof attach` on the worker and a bpftrace script that counts
-//! the same sends.
+//! the same without it, beside `zcprof top` (the same hooks, by process, for every process),
+//! `zcprof attach` on the worker and a bpftrace script that counts the same sends.
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
@@ -157,8 +157,9 @@ pub(super) fn serve(bins: &Bins, dir: &Path, opts: &Options, results: &mut Resul
     );
     let mut rows = serde_json::Map::new();
     rows.insert("alone".into(), json!({ "requests_per_sec": stats(&base) }));
-    let mut serve_loss = None;
-    for (name, v) in names.iter().zip(&series) {
+    // serve (first) and top (second) have the 2 % target.
+    let mut losses = Vec::new();
+    for (k, (name, v)) in names.iter().zip(&series).enumerate() {
         if v.is_empty() {
             continue;
         }
@@ -174,8 +175,14 @@ pub(super) fn serve(bins: &Bins, dir: &Path, opts: &Options, results: &mut Resul
             min(&ratios),
             max(&ratios)
         );
-        if serve_loss.is_none() {
-            serve_loss = Some((1.0 - median(&ratios), interval, verdict_of(&ratios, TARGET)));
+        if k < 2 {
+            let who = if k == 0 { "serve" } else { "top" };
+            losses.push((
+                who,
+                1.0 - median(&ratios),
+                interval,
+                verdict_of(&ratios, TARGET),
+            ));
         }
         rows.insert(
             name.clone(),
@@ -186,21 +193,23 @@ pub(super) fn serve(bins: &Bins, dir: &Path, opts: &Options, results: &mut Resul
             }),
         );
     }
-    let verdict = serve_loss.map_or_else(
-        || "- serve could not be measured.\n".to_owned(),
-        |(loss, interval, verdict)| {
-            // NOT met only when even the interval's upper end loses more than 2 %.
-            let verdict = verdict.label(&format!(
-                "above 2 %, within the noise (the interval reaches a loss of {:.1} %)",
-                interval.map_or(0.0, |(_, hi)| (1.0 - hi) * 100.0)
-            ));
-            format!(
-                "- Target: `serve` costs nginx at most 2 % of its requests per second: measured \
-                 {:.1} %: {verdict}.\n",
-                loss * 100.0,
-            )
-        },
-    );
+    let mut verdict = String::new();
+    for (who, loss, interval, v) in &losses {
+        // NOT met only when even the interval's upper end loses more than 2 %.
+        let label = v.label(&format!(
+            "above 2 %, within the noise (the interval reaches a loss of {:.1} %)",
+            interval.map_or(0.0, |(_, hi)| (1.0 - hi) * 100.0)
+        ));
+        let _ = writeln!(
+            verdict,
+            "- Target: `{who}` costs nginx at most 2 % of its requests per second: measured \
+             {:.1} %: {label}.",
+            loss * 100.0,
+        );
+    }
+    if losses.is_empty() {
+        verdict.push_str("- serve and top could not be measured.\n");
+    }
     results.sections.push((
         "7. A server under load: nginx (64 KiB file, sendfile on) driven by wrk over loopback"
             .into(),
@@ -209,8 +218,9 @@ pub(super) fn serve(bins: &Bins, dir: &Path, opts: &Options, results: &mut Resul
              repetitions measures nginx alone and with each observer attached, in an order that \
              rotates from one repetition to the next (so no variant always follows another), and \
              every ratio is against the lone run of its repetition. The interval is the median \
-             ratio's distribution-free 95 % interval. serve runs with `--comm nginx`; attach \
-             follows the worker; the bpftrace script sums `sock:sock_send_length` per command \
+             ratio's distribution-free 95 % interval. serve runs with `--comm nginx`; top counts \
+             every process (serve's hooks, by process, receives included) and prints a plain \
+             table each second; attach follows the worker; the bpftrace script sums `sock:sock_send_length` per command \
              name, about what serve counts.\n\n{table}\n{verdict}",
             reps = base.len()
         ),
@@ -230,6 +240,10 @@ fn measure(bins: &Bins, nginx: &Child, opts: &Options) -> Result<Series> {
         (
             "with `zcprof serve --comm nginx`".into(),
             s(&[&z, "serve", "--comm", "nginx", "--listen", SERVE_LISTEN]),
+        ),
+        (
+            "with `zcprof top -b` (every process, 1 s intervals)".into(),
+            s(&[&z, "top", "-b", "--interval", "1s"]),
         ),
         (
             "with `zcprof attach --pid <worker>`".into(),

@@ -1,14 +1,18 @@
-//! The always-on exporter's accounting (`zcprof serve`): which tasks it counts (a process, a
-//! cgroup, a list of process names, or all) and their totals by process name. Nothing here runs
-//! at syscall entry or return: every caller is a data-path hook.
+//! The always-on accounting of `zcprof serve` and `zcprof top`: which tasks are counted (a
+//! process, a cgroup, a list of process names, or all) and their totals by process name (serve)
+//! or by process and name (top, `SERVE_BY_PROCESS`). Nothing here runs at syscall entry or
+//! return: every caller is a data-path hook.
+use aya_ebpf::maps::LruPerCpuHashMap;
 use aya_ebpf::{
     Global,
     bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid},
 };
-use zcprof_common::serve::{COMM_LEN, ServeLost, ServeStat};
+use zcprof_common::serve::{COMM_LEN, ServeLost, ServeOwner, ServeStat};
 
-use crate::maps::{SERVE_COMMS, SERVE_HOW, SERVE_LOST, SERVE_NICS, SERVE_SOCKS, SERVE_STATS};
+use crate::maps::{
+    SERVE_COMMS, SERVE_HOW, SERVE_LOST, SERVE_NICS, SERVE_PROCS, SERVE_SOCKS, SERVE_STATS,
+};
 
 /// `--pid`: the one process counted (0: any).
 #[unsafe(no_mangle)]
@@ -19,6 +23,10 @@ static SERVE_CGROUP: Global<u64> = Global::new(0);
 /// Non-zero: only the names in `SERVE_COMMS` are counted (`--comm`).
 #[unsafe(no_mangle)]
 static SERVE_BY_COMM: Global<u32> = Global::new(0);
+/// Non-zero: totals by process and name in `SERVE_PROCS` (`zcprof top`), else by name in
+/// `SERVE_STATS` (`zcprof serve`).
+#[unsafe(no_mangle)]
+static SERVE_BY_PROCESS: Global<u32> = Global::new(0);
 
 /// A task's name, as the kernel keeps it (NUL-padded).
 pub type Comm = [u8; COMM_LEN];
@@ -28,21 +36,42 @@ pub type Comm = [u8; COMM_LEN];
 const HOW_NONE: u8 = 0;
 const HOW_COPIED: u8 = 1;
 const HOW_BY_REFERENCE: u8 = 2;
+const HOW_ZEROCOPY: u8 = 3;
 
 /// `MSG_SPLICE_PAGES` (include/linux/socket.h, 6.5+): the message's pages are to be taken by
 /// reference; sendfile, splice and vmsplice+splice send this way.
 const MSG_SPLICE_PAGES: u32 = 0x0800_0000;
+/// `MSG_ZEROCOPY` (include/linux/socket.h): pin the sender's pages instead of copying them, if
+/// the socket and the route allow it; io_uring's `SEND_ZC` sets it too.
+const MSG_ZEROCOPY: u32 = 0x0400_0000;
 
-/// The current task's name when the selector takes it. The cheap checks go first: a bystander
-/// of `--pid` pays one helper call.
+/// The current task's process id.
 #[inline(always)]
-pub fn selected() -> Option<Comm> {
-    let pid = SERVE_PID.load();
+fn tgid() -> u32 {
     #[expect(
         clippy::cast_possible_truncation,
         reason = "the upper half is the tgid"
     )]
-    if pid != 0 && (bpf_get_current_pid_tgid() >> 32) as u32 != pid {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    tgid
+}
+
+/// The current task as an owner: its process and name.
+#[inline(always)]
+fn current() -> Option<ServeOwner> {
+    Some(ServeOwner {
+        tgid: tgid(),
+        comm: bpf_get_current_comm().ok()?,
+    })
+}
+
+/// The current task when the selector takes it. The cheap checks go first: a bystander of
+/// `--pid` pays one helper call.
+#[inline(always)]
+pub fn selected() -> Option<ServeOwner> {
+    let pid = SERVE_PID.load();
+    let tgid = tgid();
+    if pid != 0 && tgid != pid {
         return None;
     }
     let cgroup = SERVE_CGROUP.load();
@@ -55,18 +84,28 @@ pub fn selected() -> Option<Comm> {
     if SERVE_BY_COMM.load() != 0 && unsafe { SERVE_COMMS.get(&comm) }.is_none() {
         return None;
     }
-    Some(comm)
+    Some(ServeOwner { tgid, comm })
 }
 
-/// Applies `f` to this CPU's totals of `comm`, making them on first use.
+/// Applies `f` to this CPU's totals of `owner`: by process and name for top, by name for serve.
 #[inline(always)]
-fn update(comm: &Comm, f: impl FnOnce(&mut ServeStat)) {
-    let stat = match SERVE_STATS.get_ptr_mut(comm) {
+fn update(owner: &ServeOwner, f: impl FnOnce(&mut ServeStat)) {
+    if SERVE_BY_PROCESS.load() != 0 {
+        update_in(&SERVE_PROCS, owner, f);
+    } else {
+        update_in(&SERVE_STATS, &owner.comm, f);
+    }
+}
+
+/// Applies `f` to this CPU's totals of `key` in `map`, making them on first use.
+#[inline(always)]
+fn update_in<K>(map: &LruPerCpuHashMap<K, ServeStat>, key: &K, f: impl FnOnce(&mut ServeStat)) {
+    let stat = match map.get_ptr_mut(key) {
         Some(stat) => stat,
         None => {
             // Another CPU may make it first (EEXIST): the lookup below finds it either way.
-            let _ = SERVE_STATS.insert(comm, &ServeStat::default(), u64::from(BPF_NOEXIST));
-            let Some(stat) = SERVE_STATS.get_ptr_mut(comm) else {
+            let _ = map.insert(key, &ServeStat::default(), u64::from(BPF_NOEXIST));
+            let Some(stat) = map.get_ptr_mut(key) else {
                 lost(ServeLost::CommTableFull);
                 return;
             };
@@ -107,6 +146,8 @@ pub fn tcp_sending(flags: impl FnOnce() -> Option<u32>) {
     };
     let how = if msg_flags & MSG_SPLICE_PAGES != 0 {
         HOW_BY_REFERENCE
+    } else if msg_flags & MSG_ZEROCOPY != 0 {
+        HOW_ZEROCOPY
     } else {
         HOW_COPIED
     };
@@ -142,24 +183,31 @@ pub fn sent(sk: u64, ret: i32) {
     if how == HOW_NONE || ret <= 0 {
         return;
     }
-    let Ok(comm) = bpf_get_current_comm() else {
+    let Some(owner) = current() else {
         return;
     };
     #[expect(clippy::cast_sign_loss, reason = "checked positive")]
     let bytes = ret as u64;
-    update(&comm, |s| {
-        if how == HOW_BY_REFERENCE {
-            s.send_by_reference += bytes;
-        } else {
-            s.send_copied += bytes;
-        }
+    update(&owner, |s| match how {
+        HOW_BY_REFERENCE => s.send_by_reference += bytes,
+        HOW_ZEROCOPY => s.send_zerocopy += bytes,
+        _ => s.send_copied += bytes,
     });
-    // The socket's packets are this name's wherever they leave (softirq, another task).
+    // The socket's packets are this owner's wherever they leave (softirq, another task).
     // SAFETY: the value is compared, not kept.
-    if unsafe { SERVE_SOCKS.get(&sk) } != Some(&comm) && SERVE_SOCKS.insert(&sk, &comm, 0).is_err()
+    if unsafe { SERVE_SOCKS.get(&sk) } != Some(&owner)
+        && SERVE_SOCKS.insert(&sk, &owner, 0).is_err()
     {
         lost(ServeLost::SocketTableFull);
     }
+}
+
+/// The owner of socket `sk`: whoever last sent on it (none for a socket no counted task sent
+/// on).
+#[inline(always)]
+pub fn socket_owner(sk: u64) -> Option<ServeOwner> {
+    // SAFETY: copied out.
+    unsafe { SERVE_SOCKS.get(&sk) }.copied()
 }
 
 /// Socket `sk` closed: it has no owner any more.
@@ -168,21 +216,22 @@ pub fn socket_closed(sk: u64) {
     let _ = SERVE_SOCKS.remove(&sk);
 }
 
-/// A packet of socket `sk` of `len` bytes is handed to device `device`: counted for the
-/// socket's owner when the device is a physical NIC (user space fills `SERVE_NICS`).
+/// A packet of `owner`'s socket of `len` bytes, `linear` of its TCP payload in linear data, is
+/// handed to device `device`: the linear payload is counted wherever it goes, the packet when
+/// the device is a physical NIC (user space fills `SERVE_NICS`).
 #[inline(always)]
-pub fn xmit(sk: u64, device: &[u8; COMM_LEN], len: u32) {
-    // SAFETY: copied out.
-    let Some(owner) = (unsafe { SERVE_SOCKS.get(&sk) }).copied() else {
-        return;
-    };
+pub fn xmit(owner: &ServeOwner, device: &[u8; COMM_LEN], len: u32, linear: u64) {
     // SAFETY: only the presence of the key is used.
-    if unsafe { SERVE_NICS.get(device) }.is_none() {
+    let nic = unsafe { SERVE_NICS.get(device) }.is_some();
+    if !nic && linear == 0 {
         return;
     }
-    update(&owner, |s| {
-        s.nic_packets += 1;
-        s.nic_bytes += u64::from(len);
+    update(owner, |s| {
+        s.packet_linear += linear;
+        if nic {
+            s.nic_packets += 1;
+            s.nic_bytes += u64::from(len);
+        }
     });
 }
 
@@ -192,17 +241,17 @@ pub fn received(bytes: i32) {
     if bytes <= 0 {
         return;
     }
-    if let Some(comm) = selected() {
+    if let Some(owner) = selected() {
         #[expect(clippy::cast_sign_loss, reason = "checked positive")]
-        update(&comm, |s| s.recv_copied += bytes as u64);
+        update(&owner, |s| s.recv_copied += bytes as u64);
     }
 }
 
 /// The current task issued a block request of `bytes`; `write` tells its direction.
 #[inline(always)]
 pub fn disk(bytes: u32, write: bool) {
-    if let Some(comm) = selected() {
-        update(&comm, |s| {
+    if let Some(owner) = selected() {
+        update(&owner, |s| {
             if write {
                 s.disk_written += u64::from(bytes);
             } else {
@@ -215,7 +264,7 @@ pub fn disk(bytes: u32, write: bool) {
 /// The current task is switched off its CPU.
 #[inline(always)]
 pub fn switched() {
-    if let Some(comm) = selected() {
-        update(&comm, |s| s.switches += 1);
+    if let Some(owner) = selected() {
+        update(&owner, |s| s.switches += 1);
     }
 }

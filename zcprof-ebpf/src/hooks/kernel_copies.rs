@@ -77,11 +77,11 @@ fn field<T>(ctx: &TracePointContext, global: &Global<u32>) -> Option<T> {
 }
 
 /// What the transmit programs need to know of a packet.
-struct Packet {
-    sk: u64,
+pub(crate) struct Packet {
+    pub(crate) sk: u64,
     /// `skb->data`, where the device's headers start.
     data: u64,
-    len: u32,
+    pub(crate) len: u32,
     /// Bytes in page fragments.
     data_len: u32,
     /// Host-order ethertype.
@@ -90,7 +90,7 @@ struct Packet {
     network: u64,
     transport: u64,
     /// The device's name.
-    device: [u8; IFNAMSIZ],
+    pub(crate) device: [u8; IFNAMSIZ],
 }
 
 /// A `T` member of the `sk_buff` at `skb`, at the offset held in `global`.
@@ -111,7 +111,7 @@ pub fn net_dev_start_xmit_raw_tp(ctx: RawTracePointContext) -> i32 {
 }
 
 #[inline(always)]
-fn packet_from_skb(skb: u64, dev: u64) -> Option<Packet> {
+pub(crate) fn packet_from_skb(skb: u64, dev: u64) -> Option<Packet> {
     let sk: u64 = skb_member(skb, &SKB_OFF_SK)?;
     if sk == 0 {
         return None;
@@ -178,15 +178,10 @@ fn packet_from_record(ctx: &TracePointContext) -> Option<Packet> {
     })
 }
 
-/// Accounts a packet of a traced process's TCP socket: its payload in linear data (copied) and
-/// in page fragments (by reference).
+/// A TCP packet's payload: the bytes in its linear data after the headers, and in page
+/// fragments. None for anything but TCP over IPv4 or IPv6.
 #[inline(always)]
-fn sent(p: &Packet) -> Option<()> {
-    let current = traced();
-    let known = account::socket_owner(p.sk);
-    if known.is_none() && current.is_none() {
-        return None;
-    }
+pub(crate) fn tcp_payload(p: &Packet) -> Option<(u64, u64)> {
     let ip_protocol: u8 = match p.protocol {
         ETH_P_IP => kernel_read(p.data + p.network + 9)?,
         ETH_P_IPV6 => kernel_read(p.data + p.network + 6)?,
@@ -198,7 +193,19 @@ fn sent(p: &Packet) -> Option<()> {
     let doff: u8 = kernel_read(p.data + p.transport + 12)?;
     let headers = p.transport + u64::from(doff >> 4) * 4;
     let linear = u64::from(p.len.saturating_sub(p.data_len)).saturating_sub(headers);
-    let paged = u64::from(p.data_len);
+    Some((linear, u64::from(p.data_len)))
+}
+
+/// Accounts a packet of a traced process's TCP socket: its payload in linear data (copied) and
+/// in page fragments (by reference).
+#[inline(always)]
+fn sent(p: &Packet) -> Option<()> {
+    let current = traced();
+    let known = account::socket_owner(p.sk);
+    if known.is_none() && current.is_none() {
+        return None;
+    }
+    let (linear, paged) = tcp_payload(p)?;
     let owner = match known {
         Some(owner) => owner,
         None => {

@@ -3,12 +3,8 @@
 //! syscall entry or return, so tasks that move no data pay nothing. Each is a thin wrapper over
 //! `account::serve`. Structure member offsets come from the kernel's BTF, set by the loader.
 use aya_ebpf::{Global, macros::raw_tracepoint, programs::RawTracePointContext};
-use zcprof_common::IFNAMSIZ;
 
-use super::{
-    device::clear_after_nul,
-    kernel_copies::{DEV_OFF_NAME, SKB_OFF_LEN, SKB_OFF_SK, kernel_read},
-};
+use super::kernel_copies::{SKB_OFF_SK, kernel_read, packet_from_skb, tcp_payload};
 use crate::account::serve;
 
 /// `struct msghdr` offset of `msg_flags`.
@@ -55,7 +51,8 @@ pub fn serve_inet_sock_set_state_raw_tp(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// Raw tracepoint `net_dev_start_xmit(skb, dev)`: a packet handed to a device driver.
+/// Raw tracepoint `net_dev_start_xmit(skb, dev)`: a packet handed to a device driver. Only a
+/// packet of a socket a counted task sent on is looked into.
 #[raw_tracepoint(tracepoint = "net_dev_start_xmit")]
 pub fn serve_net_dev_start_xmit_raw_tp(ctx: RawTracePointContext) -> i32 {
     let (skb, dev) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1));
@@ -65,13 +62,12 @@ pub fn serve_net_dev_start_xmit_raw_tp(ctx: RawTracePointContext) -> i32 {
     if sk == 0 {
         return 0;
     }
-    let Some(mut device) = kernel_read::<[u8; IFNAMSIZ]>(dev + u64::from(DEV_OFF_NAME.load()))
-    else {
+    let Some(owner) = serve::socket_owner(sk) else {
         return 0;
     };
-    clear_after_nul(&mut device);
-    if let Some(len) = kernel_read::<u32>(skb + u64::from(SKB_OFF_LEN.load())) {
-        serve::xmit(sk, &device, len);
+    if let Some(packet) = packet_from_skb(skb, dev) {
+        let linear = tcp_payload(&packet).map_or(0, |(linear, _)| linear);
+        serve::xmit(&owner, &packet.device, packet.len, linear);
     }
     0
 }

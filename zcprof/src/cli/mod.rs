@@ -11,7 +11,7 @@ mod tests;
 mod workload;
 
 pub use recording::{OutputArgs, TraceArgs};
-pub use service::ServeArgs;
+pub use service::{ServeArgs, TopArgs, TopFormat};
 
 use crate::workload::transfer::TransferArgs;
 pub use workload::{CompareArgs, MethodChoice, NoRepeat, RunArgs, WorkloadArgs};
@@ -42,6 +42,8 @@ EXAMPLES:
     sudo zcprof exec --format json -o dd.json -- dd if=big.dat of=copy.dat bs=64k
     sudo zcprof attach --pid 1234 --duration 10s
     sudo zcprof serve --comm nginx                  # Prometheus metrics at 127.0.0.1:9464/metrics
+    sudo zcprof top                                 # which processes copy, and how, live
+    sudo zcprof top -b --count 3 --by cgroup
     sudo zcprof run --method sendfile --trace sendfile.json   # open it in ui.perfetto.dev
     zcprof report sendfile.json --format markdown";
 
@@ -117,6 +119,10 @@ pub enum Command {
     /// reference, disk and NIC bytes, scheduler switches, per process name. Data-path hooks
     /// only, cheap enough to leave running; SIGTERM or Ctrl-C detach and exit 0.
     Serve(ServeArgs),
+    /// Which processes on this host move data, and how, live: bytes sent copied, by reference
+    /// and with `MSG_ZEROCOPY`, received, copied into packets, read from disk, per process (or
+    /// command name, or cgroup). serve's data-path hooks; q quits.
+    Top(TopArgs),
     /// Show what this kernel allows: each hook type per measurement point, tried for real.
     Doctor {
         /// Output format (table or json: doctor's answer is a list of checks, not rows of runs,
@@ -158,6 +164,7 @@ impl Command {
             | Command::Doctor { .. }
             | Command::Sink { .. }
             | Command::Serve(_)
+            | Command::Top(_)
             | Command::Transfer(_)
             | Command::EmptyHooks { .. } => None,
         }

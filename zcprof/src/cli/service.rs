@@ -1,4 +1,4 @@
-//! Options of the long-running command `serve`.
+//! Options of the long-running commands `serve` and `top`.
 use std::path::PathBuf;
 
 use clap::Args;
@@ -39,4 +39,61 @@ pub struct ServeArgs {
     /// it serve speaks plain HTTP to anyone who connects.
     #[arg(long = "web.config.file", value_name = "FILE")]
     pub web_config_file: Option<PathBuf>,
+}
+
+/// `zcprof top`'s output formats: the table (full screen in a terminal, plain otherwise) or one
+/// JSON object per line per interval.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TopFormat {
+    Table,
+    Json,
+}
+
+/// `zcprof top`'s options.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// How often the rows are counted and shown (1s, 500ms, 2s; at least 100ms).
+    #[arg(long, short = 'd', value_name = "DURATION", default_value = "1s", value_parser = parse_top_interval)]
+    pub interval: std::time::Duration,
+    /// Count only processes of this name (as /proc/PID/comm shows it); repeat for several.
+    #[arg(long = "comm", value_name = "NAME")]
+    pub comms: Vec<String>,
+    /// Count only this process (its threads).
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Count only tasks in this cgroup v2 (a directory under /sys/fs/cgroup, absolute or
+    /// relative to it, e.g. system.slice/nginx.service).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+    /// One row per process, per command name, or per cgroup (a container or a service).
+    #[arg(long, value_enum, default_value = "process")]
+    pub by: crate::top::By,
+    /// The column the rows are ranked by (total: every byte a row moved).
+    #[arg(long, value_enum, default_value = "total")]
+    pub sort: crate::top::SortKey,
+    /// Show at most COUNT rows (default: as many as fit the screen; all in plain output).
+    #[arg(short = 'n', long = "rows", value_name = "COUNT", value_parser = clap::value_parser!(u32).range(1..))]
+    pub rows: Option<u32>,
+    /// Stop after N intervals.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Batch mode: a plain table per interval on stdout, no screen or keys (as `top -b`); the
+    /// default when stdout is not a terminal.
+    #[arg(short = 'b', long)]
+    pub batch: bool,
+    /// table, or json: one JSON object per line per interval (implies -b).
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: TopFormat,
+}
+
+/// `top --interval`: a duration of at least 100 ms (shorter intervals measure the reading more
+/// than the rates).
+fn parse_top_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = crate::units::parse_duration(s)?;
+    if d < std::time::Duration::from_millis(100) {
+        return Err(format!(
+            "{s:?} is shorter than 100ms, the shortest interval"
+        ));
+    }
+    Ok(d)
 }

@@ -1,9 +1,10 @@
-//! Reading `zcprof serve`'s kernel counters at a scrape: totals by process name summed over
-//! CPUs, the per-CPU lost events, and the names of the tasks alive now.
+//! Reading the always-on kernel counters at a scrape (`zcprof serve`) or at the end of an
+//! interval (`zcprof top`): totals by process name, or by process and name, summed over CPUs;
+//! the per-CPU lost events; and the names of the tasks alive now.
 use std::collections::{HashMap, HashSet};
 
 use aya::maps::{Map, MapError, PerCpuArray, PerCpuHashMap};
-use zcprof_common::serve::{COMM_LEN, SERVE_LOST_SLOTS, ServeStat};
+use zcprof_common::serve::{COMM_LEN, SERVE_LOST_SLOTS, ServeOwner, ServeStat};
 
 /// A process name as the kernel keeps it (NUL-padded).
 pub type Comm = [u8; COMM_LEN];
@@ -39,6 +40,37 @@ pub fn stats(map: &Map) -> Result<HashMap<Comm, ServeStat>, ServeCollectError> {
         out.insert(comm, sum);
     }
     Ok(out)
+}
+
+/// The totals by process and name (`zcprof top`), each summed over CPUs.
+///
+/// # Errors
+/// A map of the wrong type.
+pub fn by_process(map: &Map) -> Result<HashMap<ServeOwner, ServeStat>, ServeCollectError> {
+    let err = |source| ServeCollectError::Map {
+        name: "SERVE_PROCS",
+        source,
+    };
+    let map: PerCpuHashMap<_, ServeOwner, ServeStat> = PerCpuHashMap::try_from(map).map_err(err)?;
+    let mut out = HashMap::new();
+    // An entry deleted or evicted while iterating is skipped, not an error.
+    for (owner, per_cpu) in map.iter().flatten() {
+        let mut sum = ServeStat::default();
+        for s in per_cpu.iter() {
+            sum.add(s);
+        }
+        out.insert(owner, sum);
+    }
+    Ok(out)
+}
+
+/// Deletes the kernel's totals of `owners` (processes gone, their last figures shown).
+pub fn forget_processes(map: &mut Map, owners: &[ServeOwner]) {
+    if let Ok(mut map) = PerCpuHashMap::<_, ServeOwner, ServeStat>::try_from(map) {
+        for owner in owners {
+            let _ = map.remove(owner);
+        }
+    }
 }
 
 /// Deletes the kernel's totals of `comms` (names whose series were dropped).

@@ -112,8 +112,9 @@ fn per_comm(registry: &mut Registry, scrape: &Scrape) {
     let send = counter_family(
         registry,
         "zcprof_socket_send_bytes",
-        "Bytes TCP sockets took from senders: copied from user memory, or by_reference (page \
-         references: sendfile, splice)",
+        "Bytes TCP sockets took from senders: copied from user memory, by_reference (page \
+         references: sendfile, splice), or zerocopy (flagged MSG_ZEROCOPY or SEND_ZC: pinned \
+         pages, unless the kernel copied after all, which it tells only the sender)",
     );
     let copies = counter_family(
         registry,
@@ -165,11 +166,16 @@ fn per_comm(registry: &mut Registry, scrape: &Scrape) {
             nic_packets: packets,
             nic_bytes: bytes,
             switches: switch_count,
+            send_zerocopy,
+            // top's; serve does not export it.
+            packet_linear: _,
         } = *s;
         send.get_or_create(&labels(Some(("how", "copied"))))
             .inc_by(send_copied);
         send.get_or_create(&labels(Some(("how", "by_reference"))))
             .inc_by(send_by_reference);
+        send.get_or_create(&labels(Some(("how", "zerocopy"))))
+            .inc_by(send_zerocopy);
         copies
             .get_or_create(&labels(Some(("path", "user_to_socket"))))
             .inc_by(send_copied);

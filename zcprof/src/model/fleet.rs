@@ -44,6 +44,8 @@ pub fn since(now: &ServeStat, before: &ServeStat) -> ServeStat {
         nic_packets: d(now.nic_packets, before.nic_packets),
         nic_bytes: d(now.nic_bytes, before.nic_bytes),
         switches: d(now.switches, before.switches),
+        packet_linear: d(now.packet_linear, before.packet_linear),
+        send_zerocopy: d(now.send_zerocopy, before.send_zerocopy),
     }
 }
 

@@ -34,10 +34,17 @@ pub const PROGRAMS: [(&str, &str, bool); 7] = [
     ("serve_sched_switch_raw_tp", "sched_switch", false),
 ];
 
-/// Globals set from the kernel's BTF: (global, struct, member).
-const BTF_OFFSETS: [(&str, &str, &str); 6] = [
+/// Globals set from the kernel's BTF: (global, struct, member). The `sk_buff` members are
+/// those of a packet's TCP payload (`packet_linear`).
+const BTF_OFFSETS: [(&str, &str, &str); 12] = [
     ("SKB_OFF_SK", "sk_buff", "sk"),
     ("SKB_OFF_LEN", "sk_buff", "len"),
+    ("SKB_OFF_DATA", "sk_buff", "data"),
+    ("SKB_OFF_HEAD", "sk_buff", "head"),
+    ("SKB_OFF_DATA_LEN", "sk_buff", "data_len"),
+    ("SKB_OFF_PROTOCOL", "sk_buff", "protocol"),
+    ("SKB_OFF_NETWORK_HEADER", "sk_buff", "network_header"),
+    ("SKB_OFF_TRANSPORT_HEADER", "sk_buff", "transport_header"),
     ("DEV_OFF_NAME", "net_device", "name"),
     ("MSG_OFF_FLAGS", "msghdr", "msg_flags"),
     ("RQ_OFF_DATA_LEN", "request", "__data_len"),
@@ -47,6 +54,7 @@ const BTF_OFFSETS: [(&str, &str, &str); 6] = [
 /// Names of the serve maps.
 pub mod maps {
     pub const STATS: &str = "SERVE_STATS";
+    pub const PROCS: &str = "SERVE_PROCS";
     pub const COMMS: &str = "SERVE_COMMS";
     pub const NICS: &str = "SERVE_NICS";
     pub const LOST: &str = "SERVE_LOST";
@@ -84,6 +92,9 @@ pub struct Filter {
     /// Also count socket -> user copies (`--receives`): the busiest hook (a receiver calls it
     /// about a dozen times per 64 KiB), so off unless asked for.
     pub receives: bool,
+    /// Totals by process and name (`maps::PROCS`, `zcprof top`) instead of by name
+    /// (`maps::STATS`, serve).
+    pub by_process: bool,
 }
 
 /// The hook that counts receives (`Filter::receives`).
@@ -119,11 +130,20 @@ impl ServeProbes {
     pub fn attach(filter: &Filter) -> Result<ServeProbes, ServeProbeError> {
         let offsets = offsets()?;
         let by_comm = u32::from(!filter.comms.is_empty());
+        let by_process = u32::from(filter.by_process);
+        // The totals map not used gets one entry: the per-CPU LRUs are allocated in full.
+        let unused = if filter.by_process {
+            maps::STATS
+        } else {
+            maps::PROCS
+        };
         let mut loader = loader();
         loader
             .override_global("SERVE_PID", &filter.pid, true)
             .override_global("SERVE_CGROUP", &filter.cgroup, true)
-            .override_global("SERVE_BY_COMM", &by_comm, true);
+            .override_global("SERVE_BY_COMM", &by_comm, true)
+            .override_global("SERVE_BY_PROCESS", &by_process, true)
+            .map_max_entries(unused, 1);
         for ((global, _, _), offset) in BTF_OFFSETS.iter().zip(&offsets) {
             loader.override_global(global, offset, true);
         }
@@ -259,7 +279,13 @@ mod tests {
                 "{program} missing from the object"
             );
         }
-        for name in [maps::STATS, maps::COMMS, maps::NICS, maps::LOST] {
+        for name in [
+            maps::STATS,
+            maps::PROCS,
+            maps::COMMS,
+            maps::NICS,
+            maps::LOST,
+        ] {
             assert!(object.maps.contains_key(name), "map {name} missing");
         }
     }

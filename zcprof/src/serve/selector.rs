@@ -85,6 +85,7 @@ impl Selector {
                 cgroup: cgroup_id,
                 comms: keys,
                 receives,
+                by_process: false,
             },
             cgroup_label,
         })
