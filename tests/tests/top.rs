@@ -211,7 +211,14 @@ fn each_row_holds_what_its_process_moved_and_nothing_else() {
     let dir = scratch_dir("top-rows", env!("CARGO_TARGET_TMPDIR"));
     let (sink, mut sendfile, mut read_write) = workloads(&dir, false);
     let mut top = Command::new(zcprof_bin())
-        .args(["top", "--format", "json", "--interval", "500ms"])
+        .args([
+            "top",
+            "--receives",
+            "--format",
+            "json",
+            "--interval",
+            "500ms",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -363,6 +370,10 @@ fn batch_and_json_print_one_interval_each() {
         assert!(l["rows"].is_array() && l["devices"].is_array(), "{l}");
         assert!(l["totals"]["sent_copied_bytes"].is_u64(), "{l}");
         assert_eq!(l["by"], "process");
+        assert_eq!(
+            l["receives_counted"], false,
+            "receives are counted with --receives"
+        );
     }
 }
 

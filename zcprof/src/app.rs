@@ -422,7 +422,7 @@ fn top(args: &crate::cli::TopArgs) -> ExitCode {
         &args.comms,
         args.pid,
         args.cgroup.as_deref(),
-        true,
+        args.receives,
     ) {
         Ok(s) => s,
         Err(e) => return fail(2, &e.to_string()),

@@ -113,3 +113,20 @@ fn serve_without_privileges() {
     let line = fails(cmd.args(["serve", "--listen", "127.0.0.1:0"]), 1);
     assert!(line.contains("needs root"), "{line}");
 }
+
+/// `zcprof top`'s bad input: an interval too short to mean a rate, no intervals, an unknown
+/// process, an unknown row kind: one line each, exit 2, before anything is loaded.
+#[test]
+fn top_refuses_bad_input_in_one_line() {
+    let line = fails(zcprof().args(["top", "--interval", "10ms"]), 2);
+    assert!(line.contains("shorter than 100ms"), "{line}");
+    let line = fails(zcprof().args(["top", "--count", "0"]), 2);
+    assert!(line.contains("--count"), "{line}");
+    let line = fails(zcprof().args(["top", "--by", "nope"]), 2);
+    assert!(
+        line.contains("possible values: process, command, cgroup"),
+        "{line}"
+    );
+    let line = fails(zcprof().args(["top", "--pid", "4194304"]), 2);
+    assert_eq!(line, "zcprof: --pid 4194304: no such process");
+}

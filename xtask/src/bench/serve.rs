@@ -219,8 +219,8 @@ pub(super) fn serve(bins: &Bins, dir: &Path, opts: &Options, results: &mut Resul
              rotates from one repetition to the next (so no variant always follows another), and \
              every ratio is against the lone run of its repetition. The interval is the median \
              ratio's distribution-free 95 % interval. serve runs with `--comm nginx`; top counts \
-             every process (serve's hooks, by process, receives included) and prints a plain \
-             table each second; attach follows the worker; the bpftrace script sums `sock:sock_send_length` per command \
+             every process (serve's hooks but the scheduler's, by process; receives only with \
+             `--receives`, as serve's) and prints a plain table each second; attach follows the worker; the bpftrace script sums `sock:sock_send_length` per command \
              name, about what serve counts.\n\n{table}\n{verdict}",
             reps = base.len()
         ),
@@ -244,6 +244,10 @@ fn measure(bins: &Bins, nginx: &Child, opts: &Options) -> Result<Series> {
         (
             "with `zcprof top -b` (every process, 1 s intervals)".into(),
             s(&[&z, "top", "-b", "--interval", "1s"]),
+        ),
+        (
+            "with `zcprof top -b --receives`".into(),
+            s(&[&z, "top", "-b", "--receives", "--interval", "1s"]),
         ),
         (
             "with `zcprof attach --pid <worker>`".into(),

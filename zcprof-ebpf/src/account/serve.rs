@@ -28,9 +28,6 @@ static SERVE_BY_COMM: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 static SERVE_BY_PROCESS: Global<u32> = Global::new(0);
 
-/// A task's name, as the kernel keeps it (NUL-padded).
-pub type Comm = [u8; COMM_LEN];
-
 /// How the socket took the bytes of the send in progress, by thread (see `SERVE_HOW`); none
 /// once the send returned.
 const HOW_NONE: u8 = 0;

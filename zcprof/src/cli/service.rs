@@ -68,6 +68,10 @@ pub struct TopArgs {
     /// One row per process, per command name, or per cgroup (a container or a service).
     #[arg(long, value_enum, default_value = "process")]
     pub by: crate::top::By,
+    /// Also count socket -> user copies (the RECEIVED column). Off by default, as serve's: a
+    /// receiver reaches that hook about a dozen times per 64 KiB, the most of any.
+    #[arg(long)]
+    pub receives: bool,
     /// The column the rows are ranked by (total: every byte a row moved).
     #[arg(long, value_enum, default_value = "total")]
     pub sort: crate::top::SortKey,

@@ -95,10 +95,16 @@ pub struct Filter {
     /// Totals by process and name (`maps::PROCS`, `zcprof top`) instead of by name
     /// (`maps::STATS`, serve).
     pub by_process: bool,
+    /// Leave out the scheduler switch hook (`SWITCH_HOOK`), the busiest on a loaded host: top
+    /// shows no switches.
+    pub no_switches: bool,
 }
 
 /// The hook that counts receives (`Filter::receives`).
 pub const RECEIVE_HOOK: &str = "skb_copy_datagram_iovec";
+
+/// The hook that counts scheduler switches (`Filter::no_switches`).
+pub const SWITCH_HOOK: &str = "sched_switch";
 
 /// The serve programs, attached. Dropping it detaches them.
 pub struct ServeProbes {
@@ -163,7 +169,9 @@ impl ServeProbes {
         };
         probes.refresh_nics();
         for (program, target, required) in PROGRAMS {
-            if target == RECEIVE_HOOK && !filter.receives {
+            if (target == RECEIVE_HOOK && !filter.receives)
+                || (target == SWITCH_HOOK && filter.no_switches)
+            {
                 continue;
             }
             let result = attach_one(&mut probes.ebpf, program, target);

@@ -24,6 +24,9 @@ use crate::{
 /// `zcprof sink` has the next port, 9465.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 
+/// Connections the kernel queues for serve to accept (net.core.somaxconn's default).
+const LISTEN_BACKLOG: i32 = 4096;
+
 /// Errors of `zcprof serve`, each one line.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -64,6 +67,11 @@ pub fn listen(addr: SocketAddr) -> Result<Listener, ServeError> {
         });
         ServeError::Listen { addr, why }
     })?;
+    // std listens with a backlog of 128: 2,000 clients connecting at once overflowed it, and a
+    // scrape's SYN dropped on the full queue waited a second for its retry. Listening again
+    // only sets the backlog (the kernel caps it at net.core.somaxconn).
+    // SAFETY: listen on a socket this function owns.
+    unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&socket), LISTEN_BACKLOG) };
     let addr = socket.local_addr().unwrap_or(addr);
     Ok(Listener { socket, addr })
 }

@@ -86,6 +86,7 @@ impl Selector {
                 comms: keys,
                 receives,
                 by_process: false,
+                no_switches: false,
             },
             cgroup_label,
         })

@@ -81,6 +81,8 @@ pub struct Interval {
     pub interval_s: f64,
     pub by: By,
     pub sort: SortKey,
+    /// Whether receives were counted (`--receives`); the RECEIVED column is `-` otherwise.
+    pub receives_counted: bool,
     /// Every row's sum.
     pub totals: Moved,
     pub devices: Vec<Device>,
@@ -113,6 +115,7 @@ pub fn devices() -> Vec<Device> {
 /// The hooks, and what was read of them at the end of the last interval.
 pub struct Sampler {
     probes: ServeProbes,
+    receives: bool,
     last: HashMap<ServeOwner, ServeStat>,
     info: HashMap<u32, ProcessInfo>,
     at: Instant,
@@ -126,10 +129,12 @@ impl Sampler {
     pub fn attach(filter: &Filter) -> Result<Sampler, TopError> {
         let probes = ServeProbes::attach(&Filter {
             by_process: true,
+            no_switches: true,
             ..filter.clone()
         })?;
         Ok(Sampler {
             probes,
+            receives: filter.receives,
             last: HashMap::new(),
             info: HashMap::new(),
             at: Instant::now(),
@@ -174,6 +179,7 @@ impl Sampler {
             interval_s: seconds,
             by,
             sort,
+            receives_counted: self.receives,
             totals: sample::totals(&rows),
             devices: devices(),
             rows,

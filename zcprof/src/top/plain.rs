@@ -56,7 +56,8 @@ pub const LEGEND: [&str; 5] = [
      MSG_ZEROCOPY/SEND_ZC",
     "ZEROCOPY's verdict (pinned, or copied after all) goes only to the sender's error queue and \
      has no tracepoint: unavailable here (zcprof run --method msg-zerocopy reads it there)",
-    "RECEIVED: socket buffer -> the process's memory (raw_tp skb_copy_datagram_iovec)",
+    "RECEIVED: socket buffer -> the process's memory (raw_tp skb_copy_datagram_iovec), with \
+     --receives (- without)",
     "PKT COPY: payload of the process's packets in linear data beyond what it wrote by copying \
      (raw_tp net_dev_start_xmit): page cache -> packet copies of software segmentation where a \
      device lacks scatter-gather; derived",
@@ -75,6 +76,15 @@ pub fn sort_name(key: SortKey) -> &'static str {
         SortKey::PacketCopies => "packet-copies",
         SortKey::DiskRead => "disk-read",
     }
+}
+
+/// Column `c`'s cell of `moved` in interval `i`: its rate, or `-` where it was not counted.
+#[must_use]
+pub fn cell(i: &Interval, c: &Column, moved: &Moved) -> String {
+    if c.key == SortKey::Received && !i.receives_counted {
+        return "-".to_owned();
+    }
+    rate_cell(i.rate((c.get)(moved)))
 }
 
 /// A rate in bytes per second, in at most 6 characters: `0`, `512`, `1.5K`, `12.3M`, `1.2G`.
@@ -123,13 +133,7 @@ pub fn devices_line(devices: &[Device]) -> String {
 pub fn totals_line(i: &Interval) -> String {
     let cells: Vec<String> = COLUMNS
         .iter()
-        .map(|c| {
-            format!(
-                "{} {}",
-                c.heading.to_lowercase(),
-                rate_cell(i.rate((c.get)(&i.totals)))
-            )
-        })
+        .map(|c| format!("{} {}", c.heading.to_lowercase(), cell(i, c, &i.totals)))
         .collect();
     format!("host, bytes/s: {}", cells.join(", "))
 }
@@ -196,8 +200,8 @@ pub fn table(i: &Interval, opts: &Options) -> String {
         let id = id_cell(r);
         let name: String = second_cell(i, r).chars().take(16).collect();
         out.push_str(&format!("{id:>7} {name:<16}"));
-        for c in COLUMNS {
-            out.push_str(&format!(" {:>8}", rate_cell(i.rate((c.get)(&r.moved)))));
+        for c in &COLUMNS {
+            out.push_str(&format!(" {:>8}", cell(i, c, &r.moved)));
         }
         out.push('\n');
     }
@@ -274,6 +278,7 @@ mod tests {
             interval_s: 2.0,
             by: By::Process,
             sort: SortKey::Copied,
+            receives_counted: false,
             totals: Moved {
                 sent_copied_bytes: 6144,
                 ..Moved::default()
@@ -298,6 +303,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("zcprof top 01:01:01"), "{text}");
         assert!(lines[1].contains("copied 3.0K"), "{text}");
+        assert!(lines[1].contains("received -"), "{text}");
         assert_eq!(lines[2], "devices: lo (virtual, SG on)");
         assert!(lines[3].trim_start().starts_with("PID COMMAND"), "{text}");
         assert!(

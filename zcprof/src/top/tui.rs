@@ -20,7 +20,7 @@ use ratatui::{
 use super::{
     Interval, Options, Sampler, SortKey, TopError,
     plain::{
-        COLUMNS, LEGEND, by_name, devices_line, first_heading, id_cell, rate_cell, second_cell,
+        COLUMNS, LEGEND, by_name, cell, devices_line, first_heading, id_cell, second_cell,
         sort_name, totals_line,
     },
     sample,
@@ -237,10 +237,8 @@ fn table<'a>(i: &'a Interval, view: &View, opts: &Options) -> Table<'a> {
                 Cell::from(Line::from(id_cell(r)).right_aligned()),
                 Cell::from(second_cell(i, r)),
             ];
-            for c in COLUMNS {
-                cells.push(Cell::from(
-                    Line::from(rate_cell(i.rate((c.get)(&r.moved)))).right_aligned(),
-                ));
+            for c in &COLUMNS {
+                cells.push(Cell::from(Line::from(cell(i, c, &r.moved)).right_aligned()));
             }
             TableRow::new(cells)
         });
