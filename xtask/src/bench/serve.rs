@@ -124,6 +124,39 @@ fn attached(child: &mut Child) -> Result<()> {
     Ok(())
 }
 
+/// tracefs, mounted for bpftrace's tracepoints while a case runs where the machine does not
+/// mount it at boot (bpftrace then never attached and cost each repetition 30 s), and unmounted
+/// again if the case mounted it.
+struct Tracefs {
+    mounted: bool,
+}
+
+impl Tracefs {
+    const AT: &str = "/sys/kernel/tracing";
+
+    fn ensure() -> Tracefs {
+        if Path::new(Self::AT).join("events").exists() {
+            return Tracefs { mounted: false };
+        }
+        let mounted = Command::new("mount")
+            .args(["-t", "tracefs", "nodev", Self::AT])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("bench: tracefs could not be mounted: bpftrace's tracepoints will fail");
+        }
+        Tracefs { mounted }
+    }
+}
+
+impl Drop for Tracefs {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg(Self::AT).status();
+        }
+    }
+}
+
 /// SIGINT, and SIGKILL if it has not ended within five seconds.
 pub(super) fn stop(child: &mut Child) {
     // SAFETY: signalling our own child.
@@ -147,6 +180,7 @@ pub(super) fn serve(bins: &Bins, dir: &Path, opts: &Options, results: &mut Resul
     }
     let dir = dir.join("serve");
     std::fs::create_dir_all(&dir)?;
+    let _tracefs = Tracefs::ensure();
     let mut nginx = start_nginx(&dir)?;
     let outcome = measure(bins, &nginx, opts);
     stop(&mut nginx);

@@ -167,6 +167,10 @@ where
                         limits.idle,
                         Rc::clone(&shared),
                     ));
+                    // Let the connection it evicted close before accepting again: a queue of
+                    // 2,000 connecting clients otherwise ran the process out of descriptors
+                    // (and accepting paused for FULL_PAUSE) before any evicted one had closed.
+                    tokio::task::yield_now().await;
                 }
                 Err(e) if out_of_descriptors(&e) => {
                     if !said_full {
