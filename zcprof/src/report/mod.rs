@@ -19,7 +19,19 @@ pub use csv::csv;
 pub use html::html;
 pub use legend::spread_warnings;
 pub use picture::svg;
-pub use table::{Layout, Stream, live_table, render, wrap};
+pub use table::{Layout, Stream, live_table, wrap};
+
+/// The terminal table of one or more runs, laid out for `layout`: the short form under it, or
+/// with `explain` every source, the legend, the notes and the syscall table.
+#[must_use]
+pub fn render(runs: &[RunReport], failed: &[Failed], layout: &Layout) -> String {
+    let (mut out, form) = table::head(runs, failed, layout);
+    if !layout.explain {
+        out.push_str(&short::under_table(runs, form, layout));
+        return out;
+    }
+    table::explained(runs, form, layout, out)
+}
 
 use crate::model::RunReport;
 

@@ -285,10 +285,9 @@ pub(super) fn about(first: &RunReport) -> String {
     }
 }
 
-/// The terminal table of one or more runs, laid out for `layout`: the short form under it,
-/// or with `explain` every source, the legend, the notes and the syscall table.
-#[must_use]
-pub fn render(runs: &[RunReport], failed: &[Failed], layout: &Layout) -> String {
+/// The cost table of one or more runs laid out for `layout`, with the failed methods under
+/// it, and the form it took (`super::render` adds the short form or `explained`).
+pub(super) fn head(runs: &[RunReport], failed: &[Failed], layout: &Layout) -> (String, Form) {
     let form = form_for(runs, failed, layout);
     let mut out = format!("{}\n", cost_grid(runs, failed, form, layout));
     if form == Form::Compact {
@@ -301,16 +300,17 @@ pub fn render(runs: &[RunReport], failed: &[Failed], layout: &Layout) -> String 
             ));
         }
     }
-    if !layout.explain {
-        out.push_str(&super::short::under_table(runs, form, layout));
-        return out;
-    }
-    explained(runs, form, layout, out)
+    (out, form)
 }
 
 /// `--explain`: the legend, the notes, the warnings, the syscall and process tables and the
 /// traces, after `out` (the table). In a pipe the legend and notes wrap at 100 columns.
-fn explained(runs: &[RunReport], form: Form, layout: &Layout, mut out: String) -> String {
+pub(super) fn explained(
+    runs: &[RunReport],
+    form: Form,
+    layout: &Layout,
+    mut out: String,
+) -> String {
     let text = Layout {
         width: layout.width.or(Some(PIPE_WIDTH)),
         ..*layout
