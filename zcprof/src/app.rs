@@ -378,12 +378,7 @@ async fn recv(s: Option<&mut tokio::signal::unix::Signal>) -> Option<()> {
 /// `/metrics` until SIGINT or SIGTERM, which detach and end with status 0.
 fn serve(args: &crate::cli::ServeArgs) -> ExitCode {
     use crate::serve;
-    let selector = match serve::Selector::resolve(
-        &args.comms,
-        args.pid,
-        args.cgroup.as_deref(),
-        args.receives,
-    ) {
+    let selector = match args.selector.resolve() {
         Ok(s) => s,
         Err(e) => return fail(2, &e.to_string()),
     };
@@ -396,7 +391,7 @@ fn serve(args: &crate::cli::ServeArgs) -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail(1, &e.to_string()),
     };
-    let what = selector.describe(&args.comms);
+    let what = selector.describe(&args.selector.comms);
     let limits = serve::Limits {
         connections: args.max_connections as usize,
         idle: args.idle_timeout,
@@ -418,12 +413,7 @@ fn top(args: &crate::cli::TopArgs) -> ExitCode {
     use std::io::IsTerminal as _;
 
     use crate::top;
-    let selector = match crate::serve::Selector::resolve(
-        &args.comms,
-        args.pid,
-        args.cgroup.as_deref(),
-        args.receives,
-    ) {
+    let selector = match args.selector.resolve() {
         Ok(s) => s,
         Err(e) => return fail(2, &e.to_string()),
     };
@@ -439,7 +429,7 @@ fn top(args: &crate::cli::TopArgs) -> ExitCode {
         rows: args.rows.map(|n| n as usize),
         count: args.count,
         display,
-        what: selector.describe(&args.comms),
+        what: selector.describe(&args.selector.comms),
     };
     privileged(move || {
         if opts.display != top::Display::Screen {

@@ -11,7 +11,7 @@ mod tests;
 mod workload;
 
 pub use recording::{OutputArgs, TraceArgs};
-pub use service::{ServeArgs, TopArgs, TopFormat};
+pub use service::{SelectorArgs, ServeArgs, TopArgs, TopFormat};
 
 use crate::workload::transfer::TransferArgs;
 pub use workload::{CompareArgs, MethodChoice, NoRepeat, RunArgs, WorkloadArgs};

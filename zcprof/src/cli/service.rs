@@ -5,13 +5,9 @@ use clap::Args;
 
 use super::parse_serve_listen;
 
-/// `zcprof serve`'s options.
+/// Which tasks `serve` and `top` count, and whether receives too.
 #[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// Address and port of the HTTP server. The default answers only this host; give
-    /// 0.0.0.0:9464 (or one interface's address) for a scraper elsewhere.
-    #[arg(long, value_name = "ADDR:PORT", default_value = crate::serve::DEFAULT_LISTEN, value_parser = parse_serve_listen)]
-    pub listen: std::net::SocketAddr,
+pub struct SelectorArgs {
     /// Count only processes of this name (as /proc/PID/comm shows it, at most 15 bytes);
     /// repeat for several.
     #[arg(long = "comm", value_name = "NAME")]
@@ -20,13 +16,40 @@ pub struct ServeArgs {
     #[arg(long)]
     pub pid: Option<u32>,
     /// Count only tasks in this cgroup v2 (a directory under /sys/fs/cgroup, absolute or
-    /// relative to it, e.g. system.slice/nginx.service); every series gets a cgroup label.
+    /// relative to it, e.g. system.slice/nginx.service); serve labels every series with it.
     #[arg(long, value_name = "PATH")]
     pub cgroup: Option<PathBuf>,
-    /// Also count socket -> user copies (`zcprof_copy_bytes_total{path="socket_to_user"}`). Off by
-    /// default: a receiver reaches that hook about a dozen times per 64 KiB, the most of any.
+    /// Also count socket -> user copies (serve's
+    /// `zcprof_copy_bytes_total{path="socket_to_user"}`, top's RECEIVED column). Off by default:
+    /// a receiver reaches that hook about a dozen times per 64 KiB, the most of any.
     #[arg(long)]
     pub receives: bool,
+}
+
+impl SelectorArgs {
+    /// The selector, checked and resolved (a cgroup path to its id).
+    ///
+    /// # Errors
+    /// A bad name, an unknown process, a path that is not a cgroup v2 directory.
+    pub fn resolve(&self) -> Result<crate::serve::Selector, crate::serve::SelectorError> {
+        crate::serve::Selector::resolve(
+            &self.comms,
+            self.pid,
+            self.cgroup.as_deref(),
+            self.receives,
+        )
+    }
+}
+
+/// `zcprof serve`'s options.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port of the HTTP server. The default answers only this host; give
+    /// 0.0.0.0:9464 (or one interface's address) for a scraper elsewhere.
+    #[arg(long, value_name = "ADDR:PORT", default_value = crate::serve::DEFAULT_LISTEN, value_parser = parse_serve_listen)]
+    pub listen: std::net::SocketAddr,
+    #[command(flatten)]
+    pub selector: SelectorArgs,
     /// Close a connection whose request headers have not all arrived after this long, and a
     /// kept-alive connection idle for this long (e.g. 90s, 5m). Prometheus reconnects.
     #[arg(long, value_name = "DURATION", default_value = "90s", value_parser = crate::units::parse_duration)]
@@ -55,23 +78,11 @@ pub struct TopArgs {
     /// How often the rows are counted and shown (1s, 500ms, 2s; at least 100ms).
     #[arg(long, short = 'd', value_name = "DURATION", default_value = "1s", value_parser = parse_top_interval)]
     pub interval: std::time::Duration,
-    /// Count only processes of this name (as /proc/PID/comm shows it); repeat for several.
-    #[arg(long = "comm", value_name = "NAME")]
-    pub comms: Vec<String>,
-    /// Count only this process (its threads).
-    #[arg(long)]
-    pub pid: Option<u32>,
-    /// Count only tasks in this cgroup v2 (a directory under /sys/fs/cgroup, absolute or
-    /// relative to it, e.g. system.slice/nginx.service).
-    #[arg(long, value_name = "PATH")]
-    pub cgroup: Option<PathBuf>,
+    #[command(flatten)]
+    pub selector: SelectorArgs,
     /// One row per process, per command name, or per cgroup (a container or a service).
     #[arg(long, value_enum, default_value = "process")]
     pub by: crate::top::By,
-    /// Also count socket -> user copies (the RECEIVED column). Off by default, as serve's: a
-    /// receiver reaches that hook about a dozen times per 64 KiB, the most of any.
-    #[arg(long)]
-    pub receives: bool,
     /// The column the rows are ranked by (total: every byte a row moved).
     #[arg(long, value_enum, default_value = "total")]
     pub sort: crate::top::SortKey,

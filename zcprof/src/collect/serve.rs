@@ -1,9 +1,15 @@
 //! Reading the always-on kernel counters at a scrape (`zcprof serve`) or at the end of an
 //! interval (`zcprof top`): totals by process name, or by process and name, summed over CPUs;
 //! the per-CPU lost events; and the names of the tasks alive now.
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    hash::Hash,
+};
 
-use aya::maps::{Map, MapError, PerCpuArray, PerCpuHashMap};
+use aya::{
+    Pod,
+    maps::{Map, MapError, PerCpuArray, PerCpuHashMap},
+};
 use zcprof_common::serve::{COMM_LEN, SERVE_LOST_SLOTS, ServeOwner, ServeStat};
 
 /// A process name as the kernel keeps it (NUL-padded).
@@ -25,21 +31,7 @@ pub enum ServeCollectError {
 /// # Errors
 /// A map of the wrong type.
 pub fn stats(map: &Map) -> Result<HashMap<Comm, ServeStat>, ServeCollectError> {
-    let err = |source| ServeCollectError::Map {
-        name: "SERVE_STATS",
-        source,
-    };
-    let map: PerCpuHashMap<_, Comm, ServeStat> = PerCpuHashMap::try_from(map).map_err(err)?;
-    let mut out = HashMap::new();
-    // An entry deleted or evicted while iterating is skipped, not an error.
-    for (comm, per_cpu) in map.iter().flatten() {
-        let mut sum = ServeStat::default();
-        for s in per_cpu.iter() {
-            sum.add(s);
-        }
-        out.insert(comm, sum);
-    }
-    Ok(out)
+    summed(map, "SERVE_STATS")
 }
 
 /// The totals by process and name (`zcprof top`), each summed over CPUs.
@@ -47,37 +39,43 @@ pub fn stats(map: &Map) -> Result<HashMap<Comm, ServeStat>, ServeCollectError> {
 /// # Errors
 /// A map of the wrong type.
 pub fn by_process(map: &Map) -> Result<HashMap<ServeOwner, ServeStat>, ServeCollectError> {
-    let err = |source| ServeCollectError::Map {
-        name: "SERVE_PROCS",
-        source,
-    };
-    let map: PerCpuHashMap<_, ServeOwner, ServeStat> = PerCpuHashMap::try_from(map).map_err(err)?;
+    summed(map, "SERVE_PROCS")
+}
+
+/// Every entry of the per-CPU totals map `map` (`name` in errors), summed over CPUs.
+fn summed<K: Pod + Eq + Hash>(
+    map: &Map,
+    name: &'static str,
+) -> Result<HashMap<K, ServeStat>, ServeCollectError> {
+    let map: PerCpuHashMap<_, K, ServeStat> =
+        PerCpuHashMap::try_from(map).map_err(|source| ServeCollectError::Map { name, source })?;
     let mut out = HashMap::new();
     // An entry deleted or evicted while iterating is skipped, not an error.
-    for (owner, per_cpu) in map.iter().flatten() {
+    for (key, per_cpu) in map.iter().flatten() {
         let mut sum = ServeStat::default();
         for s in per_cpu.iter() {
             sum.add(s);
         }
-        out.insert(owner, sum);
+        out.insert(key, sum);
     }
     Ok(out)
 }
 
-/// Deletes the kernel's totals of `owners` (processes gone, their last figures shown).
-pub fn forget_processes(map: &mut Map, owners: &[ServeOwner]) {
-    if let Ok(mut map) = PerCpuHashMap::<_, ServeOwner, ServeStat>::try_from(map) {
-        for owner in owners {
-            let _ = map.remove(owner);
-        }
-    }
-}
-
 /// Deletes the kernel's totals of `comms` (names whose series were dropped).
 pub fn forget(map: &mut Map, comms: &[Comm]) {
-    if let Ok(mut map) = PerCpuHashMap::<_, Comm, ServeStat>::try_from(map) {
-        for comm in comms {
-            let _ = map.remove(comm);
+    remove(map, comms);
+}
+
+/// Deletes the kernel's totals of `owners` (processes gone, their last figures shown).
+pub fn forget_processes(map: &mut Map, owners: &[ServeOwner]) {
+    remove(map, owners);
+}
+
+/// Deletes `keys` from the per-CPU totals map `map`.
+fn remove<K: Pod>(map: &mut Map, keys: &[K]) {
+    if let Ok(mut map) = PerCpuHashMap::<_, K, ServeStat>::try_from(map) {
+        for key in keys {
+            let _ = map.remove(key);
         }
     }
 }
