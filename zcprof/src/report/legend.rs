@@ -12,9 +12,8 @@ use crate::{
     units::format_bytes,
 };
 
-/// A text that may differ between rows: said once when every row has it, else per row, each
-/// prefixed by the rows it describes (a legend line must hold for every row).
-fn per_row(runs: &[RunReport], text: impl Fn(&RunReport) -> String) -> String {
+/// The rows' texts, each with the labels of the rows that have it, in the rows' order.
+fn grouped(runs: &[RunReport], text: impl Fn(&RunReport) -> String) -> Vec<(Vec<String>, String)> {
     let mut groups: Vec<(Vec<String>, String)> = Vec::new();
     for r in runs {
         let t = text(r);
@@ -23,6 +22,13 @@ fn per_row(runs: &[RunReport], text: impl Fn(&RunReport) -> String) -> String {
             None => groups.push((vec![row_label(r)], t)),
         }
     }
+    groups
+}
+
+/// A text that may differ between rows: said once when every row has it, else per row, each
+/// prefixed by the rows it describes (a legend line must hold for every row).
+fn per_row(runs: &[RunReport], text: impl Fn(&RunReport) -> String) -> String {
+    let groups = grouped(runs, text);
     if let [(_, only)] = groups.as_slice() {
         return only.clone();
     }
@@ -36,14 +42,7 @@ fn per_row(runs: &[RunReport], text: impl Fn(&RunReport) -> String) -> String {
 /// A text that may differ between rows, as a short list under its legend line: one item per
 /// group of rows that share it (none when every row has the same, which the caller says once).
 fn per_row_list(runs: &[RunReport], text: impl Fn(&RunReport) -> String) -> Vec<String> {
-    let mut groups: Vec<(Vec<String>, String)> = Vec::new();
-    for r in runs {
-        let t = text(r);
-        match groups.iter_mut().find(|(_, g)| *g == t) {
-            Some((rows, _)) => rows.push(row_label(r)),
-            None => groups.push((vec![row_label(r)], t)),
-        }
-    }
+    let groups = grouped(runs, text);
     if groups.len() < 2 {
         return Vec::new();
     }
