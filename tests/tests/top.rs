@@ -375,6 +375,24 @@ fn batch_and_json_print_one_interval_each() {
             "receives are counted with --receives"
         );
     }
+    // A reader that goes (`zcprof top -b | head -1`) ends top quietly, with status 0.
+    let mut piped = Command::new(zcprof_bin())
+        .args(["top", "-b", "--interval", "100ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(piped.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("zcprof top "), "{first}");
+    let out = piped.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "top after its reader went: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A tmux server of this test's own, removed when dropped.

@@ -34,6 +34,9 @@ pub enum TopError {
     /// The terminal could not be set up or written.
     #[error("terminal: {0}")]
     Terminal(#[from] std::io::Error),
+    /// Standard output could not be written (plain or JSON output).
+    #[error("writing to standard output: {0}")]
+    Output(std::io::Error),
 }
 
 /// How the intervals are shown.
@@ -237,7 +240,12 @@ pub fn run(filter: &Filter, opts: &Options, stop: &AtomicBool) -> Result<(), Top
                     break;
                 }
                 let interval = sampler.sample(opts.by, opts.sort)?;
-                plain::print(&interval, opts)?;
+                match plain::print(&interval, opts) {
+                    Ok(()) => {}
+                    // The reader went (`zcprof top -b | head`): the end it asked for.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+                    Err(e) => return Err(TopError::Output(e)),
+                }
                 shown += 1;
             }
             Ok(())

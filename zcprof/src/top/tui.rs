@@ -30,8 +30,9 @@ use super::{
 struct Screen(DefaultTerminal);
 
 impl Screen {
-    fn enter() -> Screen {
-        Screen(ratatui::init())
+    /// Raw mode and the alternate screen (and ratatui's panic hook that leaves them).
+    fn enter() -> std::io::Result<Screen> {
+        Ok(Screen(ratatui::try_init()?))
     }
 }
 
@@ -68,7 +69,7 @@ struct View {
 /// # Errors
 /// The terminal fails, or the kernel's map cannot be read.
 pub fn run(sampler: &mut Sampler, opts: &Options, stop: &AtomicBool) -> Result<(), TopError> {
-    let mut screen = Screen::enter();
+    let mut screen = Screen::enter()?;
     let mut view = View {
         sort: opts.sort,
         paused: false,
