@@ -1,6 +1,6 @@
 //! Footnotes: where the measurement and the textbook differ, and why, when the cause is known.
 use super::{
-    CopyPath, Devices, Figure, FigureId, Figures, FileInfo, Finding, NetPath, Route, Station,
+    CopyPath, Devices, Figure, FigureId, Figures, FileInfo, Finding, How, NetPath, Route, Station,
     Textbook, fmt_bytes,
 };
 use crate::{collect::Counts, workload::Method};
@@ -64,6 +64,7 @@ pub fn differences(inputs: &Inputs<'_>) -> Vec<Footnote> {
         .flatten()
         .collect();
     notes.extend(method_copies(inputs));
+    notes.extend(segmented_again(inputs));
     notes.extend(send_sampling(inputs));
     if let Some(m) = inputs.method
         && let Some(note) = super::beyond::note(&super::beyond::Inputs {
@@ -180,6 +181,40 @@ fn in_kernel_send(inputs: &Inputs<'_>, method: Method, copies_per_step: f64) -> 
     );
     note.push_str(&scatter_gather(inputs, call));
     note
+}
+
+/// A send from user space through a device without scatter-gather: `write()` copied the payload
+/// into the socket's page fragments, which software segmentation copies again into linear
+/// packets. The in-kernel sends say it in their own note.
+#[expect(clippy::cast_precision_loss, reason = "display precision")]
+fn segmented_again(inputs: &Inputs<'_>) -> Option<Footnote> {
+    if matches!(
+        inputs.method?,
+        Method::Sendfile | Method::Splice | Method::Tee
+    ) {
+        return None;
+    }
+    let route = Route::with(Station::SocketBuffer, Station::Packet, How::Segmentation);
+    let again = inputs
+        .copies
+        .iter()
+        .find(|p| p.path == route && !p.contradicted)
+        .and_then(|p| p.per_transfer)?
+        / inputs.block_size.max(1) as f64;
+    if again < 0.05 {
+        return None;
+    }
+    let device = inputs.net.map_or("the device", |n| n.device.as_str());
+    Some(Footnote::on(
+        FigureId::CpuCopyBytes,
+        format!("{device} has scatter-gather off: the packets are copied again"),
+        format!(
+            "{again:.2} block copies per step socket buffer -> packet: {device} has \
+             scatter-gather off, so it cannot take the page fragments write() filled, and \
+             software segmentation copies them again into linear packet data. The note counts \
+             the socket buffer as going to the NIC by DMA, which needs scatter-gather."
+        ),
+    ))
 }
 
 /// Blocks per step copied page cache -> socket buffer.
