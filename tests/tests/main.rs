@@ -20,6 +20,8 @@ mod ledger;
 mod methods;
 /// `--net veth`, scatter-gather, and `zcprof sink`.
 mod network;
+/// The note's table over a real driver: an emulated e1000 NIC in a VM (xtask vm-test).
+mod nic;
 /// The table in a real terminal and the HTML page in a real browser.
 mod pictures;
 /// `zcprof serve` scraped by a real Prometheus.

@@ -18,13 +18,107 @@ use crate::{
     summary::{Suite, Tally},
 };
 
-/// The matrix: Debian's current cloud kernel of each suite, resolved when the test runs, from
-/// 5.10 to the newest (sid). Two at a time (see `vm_test`).
-const KERNELS: [(&str, &str); 4] = [
-    ("debian-bullseye", "bullseye"),
-    ("debian-bookworm", "bookworm"),
-    ("debian-trixie", "trixie"),
-    ("debian-sid", "sid"),
+/// Which of Debian's kernel packages a target boots.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flavor {
+    /// `linux-image-cloud-amd64`: small, virtio only, no drivers for emulated hardware.
+    Cloud,
+    /// `linux-image-amd64`: the generic kernel users run, with the e1000 driver.
+    Generic,
+}
+
+impl Flavor {
+    fn metapackage(self) -> &'static str {
+        match self {
+            Self::Cloud => "linux-image-cloud-amd64",
+            Self::Generic => "linux-image-amd64",
+        }
+    }
+
+    /// Drivers the VM needs, when the kernel builds them as modules: its disk, veth for the
+    /// tests that send over a veth pair into a network namespace (`--net veth`), and the
+    /// emulated Intel NIC of the `nic` targets.
+    fn modules(self) -> &'static [&'static str] {
+        match self {
+            Self::Cloud => &["virtio_pci", "virtio_blk", "veth"],
+            // ext4 is a module there, crc32c first (ext4's soft dependency, for its checksums).
+            Self::Generic => &[
+                "virtio_pci",
+                "virtio_blk",
+                "e1000",
+                "crc32c_generic",
+                "crc32c_intel",
+                "ext4",
+            ],
+        }
+    }
+
+    /// The list of unpacked modules; its name changes whenever `modules` does, so that a kernel
+    /// cached with fewer modules is unpacked again.
+    fn module_list(self) -> &'static str {
+        match self {
+            Self::Cloud => "modules-virtio-veth.order",
+            Self::Generic => "modules-virtio-e1000-ext4.order",
+        }
+    }
+}
+
+/// What a VM does once booted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Job {
+    /// The kernel tests of `VM_MODULES`.
+    Matrix,
+    /// The `nic` tests: the note's table over an emulated e1000 NIC that does DMA, sending
+    /// through QEMU's user network to a `zcprof sink` on the host's loopback.
+    Nic,
+    /// `cargo xtask textbook`: the `nic` tests, keeping their reports on a second disk.
+    Textbook,
+}
+
+/// One VM of `vm-test`: a label, the Debian suite whose current kernel it boots (resolved when
+/// the test runs), the kernel package and the job.
+#[derive(Clone, Copy)]
+pub struct Target {
+    pub label: &'static str,
+    suite: &'static str,
+    flavor: Flavor,
+    pub job: Job,
+}
+
+/// The `nic` targets, keeping their reports (`cargo xtask textbook`).
+pub fn textbook_targets() -> Vec<Target> {
+    TARGETS
+        .into_iter()
+        .filter(|t| t.job == Job::Nic)
+        .map(|t| Target {
+            job: Job::Textbook,
+            ..t
+        })
+        .collect()
+}
+
+/// QEMU's devices of the `nic` targets, as the textbook names them.
+pub const NIC_MACHINE: &str = "QEMU (TCG, one vCPU) with `-nic user,model=e1000` (an emulated \
+     Intel 82540EM NIC on QEMU's user network) and a virtio disk holding ext4";
+
+const fn target(label: &'static str, suite: &'static str, flavor: Flavor, job: Job) -> Target {
+    Target {
+        label,
+        suite,
+        flavor,
+        job,
+    }
+}
+
+/// The matrix, from 5.10 to the newest (sid), and the real-driver targets: a kernel with the
+/// `dma:` tracepoints (6.12) and one without (6.1). Two VMs at a time (see `vm_test`).
+pub const TARGETS: [Target; 6] = [
+    target("debian-bullseye", "bullseye", Flavor::Cloud, Job::Matrix),
+    target("debian-bookworm", "bookworm", Flavor::Cloud, Job::Matrix),
+    target("debian-trixie", "trixie", Flavor::Cloud, Job::Matrix),
+    target("debian-sid", "sid", Flavor::Cloud, Job::Matrix),
+    target("nic-bookworm", "bookworm", Flavor::Generic, Job::Nic),
+    target("nic-trixie", "trixie", Flavor::Generic, Job::Nic),
 ];
 
 /// A VM that has not finished by then is stopped and counts as failed (sid 7.2, the slowest under
@@ -157,16 +251,8 @@ struct Kernel {
     modules: Vec<PathBuf>,
 }
 
-/// Drivers the VM needs, when the kernel builds them as modules: its disk, and veth for the
-/// tests that send over a veth pair into a network namespace (`--net veth`).
-const MODULES: [&str; 3] = ["virtio_pci", "virtio_blk", "veth"];
-
-/// The list of unpacked modules; its name changes whenever `MODULES` does, so that a kernel
-/// cached with fewer modules is unpacked again.
-const MODULE_LIST: &str = "modules-virtio-veth.order";
-
-/// Downloads (once) the suite's current cloud kernel package and unpacks what the VM needs.
-fn fetch_kernel(suite: &str, uri: &str) -> Result<Kernel> {
+/// Downloads (once) the suite's current kernel package of `flavor` and unpacks what the VM needs.
+fn fetch_kernel(suite: &str, flavor: Flavor, uri: &str) -> Result<Kernel> {
     let dir = cache_dir().join(suite);
     fs::create_dir_all(dir.join("lists/partial"))?;
     fs::create_dir_all(dir.join("cache/archives/partial"))?;
@@ -184,7 +270,7 @@ fn fetch_kernel(suite: &str, uri: &str) -> Result<Kernel> {
     // The metapackage names the current ABI; security updates change it.
     let out = Command::new("apt-cache")
         .args(&opts)
-        .args(["depends", "linux-image-cloud-amd64"])
+        .args(["depends", flavor.metapackage()])
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let image = text
@@ -194,94 +280,14 @@ fn fetch_kernel(suite: &str, uri: &str) -> Result<Kernel> {
                 .strip_prefix("Depends: ")
                 .filter(|d| d.starts_with("linux-image-"))
         })
-        .with_context(|| format!("no cloud kernel in {suite}: {text}"))?
+        .with_context(|| format!("no {} in {suite}: {text}", flavor.metapackage()))?
         .to_owned();
     let release = image.trim_start_matches("linux-image-").to_owned();
     let unpacked = dir.join(&release);
     let vmlinuz = unpacked.join("vmlinuz");
-    let order = unpacked.join(MODULE_LIST);
+    let order = unpacked.join(flavor.module_list());
     if !order.exists() {
-        // Newer kernels (sid's 7.x) split the image package: the kernel in linux-binary-*, the
-        // modules in linux-modules-*, the image package itself holds only docs. Older ones ship
-        // both in the image package. Each is taken unsigned where the archive has that.
-        let out = Command::new("apt-cache")
-            .args(&opts)
-            .args(["depends", &image])
-            .output()?;
-        let parts: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("Depends: "))
-            .filter(|d| d.starts_with("linux-binary-") || d.starts_with("linux-modules-"))
-            .map(str::to_owned)
-            .collect();
-        let wanted = if parts.is_empty() {
-            vec![image.clone()]
-        } else {
-            parts
-        };
-        let packages: Vec<String> = wanted
-            .into_iter()
-            .map(|p| {
-                let unsigned = format!("{p}-unsigned");
-                let has_unsigned = Command::new("apt-cache")
-                    .args(&opts)
-                    .args(["show", &unsigned])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success());
-                if has_unsigned { unsigned } else { p }
-            })
-            .collect();
-        eprintln!("vm-test: downloading {}", packages.join(" "));
-        let _ = fs::remove_dir_all(&unpacked);
-        let tree = unpacked.join("tree");
-        fs::create_dir_all(&tree)?;
-        run(Command::new("apt-get")
-            .args(&opts)
-            .arg("download")
-            .args(&packages)
-            .current_dir(&unpacked)
-            .stdout(Stdio::null()))?;
-        let debs: Vec<PathBuf> = fs::read_dir(&unpacked)?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "deb"))
-            .collect();
-        if debs.is_empty() {
-            bail!("downloaded .deb not found");
-        }
-        for deb in &debs {
-            let script = format!(
-                // The kernel sits in /boot or (split packages) beside the modules; modules in
-                // /lib or (merged /usr) /usr/lib; drivers built in have none, so a pattern may
-                // match nothing: tar's status is not the judge, the image's presence is.
-                "dpkg-deb --fsys-tarfile '{}' | tar -xf - -C '{}' --wildcards './boot/vmlinuz-*' \
-                 '*/modules/*/vmlinuz' '*/modules/*/kernel/drivers/virtio/*' \
-                 '*/modules/*/kernel/drivers/block/*' '*/modules/*/kernel/drivers/net/veth.ko*' \
-                 2>/dev/null; true",
-                deb.display(),
-                tree.display()
-            );
-            run(Command::new("sh").args(["-c", &script]))?;
-        }
-        let find = Command::new("find")
-            .arg(&tree)
-            .args(["-name", "vmlinuz*", "-type", "f"])
-            .output()?;
-        let image = String::from_utf8_lossy(&find.stdout)
-            .lines()
-            .next()
-            .map(PathBuf::from)
-            .context("no vmlinuz in the package")?;
-        fs::rename(image, &vmlinuz)?;
-        let modules = resolve_modules(&tree, &unpacked)?;
-        let list: Vec<String> = modules.iter().map(|m| m.display().to_string()).collect();
-        for deb in &debs {
-            fs::remove_file(deb)?;
-        }
-        fs::remove_dir_all(&tree)?;
-        fs::write(&order, list.join("\n"))?;
+        unpack_kernel(&image, &opts, flavor, &unpacked)?;
     }
     let modules = fs::read_to_string(&order)?
         .lines()
@@ -293,6 +299,99 @@ fn fetch_kernel(suite: &str, uri: &str) -> Result<Kernel> {
         vmlinuz,
         modules,
     })
+}
+
+/// Downloads the kernel package `image` (or, where the archive splits it, its binary and modules
+/// packages; unsigned where there are), and unpacks the kernel image and the modules `flavor`
+/// needs into `unpacked`, with their list in load order.
+fn unpack_kernel(image: &str, opts: &[String], flavor: Flavor, unpacked: &Path) -> Result<()> {
+    let vmlinuz = unpacked.join("vmlinuz");
+    let order = unpacked.join(flavor.module_list());
+    // Newer kernels (sid's 7.x) split the image package: the kernel in linux-binary-*, the
+    // modules in linux-modules-*, the image package itself holds only docs. Older ones ship
+    // both in the image package. Each is taken unsigned where the archive has that.
+    let out = Command::new("apt-cache")
+        .args(opts)
+        .args(["depends", image])
+        .output()?;
+    let parts: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends: "))
+        .filter(|d| d.starts_with("linux-binary-") || d.starts_with("linux-modules-"))
+        .map(str::to_owned)
+        .collect();
+    let wanted = if parts.is_empty() {
+        vec![image.to_owned()]
+    } else {
+        parts
+    };
+    let packages: Vec<String> = wanted
+        .into_iter()
+        .map(|p| {
+            let unsigned = format!("{p}-unsigned");
+            let has_unsigned = Command::new("apt-cache")
+                .args(opts)
+                .args(["show", &unsigned])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if has_unsigned { unsigned } else { p }
+        })
+        .collect();
+    eprintln!("vm-test: downloading {}", packages.join(" "));
+    let _ = fs::remove_dir_all(unpacked);
+    let tree = unpacked.join("tree");
+    fs::create_dir_all(&tree)?;
+    run(Command::new("apt-get")
+        .args(opts)
+        .arg("download")
+        .args(&packages)
+        .current_dir(unpacked)
+        .stdout(Stdio::null()))?;
+    let debs: Vec<PathBuf> = fs::read_dir(unpacked)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+        .collect();
+    if debs.is_empty() {
+        bail!("downloaded .deb not found");
+    }
+    for deb in &debs {
+        let script = format!(
+            // The kernel sits in /boot or (split packages) beside the modules; modules in
+            // /lib or (merged /usr) /usr/lib; drivers built in have none, so a pattern may
+            // match nothing: tar's status is not the judge, the image's presence is.
+            "dpkg-deb --fsys-tarfile '{}' | tar -xf - -C '{}' --wildcards './boot/vmlinuz-*' \
+             '*/modules/*/vmlinuz' '*/modules/*/kernel/drivers/virtio/*' \
+             '*/modules/*/kernel/drivers/block/*' '*/modules/*/kernel/drivers/net/veth.ko*' \
+             '*/modules/*/kernel/drivers/net/ethernet/intel/e1000/*' '*/modules/*/kernel/fs/ext4/*' \
+             '*/modules/*/kernel/fs/jbd2/*' '*/modules/*/kernel/fs/mbcache.ko*' \
+             '*/modules/*/kernel/lib/crc16.ko*' '*/modules/*/kernel/crypto/crc32c*' \
+             '*/modules/*/kernel/arch/x86/crypto/crc32c*' 2>/dev/null; true",
+            deb.display(),
+            tree.display()
+        );
+        run(Command::new("sh").args(["-c", &script]))?;
+    }
+    let find = Command::new("find")
+        .arg(&tree)
+        .args(["-name", "vmlinuz*", "-type", "f"])
+        .output()?;
+    let image = String::from_utf8_lossy(&find.stdout)
+        .lines()
+        .next()
+        .map(PathBuf::from)
+        .context("no vmlinuz in the package")?;
+    fs::rename(image, &vmlinuz)?;
+    let modules = resolve_modules(&tree, flavor.modules(), unpacked)?;
+    let list: Vec<String> = modules.iter().map(|m| m.display().to_string()).collect();
+    for deb in &debs {
+        fs::remove_file(deb)?;
+    }
+    fs::remove_dir_all(&tree)?;
+    fs::write(&order, list.join("\n"))?;
+    Ok(())
 }
 
 /// Module bytes, decompressed when the package ships them compressed.
@@ -334,9 +433,9 @@ fn depends(bytes: &[u8]) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Finds `MODULES` and their dependencies under `tree`, writes them decompressed to `out`,
+/// Finds `wanted` and their dependencies under `tree`, writes them decompressed to `out`,
 /// and returns them in load order (dependencies first). Built-in drivers are simply absent.
-fn resolve_modules(tree: &Path, out: &Path) -> Result<Vec<PathBuf>> {
+fn resolve_modules(tree: &Path, wanted: &[&str], out: &Path) -> Result<Vec<PathBuf>> {
     let mut found = std::collections::HashMap::new();
     let listing = Command::new("find")
         .arg(tree)
@@ -357,7 +456,7 @@ fn resolve_modules(tree: &Path, out: &Path) -> Result<Vec<PathBuf>> {
     let mut order = Vec::new();
     let mut seen = std::collections::HashSet::new();
     // Depth-first: a module is written once all its dependencies are.
-    let mut stack: Vec<(String, bool)> = MODULES
+    let mut stack: Vec<(String, bool)> = wanted
         .iter()
         .rev()
         .map(|m| ((*m).to_owned(), false))
@@ -441,20 +540,35 @@ fn install_with_libs(bin: &Path, dest: &Path, root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Where the `nic` targets' VM finds the host's `zcprof sink`: QEMU's user network answers
+/// 10.0.2.2 with the host's loopback, so the packets leave the guest through its e1000 NIC and
+/// nothing leaves this machine.
+const SLIRP_HOST: &str = "10.0.2.2";
+
 /// Builds the initramfs: busybox, zcprof, the kernel tests and their libraries, the kernel's
-/// disk modules, and an init that mounts the test disk, runs `zcprof doctor` and the tests, and
-/// prints the verdict.
+/// modules, and an init that mounts the test disk, runs `zcprof doctor` and the job's tests, and
+/// prints the verdict. `sink_port`: the host's sink, for the `nic` jobs.
 fn build_initramfs(
     work: &Path,
     kernel: &Kernel,
-    zcprof: &Path,
-    tests: &Path,
+    (zcprof, tests): (&Path, &Path),
     tmpdir: &Path,
+    job: Job,
+    sink_port: Option<u16>,
 ) -> Result<PathBuf> {
     let root = work.join("root");
     let _ = fs::remove_dir_all(&root);
     for d in [
-        "bin", "proc", "sys", "dev", "tmp", "sbin", "usr/bin", "usr/sbin", "modules",
+        "bin",
+        "proc",
+        "sys",
+        "dev",
+        "tmp",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "modules",
+        "usr/local/bin",
     ] {
         fs::create_dir_all(root.join(d))?;
     }
@@ -467,19 +581,47 @@ fn build_initramfs(
     }
     fs::copy("/bin/busybox", root.join("bin/busybox"))?;
     // iproute2's ip, for --net veth (busybox's cannot create a veth pair with its peer in a
-    // namespace); first on the PATH.
-    if let Some(ip) = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
-        .into_iter()
-        .map(Path::new)
-        .find(|p| p.exists())
-    {
-        fs::create_dir_all(root.join("usr/local/bin"))?;
-        install_with_libs(ip, &root.join("usr/local/bin/ip"), &root)?;
+    // namespace), and ethtool, to turn the NIC's scatter-gather off; first on the PATH.
+    for (tool, needed) in [("ip", true), ("ethtool", job != Job::Matrix)] {
+        let found = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+            .into_iter()
+            .map(|d| Path::new(d).join(tool))
+            .find(|p| p.exists());
+        match found {
+            Some(path) => install_with_libs(&path, &root.join("usr/local/bin").join(tool), &root)?,
+            None if needed && job != Job::Matrix => bail!("{tool} is needed on the host"),
+            None => {}
+        }
     }
     install_with_libs(zcprof, &root.join("zcprof"), &root)?;
     install_with_libs(tests, &root.join("tests"), &root)?;
     if let Some(debug) = std::env::var_os("ZCPROF_VM_DEBUG") {
         fs::copy(debug, root.join("debug.sh"))?;
+    }
+    let init_path = root.join("init");
+    fs::write(&init_path, init_script(job, tmpdir, sink_port))?;
+    fs::set_permissions(
+        &init_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    let initrd = work.join(format!("initrd-{}.gz", kernel.release));
+    run(Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "find . | cpio -o -H newc --quiet | gzip -1 > '{}'",
+                initrd.display()
+            ),
+        ])
+        .current_dir(&root))?;
+    Ok(initrd)
+}
+
+/// libtest's filter arguments for the job: the kernel-dependent modules less the host-only
+/// tests, or the `nic` module.
+fn test_filters(job: Job) -> String {
+    if job != Job::Matrix {
+        return " nic::".to_owned();
     }
     let mut filters = VM_MODULES.iter().fold(String::new(), |mut all, m| {
         let _ = write!(all, " {m}::");
@@ -488,7 +630,42 @@ fn build_initramfs(
     for (skip, _) in SKIPPED_IN_VM {
         let _ = write!(filters, " --skip {skip}");
     }
-    let init = format!(
+    filters
+}
+
+/// The `nic` jobs' network: the e1000 NIC up with QEMU's user-network address, no default route
+/// (only the host's sink is reached), and where the tests find the sink.
+fn nic_setup(job: Job, sink_port: Option<u16>) -> String {
+    let Some(port) = sink_port.filter(|_| job != Job::Matrix) else {
+        return String::new();
+    };
+    let keep = if job == Job::Textbook {
+        " ZCPROF_TEXTBOOK_OUT=/out"
+    } else {
+        ""
+    };
+    format!(
+        "ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 \
+   || echo \"init: no e1000 NIC (eth0): the nic tests will fail\"
+mkdir -p /out
+export ZCPROF_NIC=eth0 ZCPROF_NIC_SINK={SLIRP_HOST}:{port}{keep}
+"
+    )
+}
+
+/// What the textbook job does after its tests: its reports, as a tar on the second disk.
+fn keep_reports(job: Job) -> &'static str {
+    if job == Job::Textbook {
+        "(cd /out && tar -cf /dev/vdb .) || { echo \"init: the reports could not be kept\"; ok=0; }\n"
+    } else {
+        ""
+    }
+}
+
+/// The VM's init: mounts, modules, the scratch disk, the job's network, `zcprof doctor`, then
+/// each test alone, timed, and the verdict on the console.
+fn init_script(job: Job, tmpdir: &Path, sink_port: Option<u16>) -> String {
+    format!(
         r#"#!/bin/busybox sh
 /bin/busybox --install -s
 mount -t proc proc /proc
@@ -507,7 +684,7 @@ for i in $(seq 100); do [ -b /dev/vda ] && break; sleep 0.1; done
 mount -t ext4 /dev/vda {tmp} || echo "init: no disk: the scratch directory stays on rootfs"
 echo "init: kernel $(uname -r)"
 export ZCPROF_BIN=/zcprof ZCPROF_EXPECT_HOOKED=1 HOME=/tmp PATH=/usr/local/bin:/bin:/sbin:/usr/bin:/usr/sbin
-/zcprof doctor
+{net}/zcprof doctor
 if [ -e /debug.sh ]; then . /debug.sh; fi
 ok=1
 # One test per run, timed, so that the closing summary can name the slowest.
@@ -519,33 +696,42 @@ for name in $names; do
   /tests --exact "$name" --test-threads=1 || ok=0
   echo "init: took $name $(echo "$(now) $s" | awk '{{printf "%.1f", $1 - $2}}') s"
 done
-if [ $ok = 1 ]; then echo "init: success"; else echo "init: failure"; fi
+{keep}if [ $ok = 1 ]; then echo "init: success"; else echo "init: failure"; fi
 poweroff -f
 "#,
         tmp = tmpdir.display(),
-    );
-    let init_path = root.join("init");
-    fs::write(&init_path, init)?;
-    fs::set_permissions(
-        &init_path,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )?;
-    let initrd = work.join(format!("initrd-{}.gz", kernel.release));
-    run(Command::new("sh")
-        .args([
-            "-c",
-            &format!(
-                "find . | cpio -o -H newc --quiet | gzip -1 > '{}'",
-                initrd.display()
-            ),
-        ])
-        .current_dir(&root))?;
-    Ok(initrd)
+        net = nic_setup(job, sink_port),
+        filters = test_filters(job),
+        keep = keep_reports(job),
+    )
 }
 
-/// Boots one kernel with a fresh ext4 disk and returns its verdict (none when the VM gave
-/// none in time) and the tally of its console, which is echoed with a prefix.
-fn boot(label: &str, kernel: &Kernel, initrd: &Path, disk: &Path) -> Result<(Option<bool>, Tally)> {
+/// QEMU's devices for the job beyond the scratch disk: the `nic` jobs' emulated e1000 on the
+/// user network (QEMU's default NIC otherwise, which the cloud kernels do not drive), and the
+/// textbook job's second disk for its reports.
+fn job_devices(job: Job, reports: &Path) -> Vec<String> {
+    let mut args = Vec::new();
+    if job != Job::Matrix {
+        args.extend(["-nic".to_owned(), "user,model=e1000".to_owned()]);
+    }
+    if job == Job::Textbook {
+        args.extend([
+            "-drive".to_owned(),
+            format!("file={},format=raw,if=virtio", reports.display()),
+        ]);
+    }
+    args
+}
+
+/// Boots one kernel with a fresh ext4 disk (and `devices`) and returns its verdict (none when
+/// the VM gave none in time) and the tally of its console, which is echoed with a prefix.
+fn boot(
+    label: &str,
+    kernel: &Kernel,
+    initrd: &Path,
+    disk: &Path,
+    devices: &[String],
+) -> Result<(Option<bool>, Tally)> {
     let _ = fs::remove_file(disk);
     run(Command::new("truncate").args(["-s", "1G"]).arg(disk))?;
     run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(disk))?;
@@ -574,6 +760,7 @@ fn boot(label: &str, kernel: &Kernel, initrd: &Path, disk: &Path) -> Result<(Opt
             "file={},format=raw,if=virtio,cache=unsafe",
             disk.display()
         ))
+        .args(devices)
         .args(["-append", "console=ttyS0 panic=-1 quiet"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -631,96 +818,179 @@ fn watch_console(label: &str, rx: &mpsc::Receiver<String>) -> (Option<bool>, Tal
     (verdict, tally)
 }
 
-/// Runs the kernel tests on every kernel of the matrix (or those whose label contains `only`):
-/// one suite per kernel. A kernel that cannot be fetched is a skipped suite, one that cannot be
-/// booted or fails its tests a failed one.
+/// Runs the kernel tests on every target (or those whose label contains `only`): one suite per
+/// target. A kernel that cannot be fetched is a skipped suite, one that cannot be booted or
+/// fails its tests a failed one.
 ///
 /// # Errors
 /// When the tools, the archive or the test binaries cannot be had.
 pub fn vm_test(root: &Path, only: Option<&str>) -> Result<Vec<Suite>> {
+    let targets: Vec<Target> = TARGETS
+        .into_iter()
+        .filter(|t| only.is_none_or(|o| t.label.contains(o)))
+        .collect();
+    run_targets(root, &targets, None)
+}
+
+/// Boots `targets`, two at a time; the textbook job keeps its reports in `reports`.
+///
+/// # Errors
+/// When the tools, the archive or the test binaries cannot be had.
+pub fn run_targets(root: &Path, targets: &[Target], reports: Option<&Path>) -> Result<Vec<Suite>> {
     ensure_tools()?;
     let uri = archive_uri()?;
     let (zcprof, tests) = build_test_binaries(root)?;
-    let kernels: Vec<(&str, &str)> = match only {
-        None => KERNELS.to_vec(),
-        Some(o) => KERNELS.into_iter().filter(|(l, _)| l.contains(o)).collect(),
-    };
     // Each VM has one vCPU (see `boot`) and runs CPU-bound under TCG: on two cores two of them
     // at a time take about the time of one, each with a work directory of its own. Each worker
-    // takes the next kernel as it finishes one, the newest (slowest) first.
+    // takes the next target as it finishes one: the matrix newest (slowest) first, then the
+    // short `nic` targets.
     let parallel = std::env::var("ZCPROF_VM_PARALLEL")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(2)
         .max(1);
-    let queue = Mutex::new(
-        kernels
-            .iter()
-            .rev()
-            .copied()
-            .collect::<std::collections::VecDeque<_>>(),
-    );
+    let mut order: Vec<Target> = targets.to_vec();
+    order.sort_by_key(|t| {
+        let at = TARGETS.iter().position(|x| x.label == t.label);
+        (t.job != Job::Matrix, std::cmp::Reverse(at))
+    });
+    let queue = Mutex::new(order.into_iter().collect::<std::collections::VecDeque<_>>());
     let done = Mutex::new(Vec::new());
+    let ctx = Context {
+        root,
+        uri: &uri,
+        binaries: (&zcprof, &tests),
+        reports,
+    };
     std::thread::scope(|s| {
         for _ in 0..parallel {
             s.spawn(|| {
-                while let Some((label, suite)) = queue.lock().ok().and_then(|mut q| q.pop_front()) {
+                while let Some(t) = queue.lock().ok().and_then(|mut q| q.pop_front()) {
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        one_kernel(root, label, suite, &uri, &zcprof, &tests)
+                        one_target(&ctx, t)
                     }))
                     .unwrap_or_else(|_| Err(anyhow::anyhow!("its thread panicked")))
                     .unwrap_or_else(|e| {
-                        eprintln!("vm-test: {label}: FAILED: {e:#}");
-                        Suite::not_run(&format!("vm {label}"), &format!("{e:#}"), true)
+                        eprintln!("vm-test: {}: FAILED: {e:#}", t.label);
+                        Suite::not_run(&format!("vm {}", t.label), &format!("{e:#}"), true)
                     });
                     if let Ok(mut d) = done.lock() {
-                        d.push((label, result));
+                        d.push((t.label, result));
                     }
                 }
             });
         }
     });
-    // In the matrix's order, whichever finished first.
+    // In the targets' order, whichever finished first.
     let mut done = done.into_inner().unwrap_or_default();
-    done.sort_by_key(|(label, _)| KERNELS.iter().position(|(l, _)| l == label));
+    done.sort_by_key(|(label, _)| TARGETS.iter().position(|t| t.label == *label));
     let suites = done.into_iter().map(|(_, suite)| suite).collect();
     Ok(suites)
 }
 
-/// Fetches, boots and tests one kernel, in a work directory of its own.
-fn one_kernel(
-    root: &Path,
-    label: &str,
-    suite: &str,
-    uri: &str,
-    zcprof: &Path,
-    tests: &Path,
-) -> Result<Suite> {
+/// What every VM of a run shares.
+struct Context<'a> {
+    root: &'a Path,
+    uri: &'a str,
+    /// zcprof and the integration test executable.
+    binaries: (&'a Path, &'a Path),
+    /// Where the textbook job's reports go.
+    reports: Option<&'a Path>,
+}
+
+/// A `zcprof sink` on the host's loopback for a `nic` VM, stopped when dropped.
+struct HostSink {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl HostSink {
+    fn start(zcprof: &Path, log: &Path) -> Result<Self> {
+        // A port the kernel just handed out and nobody holds: the sink binds it at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = Command::new(zcprof)
+            .args(["sink", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(fs::File::create(log)?)
+            .stderr(fs::File::create(log.with_extension("err"))?)
+            .spawn()
+            .context("starting zcprof sink")?;
+        Ok(Self { child, port })
+    }
+}
+
+impl Drop for HostSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Fetches, boots and tests one target, in a work directory of its own.
+fn one_target(ctx: &Context<'_>, t: Target) -> Result<Suite> {
     let start = Instant::now();
     // The archive changes under us (sid daily): a kernel that cannot be had is a loud skip, not
     // a failure; one that boots and fails its tests is.
-    let kernel = match fetch_kernel(suite, uri) {
+    let kernel = match fetch_kernel(t.suite, t.flavor, ctx.uri) {
         Ok(k) => k,
         Err(e) => {
-            eprintln!("vm-test: SKIPPING {label}: its kernel cannot be fetched: {e:#}");
+            eprintln!(
+                "vm-test: SKIPPING {}: its kernel cannot be fetched: {e:#}",
+                t.label
+            );
             let why = format!("its kernel cannot be fetched: {e:#}");
-            return Ok(Suite::not_run(&format!("vm {label}"), &why, false));
+            return Ok(Suite::not_run(&format!("vm {}", t.label), &why, false));
         }
     };
-    let work = root.join("target/vm").join(label);
+    let work = ctx.root.join("target/vm").join(t.label);
     fs::create_dir_all(&work)?;
-    let initrd = build_initramfs(&work, &kernel, zcprof, tests, &root.join("target/tmp"))?;
-    let label = format!("{label} {}", kernel.release);
+    let sink = match t.job {
+        Job::Matrix => None,
+        Job::Nic | Job::Textbook => Some(HostSink::start(ctx.binaries.0, &work.join("sink.log"))?),
+    };
+    let initrd = build_initramfs(
+        &work,
+        &kernel,
+        ctx.binaries,
+        &ctx.root.join("target/tmp"),
+        t.job,
+        sink.as_ref().map(|s| s.port),
+    )?;
+    let reports = work.join("reports.tar");
+    if t.job == Job::Textbook {
+        let _ = fs::remove_file(&reports);
+        run(Command::new("truncate").args(["-s", "64M"]).arg(&reports))?;
+    }
+    let label = format!("{} {}", t.label, kernel.release);
     eprintln!("vm-test: booting {label}");
-    let (verdict, mut tally) = boot(&label, &kernel, &initrd, &work.join("disk.img"))?;
-    for (pattern, why) in SKIPPED_IN_VM {
-        let line = format!("skipping tests matching {pattern} in the VM (host only): {why}");
-        eprintln!("vm-test: {label}: {line}");
-        tally.skips.insert(line);
+    let devices = job_devices(t.job, &reports);
+    let (verdict, mut tally) = boot(&label, &kernel, &initrd, &work.join("disk.img"), &devices)?;
+    drop(sink);
+    if let (Job::Textbook, Some(dir)) = (t.job, ctx.reports) {
+        unpack_reports(&reports, &dir.join(t.label))?;
+    }
+    if t.job == Job::Matrix {
+        for (pattern, why) in SKIPPED_IN_VM {
+            let line = format!("skipping tests matching {pattern} in the VM (host only): {why}");
+            eprintln!("vm-test: {label}: {line}");
+            tally.skips.insert(line);
+        }
     }
     let ok = verdict == Some(true);
     eprintln!("vm-test: {label}: {}", if ok { "passed" } else { "FAILED" });
-    let note = match verdict {
+    Ok(Suite {
+        name: format!("vm {label}"),
+        note: verdict_note(verdict, &tally),
+        tally,
+        ok,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Why a VM failed without a failed test, when it did.
+fn verdict_note(verdict: Option<bool>, tally: &Tally) -> Option<String> {
+    match verdict {
         None => Some(format!(
             "no verdict on the console (the VM ended, or ran past {VM_DEADLINE:?})"
         )),
@@ -728,12 +998,13 @@ fn one_kernel(
             Some("init: failure without a failed test (did a test executable crash?)".into())
         }
         _ => None,
-    };
-    Ok(Suite {
-        name: format!("vm {label}"),
-        tally,
-        ok,
-        seconds: start.elapsed().as_secs_f64(),
-        note,
-    })
+    }
+}
+
+/// Unpacks the tar the textbook job wrote on its second disk into `dir`.
+fn unpack_reports(tar: &Path, dir: &Path) -> Result<()> {
+    let _ = fs::remove_dir_all(dir);
+    fs::create_dir_all(dir)?;
+    run(Command::new("tar").arg("-xf").arg(tar).arg("-C").arg(dir))
+        .context("the textbook VM left no reports")
 }
