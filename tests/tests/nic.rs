@@ -269,6 +269,27 @@ fn check_dma(what: &str, run: &Value, ev: &Evidence) {
         ev.tx_bytes,
         ev.tx_packets
     );
+    let row = run["devices"]["net"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["physical"] == true)
+        .unwrap_or_else(|| panic!("{what}: no physical NIC row: {}", run["devices"]));
+    let zcprof_mapped = row["dma_mapped"]["bytes"].as_u64();
+    assert_eq!(
+        zcprof_mapped.is_some(),
+        ev.mapped.is_some(),
+        "{what}: zcprof's DMA API count and tracefs's disagree on whether the kernel has dma: \
+         events: {row}"
+    );
+    if let (Some(zcprof_mapped), Some((mapped, _))) = (zcprof_mapped, ev.mapped) {
+        // zcprof counts while it measures; tracefs from before zcprof starts to after it ends.
+        assert!(
+            (nic..=mapped).contains(&zcprof_mapped),
+            "{what}: zcprof saw {zcprof_mapped} B mapped towards the NIC, tracefs {mapped} B, \
+             the process's packets were {nic} B"
+        );
+    }
     if let Some((mapped, maps)) = ev.mapped {
         // Every byte handed to the NIC is mapped for it, headers included; beyond them only the
         // few packets of other sockets (zcprof's talk with the sink, ACKs).
@@ -359,8 +380,9 @@ fn the_notes_table_on_a_real_nic_matches_the_devices_counters() {
             // On the console of the VM: the figures beside the devices' own counts.
             let _ = writeln!(
                 std::io::stderr(),
-                "nic_table: {what}: zcprof NIC {} B, disk {} B, CPU copies {} B; {ev:?}",
+                "nic_table: {what}: zcprof NIC {} B (DMA API {}), disk {} B, CPU copies {} B; {ev:?}",
                 run["figures"]["nic_dma_bytes"]["value"],
+                run["devices"]["net"],
                 run["figures"]["disk_read_bytes"]["value"],
                 run["figures"]["cpu_copy_bytes"]["value"],
             );

@@ -508,6 +508,16 @@ pub struct ProcStat {
     pub named_ns: u64,
 }
 
+/// Buffers the DMA API mapped for one device towards it (`DMA_TO_DEVICE`): the bytes the device
+/// will read from memory (a NIC's transmits), from the `dma:dma_map_page`/`dma_map_phys` events;
+/// `dma_map_sg` adds maps without bytes. Device-wide, by the device's name (a PCI address).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct DmaMapped {
+    pub bytes: u64,
+    pub maps: u64,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain-old-data structs with no padding and every bit pattern valid.
@@ -518,6 +528,8 @@ mod pod {
     unsafe impl aya::Pod for super::DiskIo {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::NetXmit {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DmaMapped {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::HookedBytes {}
     // SAFETY: as above.

@@ -8,8 +8,8 @@ use aya_ebpf::{
     },
 };
 use zcprof_common::{
-    CONTROL_SLOTS, COUNTER_SLOTS, DiskIo, FD_BYTES_SLOTS, HookedBytes, IFNAMSIZ, InFlight,
-    MAX_SYSCALL_NR, NetXmit, OnCpu, ProcStat, SockOwner, SyscallStat,
+    CONTROL_SLOTS, COUNTER_SLOTS, DiskIo, DmaMapped, FD_BYTES_SLOTS, HookedBytes, IFNAMSIZ,
+    InFlight, MAX_SYSCALL_NR, NetXmit, OnCpu, ProcStat, SockOwner, SyscallStat,
     serve::{
         COMM_LEN, SERVE_COMM_ENTRIES, SERVE_LOST_SLOTS, SERVE_PROCESS_ENTRIES, ServeOwner,
         ServeStat,
@@ -51,6 +51,11 @@ pub static DISK_IO: PerCpuHashMap<u32, DiskIo> = PerCpuHashMap::with_max_entries
 /// Packets the traced task transmitted, by network device name.
 #[map]
 pub static NET_XMIT: PerCpuHashMap<[u8; IFNAMSIZ], NetXmit> =
+    PerCpuHashMap::with_max_entries(64, 0);
+
+/// Bytes the DMA API mapped towards each device, by the device's name (`dma:*` events).
+#[map]
+pub static DMA_TO_DEVICE: PerCpuHashMap<[u8; IFNAMSIZ], DmaMapped> =
     PerCpuHashMap::with_max_entries(64, 0);
 
 /// Kernel stacks of sampled traced tasks.

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, path::Path};
 
 use crate::{
     collect::Counts,
-    model::{Devices, DiskRow, NetRow},
+    model::{Devices, DiskRow, DmaMappedRow, NetRow},
 };
 
 /// What the device numbers and names in the counts mean, read from sysfs while measuring (and
@@ -15,6 +15,10 @@ pub struct DeviceNames {
     pub disk: BTreeMap<u32, String>,
     /// Network devices by name: (has a physical device, scatter-gather on).
     pub net: BTreeMap<String, (bool, Option<bool>)>,
+    /// The bus id (as the DMA API names the device: a PCI address) of each physical network
+    /// device the counts name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub net_bus_id: BTreeMap<String, String>,
 }
 
 impl DeviceNames {
@@ -52,7 +56,21 @@ impl DeviceNames {
                 )
             })
             .collect();
-        DeviceNames { disk, net }
+        let net_bus_id = counts
+            .net_xmit
+            .keys()
+            .filter_map(|name| {
+                let link =
+                    std::fs::read_link(Path::new("/sys/class/net").join(name).join("device"));
+                let id = link.ok()?.file_name()?.to_string_lossy().into_owned();
+                Some((name.clone(), id))
+            })
+            .collect();
+        DeviceNames {
+            disk,
+            net,
+            net_bus_id,
+        }
     }
 
     /// The device rows of `counts`.
@@ -77,12 +95,21 @@ impl DeviceNames {
             .iter()
             .map(|(name, x)| {
                 let (physical, scatter_gather) = self.net.get(name).copied().unwrap_or_default();
+                let dma_mapped = self.net_bus_id.get(name).and_then(|id| {
+                    let m = counts.dma_to_device.get(id)?;
+                    Some(DmaMappedRow {
+                        bus_id: id.clone(),
+                        bytes: m.bytes,
+                        maps: m.maps,
+                    })
+                });
                 NetRow {
                     device: name.clone(),
                     bytes: x.bytes,
                     packets: x.packets,
                     physical,
                     scatter_gather,
+                    dma_mapped,
                 }
             })
             .collect();

@@ -1,6 +1,6 @@
 //! Device transfers (block requests and I/O, packets, DMA mappings) and the other one-event
 //! counters: page faults and forks.
-use zcprof_common::{Counter, DiskIo, EventKind, IFNAMSIZ, NetXmit};
+use zcprof_common::{Counter, DiskIo, DmaMapped, EventKind, IFNAMSIZ, NetXmit};
 
 use super::{
     add, current_tgid, now,
@@ -9,7 +9,7 @@ use super::{
 };
 use crate::{
     filter::tracing,
-    maps::{DISK_IO, NET_XMIT},
+    maps::{DISK_IO, DMA_TO_DEVICE, NET_XMIT},
 };
 
 /// A traced task took a page fault, in user mode (`user`) or in kernel mode on its behalf.
@@ -118,6 +118,25 @@ pub fn net_xmit(name: &[u8; IFNAMSIZ], len: u64) {
             0,
             Name::Given(name),
         );
+    }
+}
+
+/// The DMA API mapped `bytes` in `maps` maps towards the device called `name`.
+#[inline(always)]
+pub fn dma_to_device(name: &[u8; IFNAMSIZ], bytes: u64, maps: u64) {
+    if DMA_TO_DEVICE.get_ptr_mut(name).is_none()
+        && DMA_TO_DEVICE
+            .insert(name, &DmaMapped::default(), 0)
+            .is_err()
+    {
+        add(Counter::DevicesLost, 1);
+    }
+    if let Some(d) = DMA_TO_DEVICE.get_ptr_mut(name) {
+        // SAFETY: per-CPU entry.
+        unsafe {
+            (*d).bytes += bytes;
+            (*d).maps += maps;
+        }
     }
 }
 

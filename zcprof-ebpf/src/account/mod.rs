@@ -16,7 +16,7 @@ pub use copies::{
     copied, direct_io, forget_socket, page_cache_write, register_socket, sample, sampled_cpu,
     sock_recv, socket_owner, syscall_fds, syscall_of, xmit,
 };
-pub use device::{bio_queued, disk_io, dma_map, forked, net_xmit, page_fault};
+pub use device::{bio_queued, disk_io, dma_map, dma_to_device, forked, net_xmit, page_fault};
 pub use follow::{follow, forget};
 pub(crate) use process::per_process;
 pub(crate) use syscall::in_flight;

@@ -25,6 +25,18 @@ static BIO_OFF_RWBS: Global<u32> = Global::new(28);
 static NET_OFF_LEN: Global<u32> = Global::new(16);
 #[unsafe(no_mangle)]
 static NET_OFF_NAME: Global<u32> = Global::new(24);
+/// `dma:dma_map_page` (`dma_map_phys` from 6.18): the device's name, the size and the direction.
+#[unsafe(no_mangle)]
+static DMA_OFF_DEVICE: Global<u32> = Global::new(8);
+#[unsafe(no_mangle)]
+static DMA_OFF_SIZE: Global<u32> = Global::new(32);
+#[unsafe(no_mangle)]
+static DMA_OFF_DIR: Global<u32> = Global::new(40);
+/// `dma:dma_map_sg`: the device's name and the direction (its sizes are an array: not summed).
+#[unsafe(no_mangle)]
+static DMA_SG_OFF_DEVICE: Global<u32> = Global::new(8);
+#[unsafe(no_mangle)]
+static DMA_SG_OFF_DIR: Global<u32> = Global::new(36);
 /// Non-zero: packets are counted by the socket they belong to, wherever they leave
 /// (`net_dev_start_xmit`), and this current-task program stands aside.
 #[unsafe(no_mangle)]
@@ -100,14 +112,41 @@ pub fn net_dev_xmit_tracepoint(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// `DMA_TO_DEVICE` in the events' `dir` field (enum dma_data_direction).
+const DMA_TO_DEVICE: u32 = 1;
+
+/// Reads a `dma:*` record's device name (a `__data_loc` string at `device`) and direction.
+#[inline(always)]
+fn dma_device(ctx: &TracePointContext, device: u32, dir: u32) -> Option<([u8; IFNAMSIZ], u32)> {
+    // SAFETY: offsets from the tracepoint's format file.
+    let (loc, dir) = unsafe {
+        (
+            ctx.read_at::<u32>(device as usize).ok()?,
+            ctx.read_at::<u32>(dir as usize).ok()?,
+        )
+    };
+    // SAFETY: the string lies inside the record; at most IFNAMSIZ bytes are read.
+    let mut name = unsafe { ctx.read_at::<[u8; IFNAMSIZ]>((loc & 0xffff) as usize) }.ok()?;
+    clear_after_nul(&mut name);
+    Some((name, dir))
+}
+
 /// The DMA API mapped a buffer for a device (dma:* events, where the kernel has them). Counted
-/// device-wide, like block I/O: drivers map in interrupt and worker context.
+/// device-wide, like block I/O: drivers map in interrupt and worker context. Maps towards the
+/// device add their bytes to the device's row.
 macro_rules! dma_map {
     ($name:ident, $event:literal) => {
         #[doc = concat!("Classic tracepoint `dma:", $event, "`.")]
         #[tracepoint(category = "dma", name = $event)]
-        pub fn $name(_ctx: TracePointContext) -> u32 {
+        pub fn $name(ctx: TracePointContext) -> u32 {
             account::dma_map();
+            if let Some((name, DMA_TO_DEVICE)) =
+                dma_device(&ctx, DMA_OFF_DEVICE.load(), DMA_OFF_DIR.load())
+            {
+                // SAFETY: offset from the tracepoint's format file.
+                let size = unsafe { ctx.read_at::<u64>(DMA_OFF_SIZE.load() as usize) };
+                account::dma_to_device(&name, size.unwrap_or(0), 1);
+            }
             0
         }
     };
@@ -115,7 +154,19 @@ macro_rules! dma_map {
 
 dma_map!(dma_map_phys_tracepoint, "dma_map_phys");
 dma_map!(dma_map_page_tracepoint, "dma_map_page");
-dma_map!(dma_map_sg_tracepoint, "dma_map_sg");
+
+/// Classic tracepoint `dma:dma_map_sg`: a scatterlist mapped; its sizes are an array, so only
+/// the map is counted towards the device.
+#[tracepoint(category = "dma", name = "dma_map_sg")]
+pub fn dma_map_sg_tracepoint(ctx: TracePointContext) -> u32 {
+    account::dma_map();
+    if let Some((name, DMA_TO_DEVICE)) =
+        dma_device(&ctx, DMA_SG_OFF_DEVICE.load(), DMA_SG_OFF_DIR.load())
+    {
+        account::dma_to_device(&name, 0, 1);
+    }
+    0
+}
 
 /// What follows a device name's NUL is whatever the buffer holds: cleared, or one device would
 /// show up under many keys.

@@ -9,7 +9,8 @@ pub use task_clock::TaskClock;
 
 use aya::maps::{PerCpuArray, PerCpuHashMap};
 use zcprof_common::{
-    Counter, DiskIo, HookedBytes, IFNAMSIZ, MAX_SYSCALL_NR, NetXmit, OnCpu, ProcStat, SyscallStat,
+    Counter, DiskIo, DmaMapped, HookedBytes, IFNAMSIZ, MAX_SYSCALL_NR, NetXmit, OnCpu, ProcStat,
+    SyscallStat,
 };
 
 use crate::probes::{MapSource, catalog::maps};
@@ -111,6 +112,9 @@ pub struct Counts {
     pub disk_io: BTreeMap<u32, DiskIo>,
     /// Bytes the traced process handed to each network device, by name.
     pub net_xmit: BTreeMap<String, NetXmit>,
+    /// Bytes and maps the DMA API mapped towards each device while measuring, by the device's
+    /// name (a PCI address): device-wide.
+    pub dma_to_device: BTreeMap<String, DmaMapped>,
     /// Kernel clock of the first and last traced event (0 when none).
     pub first_event_ns: u64,
     pub last_event_ns: u64,
@@ -379,7 +383,7 @@ fn read_disk(ebpf: &dyn MapSource, counts: &mut Counts) -> Result<(), CollectErr
     Ok(())
 }
 
-/// Packets by network device.
+/// Packets by network device, and what the DMA API mapped towards each device.
 fn read_net(ebpf: &dyn MapSource, counts: &mut Counts) -> Result<(), CollectError> {
     let map_err = |name| move |source| CollectError::Map { name, source };
     let net: PerCpuHashMap<_, [u8; IFNAMSIZ], NetXmit> =
@@ -391,6 +395,17 @@ fn read_net(ebpf: &dyn MapSource, counts: &mut Counts) -> Result<(), CollectErro
             packets: a.packets + b.packets,
         });
         counts.net_xmit.insert(c_name(&name), total);
+    }
+    let dma: PerCpuHashMap<_, [u8; IFNAMSIZ], DmaMapped> =
+        PerCpuHashMap::try_from(map(ebpf, maps::DMA_TO_DEVICE)?)
+            .map_err(map_err(maps::DMA_TO_DEVICE))?;
+    for entry in &dma {
+        let (name, per_cpu) = entry.map_err(map_err(maps::DMA_TO_DEVICE))?;
+        let total = per_cpu.iter().fold(DmaMapped::default(), |a, b| DmaMapped {
+            bytes: a.bytes + b.bytes,
+            maps: a.maps + b.maps,
+        });
+        counts.dma_to_device.insert(c_name(&name), total);
     }
     Ok(())
 }

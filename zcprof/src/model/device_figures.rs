@@ -129,17 +129,44 @@ pub(super) fn dma_figures(
         }
     }
     if let Some(v) = net {
-        let src = Source::Counted(vec![v.describe()]);
+        let mut hooks = vec![v.describe()];
+        let mut what = "bytes handed to physical network devices".to_owned();
+        if let Some(mapped) = mapped_towards_nics(devices) {
+            hooks.extend(plan.chosen(Point::DmaMap).map(Variant::describe));
+            what.push_str(&mapped);
+        }
         figures.insert(
             FigureId::NicDmaBytes,
-            Figure::measured(
-                nic,
-                transfers,
-                &src,
-                "bytes handed to physical network devices",
-            ),
+            Figure::measured(nic, transfers, &Source::Counted(hooks), what),
         );
     }
+}
+
+/// What the DMA API mapped towards the physical NICs while measuring, for the NIC figure's
+/// note: the driver's own account of the bytes the device read from memory (device-wide).
+fn mapped_towards_nics(devices: &Devices) -> Option<String> {
+    let rows: Vec<String> = devices
+        .net
+        .iter()
+        .filter(|n| n.physical)
+        .filter_map(|n| {
+            let m = n.dma_mapped.as_ref()?;
+            Some(format!(
+                "{} ({}) {} in {} maps",
+                n.device,
+                m.bus_id,
+                fmt_bytes(m.bytes),
+                m.maps
+            ))
+        })
+        .collect();
+    (!rows.is_empty()).then(|| {
+        format!(
+            "; the DMA API mapped towards them, device-wide (any socket's packets, headers \
+             included): {}",
+            rows.join("; ")
+        )
+    })
 }
 
 /// Each device's requests while measuring, for the note.
@@ -213,10 +240,13 @@ fn net_part(
                 .net
                 .iter()
                 .map(|n| {
-                    let kind = if n.physical {
-                        "a physical NIC: DMA"
-                    } else {
-                        "a virtual device: no DMA"
+                    let kind = match (n.physical, &n.dma_mapped) {
+                        (true, Some(m)) => format!(
+                            "a physical NIC: DMA; the DMA API mapped {} towards it, device-wide",
+                            fmt_bytes(m.bytes)
+                        ),
+                        (true, None) => "a physical NIC: DMA".to_owned(),
+                        (false, _) => "a virtual device: no DMA".to_owned(),
                     };
                     format!(
                         "{} in {} packets to {} ({kind})",

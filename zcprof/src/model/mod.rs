@@ -83,6 +83,20 @@ pub struct NetRow {
     pub physical: bool,
     /// Scatter-gather on the device (ethtool): with it, spliced pages go out by reference.
     pub scatter_gather: Option<bool>,
+    /// What the DMA API mapped towards the NIC while measuring (`dma:*` events, device-wide:
+    /// any socket's packets): none where the kernel has no such events or the driver bypasses
+    /// the DMA API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dma_mapped: Option<DmaMappedRow>,
+}
+
+/// Bytes and maps the DMA API mapped towards one device.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DmaMappedRow {
+    /// The device as the DMA API names it (a PCI address).
+    pub bus_id: String,
+    pub bytes: u64,
+    pub maps: u64,
 }
 
 /// Device activity seen while measuring.

@@ -470,6 +470,7 @@ pub mod maps {
     pub const IN_FLIGHT: &str = "IN_FLIGHT";
     pub const DISK_IO: &str = "DISK_IO";
     pub const NET_XMIT: &str = "NET_XMIT";
+    pub const DMA_TO_DEVICE: &str = "DMA_TO_DEVICE";
     pub const STACKS: &str = "STACKS";
     pub const STACK_SAMPLES: &str = "STACK_SAMPLES";
     pub const HOOKED_BY_SYSCALL: &str = "HOOKED_BY_SYSCALL";
@@ -485,12 +486,13 @@ pub mod maps {
     pub const RW_SYSCALLS: &str = "RW_SYSCALLS";
     pub const FD_BYTES: &str = "FD_BYTES";
     /// Every map, for the object check.
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 20] = [
         SYSCALLS,
         COUNTERS,
         IN_FLIGHT,
         DISK_IO,
         NET_XMIT,
+        DMA_TO_DEVICE,
         STACKS,
         STACK_SAMPLES,
         HOOKED_BY_SYSCALL,
@@ -554,7 +556,16 @@ pub mod globals {
         ("SB_OFF_MAGIC", "super_block", "s_magic"),
     ];
     /// Record offsets of classic tracepoints: (global, event, field).
-    pub const OFFSETS: [(&str, &str, &str); 29] = [
+    pub const OFFSETS: [(&str, &str, &str); 37] = [
+        // dma_map_page became dma_map_phys in 6.18: a kernel has one of them.
+        ("DMA_OFF_DEVICE", "dma/dma_map_page", "device"),
+        ("DMA_OFF_SIZE", "dma/dma_map_page", "size"),
+        ("DMA_OFF_DIR", "dma/dma_map_page", "dir"),
+        ("DMA_OFF_DEVICE", "dma/dma_map_phys", "device"),
+        ("DMA_OFF_SIZE", "dma/dma_map_phys", "size"),
+        ("DMA_OFF_DIR", "dma/dma_map_phys", "dir"),
+        ("DMA_SG_OFF_DEVICE", "dma/dma_map_sg", "device"),
+        ("DMA_SG_OFF_DIR", "dma/dma_map_sg", "dir"),
         ("BLK_OFF_DEV", "block/block_rq_issue", "dev"),
         ("BLK_OFF_BYTES", "block/block_rq_issue", "bytes"),
         ("BLK_OFF_RWBS", "block/block_rq_issue", "rwbs"),
